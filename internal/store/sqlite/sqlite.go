@@ -1,0 +1,111 @@
+// Package sqlite opens the hub store on a SQLite file (the embedded default) through the pure-Go
+// modernc.org/sqlite driver: no cgo, nothing to install.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"godwit.dev/godwit/internal/store/sqlstore"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// sqliteMagic is the first 16 bytes of every SQLite 3 database file.
+const sqliteMagic = "SQLite format 3\x00"
+
+// Open opens (creating if absent) the database file at path and applies migrations.
+//
+// An existing file that is not a SQLite database is refused with an error naming it; it is never
+// overwritten.
+func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(ON)", "synchronous(NORMAL)"} {
+		q.Add("_pragma", p)
+	}
+	// Write transactions take the write lock at BEGIN, so two writers never deadlock upgrading.
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// One writer at a time is SQLite's nature; a small pool keeps readers concurrent with it.
+	db.SetMaxOpenConns(4)
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	var check string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil || check != "ok" {
+		_ = db.Close()
+		if err == nil {
+			err = errors.New(check)
+		}
+		return nil, fmt.Errorf("sqlite database %s is corrupt (%v); restore it from a backup, it was left untouched", path, err)
+	}
+	s, err := sqlstore.Open(ctx, db, Dialect())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite database %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() == 0 {
+		return nil
+	}
+	head := make([]byte, len(sqliteMagic))
+	if n, _ := f.Read(head); n < len(head) || string(head) != sqliteMagic {
+		return fmt.Errorf("%s exists and is not a SQLite database; refusing to touch it", path)
+	}
+	return nil
+}
+
+// Dialect is the SQLite dialect. Migrations run inside BEGIN IMMEDIATE, which serialises them
+// against any other connection to the same file.
+func Dialect() sqlstore.Dialect {
+	return sqlstore.Dialect{
+		Name: "sqlite",
+		Lock: func(ctx context.Context, conn *sql.Conn) (func(), error) {
+			// The hub holds the data-dir lock, so only one process opens this file for writing;
+			// the exclusive lock guards against a second opener anyway.
+			if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err != nil {
+				return nil, err
+			}
+			return func() {}, nil
+		},
+		IsTransient: IsTransient,
+	}
+}
+
+// IsTransient reports SQLITE_BUSY / SQLITE_LOCKED, which clear by themselves.
+func IsTransient(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return err != nil && strings.Contains(err.Error(), "database is locked")
+}

@@ -1,0 +1,320 @@
+// Package sqlstore implements store.Store on database/sql. The SQL text is shared by every
+// engine ($N placeholders, ON CONFLICT, RETURNING work on SQLite and PostgreSQL alike); what
+// differs per engine — the driver, connection set-up and the migration lock — comes in a Dialect.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Dialect is what an engine package supplies.
+type Dialect struct {
+	// Name is "sqlite" or "postgres"; it selects engine-specific migration files.
+	Name string
+	// Lock takes the engine's migration lock on conn and returns its release function.
+	Lock func(ctx context.Context, conn *sql.Conn) (unlock func(), err error)
+	// IsTransient reports whether an error is worth retrying (busy database, lost connection).
+	IsTransient func(err error) bool
+}
+
+// Store is the database/sql implementation of store.Store.
+type Store struct {
+	db      *sql.DB
+	dialect Dialect
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open migrates the schema under the dialect's lock and returns the store. It takes ownership
+// of db: on error db is closed.
+func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
+	if err := runMigrations(ctx, db, d); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &Store{db: db, dialect: d}, nil
+}
+
+func runMigrations(ctx context.Context, db *sql.DB, d Dialect) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	unlock, err := d.Lock(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	defer unlock()
+	return migrate(ctx, conn, d.Name)
+}
+
+// DB exposes the handle for engine-specific tests and benchmarks.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Engine implements store.Store.
+func (s *Store) Engine() string { return s.dialect.Name }
+
+// IsTransient reports whether err is a transient database error.
+func (s *Store) IsTransient(err error) bool {
+	return s.dialect.IsTransient != nil && s.dialect.IsTransient(err)
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close implements store.Store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// SchemaVersion implements store.Store.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM godwit_schema_migrations`).Scan(&v)
+	return v, err
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+// InitAdminToken implements store.Store.
+func (s *Store) InitAdminToken(ctx context.Context, hash string, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ('admin_token_hash', $1, $2)
+		ON CONFLICT (key) DO NOTHING`, hash, micros(now))
+	if err != nil {
+		return false, fmt.Errorf("store admin token: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// CheckAdminToken implements store.Store.
+func (s *Store) CheckAdminToken(ctx context.Context, hash string) error {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM hub_settings WHERE key = 'admin_token_hash' AND value = $1`, hash).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("check admin token: %w", err)
+	}
+	if n != 1 {
+		return fault.ErrUnauthenticated
+	}
+	return nil
+}
+
+// CreateEnrollToken implements store.Store.
+func (s *Store) CreateEnrollToken(ctx context.Context, t wire.EnrollToken, hash string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, description, max_uses, uses, expires_at, created_at)
+		VALUES ($1, $2, $3, $4, 0, $5, $6)`, t.ID, hash, t.Description, t.MaxUses, micros(t.ExpiresAt), micros(t.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create enroll token: %w", err)
+	}
+	return nil
+}
+
+// ListEnrollTokens implements store.Store.
+func (s *Store) ListEnrollTokens(ctx context.Context) ([]wire.EnrollToken, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, description, max_uses, uses, expires_at, created_at FROM enroll_tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list enroll tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []wire.EnrollToken{}
+	for rows.Next() {
+		var t wire.EnrollToken
+		var exp, created int64
+		if err := rows.Scan(&t.ID, &t.Description, &t.MaxUses, &t.Uses, &exp, &created); err != nil {
+			return nil, err
+		}
+		t.ExpiresAt, t.CreatedAt = fromMicros(exp), fromMicros(created)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// DeleteEnrollToken implements store.Store.
+func (s *Store) DeleteEnrollToken(ctx context.Context, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM enroll_tokens WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete enroll token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("enroll token %q: %w", id, fault.ErrNotFound)
+	}
+	return nil
+}
+
+// Enroll implements store.Store.
+func (s *Store) Enroll(ctx context.Context, tokenHash string, now time.Time, a wire.Agent, credHash string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+
+	var tokenID string
+	err = tx.QueryRowContext(ctx, `UPDATE enroll_tokens SET uses = uses + 1
+		WHERE hash = $1 AND uses < max_uses AND expires_at > $2 RETURNING id`, tokenHash, micros(now)).Scan(&tokenID)
+	if errors.Is(err, sql.ErrNoRows) {
+		var maxUses, uses int
+		var exp int64
+		err := tx.QueryRowContext(ctx, `SELECT max_uses, uses, expires_at FROM enroll_tokens WHERE hash = $1`, tokenHash).Scan(&maxUses, &uses, &exp)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("enrollment token is not valid: %w", fault.ErrUnauthenticated)
+		case err != nil:
+			return fmt.Errorf("enroll: %w", err)
+		case exp <= micros(now):
+			return fmt.Errorf("enrollment token expired at %s: %w", fromMicros(exp).Format(time.RFC3339), fault.ErrForbidden)
+		default:
+			return fmt.Errorf("enrollment token already used %d of %d times: %w", uses, maxUses, fault.ErrForbidden)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	labels, _ := json.Marshal(nonNil(a.Labels))
+	system, _ := json.Marshal(a.System)
+	_, err = tx.ExecContext(ctx, `INSERT INTO agents (id, name, labels, version, system, enrolled_at, enroll_token, status, cred_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		a.ID, a.Name, string(labels), a.Version, string(system), micros(a.EnrolledAt), tokenID, wire.StatusUnknown, credHash)
+	if err != nil {
+		return fmt.Errorf("enroll: create agent: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("enroll: commit: %w", err)
+	}
+	return nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+const agentColumns = `id, name, labels, version, system, enrolled_at, last_seen, status, revoked_at`
+
+func scanAgent(row interface{ Scan(...any) error }) (wire.Agent, error) {
+	var a wire.Agent
+	var labels, system string
+	var enrolled, seen int64
+	var revoked sql.NullInt64
+	if err := row.Scan(&a.ID, &a.Name, &labels, &a.Version, &system, &enrolled, &seen, &a.Status, &revoked); err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal([]byte(labels), &a.Labels); err != nil {
+		return a, fmt.Errorf("agent %s: labels: %w", a.ID, err)
+	}
+	if err := json.Unmarshal([]byte(system), &a.System); err != nil {
+		return a, fmt.Errorf("agent %s: system: %w", a.ID, err)
+	}
+	a.EnrolledAt, a.LastSeen = fromMicros(enrolled), fromMicros(seen)
+	if revoked.Valid {
+		t := fromMicros(revoked.Int64)
+		a.RevokedAt = &t
+	}
+	return a, nil
+}
+
+// GetAgent implements store.Store.
+func (s *Store) GetAgent(ctx context.Context, id string) (wire.Agent, error) {
+	a, err := scanAgent(s.db.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("agent %q: %w", id, fault.ErrNotFound)
+	}
+	return a, err
+}
+
+// ListAgents implements store.Store.
+func (s *Store) ListAgents(ctx context.Context) ([]wire.Agent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY name, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	out := []wire.Agent{}
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// AgentCredential implements store.Store.
+func (s *Store) AgentCredential(ctx context.Context, id string) (string, bool, error) {
+	var hash string
+	var revoked sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT cred_hash, revoked_at FROM agents WHERE id = $1`, id).Scan(&hash, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, fmt.Errorf("agent %q: %w", id, fault.ErrNotFound)
+	}
+	return hash, revoked.Valid, err
+}
+
+// RevokeAgent implements store.Store. Revoking twice keeps the first revocation time.
+func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE agents SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, micros(now))
+	if err != nil {
+		return fmt.Errorf("revoke agent: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("agent %q: %w", id, fault.ErrNotFound)
+	}
+	return nil
+}
+
+// UpdateLiveness implements store.Store.
+func (s *Store) UpdateLiveness(ctx context.Context, updates []store.Liveness) error {
+	if len(updates) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("update liveness: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, `UPDATE agents SET
+		last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END,
+		status = $3,
+		version = CASE WHEN $4 = '' THEN version ELSE $4 END,
+		system = CASE WHEN $5 = '' THEN system ELSE $5 END
+		WHERE id = $1`)
+	if err != nil {
+		return fmt.Errorf("update liveness: %w", err)
+	}
+	defer stmt.Close()
+	for _, u := range updates {
+		system := ""
+		if u.System != nil {
+			b, _ := json.Marshal(u.System)
+			system = string(b)
+		}
+		if _, err := stmt.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Status, u.Version, system); err != nil {
+			return fmt.Errorf("update liveness of %s: %w", u.AgentID, err)
+		}
+	}
+	return tx.Commit()
+}
