@@ -33,7 +33,8 @@ func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
 	}
 	// Write transactions take the write lock at BEGIN, so two writers never deadlock upgrading.
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// Escaped, so that '?', '#' or '%' in the path cannot point SQLite at another file.
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -87,8 +88,9 @@ func Dialect() sqlstore.Dialect {
 	return sqlstore.Dialect{
 		Name: "sqlite",
 		Lock: func(ctx context.Context, conn *sql.Conn) (func(), error) {
-			// The hub holds the data-dir lock, so only one process opens this file for writing;
-			// the exclusive lock guards against a second opener anyway.
+			// The hub holds the data-dir lock, so only one process opens this file for writing.
+			// A second opener anyway is serialised by each migration's BEGIN IMMEDIATE (_txlock),
+			// inside which migrate checks again whether the migration is already applied.
 			if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err != nil {
 				return nil, err
 			}

@@ -97,6 +97,17 @@ func migrate(ctx context.Context, conn *sql.Conn, engine string) error {
 		if err != nil {
 			return err
 		}
+		// Another opener may have applied m since current was read: the SQLite lock is only the
+		// write transaction itself (BEGIN IMMEDIATE), so look again inside it.
+		var done int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM godwit_schema_migrations WHERE version = $1`, m.version).Scan(&done); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
+		}
+		if done > 0 {
+			_ = tx.Rollback()
+			continue
+		}
 		for _, stmt := range splitStatements(m.sql) {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				_ = tx.Rollback()

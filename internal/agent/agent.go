@@ -1,0 +1,186 @@
+// Package agent is the runtime that runs on every node: it enrolls once, then heartbeats and
+// follows its desired state over NATS with its own, narrowly-permitted credentials.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"godwit.dev/godwit/internal/buildinfo"
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/config"
+	"godwit.dev/godwit/internal/datadir"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// ErrRejected means the hub's NATS server refused this agent's credentials: it was revoked.
+var ErrRejected = errors.New("the hub rejected this agent's credentials (revoked?)")
+
+// Agent is one running agent.
+type Agent struct {
+	cfg *config.Agent
+	log *slog.Logger
+
+	dir *datadir.Dir
+	id  *Identity
+	nc  *nats.Conn
+
+	mu          sync.Mutex
+	desiredRev  uint64
+	desiredSeen []byte
+}
+
+// New returns an agent for a validated configuration.
+func New(cfg *config.Agent, log *slog.Logger) *Agent { return &Agent{cfg: cfg, log: log} }
+
+// Run enrolls if needed, connects and runs until ctx ends or the hub rejects the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	var err error
+	if a.dir, err = datadir.Open(a.cfg.StateDir, datadir.KindAgent); err != nil {
+		return err
+	}
+	defer a.dir.Close()
+	if err := a.ensureIdentity(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a.nc, err = bus.ConnectAgent(a.id.NATSURLs, a.id.AgentID, a.id.NATSPassword,
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+				cancel(ErrRejected)
+				return
+			}
+			a.log.Warn("nats", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				a.log.Warn("disconnected from hub", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("reconnected to hub") }),
+	)
+	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) {
+			return ErrRejected
+		}
+		return fmt.Errorf("connect to hub nats %v: %w", a.id.NATSURLs, err)
+	}
+	defer a.nc.Close()
+	a.log.Info("agent started", "agent", a.id.AgentID, "name", a.id.Name, "nats", strings.Join(a.id.NATSURLs, ","))
+
+	sub, err := bus.WatchDesired(a.nc, a.id.AgentID, func(v []byte, rev uint64) { a.onDesired(v, rev) })
+	if err != nil {
+		return fmt.Errorf("watch desired state: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	interval, err := time.ParseDuration(a.id.HeartbeatInterval)
+	if err != nil || interval <= 0 {
+		interval = 5 * time.Second
+	}
+	a.loop(ctx, interval)
+	if cause := context.Cause(ctx); errors.Is(cause, ErrRejected) {
+		return cause
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+func (a *Agent) ensureIdentity(ctx context.Context) error {
+	id, err := loadIdentity(a.dir)
+	if err != nil {
+		return err
+	}
+	if id != nil {
+		a.id = id
+		return nil
+	}
+	if err := a.cfg.NeedEnrollment(); err != nil {
+		return err
+	}
+	labels, _ := a.cfg.LabelMap()
+	name := a.cfg.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	id, err = enroll(ctx, a.cfg.Hub, wire.EnrollRequest{
+		Token: a.cfg.EnrollToken, Name: name, Labels: labels, Version: buildinfo.String(), System: systemInfo(a.dir.Path),
+	})
+	if err != nil {
+		return err
+	}
+	if err := saveIdentity(a.dir, id); err != nil {
+		return fmt.Errorf("save identity (enrolled as %s): %w", id.AgentID, err)
+	}
+	a.id = id
+	a.log.Info("enrolled", "agent", id.AgentID, "name", id.Name)
+	return nil
+}
+
+// loop heartbeats every interval and, at the same pace, re-reads the desired state so a missed
+// watch message (during a disconnect) is caught up: level-triggered, not edge-triggered.
+func (a *Agent) loop(ctx context.Context, interval time.Duration) {
+	var seq uint64
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		seq++
+		a.heartbeat(ctx, seq)
+		a.resync(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context, seq uint64) {
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := bus.PutHeartbeat(hctx, a.nc, a.id.AgentID, wire.Heartbeat{
+		AgentID: a.id.AgentID, Version: buildinfo.String(), Seq: seq, SentAt: time.Now().UTC(), System: systemInfo(a.dir.Path),
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Warn("heartbeat failed", "err", err)
+	}
+}
+
+func (a *Agent) resync(ctx context.Context) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, rev, err := bus.GetDesired(gctx, a.nc, a.id.AgentID)
+	if errors.Is(err, fault.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Debug("read desired state", "err", err)
+		}
+		return
+	}
+	a.onDesired(v, rev)
+}
+
+// onDesired records the newest desired state. Acting on it arrives with the migration runner.
+func (a *Agent) onDesired(v []byte, rev uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rev != 0 && rev <= a.desiredRev {
+		return
+	}
+	if rev != 0 {
+		a.desiredRev = rev
+	}
+	a.desiredSeen = v
+	a.log.Debug("desired state", "revision", rev, "bytes", len(v))
+}

@@ -1,0 +1,253 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"godwit.dev/godwit/internal/credential"
+	"godwit.dev/godwit/internal/logging"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/sqlite"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// fakeBus is a Bus whose behaviour each test sets.
+type fakeBus struct {
+	ReadyFunc      func(ctx context.Context) error
+	DisconnectFunc func(id string) int
+}
+
+var _ Bus = (*fakeBus)(nil)
+
+func (f *fakeBus) Ready(ctx context.Context) error {
+	if f.ReadyFunc == nil {
+		return nil
+	}
+	return f.ReadyFunc(ctx)
+}
+func (f *fakeBus) AgentURLs() []string { return []string{"nats://127.0.0.1:7751"} }
+func (f *fakeBus) DisconnectAgent(id string) int {
+	if f.DisconnectFunc == nil {
+		return 0
+	}
+	return f.DisconnectFunc(id)
+}
+
+type bundle struct {
+	srv   *httptest.Server
+	store store.Store
+	admin string
+	bus   *fakeBus
+	now   time.Time
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b := &bundle{store: st, admin: credential.New(credential.PrefixAdmin), bus: &fakeBus{}, now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	if _, err := st.InitAdminToken(context.Background(), credential.Hash(b.admin), b.now); err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{Store: st, Bus: b.bus, Logger: logging.Discard(), Registry: prometheus.NewRegistry(),
+		Now: func() time.Time { return b.now }, MaxBodyBytes: 4096, HeartbeatInterval: 5 * time.Second})
+	b.srv = httptest.NewServer(h)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// call sends a request and returns status and decoded body (into out, if not nil).
+func (b *bundle) call(t *testing.T, method, path, token, body string, out any) (int, wire.ErrorBody) {
+	t.Helper()
+	req, _ := http.NewRequest(method, b.srv.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("%s %s: content type %q, want application/json", method, path, ct)
+	}
+	var eb wire.ErrorBody
+	if resp.StatusCode >= 400 {
+		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil || eb.Error.Code == "" || eb.Error.Message == "" {
+			t.Fatalf("%s %s: error body not {error:{code,message}}: %v", method, path, err)
+		}
+	} else if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode, eb
+}
+
+func (b *bundle) token(t *testing.T, uses int, ttl string) string {
+	t.Helper()
+	var tr wire.CreateTokenResponse
+	code, eb := b.call(t, "POST", "/api/v1/tokens", b.admin, `{"uses":`+itoa(uses)+`,"ttl":"`+ttl+`"}`, &tr)
+	if code != http.StatusCreated {
+		t.Fatalf("create token: %d %v", code, eb)
+	}
+	return tr.Token
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func (b *bundle) agentCount(t *testing.T) int {
+	as, err := b.store.ListAgents(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(as)
+}
+
+func TestEveryAdminRouteNeedsToken(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/api/v1/agents"}, {"GET", "/api/v1/agents/x"}, {"POST", "/api/v1/agents/x/revoke"},
+		{"GET", "/api/v1/tokens"}, {"POST", "/api/v1/tokens"}, {"DELETE", "/api/v1/tokens/x"},
+	} {
+		for _, tok := range []string{"", "gwa_wrong"} {
+			code, eb := b.call(t, r.method, r.path, tok, `{}`, nil)
+			if code != http.StatusUnauthorized || eb.Error.Code != "unauthenticated" {
+				t.Errorf("%s %s token=%q: %d %q, want 401 unauthenticated", r.method, r.path, tok, code, eb.Error.Code)
+			}
+		}
+	}
+	if code, _ := b.call(t, "GET", "/api/v1/agents", b.admin, "", nil); code != http.StatusOK {
+		t.Fatalf("with admin token: %d", code)
+	}
+}
+
+func TestEnrollRefusals(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	once := b.token(t, 1, "1h")
+	short := b.token(t, 5, "1m")
+	enroll := func(tok string) (int, wire.ErrorBody) {
+		return b.call(t, "POST", "/api/v1/enroll", "", `{"token":"`+tok+`","name":"n1"}`, nil)
+	}
+	if code, eb := enroll("gwe_unknown"); code != 401 || eb.Error.Code != "unauthenticated" {
+		t.Fatalf("unknown token: %d %v", code, eb)
+	}
+	if code, _ := enroll(once); code != 201 {
+		t.Fatalf("first use: %d", code)
+	}
+	if code, eb := enroll(once); code != 403 || !strings.Contains(eb.Error.Message, "used") {
+		t.Fatalf("reused token: %d %v", code, eb)
+	}
+	b.now = b.now.Add(2 * time.Minute)
+	if code, eb := enroll(short); code != 403 || !strings.Contains(eb.Error.Message, "expired") {
+		t.Fatalf("expired token: %d %v", code, eb)
+	}
+	if n := b.agentCount(t); n != 1 {
+		t.Fatalf("%d agents after refusals, want 1", n)
+	}
+}
+
+func TestBadBodies(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := b.token(t, 10, "1h")
+	cases := []struct {
+		name, path, auth, body string
+		code                   int
+		mention                string
+	}{
+		{"not json", "/api/v1/enroll", "", `{"token": `, 400, "not valid JSON"},
+		{"empty", "/api/v1/enroll", "", ``, 400, "empty"},
+		{"unknown field", "/api/v1/enroll", "", `{"token":"` + tok + `","name":"x","colour":"red"}`, 400, "colour"},
+		{"wrong type", "/api/v1/enroll", "", `{"token":"` + tok + `","name":7}`, 400, "name"},
+		{"trailing", "/api/v1/enroll", "", `{"token":"` + tok + `","name":"x"} {}`, 400, "after the JSON"},
+		{"oversized", "/api/v1/enroll", "", `{"token":"` + tok + `","name":"` + strings.Repeat("x", 5000) + `"}`, 413, "larger than"},
+		{"bad label", "/api/v1/enroll", "", `{"token":"` + tok + `","name":"x","labels":{"bad key":"v"}}`, 400, "labels"},
+		{"no name", "/api/v1/enroll", "", `{"token":"` + tok + `"}`, 400, "name"},
+		{"uses zero", "/api/v1/tokens", "admin", `{"uses":0,"ttl":"1h"}`, 400, "uses"},
+		{"bad ttl", "/api/v1/tokens", "admin", `{"uses":1,"ttl":"tomorrow"}`, 400, "ttl"},
+	}
+	for _, tc := range cases {
+		auth := ""
+		if tc.auth == "admin" {
+			auth = b.admin
+		}
+		code, eb := b.call(t, "POST", tc.path, auth, tc.body, nil)
+		if code != tc.code || !strings.Contains(eb.Error.Message, tc.mention) {
+			t.Errorf("%s: %d %q, want %d mentioning %q", tc.name, code, eb.Error.Message, tc.code, tc.mention)
+		}
+	}
+	if n := b.agentCount(t); n != 0 {
+		t.Fatalf("%d agents created by bad requests", n)
+	}
+	ts, _ := b.store.ListEnrollTokens(context.Background())
+	if len(ts) != 1 || ts[0].Uses != 0 {
+		t.Fatalf("tokens after bad requests: %+v", ts)
+	}
+}
+
+func TestUnknownRoutesAndMethodsAreJSON(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if code, eb := b.call(t, "GET", "/api/v1/nothing", b.admin, "", nil); code != 404 || eb.Error.Code != "not_found" {
+		t.Fatalf("unknown route: %d %v", code, eb)
+	}
+	if code, eb := b.call(t, "PUT", "/api/v1/agents", b.admin, "", nil); code != 405 || eb.Error.Code != "method_not_allowed" {
+		t.Fatalf("wrong method: %d %v", code, eb)
+	}
+}
+
+func TestRevokeDisconnectsAndEnrollReturnsCredentials(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var cut []string
+	b.bus.DisconnectFunc = func(id string) int { cut = append(cut, id); return 1 }
+	var er wire.EnrollResponse
+	code, _ := b.call(t, "POST", "/api/v1/enroll", "", `{"token":"`+b.token(t, 1, "1h")+`","name":"edge-1","labels":{"site":"x"}}`, &er)
+	if code != 201 || er.AgentID == "" || er.NATSUser != er.AgentID || !strings.HasPrefix(er.NATSPassword, credential.PrefixAgent) || er.HeartbeatInterval != "5s" {
+		t.Fatalf("enroll: %d %+v", code, er)
+	}
+	hash, revoked, err := b.store.AgentCredential(context.Background(), er.AgentID)
+	if err != nil || revoked || !credential.Matches(er.NATSPassword, hash) {
+		t.Fatalf("stored credential does not match the issued password: %v %v", err, revoked)
+	}
+	var a wire.Agent
+	if code, eb := b.call(t, "POST", "/api/v1/agents/"+er.AgentID+"/revoke", b.admin, "", &a); code != 200 || a.RevokedAt == nil {
+		t.Fatalf("revoke: %d %v %+v", code, eb, a)
+	}
+	if len(cut) != 1 || cut[0] != er.AgentID {
+		t.Fatalf("disconnect calls %v", cut)
+	}
+	if code, _ := b.call(t, "POST", "/api/v1/agents/nope/revoke", b.admin, "", nil); code != 404 {
+		t.Fatalf("revoke unknown: %d", code)
+	}
+}
+
+func TestReadyzReflectsStoreAndBus(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if code, _ := b.call(t, "GET", "/readyz", "", "", nil); code != 200 {
+		t.Fatalf("ready: %d", code)
+	}
+	b.bus.ReadyFunc = func(context.Context) error { return context.DeadlineExceeded }
+	resp, err := http.Get(b.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("bus down: readyz %d, want 503", resp.StatusCode)
+	}
+}

@@ -1,0 +1,273 @@
+// Package api serves the hub's REST API under /api/v1, plus /healthz, /readyz and /metrics.
+//
+// Handlers return (any, error); one wrapper writes the JSON or maps the error to a status code in
+// exactly one function (statusOf), so every error body has the same shape and no stack trace
+// ever reaches a client.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"godwit.dev/godwit/internal/credential"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Bus is what the API needs of the message bus.
+type Bus interface {
+	// Ready reports whether the bus is connected and JetStream answers.
+	Ready(ctx context.Context) error
+	// AgentURLs are the NATS URLs handed to agents at enrollment.
+	AgentURLs() []string
+	// DisconnectAgent cuts an agent's live connections (after revocation).
+	DisconnectAgent(agentID string) int
+}
+
+// Config wires the API.
+type Config struct {
+	Store             store.Store
+	Bus               Bus
+	Logger            *slog.Logger
+	Registry          *prometheus.Registry
+	Now               func() time.Time
+	MaxBodyBytes      int64
+	HeartbeatInterval time.Duration
+}
+
+// Server is the HTTP handler of the hub.
+type Server struct {
+	cfg     Config
+	mux     *http.ServeMux
+	log     *slog.Logger
+	now     func() time.Time
+	reqs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+// New builds the handler and registers its metrics.
+func New(cfg Config) *Server {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, now: cfg.Now}
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "godwit_http_requests_total", Help: "HTTP requests by route and status code.",
+	}, []string{"route", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "godwit_http_request_duration_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(s.reqs, s.latency)
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /api/v1/openapi.yaml", serveOpenAPI)
+
+	s.public("POST /api/v1/enroll", http.StatusCreated, s.enroll)
+	s.admin("GET /api/v1/agents", http.StatusOK, s.listAgents)
+	s.admin("GET /api/v1/agents/{id}", http.StatusOK, s.getAgent)
+	s.admin("POST /api/v1/agents/{id}/revoke", http.StatusOK, s.revokeAgent)
+	s.admin("POST /api/v1/tokens", http.StatusCreated, s.createToken)
+	s.admin("GET /api/v1/tokens", http.StatusOK, s.listTokens)
+	s.admin("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
+}
+
+// Handle registers an extra admin-only route; later components (events, migrations) add theirs.
+func (s *Server) Handle(pattern string, okStatus int, fn HandlerFunc) { s.admin(pattern, okStatus, fn) }
+
+// HandlerFunc is the shape of every API handler.
+type HandlerFunc func(r *http.Request) (any, error)
+
+func (s *Server) public(pattern string, okStatus int, fn HandlerFunc) {
+	s.mux.Handle(pattern, s.wrap(pattern, okStatus, fn))
+}
+
+func (s *Server) admin(pattern string, okStatus int, fn HandlerFunc) {
+	s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
+		if err := s.authenticate(r); err != nil {
+			return nil, err
+		}
+		return fn(r)
+	}))
+}
+
+func (s *Server) authenticate(r *http.Request) error {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return fmt.Errorf("missing bearer token (Authorization: Bearer <admin token>): %w", fault.ErrUnauthenticated)
+	}
+	if err := s.cfg.Store.CheckAdminToken(r.Context(), credential.Hash(tok)); err != nil {
+		if errors.Is(err, fault.ErrUnauthenticated) {
+			return fmt.Errorf("invalid token: %w", fault.ErrUnauthenticated)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Server) wrap(route string, okStatus int, fn HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		v, err := fn(r)
+		code := okStatus
+		if err != nil {
+			code = statusOf(err)
+			if code >= 500 {
+				s.log.Error("api request failed", "route", route, "err", err)
+			}
+			writeError(w, code, err)
+		} else {
+			writeJSON(w, code, v)
+		}
+		s.reqs.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// ServeHTTP implements http.Handler. Unknown routes and methods get JSON errors too.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		var allowed []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, p := s.mux.Handler(r2); p != "" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s: %w", r.Method, r.URL.Path, fault.ErrNotFound))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// statusOf is the one place domain errors become HTTP status codes.
+func statusOf(err error) int {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe), errors.Is(err, fault.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, fault.ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, fault.ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, fault.ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, fault.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, fault.ErrConflict), errors.Is(err, fault.ErrFenced):
+		return http.StatusConflict
+	case errors.Is(err, fault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	msg := err.Error()
+	c := fault.Code(err)
+	switch code {
+	case http.StatusInternalServerError:
+		msg = "internal error; see the hub log"
+	case http.StatusRequestEntityTooLarge:
+		c = fault.ErrTooLarge.Error()
+	case http.StatusMethodNotAllowed:
+		c = "method_not_allowed"
+	}
+	// Strip the trailing ": <code>" that wrapping a sentinel leaves; the code field carries it.
+	msg = strings.TrimSuffix(msg, ": "+c)
+	writeJSON(w, code, wire.ErrorBody{Error: wire.ErrorDetail{Code: c, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// decode reads one JSON object into v, strictly: unknown fields, trailing data and oversized
+// bodies are errors that say what is wrong.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return fmt.Errorf("request body larger than %d bytes: %w", mbe.Limit, fault.ErrTooLarge)
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("request body is empty; expected a JSON object: %w", fault.ErrInvalid)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return fmt.Errorf("request body is not valid JSON (truncated): %w", fault.ErrInvalid)
+		case errors.As(err, &se):
+			return fmt.Errorf("request body is not valid JSON (at byte %d): %w", se.Offset, fault.ErrInvalid)
+		case errors.As(err, &te):
+			return fault.Invalid(te.Field, "must be a JSON %s", te.Type)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return fault.Invalid(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), "unknown field")
+		default:
+			return fmt.Errorf("request body: %v: %w", err, fault.ErrInvalid)
+		}
+	}
+	if dec.More() {
+		return fmt.Errorf("request body has data after the JSON object: %w", fault.ErrInvalid)
+	}
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"store": "ok", "bus": "ok"}
+	ready := true
+	if err := s.cfg.Store.Ping(ctx); err != nil {
+		checks["store"], ready = err.Error(), false
+	}
+	if s.cfg.Bus == nil {
+		checks["bus"], ready = "not started", false
+	} else if err := s.cfg.Bus.Ready(ctx); err != nil {
+		checks["bus"], ready = err.Error(), false
+	}
+	code := http.StatusOK
+	if !ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": ready, "checks": checks})
+}

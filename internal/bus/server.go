@@ -1,0 +1,348 @@
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Names of the embedded server's accounts and of the hub's internal user (see the package comment).
+const (
+	AccountHub    = "GODWIT"
+	AccountAgents = "GODWIT_AGENTS"
+	HubUser       = "hub"
+)
+
+// Defaults for ServerConfig.
+const (
+	DefaultAuthLookupTimeout = 3 * time.Second
+	DefaultStartTimeout      = time.Minute
+)
+
+// Authenticator looks up agents' NATS credentials; the hub implements it on its SQL store.
+type Authenticator interface {
+	// AgentCredential returns the hex SHA-256 hash of the agent's NATS password and whether it is
+	// revoked; an error wrapping fault.ErrNotFound for an unknown agent.
+	AgentCredential(ctx context.Context, agentID string) (hash string, revoked bool, err error)
+}
+
+// ServerConfig configures the embedded NATS server.
+type ServerConfig struct {
+	StoreDir string // JetStream storage directory (created if absent)
+	Listen   string // "host:port"; port 0 picks a free port
+	Auth     Authenticator
+	Logger   *slog.Logger // nats-server logs routed here (warnings and up by default)
+
+	// Verbose also routes nats-server notices (at Info) and debug output (at Debug).
+	Verbose bool
+	// AuthLookupTimeout bounds one Authenticator call; 0 means DefaultAuthLookupTimeout.
+	AuthLookupTimeout time.Duration
+	// StartTimeout bounds start-up, including JetStream recovering its streams from StoreDir;
+	// 0 means DefaultStartTimeout.
+	StartTimeout time.Duration
+}
+
+// Server is the embedded NATS server with JetStream.
+type Server struct {
+	ns        *server.Server
+	log       *slog.Logger
+	hubSecret string
+	agents    *server.Account
+	auth      Authenticator
+	authTO    time.Duration
+	ctx       context.Context // cancelled by Stop, bounds in-flight credential look-ups
+	cancel    context.CancelFunc
+	stopOnce  sync.Once
+	stopped   chan struct{}
+	clientURL string
+}
+
+// StartServer starts the embedded server and returns once it accepts connections with JetStream
+// enabled in the hub account.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Auth == nil {
+		return nil, fault.Invalid("Auth", "an authenticator is required")
+	}
+	if cfg.StoreDir == "" {
+		return nil, fault.Invalid("StoreDir", "a JetStream storage directory is required")
+	}
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fault.Invalid("Listen", "want host:port: %v", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fault.Invalid("Listen", "bad port %q", portStr)
+	}
+	if port == 0 {
+		// nats-server reads 0 as "the default port, 4222"; -1 asks for a free one.
+		port = server.RANDOM_PORT
+	}
+	if cfg.AuthLookupTimeout < 0 {
+		return nil, fault.Invalid("AuthLookupTimeout", "must not be negative")
+	}
+	if cfg.StartTimeout < 0 {
+		return nil, fault.Invalid("StartTimeout", "must not be negative")
+	}
+	if cfg.AuthLookupTimeout == 0 {
+		cfg.AuthLookupTimeout = DefaultAuthLookupTimeout
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start nats: store dir: %w", err)
+	}
+
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(accountsConfig()); err != nil {
+		return nil, fmt.Errorf("start nats: accounts: %w", err)
+	}
+	opts.ServerName = "godwit-hub"
+	opts.Host = host
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = cfg.StoreDir
+	opts.NoSigs = true
+	opts.DisableJetStreamBanner = true
+
+	s := &Server{
+		log:       cfg.Logger,
+		hubSecret: newSecret(),
+		auth:      cfg.Auth,
+		authTO:    cfg.AuthLookupTimeout,
+		stopped:   make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	opts.CustomClientAuthentication = (*authenticator)(s)
+
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("start nats: %w", err)
+	}
+	ns.SetLoggerV2(&logAdapter{log: cfg.Logger, verbose: cfg.Verbose}, cfg.Verbose, false, false)
+	// The accounts exist once NewServer has read the configuration; keep them before any client
+	// can connect.
+	if s.hub, err = ns.LookupAccount(AccountHub); err == nil {
+		s.agents, err = ns.LookupAccount(AccountAgents)
+	}
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("start nats: %w", err)
+	}
+	s.ns = ns
+	ns.Start()
+	if !ns.ReadyForConnections(cfg.StartTimeout) {
+		ns.Shutdown()
+		s.cancel()
+		return nil, fmt.Errorf("start nats: not ready for connections within %s", cfg.StartTimeout)
+	}
+	if !ns.JetStreamEnabled() || !s.hub.JetStreamEnabled() {
+		ns.Shutdown()
+		s.cancel()
+		return nil, errors.New("start nats: jetstream is not enabled in the hub account")
+	}
+	s.clientURL = clientURL(ns)
+	return s, nil
+}
+
+// accountsConfig is the nats-server configuration of the two accounts (see the package comment).
+// The subjects are derived from the wire package, with "*" standing for the agent ID.
+func accountsConfig() string {
+	services := []string{
+		wire.KVSubject(wire.BucketHeartbeats, "*"),
+		wire.KVDirectGetSubject(wire.BucketDesired, "*"),
+		wire.EventSubject("*"),
+	}
+	streams := []string{wire.KVSubject(wire.BucketDesired, "*")}
+
+	var exp, imp strings.Builder
+	for _, subj := range services {
+		fmt.Fprintf(&exp, "      {service: %q, accounts: [%s]}\n", subj, AccountAgents)
+		fmt.Fprintf(&imp, "      {service: {account: %s, subject: %q}}\n", AccountHub, subj)
+	}
+	for _, subj := range streams {
+		fmt.Fprintf(&exp, "      {stream: %q, accounts: [%s]}\n", subj, AccountAgents)
+		fmt.Fprintf(&imp, "      {stream: {account: %s, subject: %q}}\n", AccountHub, subj)
+	}
+	return fmt.Sprintf(`accounts {
+  %s {
+    jetstream: enabled
+    exports: [
+%s    ]
+  }
+  %s {
+    imports: [
+%s    ]
+  }
+}
+`, AccountHub, exp.String(), AccountAgents, imp.String())
+}
+
+func newSecret() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("bus: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// clientURL is the address actually bound. An unspecified host (0.0.0.0, ::) is reported as the
+// loopback address so the URL can be dialled; remote agents need an advertised address instead.
+func clientURL(ns *server.Server) string {
+	addr, ok := ns.Addr().(*net.TCPAddr)
+	if !ok {
+		return ns.ClientURL()
+	}
+	ip := addr.IP
+	if ip == nil || ip.IsUnspecified() {
+		if ip.To4() == nil && ip != nil {
+			ip = net.IPv6loopback
+		} else {
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+	}
+	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(addr.Port))
+}
+
+// ClientURL returns nats://host:port of the listener actually bound.
+func (s *Server) ClientURL() string { return s.clientURL }
+
+// ConnectHub opens an in-process connection as the internal hub user, which may use every
+// subject of the hub account, JetStream API included. opts are applied after the defaults.
+func (s *Server) ConnectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{
+		nats.InProcessServer(s.ns),
+		nats.UserInfo(HubUser, s.hubSecret),
+		nats.Name(name),
+	}
+	nc, err := nats.Connect("", append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("connect hub: %w", err)
+	}
+	return nc, nil
+}
+
+// DisconnectAgent closes every live connection of the agent and returns how many it closed. Call
+// it after the revocation is committed to the store: a reconnect is then refused, since every
+// connection attempt looks the credential up afresh.
+func (s *Server) DisconnectAgent(agentID string) int {
+	if !ValidAgentID(agentID) {
+		return 0
+	}
+	var ids []uint64
+	for offset := 0; ; {
+		cz, err := s.ns.Connz(&server.ConnzOptions{
+			Username: true,
+			User:     agentID,
+			Account:  AccountAgents,
+			State:    server.ConnOpen,
+			Offset:   offset,
+			Limit:    1024,
+		})
+		if err != nil {
+			s.log.Warn("nats: list agent connections", "agent_id", agentID, "err", err)
+			break
+		}
+		for _, c := range cz.Conns {
+			ids = append(ids, c.Cid)
+		}
+		if len(cz.Conns) == 0 || offset+len(cz.Conns) >= cz.Total {
+			break
+		}
+		offset += len(cz.Conns)
+	}
+	n := 0
+	for _, id := range ids {
+		if err := s.ns.DisconnectClientByID(id); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Stop shuts the server down and waits for it, or for ctx. It is safe to call more than once.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		go func() {
+			s.ns.Shutdown()
+			s.ns.WaitForShutdown()
+			close(s.stopped)
+		}()
+	})
+	select {
+	case <-s.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop nats: %w", ctx.Err())
+	}
+}
+
+// Ready reports whether the server is running with JetStream enabled.
+func (s *Server) Ready() bool {
+	select {
+	case <-s.stopped:
+		return false
+	default:
+	}
+	return s.ns.Running() && s.ns.JetStreamEnabled()
+}
+
+// logAdapter routes nats-server's logger to slog.
+type logAdapter struct {
+	log     *slog.Logger
+	verbose bool
+}
+
+var _ server.Logger = (*logAdapter)(nil)
+
+func (l *logAdapter) Noticef(format string, v ...any) {
+	if l.verbose {
+		l.log.Info(fmt.Sprintf(format, v...), "component", "nats")
+	}
+}
+
+func (l *logAdapter) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
+}
+
+// Fatalf only logs: nats-server returns after it, and ending the process is the hub's decision.
+func (l *logAdapter) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats", "fatal", true)
+}
+
+func (l *logAdapter) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+
+func (l *logAdapter) Debugf(format string, v ...any) {
+	if l.verbose {
+		l.log.Debug(fmt.Sprintf(format, v...), "component", "nats")
+	}
+}
+
+func (l *logAdapter) Tracef(format string, v ...any) {
+	if l.verbose {
+		l.log.Log(context.Background(), slog.LevelDebug-4, fmt.Sprintf(format, v...), "component", "nats")
+	}
+}

@@ -1,0 +1,301 @@
+// Package hub is the composition root of the hub process: it claims the data dir, opens the
+// store, starts (or connects to) NATS JetStream, and runs the API and the controllers.
+//
+// Start order follows dependencies (store → bus → controllers → HTTP), Stop runs it backwards,
+// so the hub never serves a request it cannot back with state.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"godwit.dev/godwit/internal/api"
+	"godwit.dev/godwit/internal/buildinfo"
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/config"
+	"godwit.dev/godwit/internal/credential"
+	"godwit.dev/godwit/internal/datadir"
+	"godwit.dev/godwit/internal/liveness"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/postgres"
+	"godwit.dev/godwit/internal/store/sqlite"
+)
+
+// File names inside the data dir.
+const (
+	AdminTokenFile = "admin.token"
+	EndpointFile   = "endpoint.json"
+	sqliteFile     = "hub.db"
+	jetstreamDir   = "jetstream"
+)
+
+// Endpoint is written to the data dir on start so local clients (the CLI, tests) find the hub.
+type Endpoint struct {
+	API  string   `json:"api"`
+	NATS []string `json:"nats"`
+	PID  int      `json:"pid"`
+}
+
+// Hub is one hub replica.
+type Hub struct {
+	cfg *config.Hub
+	log *slog.Logger
+	// Out receives the one-time admin token notice.
+	out io.Writer
+
+	mu       sync.Mutex
+	started  bool
+	dir      *datadir.Dir
+	store    store.Store
+	server   *bus.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	buckets  bus.Buckets
+	live     *liveness.Controller
+	http     *http.Server
+	listener net.Listener
+	registry *prometheus.Registry
+	endpoint Endpoint
+}
+
+// New returns a hub for a validated configuration.
+func New(cfg *config.Hub, log *slog.Logger, out io.Writer) *Hub {
+	return &Hub{cfg: cfg, log: log, out: out}
+}
+
+// Start brings the hub up. On error everything already started is stopped again.
+func (h *Hub) Start(ctx context.Context) (err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.started {
+		return nil
+	}
+	defer func() {
+		if err != nil {
+			h.stopLocked(context.Background())
+		}
+	}()
+	if h.dir, err = datadir.Open(h.cfg.DataDir, datadir.KindHub); err != nil {
+		return err
+	}
+	if err = h.openStore(ctx); err != nil {
+		return err
+	}
+	if err = h.initAdminToken(ctx); err != nil {
+		return err
+	}
+	if err = h.startBus(ctx); err != nil {
+		return err
+	}
+	h.registry = prometheus.NewRegistry()
+	h.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h.live = liveness.New(h.buckets.Heartbeats, h.store, h.log, h.cfg.Liveness.HeartbeatInterval.D(), h.cfg.Liveness.Grace.D())
+	if err = h.live.Start(ctx); err != nil {
+		return err
+	}
+	if err = h.startHTTP(); err != nil {
+		return err
+	}
+	h.started = true
+	h.log.Info("hub started", "version", buildinfo.String(), "api", h.endpoint.API, "nats", strings.Join(h.endpoint.NATS, ","),
+		"store", h.store.Engine(), "data_dir", h.dir.Path)
+	return nil
+}
+
+func (h *Hub) openStore(ctx context.Context) error {
+	var err error
+	if h.cfg.Database == "" {
+		h.store, err = sqlite.Open(ctx, h.dir.Join(sqliteFile))
+	} else {
+		h.store, err = postgres.Open(ctx, h.cfg.Database)
+	}
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// initAdminToken creates the admin token on the first start of a hub (or of the first hub of a
+// shared database): stored hashed, printed once, and saved 0600 in the data dir for the local CLI.
+func (h *Hub) initAdminToken(ctx context.Context) error {
+	tok := credential.New(credential.PrefixAdmin)
+	created, err := h.store.InitAdminToken(ctx, credential.Hash(tok), time.Now())
+	if err != nil {
+		return err
+	}
+	if !created {
+		return nil
+	}
+	path := h.dir.Join(AdminTokenFile)
+	if err := h.dir.WriteFile(AdminTokenFile, []byte(tok+"\n")); err != nil {
+		return fmt.Errorf("save admin token: %w", err)
+	}
+	fmt.Fprintf(h.out, "Admin token (shown once; also saved to %s):\n  %s\n", path, tok)
+	return nil
+}
+
+func (h *Hub) startBus(ctx context.Context) error {
+	var err error
+	if h.cfg.NATS.URL == "" {
+		h.server, err = bus.StartServer(bus.ServerConfig{
+			StoreDir: h.dir.Join(jetstreamDir), Listen: h.cfg.NATS.Listen, Auth: h.store, Logger: h.log,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		h.nc, err = h.server.ConnectHub("godwit-hub", nats.MaxReconnects(-1))
+	} else {
+		h.nc, err = nats.Connect(h.cfg.NATS.URL, nats.Name("godwit-hub"), nats.MaxReconnects(-1))
+	}
+	if err != nil {
+		return fmt.Errorf("connect to nats: %w", err)
+	}
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		return err
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: 7 * 24 * time.Hour})
+	if err != nil {
+		return fmt.Errorf("jetstream buckets: %w", err)
+	}
+	h.endpoint.NATS = h.cfg.NATS.Advertise
+	if len(h.endpoint.NATS) == 0 {
+		if h.server != nil {
+			h.endpoint.NATS = []string{h.server.ClientURL()}
+		} else {
+			h.endpoint.NATS = strings.Split(h.cfg.NATS.URL, ",")
+		}
+	}
+	return nil
+}
+
+func (h *Hub) startHTTP() error {
+	srv := api.New(api.Config{
+		Store: h.store, Bus: busAdapter{h}, Logger: h.log, Registry: h.registry,
+		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
+	})
+	ln, err := net.Listen("tcp", h.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", h.cfg.Listen, err)
+	}
+	h.listener = ln
+	h.http = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("http server stopped", "err", err)
+		}
+	}()
+	h.endpoint.API = "http://" + ln.Addr().String()
+	h.endpoint.PID = os.Getpid()
+	b, _ := json.MarshalIndent(h.endpoint, "", "  ")
+	return h.dir.WriteFile(EndpointFile, b)
+}
+
+// Endpoint returns where the hub listens (valid after Start).
+func (h *Hub) Endpoint() Endpoint {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.endpoint
+}
+
+// Store returns the hub's store (valid after Start).
+func (h *Hub) Store() store.Store { return h.store }
+
+// Stop drains and stops everything within ctx. Safe to call twice.
+func (h *Hub) Stop(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.started {
+		return nil
+	}
+	h.started = false
+	return h.stopLocked(ctx)
+}
+
+func (h *Hub) stopLocked(ctx context.Context) error {
+	var errs []error
+	if h.http != nil {
+		errs = append(errs, h.http.Shutdown(ctx))
+		h.http = nil
+	}
+	if h.live != nil {
+		errs = append(errs, h.live.Stop(ctx))
+		h.live = nil
+	}
+	if h.nc != nil {
+		if err := h.nc.Drain(); err != nil {
+			h.nc.Close()
+		}
+		h.nc = nil
+	}
+	if h.server != nil {
+		errs = append(errs, h.server.Stop(ctx))
+		h.server = nil
+	}
+	if h.store != nil {
+		errs = append(errs, h.store.Close())
+		h.store = nil
+	}
+	if h.dir != nil {
+		errs = append(errs, h.dir.Close())
+		h.dir = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Run starts the hub, waits for ctx to end (SIGTERM/SIGINT), then stops within the configured
+// shutdown budget.
+func (h *Hub) Run(ctx context.Context) error {
+	if err := h.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	h.log.Info("hub stopping", "budget", h.cfg.ShutdownTimeout.D())
+	sctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout.D())
+	defer cancel()
+	if err := h.Stop(sctx); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	h.log.Info("hub stopped")
+	return nil
+}
+
+// busAdapter gives the API what it needs of the bus.
+type busAdapter struct{ h *Hub }
+
+func (b busAdapter) Ready(ctx context.Context) error {
+	if b.h.server != nil && !b.h.server.Ready() {
+		return errors.New("embedded nats server not ready")
+	}
+	if b.h.nc == nil || !b.h.nc.IsConnected() {
+		return errors.New("not connected to nats")
+	}
+	if _, err := b.h.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}
+
+func (b busAdapter) AgentURLs() []string { return b.h.endpoint.NATS }
+
+func (b busAdapter) DisconnectAgent(id string) int {
+	if b.h.server == nil {
+		return 0
+	}
+	return b.h.server.DisconnectAgent(id)
+}
