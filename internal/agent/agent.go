@@ -53,31 +53,49 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	checker := newRejectionCheck(a.id, a.log, func() { cancel(ErrRejected) })
+	// The first connection is retried like any reconnect: an agent that boots while its hub is
+	// down waits for it instead of exiting.
 	a.nc, err = bus.ConnectAgent(a.id.NATSURLs, a.id.AgentID, a.id.NATSPassword,
+		nats.RetryOnFailedConnect(true),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
-				cancel(ErrRejected)
+			if isAuthError(err) {
+				checker.trigger(ctx)
 				return
 			}
 			a.log.Warn("nats", "err", err)
 		}),
+		nats.ConnectHandler(func(*nats.Conn) { a.log.Info("connected to hub") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				a.log.Warn("disconnected from hub", "err", err)
+				if isAuthError(err) {
+					checker.trigger(ctx)
+				}
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("reconnected to hub") }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if isAuthError(err) {
+				checker.trigger(ctx)
+			}
+		}),
 	)
 	if err != nil {
-		if errors.Is(err, nats.ErrAuthorization) {
-			return ErrRejected
-		}
 		return fmt.Errorf("connect to hub nats %v: %w", a.id.NATSURLs, err)
 	}
 	defer a.nc.Close()
 	a.log.Info("agent started", "agent", a.id.AgentID, "name", a.id.Name, "nats", strings.Join(a.id.NATSURLs, ","))
 
-	sub, err := bus.WatchDesired(a.nc, a.id.AgentID, func(v []byte, rev uint64) { a.onDesired(v, rev) })
+	// A watch message is only a nudge: the value is re-read with a direct get, because a live
+	// KV message may be a write JetStream then rejected.
+	nudge := make(chan struct{}, 1)
+	sub, err := bus.WatchDesired(a.nc, a.id.AgentID, func([]byte, uint64) {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("watch desired state: %w", err)
 	}
@@ -87,7 +105,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil || interval <= 0 {
 		interval = 5 * time.Second
 	}
-	a.loop(ctx, interval)
+	a.loop(ctx, interval, nudge)
 	if cause := context.Cause(ctx); errors.Is(cause, ErrRejected) {
 		return cause
 	}
@@ -128,7 +146,7 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 
 // loop heartbeats every interval and, at the same pace, re-reads the desired state so a missed
 // watch message (during a disconnect) is caught up: level-triggered, not edge-triggered.
-func (a *Agent) loop(ctx context.Context, interval time.Duration) {
+func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan struct{}) {
 	var seq uint64
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -140,6 +158,8 @@ func (a *Agent) loop(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-nudge:
+			a.resync(ctx)
 		}
 	}
 }
@@ -150,7 +170,7 @@ func (a *Agent) heartbeat(ctx context.Context, seq uint64) {
 	_, err := bus.PutHeartbeat(hctx, a.nc, a.id.AgentID, wire.Heartbeat{
 		AgentID: a.id.AgentID, Version: buildinfo.String(), Seq: seq, SentAt: time.Now().UTC(), System: systemInfo(a.dir.Path),
 	})
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && a.nc.IsConnected() {
 		a.log.Warn("heartbeat failed", "err", err)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -73,6 +74,27 @@ func labelKeyOK(k string) bool {
 		}
 	}
 	return true
+}
+
+// agentSelf lets an agent, authenticated with its own NATS credentials (HTTP Basic), learn
+// whether it is still enrolled. An agent whose NATS login is refused asks here to tell
+// "revoked" (403: stop) from "the hub could not check right now" (5xx: keep retrying).
+func (s *Server) agentSelf(r *http.Request) (any, error) {
+	id, password, ok := r.BasicAuth()
+	if !ok {
+		return nil, fmt.Errorf("agent credentials required (HTTP Basic): %w", fault.ErrUnauthenticated)
+	}
+	hash, revoked, err := s.cfg.Store.AgentCredential(r.Context(), id)
+	if errors.Is(err, fault.ErrNotFound) || (err == nil && !credential.Matches(password, hash)) {
+		return nil, fmt.Errorf("unknown agent or wrong password: %w", fault.ErrUnauthenticated)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if revoked {
+		return nil, fmt.Errorf("agent %s is revoked: %w", id, fault.ErrForbidden)
+	}
+	return map[string]string{"id": id, "status": "enrolled"}, nil
 }
 
 func (s *Server) listAgents(r *http.Request) (any, error) {

@@ -88,6 +88,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /api/v1/openapi.yaml", serveOpenAPI)
 
 	s.public("POST /api/v1/enroll", http.StatusCreated, s.enroll)
+	s.public("GET /api/v1/agents/self", http.StatusOK, s.agentSelf)
 	s.admin("GET /api/v1/agents", http.StatusOK, s.listAgents)
 	s.admin("GET /api/v1/agents/{id}", http.StatusOK, s.getAgent)
 	s.admin("POST /api/v1/agents/{id}/revoke", http.StatusOK, s.revokeAgent)

@@ -9,8 +9,10 @@
 // response (a publish acknowledgement, a direct-get reply) is sent by the server on the requester's
 // behalf to whatever reply subject the requester named. With everything in one account, agent A
 // could direct-get its own desired state with reply subject "$KV.godwit-desired.<B>" and the server
-// would store A's desired state as B's; a publish acknowledgement aimed at a "$JS.API.…" subject
-// reaches the JetStream API. Both were reproduced against nats-server 2.15.2.
+// would store A's desired state as B's, and the acknowledgement of A's own heartbeat, aimed at
+// "$JS.API.STREAM.PURGE.KV_godwit-heartbeats", is read by the JetStream API as a purge request
+// ({"seq": n}) and erases every other agent's heartbeat. Both were reproduced against
+// nats-server 2.15.2 (TestAgentCannotActAsAnother fails if agents share the hub's account).
 //
 // The embedded server therefore has two accounts:
 //

@@ -62,6 +62,7 @@ type Server struct {
 	ns        *server.Server
 	log       *slog.Logger
 	hubSecret string
+	hub       *server.Account
 	agents    *server.Account
 	auth      Authenticator
 	authTO    time.Duration
@@ -139,7 +140,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		s.cancel()
 		return nil, fmt.Errorf("start nats: %w", err)
 	}
-	ns.SetLoggerV2(&logAdapter{log: cfg.Logger, verbose: cfg.Verbose}, cfg.Verbose, false, false)
+	logs := &logAdapter{log: cfg.Logger, verbose: cfg.Verbose, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(logs, cfg.Verbose, false, false)
 	// The accounts exist once NewServer has read the configuration; keep them before any client
 	// can connect.
 	if s.hub, err = ns.LookupAccount(AccountHub); err == nil {
@@ -151,10 +153,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.ns = ns
 	ns.Start()
-	if !ns.ReadyForConnections(cfg.StartTimeout) {
+	if err := waitReady(ns, logs.fatal, cfg.StartTimeout); err != nil {
 		ns.Shutdown()
 		s.cancel()
-		return nil, fmt.Errorf("start nats: not ready for connections within %s", cfg.StartTimeout)
+		return nil, fmt.Errorf("start nats: %w", err)
 	}
 	if !ns.JetStreamEnabled() || !s.hub.JetStreamEnabled() {
 		ns.Shutdown()
@@ -163,6 +165,26 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.clientURL = clientURL(ns)
 	return s, nil
+}
+
+// waitReady waits until ns accepts connections. nats-server reports a failed start (port in use,
+// JetStream unable to open its store) only by logging at fatal level and not listening, so a fatal
+// log ends the wait at once instead of after the whole timeout.
+func waitReady(ns *server.Server, fatal <-chan string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case msg := <-fatal:
+			return errors.New(msg)
+		default:
+		}
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready for connections within %s", timeout)
+		}
+	}
 }
 
 // accountsConfig is the nats-server configuration of the two accounts (see the package comment).
@@ -214,12 +236,11 @@ func clientURL(ns *server.Server) string {
 		return ns.ClientURL()
 	}
 	ip := addr.IP
-	if ip == nil || ip.IsUnspecified() {
-		if ip.To4() == nil && ip != nil {
-			ip = net.IPv6loopback
-		} else {
-			ip = net.IPv4(127, 0, 0, 1)
-		}
+	switch {
+	case len(ip) == net.IPv6len && ip.To4() == nil && ip.IsUnspecified():
+		ip = net.IPv6loopback
+	case ip == nil || ip.IsUnspecified():
+		ip = net.IPv4(127, 0, 0, 1)
 	}
 	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(addr.Port))
 }
@@ -312,6 +333,7 @@ func (s *Server) Ready() bool {
 type logAdapter struct {
 	log     *slog.Logger
 	verbose bool
+	fatal   chan string // the first fatal message, for StartServer
 }
 
 var _ server.Logger = (*logAdapter)(nil)
@@ -328,7 +350,12 @@ func (l *logAdapter) Warnf(format string, v ...any) {
 
 // Fatalf only logs: nats-server returns after it, and ending the process is the hub's decision.
 func (l *logAdapter) Fatalf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...), "component", "nats", "fatal", true)
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg, "component", "nats", "fatal", true)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 
 func (l *logAdapter) Errorf(format string, v ...any) {

@@ -117,15 +117,17 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 }
 
 func (h *Hub) openStore(ctx context.Context) error {
+	var st store.Store
 	var err error
 	if h.cfg.Database == "" {
-		h.store, err = sqlite.Open(ctx, h.dir.Join(sqliteFile))
+		st, err = sqlite.Open(ctx, h.dir.Join(sqliteFile))
 	} else {
-		h.store, err = postgres.Open(ctx, h.cfg.Database)
+		st, err = postgres.Open(ctx, h.cfg.Database)
 	}
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	h.store = st
 	return nil
 }
 

@@ -1,0 +1,152 @@
+package wire
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Severities, in increasing order.
+const (
+	SeverityInfo    = "info"
+	SeverityWarning = "warning"
+	SeverityError   = "error"
+)
+
+// Event types. Producers may send only these; anything else is dead-lettered by the ingest.
+const (
+	EventAgentStarted           = "agent.started"
+	EventAgentOutboxFull        = "agent.outbox_full"
+	EventDetectionSucceeded     = "migration.detection.succeeded"
+	EventDetectionFailed        = "migration.detection.failed"
+	EventDetectionNotNeeded     = "migration.detection.not_needed"
+	EventExecutionSucceeded     = "migration.execution.succeeded"
+	EventExecutionFailed        = "migration.execution.failed"
+	EventExecutionPartial       = "migration.execution.partial"
+	EventVerificationSucceeded  = "migration.verification.succeeded"
+	EventVerificationFailed     = "migration.verification.failed"
+	EventRollbackSucceeded      = "migration.rollback.succeeded"
+	EventRollbackFailed         = "migration.rollback.failed"
+	EventSweepProgress          = "sweep.progress"
+	EventFailoverTransition     = "failover.transition"
+	EventOperatorAction         = "operator.action"
+	EventMigrationStateChanged  = "migration.state_changed"
+	EventAssignmentReconciled   = "migration.assignment.reconciled"
+	EventAgentEnrolled          = "agent.enrolled"
+	EventAgentRevoked           = "agent.revoked"
+	EventSweepCheckResult       = "sweep.check.result"
+	EventFailoverHookFailed     = "failover.hook.failed"
+	EventMigrationStepStarted   = "migration.step.started"
+	EventMigrationStepCancelled = "migration.step.cancelled"
+)
+
+// KnownEventTypes is the closed set of event types the hub stores.
+var KnownEventTypes = map[string]bool{
+	EventAgentStarted: true, EventAgentOutboxFull: true, EventDetectionSucceeded: true, EventDetectionFailed: true,
+	EventDetectionNotNeeded: true, EventExecutionSucceeded: true, EventExecutionFailed: true, EventExecutionPartial: true,
+	EventVerificationSucceeded: true, EventVerificationFailed: true, EventRollbackSucceeded: true, EventRollbackFailed: true,
+	EventSweepProgress: true, EventFailoverTransition: true, EventOperatorAction: true, EventMigrationStateChanged: true,
+	EventAssignmentReconciled: true, EventAgentEnrolled: true, EventAgentRevoked: true, EventSweepCheckResult: true,
+	EventFailoverHookFailed: true, EventMigrationStepStarted: true, EventMigrationStepCancelled: true,
+}
+
+// MaxEventBytes bounds one encoded event; larger ones are dead-lettered. Output tails are
+// bounded well below it by producers.
+const MaxEventBytes = 64 << 10
+
+// Event is the CloudEvents-style envelope of everything that happens in the fleet.
+type Event struct {
+	SpecVersion string    `json:"specversion"`
+	ID          string    `json:"id"`     // UUIDv7, assigned by the producer
+	Source      string    `json:"source"` // /agents/<id> or /hub/<id>
+	Type        string    `json:"type"`
+	Time        time.Time `json:"time"`
+	Subject     string    `json:"subject,omitempty"` // what it is about, e.g. "migration/m1/step/2"
+	Severity    string    `json:"severity"`
+	Data        EventData `json:"data"`
+}
+
+// EventData is the Godwit payload of an event. Fields that do not apply stay empty.
+type EventData struct {
+	AgentID     string          `json:"agent_id,omitempty"`
+	Migration   string          `json:"migration,omitempty"`
+	Step        string          `json:"step,omitempty"`
+	Attempt     int             `json:"attempt,omitempty"`
+	Message     string          `json:"message,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	ExitCode    *int            `json:"exit_code,omitempty"`
+	OutputTail  string          `json:"output_tail,omitempty"`
+	DurationMS  int64           `json:"duration_ms,omitempty"`
+	FromVersion string          `json:"from_version,omitempty"`
+	ToVersion   string          `json:"to_version,omitempty"`
+	System      *SystemInfo     `json:"system,omitempty"`
+	Extra       json.RawMessage `json:"extra,omitempty"` // type-specific fields (sweep counts, failover roles…)
+}
+
+// AgentSource is the source of events an agent produces.
+func AgentSource(agentID string) string { return "/agents/" + agentID }
+
+// HubSource is the source of events a hub produces.
+func HubSource(hubID string) string { return "/hub/" + hubID }
+
+// NewEvent returns an event with a fresh UUIDv7 id, the current time and specversion set.
+func NewEvent(source, typ, severity string, data EventData) Event {
+	return Event{SpecVersion: "1.0", ID: uuid.Must(uuid.NewV7()).String(), Source: source, Type: typ,
+		Time: time.Now().UTC(), Severity: severity, Data: data}
+}
+
+// Validate checks an event as received on subjectAgent's subject (empty for hub-published
+// events). It returns a reason fit for a dead-letter record.
+func (e *Event) Validate(subjectAgent string) error {
+	switch {
+	case e.ID == "":
+		return fmt.Errorf("event has no id")
+	case !isUUID(e.ID):
+		return fmt.Errorf("event id %q is not a UUID", e.ID)
+	case e.Source == "":
+		return fmt.Errorf("event %s has no source", e.ID)
+	case !KnownEventTypes[e.Type]:
+		return fmt.Errorf("event %s has unknown type %q", e.ID, e.Type)
+	case e.Time.IsZero():
+		return fmt.Errorf("event %s has no time", e.ID)
+	}
+	switch e.Severity {
+	case SeverityInfo, SeverityWarning, SeverityError:
+	default:
+		return fmt.Errorf("event %s has unknown severity %q", e.ID, e.Severity)
+	}
+	if subjectAgent != "" {
+		// An agent may speak only for itself: its credentials let it publish only on its own
+		// subject, so the subject is the authenticated identity.
+		if e.Source != AgentSource(subjectAgent) {
+			return fmt.Errorf("event %s: forged source %q on agent %s's subject", e.ID, e.Source, subjectAgent)
+		}
+		if e.Data.AgentID != "" && e.Data.AgentID != subjectAgent {
+			return fmt.Errorf("event %s: forged data.agent_id %q on agent %s's subject", e.ID, e.Data.AgentID, subjectAgent)
+		}
+	} else if !strings.HasPrefix(e.Source, "/hub/") {
+		return fmt.Errorf("event %s: source %q on the hub subject", e.ID, e.Source)
+	}
+	return nil
+}
+
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}
+
+// SeverityRank orders severities for filtering (info < warning < error); unknown is -1.
+func SeverityRank(s string) int {
+	switch s {
+	case SeverityInfo:
+		return 0
+	case SeverityWarning:
+		return 1
+	case SeverityError:
+		return 2
+	}
+	return -1
+}
