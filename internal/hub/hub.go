@@ -152,6 +152,22 @@ func (h *Hub) initAdminToken(ctx context.Context) error {
 
 func (h *Hub) startBus(ctx context.Context) error {
 	var err error
+	opts := []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				h.log.Warn("nats", "subject", sub.Subject, "err", err)
+				return
+			}
+			h.log.Warn("nats", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				h.log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { h.log.Info("nats reconnected") }),
+	}
 	if h.cfg.NATS.URL == "" {
 		h.server, err = bus.StartServer(bus.ServerConfig{
 			StoreDir: h.dir.Join(jetstreamDir), Listen: h.cfg.NATS.Listen, Auth: h.store, Logger: h.log,
@@ -159,9 +175,9 @@ func (h *Hub) startBus(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
-		h.nc, err = h.server.ConnectHub("godwit-hub", nats.MaxReconnects(-1))
+		h.nc, err = h.server.ConnectHub("godwit-hub", opts...)
 	} else {
-		h.nc, err = nats.Connect(h.cfg.NATS.URL, nats.Name("godwit-hub"), nats.MaxReconnects(-1))
+		h.nc, err = nats.Connect(h.cfg.NATS.URL, append(opts, nats.Name("godwit-hub"))...)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
@@ -240,9 +256,10 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 		h.live = nil
 	}
 	if h.nc != nil {
-		if err := h.nc.Drain(); err != nil {
-			h.nc.Close()
-		}
+		// Everything that consumed from this connection has stopped above; flush what was
+		// published and close before the embedded server goes away.
+		_ = h.nc.FlushTimeout(2 * time.Second)
+		h.nc.Close()
 		h.nc = nil
 	}
 	if h.server != nil {

@@ -1,0 +1,87 @@
+package wire
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	agentA = "01960000-0000-7000-8000-00000000000a"
+	agentB = "01960000-0000-7000-8000-00000000000b"
+)
+
+func validEvent() Event {
+	return NewEvent(AgentSource(agentA), EventExecutionFailed, SeverityError, EventData{AgentID: agentA, Error: "disk full"})
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		tweak func(*Event)
+		subj  string
+		want  string // empty: valid
+	}{
+		{"ok", func(*Event) {}, agentA, ""},
+		{"no id", func(e *Event) { e.ID = "" }, agentA, "no id"},
+		{"bad id", func(e *Event) { e.ID = "42" }, agentA, "not a UUID"},
+		{"no source", func(e *Event) { e.Source = "" }, agentA, "no source"},
+		{"unknown type", func(e *Event) { e.Type = "migration.exploded" }, agentA, "unknown type"},
+		{"bad severity", func(e *Event) { e.Severity = "fatal" }, agentA, "severity"},
+		{"no time", func(e *Event) { e.Time = time.Time{} }, agentA, "no time"},
+		{"forged source", func(*Event) {}, agentB, "forged source"},
+		{"forged data agent", func(e *Event) { e.Data.AgentID = agentB }, agentA, "forged data.agent_id"},
+		{"agent source on hub subject", func(*Event) {}, "", "hub subject"},
+		{"hub event", func(e *Event) { e.Source = HubSource("h1"); e.Data.AgentID = "" }, "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := validEvent()
+			tc.tweak(&e)
+			err := e.Validate(tc.subj)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want mention of %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewEventIDsAreTimeOrdered(t *testing.T) {
+	a, b := validEvent(), validEvent()
+	if a.ID == b.ID || a.ID > b.ID {
+		t.Fatalf("UUIDv7 ids not increasing: %s then %s", a.ID, b.ID)
+	}
+}
+
+// FuzzEventDecode: any bytes either fail to decode or yield an event whose validation does not
+// panic and whose accepted form round-trips.
+func FuzzEventDecode(f *testing.F) {
+	good, _ := json.Marshal(validEvent())
+	f.Add(good, agentA)
+	f.Add([]byte(`{"id":""}`), agentA)
+	f.Add([]byte(`not json`), "")
+	f.Fuzz(func(t *testing.T, raw []byte, subj string) {
+		var e Event
+		if json.Unmarshal(raw, &e) != nil {
+			return
+		}
+		if e.Validate(subj) != nil {
+			return
+		}
+		again, err := json.Marshal(e)
+		if err != nil {
+			t.Fatalf("valid event does not re-encode: %v", err)
+		}
+		var e2 Event
+		if err := json.Unmarshal(again, &e2); err != nil || e2.ID != e.ID || e2.Validate(subj) != nil {
+			t.Fatalf("round trip changed a valid event: %v", err)
+		}
+	})
+}
