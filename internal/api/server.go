@@ -39,6 +39,7 @@ type Bus interface {
 type Config struct {
 	Store             store.Store
 	Bus               Bus
+	Pipeline          Pipeline // nil until the event pipeline runs
 	Logger            *slog.Logger
 	Registry          *prometheus.Registry
 	Now               func() time.Time
@@ -95,6 +96,7 @@ func (s *Server) routes() {
 	s.admin("POST /api/v1/tokens", http.StatusCreated, s.createToken)
 	s.admin("GET /api/v1/tokens", http.StatusOK, s.listTokens)
 	s.admin("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
+	s.eventRoutes()
 }
 
 // Handle registers an extra admin-only route; later components (events, migrations) add theirs.

@@ -49,5 +49,21 @@ func newAgentCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			return nil
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "rehydrate AGENT_ID",
+		Short: "Make the ingest reload an agent's derived state from SQL on its next event",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(opts)
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/agents/"+url.PathEscape(args[0])+"/rehydrate", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdio.Out, "agent %s: derived state will be reloaded from SQL on its next event\n", args[0])
+			return nil
+		},
+	})
 	return cmd
 }

@@ -92,6 +92,7 @@ and an agent on every node, in one binary.
 	pf.StringVar(&opts.hub, "hub-url", "", "hub API URL for client commands (GODWIT_HUB)")
 	pf.StringVar(&opts.token, "token", "", "admin token for client commands (GODWIT_TOKEN)")
 	pf.StringVar(&opts.config, "client-config", "", "client config file with hub: and token: (default ~/.godwit/config.yaml)")
-	root.AddCommand(newHubCmd(stdio), newAgentCmd(stdio, opts), newTokenCmd(stdio, opts), newGetCmd(stdio, opts), newDescribeCmd(stdio, opts), newDemoCmd(stdio))
+	root.AddCommand(newHubCmd(stdio), newAgentCmd(stdio, opts), newTokenCmd(stdio, opts), newGetCmd(stdio, opts), newDescribeCmd(stdio, opts), newDemoCmd(stdio),
+		newEventsCmd(stdio, opts), newDLQCmd(stdio, opts), newStatusCmd(stdio, opts))
 	return root
 }

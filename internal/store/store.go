@@ -45,6 +45,49 @@ type Store interface {
 	RevokeAgent(ctx context.Context, id string, now time.Time) error
 	// UpdateLiveness records heartbeat-derived state for many agents in one transaction.
 	UpdateLiveness(ctx context.Context, updates []Liveness) error
+
+	// InsertEvents stores events and upserts derived state in one transaction. Events whose id
+	// is already stored are skipped (ON CONFLICT DO NOTHING); a state row only moves forward in
+	// time. It returns how many events were new.
+	InsertEvents(ctx context.Context, events []StoredEvent, states []EventState) (inserted int, err error)
+	// QueryEvents returns events newest first, filtered, with keyset pagination.
+	QueryEvents(ctx context.Context, q EventQuery) (page []StoredEvent, next string, err error)
+	// AgentEventStates returns an agent's derived state rows (for rehydration).
+	AgentEventStates(ctx context.Context, agentID string) ([]EventState, error)
+	// CountEvents counts stored events (for operations and tests).
+	CountEvents(ctx context.Context) (int64, error)
+}
+
+// StoredEvent is an event with what the hub adds on receipt.
+type StoredEvent struct {
+	wire.Event
+	// Raw is the event exactly as received (JSON); stored as the body.
+	Raw        []byte    `json:"-"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// EventState is one derived-state row: an agent's latest event overall (Migration "") or for
+// one migration.
+type EventState struct {
+	AgentID      string    `json:"agent_id"`
+	Migration    string    `json:"migration"`
+	LastEventID  string    `json:"last_event_id"`
+	LastType     string    `json:"last_type"`
+	LastSeverity string    `json:"last_severity"`
+	LastTime     time.Time `json:"last_time"`
+}
+
+// EventQuery filters events. Empty fields do not filter.
+type EventQuery struct {
+	AgentID   string
+	Migration string
+	// Types match exactly, or by prefix when they end in "*" ("migration.rollback.*").
+	Types      []string
+	Severities []string
+	Since      time.Time // inclusive
+	Until      time.Time // exclusive
+	Limit      int       // 1..1000
+	Cursor     string    // from a previous page's next
 }
 
 // Liveness is one agent's heartbeat-derived state.

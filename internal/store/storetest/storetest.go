@@ -473,6 +473,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatalf("a1 after newer heartbeat = %+v; want last seen %v, online", a1, stored(newer))
 		}
 	})
+
+	runEvents(t, setup)
 }
 
 // agent is a plausible agent to enroll.

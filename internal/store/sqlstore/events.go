@@ -1,0 +1,236 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+const (
+	eventCols = 9
+	// eventChunk rows per INSERT statement: large enough to amortise statement overhead, small
+	// enough to stay under both engines' bound-parameter limits.
+	eventChunk = 200
+)
+
+var severityNames = []string{wire.SeverityInfo, wire.SeverityWarning, wire.SeverityError}
+
+func severityName(n int) string {
+	if n >= 0 && n < len(severityNames) {
+		return severityNames[n]
+	}
+	return wire.SeverityInfo
+}
+
+// InsertEvents implements store.Store.
+func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
+	if len(events) == 0 && len(states) == 0 {
+		return 0, nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("insert events: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	inserted := 0
+	for start := 0; start < len(events); start += eventChunk {
+		chunk := events[start:min(start+eventChunk, len(events))]
+		n, err := insertEventChunk(ctx, tx, chunk)
+		if err != nil {
+			return 0, err
+		}
+		inserted += n
+	}
+	if len(states) > 0 {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO agent_event_state
+			(agent_id, migration, last_event_id, last_type, last_severity, last_time) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (agent_id, migration) DO UPDATE SET last_event_id = excluded.last_event_id,
+				last_type = excluded.last_type, last_severity = excluded.last_severity, last_time = excluded.last_time
+			WHERE excluded.last_time > agent_event_state.last_time
+			   OR (excluded.last_time = agent_event_state.last_time AND excluded.last_event_id > agent_event_state.last_event_id)`)
+		if err != nil {
+			return 0, fmt.Errorf("insert events: state: %w", err)
+		}
+		defer stmt.Close()
+		for _, st := range states {
+			if _, err := stmt.ExecContext(ctx, st.AgentID, st.Migration, st.LastEventID, st.LastType,
+				wire.SeverityRank(st.LastSeverity), micros(st.LastTime)); err != nil {
+				return 0, fmt.Errorf("insert events: state of %s: %w", st.AgentID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("insert events: commit: %w", err)
+	}
+	return inserted, nil
+}
+
+func insertEventChunk(ctx context.Context, tx *sql.Tx, chunk []store.StoredEvent) (int, error) {
+	var sb strings.Builder
+	sb.WriteString(`INSERT INTO events (id, time, received_at, source, type, severity, agent_id, migration, body) VALUES `)
+	args := make([]any, 0, len(chunk)*eventCols)
+	for i, e := range chunk {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteByte('(')
+		for c := 0; c < eventCols; c++ {
+			if c > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteByte('$')
+			sb.WriteString(strconv.Itoa(i*eventCols + c + 1))
+		}
+		sb.WriteByte(')')
+		body := e.Raw
+		if len(body) == 0 {
+			body, _ = json.Marshal(e.Event)
+		}
+		args = append(args, e.ID, micros(e.Time), micros(e.ReceivedAt), e.Source, e.Type,
+			wire.SeverityRank(e.Severity), e.Data.AgentID, e.Data.Migration, string(body))
+	}
+	sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
+	res, err := tx.ExecContext(ctx, sb.String(), args...)
+	if err != nil {
+		return 0, fmt.Errorf("insert events: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// QueryEvents implements store.Store.
+func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.StoredEvent, string, error) {
+	if q.Limit <= 0 || q.Limit > 1000 {
+		return nil, "", fault.Invalid("limit", "must be between 1 and 1000 (got %d)", q.Limit)
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	if q.AgentID != "" {
+		where = append(where, "agent_id = "+arg(q.AgentID))
+	}
+	if q.Migration != "" {
+		where = append(where, "migration = "+arg(q.Migration))
+	}
+	if len(q.Types) > 0 {
+		var ors []string
+		for _, t := range q.Types {
+			if p, ok := strings.CutSuffix(t, "*"); ok {
+				ors = append(ors, "(type >= "+arg(p)+" AND type < "+arg(p+"\U0010FFFF")+")")
+			} else {
+				ors = append(ors, "type = "+arg(t))
+			}
+		}
+		where = append(where, "("+strings.Join(ors, " OR ")+")")
+	}
+	if len(q.Severities) > 0 {
+		var ins []string
+		for _, sv := range q.Severities {
+			r := wire.SeverityRank(sv)
+			if r < 0 {
+				return nil, "", fault.Invalid("severity", "%q is not info, warning or error", sv)
+			}
+			ins = append(ins, arg(r))
+		}
+		where = append(where, "severity IN ("+strings.Join(ins, ",")+")")
+	}
+	if !q.Since.IsZero() {
+		where = append(where, "time >= "+arg(micros(q.Since)))
+	}
+	if !q.Until.IsZero() {
+		where = append(where, "time < "+arg(micros(q.Until)))
+	}
+	if q.Cursor != "" {
+		t, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(time < "+arg(t)+" OR (time = "+arg(t)+" AND id < "+arg(id)+"))")
+	}
+	sqlText := "SELECT body, received_at FROM events"
+	if len(where) > 0 {
+		sqlText += " WHERE " + strings.Join(where, " AND ")
+	}
+	sqlText += " ORDER BY time DESC, id DESC LIMIT " + arg(q.Limit+1)
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("query events: %w", err)
+	}
+	defer rows.Close()
+	out := make([]store.StoredEvent, 0, q.Limit)
+	for rows.Next() {
+		var body string
+		var recv int64
+		if err := rows.Scan(&body, &recv); err != nil {
+			return nil, "", err
+		}
+		var e store.StoredEvent
+		if err := json.Unmarshal([]byte(body), &e.Event); err != nil {
+			return nil, "", fmt.Errorf("query events: stored body: %w", err)
+		}
+		e.Raw, e.ReceivedAt = []byte(body), fromMicros(recv)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+		last := out[len(out)-1]
+		next = encodeCursor(micros(last.Time), last.ID)
+	}
+	return out, next, nil
+}
+
+func encodeCursor(t int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t, 10) + "|" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		ts, id, ok := strings.Cut(string(raw), "|")
+		if t, perr := strconv.ParseInt(ts, 10, 64); ok && perr == nil && id != "" {
+			return t, id, nil
+		}
+	}
+	return 0, "", fault.Invalid("cursor", "not a cursor returned by this API")
+}
+
+// AgentEventStates implements store.Store.
+func (s *Store) AgentEventStates(ctx context.Context, agentID string) ([]store.EventState, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT migration, last_event_id, last_type, last_severity, last_time
+		FROM agent_event_state WHERE agent_id = $1 ORDER BY migration`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("agent event state: %w", err)
+	}
+	defer rows.Close()
+	var out []store.EventState
+	for rows.Next() {
+		st := store.EventState{AgentID: agentID}
+		var sev int
+		var t int64
+		if err := rows.Scan(&st.Migration, &st.LastEventID, &st.LastType, &sev, &t); err != nil {
+			return nil, err
+		}
+		st.LastSeverity, st.LastTime = severityName(sev), fromMicros(t)
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// CountEvents implements store.Store.
+func (s *Store) CountEvents(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM events`).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,188 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// event builds a stored event of agent at base+offset.
+func event(agent, migration, typ, severity string, offset time.Duration) store.StoredEvent {
+	e := wire.NewEvent(wire.AgentSource(agent), typ, severity, wire.EventData{AgentID: agent, Migration: migration, Message: typ})
+	e.Time = base.Add(offset).UTC()
+	raw, _ := json.Marshal(e)
+	return store.StoredEvent{Event: e, Raw: raw, ReceivedAt: base.Add(offset + time.Second)}
+}
+
+func runEvents(t *testing.T, setup func(t *testing.T) store.Store) {
+	t.Run("Events", func(t *testing.T) {
+		t.Run("InsertIsIdempotent", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			batch := []store.StoredEvent{
+				event("a1", "m1", wire.EventExecutionFailed, wire.SeverityError, 0),
+				event("a1", "m1", wire.EventRollbackSucceeded, wire.SeverityInfo, time.Second),
+			}
+			n, err := s.InsertEvents(ctx, batch, nil)
+			if err != nil || n != 2 {
+				t.Fatalf("first insert = %d, %v; want 2", n, err)
+			}
+			// The same ids again, mixed with one new: only the new one counts.
+			again := append(batch, event("a2", "", wire.EventAgentStarted, wire.SeverityInfo, 2*time.Second))
+			n, err = s.InsertEvents(ctx, again, nil)
+			if err != nil || n != 1 {
+				t.Fatalf("re-insert = %d, %v; want 1", n, err)
+			}
+			if c, err := s.CountEvents(ctx); err != nil || c != 3 {
+				t.Fatalf("CountEvents = %d, %v; want 3", c, err)
+			}
+			page, _, err := s.QueryEvents(ctx, store.EventQuery{AgentID: "a1", Limit: 10})
+			if err != nil || len(page) != 2 {
+				t.Fatalf("query a1 = %d events, %v", len(page), err)
+			}
+			got := page[1]
+			if got.ID != batch[0].ID || !got.Time.Equal(batch[0].Time) || got.Data.Message != wire.EventExecutionFailed ||
+				!got.ReceivedAt.Equal(stored(batch[0].ReceivedAt)) || string(got.Raw) != string(batch[0].Raw) {
+				t.Fatalf("round trip: got %+v, want %+v", got, batch[0])
+			}
+		})
+
+		t.Run("LargeBatch", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			var batch []store.StoredEvent
+			for i := range 1234 { // several INSERT chunks
+				batch = append(batch, event(fmt.Sprintf("a%d", i%7), "", wire.EventAgentStarted, wire.SeverityInfo, time.Duration(i)*time.Millisecond))
+			}
+			if n, err := s.InsertEvents(ctx, batch, nil); err != nil || n != len(batch) {
+				t.Fatalf("insert = %d, %v; want %d", n, err, len(batch))
+			}
+			if c, _ := s.CountEvents(ctx); c != int64(len(batch)) {
+				t.Fatalf("count = %d", c)
+			}
+		})
+
+		t.Run("FailedBatchStoresNothing", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			good := event("a1", "", wire.EventAgentStarted, wire.SeverityInfo, 0)
+			bad := []store.EventState{{AgentID: "a1", Migration: "", LastEventID: good.ID, LastType: good.Type, LastSeverity: "info", LastTime: good.Time}}
+			// A failing transaction (here: a cancelled context) must leave neither events nor state.
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := s.InsertEvents(cctx, []store.StoredEvent{good}, bad); err == nil {
+				t.Fatal("InsertEvents with a cancelled context succeeded")
+			}
+			if c, _ := s.CountEvents(ctx); c != 0 {
+				t.Fatalf("count after failed insert = %d, want 0", c)
+			}
+		})
+
+		t.Run("FiltersAndPages", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			var all []store.StoredEvent
+			for i := range 50 {
+				agent := []string{"a1", "a2"}[i%2]
+				typ, sev := wire.EventDetectionSucceeded, wire.SeverityInfo
+				if i%5 == 0 {
+					typ, sev = wire.EventExecutionFailed, wire.SeverityError
+				} else if i%5 == 1 {
+					typ, sev = wire.EventRollbackFailed, wire.SeverityWarning
+				}
+				all = append(all, event(agent, fmt.Sprintf("m%d", i%3), typ, sev, time.Duration(i)*time.Minute))
+			}
+			// Two events in the same microsecond: the id breaks the tie, so paging never skips one.
+			twin := event("a1", "m0", wire.EventAgentStarted, wire.SeverityInfo, 10*time.Minute)
+			all = append(all, twin)
+			if _, err := s.InsertEvents(ctx, all, nil); err != nil {
+				t.Fatal(err)
+			}
+			count := func(q store.EventQuery) int {
+				t.Helper()
+				q.Limit = 7
+				seen := map[string]bool{}
+				var last time.Time
+				for {
+					page, next, err := s.QueryEvents(ctx, q)
+					if err != nil {
+						t.Fatalf("query %+v: %v", q, err)
+					}
+					for _, e := range page {
+						if seen[e.ID] {
+							t.Fatalf("event %s on two pages", e.ID)
+						}
+						if !last.IsZero() && e.Time.After(last) {
+							t.Fatalf("not newest first: %v after %v", e.Time, last)
+						}
+						seen[e.ID], last = true, e.Time
+					}
+					if next == "" {
+						return len(seen)
+					}
+					q.Cursor = next
+				}
+			}
+			cases := []struct {
+				q    store.EventQuery
+				want int
+			}{
+				{store.EventQuery{}, 51},
+				{store.EventQuery{AgentID: "a1"}, 26},
+				{store.EventQuery{Migration: "m0"}, 18},
+				{store.EventQuery{Severities: []string{wire.SeverityError}}, 10},
+				{store.EventQuery{Severities: []string{wire.SeverityError, wire.SeverityWarning}}, 20},
+				{store.EventQuery{Types: []string{"migration.rollback.*"}}, 10},
+				{store.EventQuery{Types: []string{wire.EventExecutionFailed, wire.EventRollbackFailed}}, 20},
+				{store.EventQuery{Since: base.Add(40 * time.Minute)}, 10},
+				{store.EventQuery{Until: base.Add(10 * time.Minute)}, 10},
+				{store.EventQuery{AgentID: "a2", Severities: []string{wire.SeverityError}, Since: base.Add(20 * time.Minute)}, 3},
+			}
+			for _, tc := range cases {
+				if got := count(tc.q); got != tc.want {
+					t.Errorf("query %+v: %d events, want %d", tc.q, got, tc.want)
+				}
+			}
+			for _, bad := range []store.EventQuery{{Limit: 0}, {Limit: 1001}, {Limit: 5, Cursor: "garbage"}, {Limit: 5, Severities: []string{"fatal"}}} {
+				if _, _, err := s.QueryEvents(ctx, bad); !errors.Is(err, fault.ErrInvalid) {
+					t.Errorf("query %+v: err = %v, want ErrInvalid", bad, err)
+				}
+			}
+		})
+
+		t.Run("StateMovesForwardOnly", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			st := func(id string, typ string, offset time.Duration) store.EventState {
+				return store.EventState{AgentID: "a1", Migration: "m1", LastEventID: id, LastType: typ, LastSeverity: wire.SeverityWarning, LastTime: base.Add(offset)}
+			}
+			newer := st(uuid.Must(uuid.NewV7()).String(), wire.EventExecutionSucceeded, time.Hour)
+			older := st(uuid.Must(uuid.NewV7()).String(), wire.EventExecutionFailed, 0)
+			if _, err := s.InsertEvents(ctx, nil, []store.EventState{newer}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.InsertEvents(ctx, nil, []store.EventState{older}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.AgentEventStates(ctx, "a1")
+			if err != nil || len(got) != 1 {
+				t.Fatalf("states = %+v, %v", got, err)
+			}
+			if got[0].LastEventID != newer.LastEventID || got[0].LastType != newer.LastType || got[0].LastSeverity != wire.SeverityWarning ||
+				!got[0].LastTime.Equal(stored(newer.LastTime)) {
+				t.Fatalf("state = %+v, want the newer %+v", got[0], newer)
+			}
+			if other, _ := s.AgentEventStates(ctx, "a2"); len(other) != 0 {
+				t.Fatalf("a2 has states %+v", other)
+			}
+		})
+	})
+}
