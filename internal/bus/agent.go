@@ -103,19 +103,40 @@ func PutHeartbeat(ctx context.Context, nc *nats.Conn, agentID string, hb wire.He
 	if err != nil {
 		return 0, fmt.Errorf("put heartbeat: %w", err)
 	}
-	resp, err := nc.RequestWithContext(ctx, wire.KVSubject(wire.BucketHeartbeats, agentID), data)
+	rev, err = putOwnKey(ctx, nc, wire.BucketHeartbeats, agentID, data)
 	if err != nil {
-		return 0, fmt.Errorf("put heartbeat: %w", requestErr(err))
+		return 0, fmt.Errorf("put heartbeat: %w", err)
+	}
+	return rev, nil
+}
+
+// PutObserved writes the agent's observed assignment state (JSON) under its own key.
+func PutObserved(ctx context.Context, nc *nats.Conn, agentID string, value []byte) (rev uint64, err error) {
+	if !ValidAgentID(agentID) {
+		return 0, fault.Invalid("agentID", "not a canonical UUID: %q", agentID)
+	}
+	rev, err = putOwnKey(ctx, nc, wire.BucketObserved, agentID, value)
+	if err != nil {
+		return 0, fmt.Errorf("put observed state: %w", err)
+	}
+	return rev, nil
+}
+
+// putOwnKey is a KV put as a plain request on the key's subject, checking JetStream's PubAck.
+func putOwnKey(ctx context.Context, nc *nats.Conn, bucket, agentID string, data []byte) (uint64, error) {
+	resp, err := nc.RequestWithContext(ctx, wire.KVSubject(bucket, agentID), data)
+	if err != nil {
+		return 0, requestErr(err)
 	}
 	var ack jsPubAck
 	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("put heartbeat: bad acknowledgement %q: %w", resp.Data, err)
+		return 0, fmt.Errorf("bad acknowledgement %q: %w", resp.Data, err)
 	}
 	if ack.Error != nil {
-		return 0, fmt.Errorf("put heartbeat: %w", ack.Error)
+		return 0, ack.Error
 	}
-	if want := "KV_" + wire.BucketHeartbeats; ack.Stream != want || ack.Seq == 0 {
-		return 0, fmt.Errorf("put heartbeat: acknowledgement from stream %q seq %d, want %q", ack.Stream, ack.Seq, want)
+	if want := "KV_" + bucket; ack.Stream != want || ack.Seq == 0 {
+		return 0, fmt.Errorf("acknowledgement from stream %q seq %d, want %q", ack.Stream, ack.Seq, want)
 	}
 	return ack.Seq, nil
 }

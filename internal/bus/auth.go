@@ -77,7 +77,7 @@ func addrString(a interface{ String() string }) string {
 }
 
 // AgentPermissions is what an agent may do in the agents' account: publish only its events, its
-// heartbeat and a direct get of its own desired-state key; subscribe only to its reply inbox and
+// heartbeat, its observed state and a direct get of its own desired-state key; subscribe only to its reply inbox and
 // its own desired-state key. An invalid agent ID gets permissions that deny everything.
 func AgentPermissions(agentID string) *server.Permissions {
 	if !ValidAgentID(agentID) {
@@ -90,6 +90,7 @@ func AgentPermissions(agentID string) *server.Permissions {
 		Publish: &server.SubjectPermission{Allow: []string{
 			wire.EventSubject(agentID),
 			wire.KVSubject(wire.BucketHeartbeats, agentID),
+			wire.KVSubject(wire.BucketObserved, agentID),
 			wire.KVDirectGetSubject(wire.BucketDesired, agentID),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{

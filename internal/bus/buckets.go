@@ -27,7 +27,7 @@ type BucketOptions struct {
 
 // Buckets are the hub's handles on the KV buckets.
 type Buckets struct {
-	Heartbeats, Desired jetstream.KeyValue
+	Heartbeats, Desired, Observed jetstream.KeyValue
 }
 
 // EnsureBuckets creates the buckets, or updates them to the current configuration: file storage,
@@ -67,12 +67,22 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions)
 	ds := kvStreamConfig(wire.BucketDesired, o.Replicas)
 	ds.Description = "Godwit desired state per agent (key: agent ID)"
 
+	// Agents write here too, so like heartbeats it refuses rollups; unlike heartbeats it never
+	// expires: it is what the controller reconciles after an outage of any length.
+	ob := kvStreamConfig(wire.BucketObserved, o.Replicas)
+	ob.Description = "Godwit observed assignment state per agent (key: agent ID)"
+	ob.AllowRollup = false
+	ob.MaxMsgSize = 1 << 20
+
 	var b Buckets
 	var err error
 	if b.Heartbeats, err = ensureKV(ctx, js, wire.BucketHeartbeats, hb); err != nil {
 		return Buckets{}, err
 	}
 	if b.Desired, err = ensureKV(ctx, js, wire.BucketDesired, ds); err != nil {
+		return Buckets{}, err
+	}
+	if b.Observed, err = ensureKV(ctx, js, wire.BucketObserved, ob); err != nil {
 		return Buckets{}, err
 	}
 	return b, nil

@@ -133,12 +133,30 @@ func TestAgentCannotActAsAnother(t *testing.T) {
 		assertHeartbeatUnchanged(t, bd, idB, hbB)
 	})
 
+	t.Run("B's observed state is not writable by A", func(t *testing.T) {
+		if _, err := PutObserved(ctx, b.Conn, idB, []byte(`{"by":"B"}`)); err != nil {
+			t.Fatalf("B's own observed state: %v", err)
+		}
+		if _, err := PutObserved(shortCtx(t), a.Conn, idB, []byte(`{"by":"A"}`)); err == nil {
+			t.Fatal("PutObserved as B on A's connection succeeded")
+		}
+		waitPermissionViolation(t, a, wire.KVSubject(wire.BucketObserved, idB))
+		if _, err := PutObserved(ctx, a.Conn, idA, []byte(`{"by":"A"}`)); err != nil {
+			t.Fatalf("A's own observed state: %v", err)
+		}
+		e, err := bd.b.Observed.Get(ctx, idB)
+		if err != nil || string(e.Value()) != `{"by":"B"}` {
+			t.Fatalf("B's observed entry = %v, %v; want B's own value", e, err)
+		}
+	})
+
 	// A response goes wherever the requester's reply subject says, unchecked by permissions: in a
 	// single account, these would rewrite B's keys and reach the JetStream API.
 	t.Run("responses aimed at other subjects land nowhere", func(t *testing.T) {
 		targets := []string{
 			wire.KVSubject(wire.BucketDesired, idB),
 			wire.KVSubject(wire.BucketHeartbeats, idB),
+			wire.KVSubject(wire.BucketObserved, idB),
 			wire.EventSubject(idB),
 			"$JS.API.STREAM.PURGE.KV_" + wire.BucketHeartbeats,
 			"$JS.API.STREAM.DELETE.KV_" + wire.BucketDesired,

@@ -192,6 +192,7 @@ func waitReady(ns *server.Server, fatal <-chan string, timeout time.Duration) er
 func accountsConfig() string {
 	services := []string{
 		wire.KVSubject(wire.BucketHeartbeats, "*"),
+		wire.KVSubject(wire.BucketObserved, "*"),
 		wire.KVDirectGetSubject(wire.BucketDesired, "*"),
 		wire.EventSubject("*"),
 	}

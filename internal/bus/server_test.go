@@ -277,6 +277,7 @@ func TestAgentPermissions(t *testing.T) {
 	wantPub := []string{
 		"godwit.events." + id,
 		"$KV.godwit-heartbeats." + id,
+		"$KV.godwit-observed." + id,
 		"$JS.API.DIRECT.GET.KV_godwit-desired.$KV.godwit-desired." + id,
 	}
 	wantSub := []string{"_GODWIT_INBOX." + id + ".>", "$KV.godwit-desired." + id}

@@ -56,6 +56,68 @@ type Store interface {
 	AgentEventStates(ctx context.Context, agentID string) ([]EventState, error)
 	// CountEvents counts stored events (for operations and tests).
 	CountEvents(ctx context.Context) (int64, error)
+
+	// AcquireEpoch makes holder the holder of the named leadership and returns a new epoch,
+	// higher than any before it. Writes fenced with an older epoch fail with ErrFenced.
+	AcquireEpoch(ctx context.Context, name, holder string, now time.Time) (int64, error)
+
+	// CreateMigration stores a new migration with its planned assignments. A migration of the
+	// same name: ErrConflict.
+	CreateMigration(ctx context.Context, m Migration, as []Assignment) error
+	GetMigration(ctx context.Context, name string) (Migration, error)
+	ListMigrations(ctx context.Context) ([]Migration, error)
+	// ListAssignments returns every attempt of every agent of a migration.
+	ListAssignments(ctx context.Context, migration string) ([]Assignment, error)
+	// SaveMigration writes m and upserts the given assignments in one transaction, only if the
+	// stored version is still m.Version (else ErrConflict) and, when fence.Epoch is not zero,
+	// the named leadership still has that epoch (else ErrFenced). The stored version becomes
+	// m.Version+1.
+	SaveMigration(ctx context.Context, fence Fence, m Migration, changed []Assignment) error
+}
+
+// Fence carries a leader's epoch into a write. The zero Fence is an operator's write.
+type Fence struct {
+	Name  string
+	Epoch int64
+}
+
+// Migration is the stored record of a migration.
+type Migration struct {
+	Name          string    `json:"name"`
+	Spec          string    `json:"spec"` // the YAML as applied
+	SpecHash      string    `json:"spec_hash"`
+	State         string    `json:"state"`
+	Reason        string    `json:"reason,omitempty"`
+	Batches       int       `json:"batches"`
+	CurrentBatch  int       `json:"current_batch"`  // highest batch dispatched; -1 before the first
+	ApprovedBatch int       `json:"approved_batch"` // highest batch allowed to start
+	ActiveMS      int64     `json:"active_ms"`      // deadline time counted so far
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
+	Version       int64     `json:"version"`
+}
+
+// Assignment is one (migration, agent, attempt).
+type Assignment struct {
+	Migration       string    `json:"migration"`
+	AgentID         string    `json:"agent_id"`
+	Attempt         int       `json:"attempt"`
+	Batch           int       `json:"batch"`
+	State           string    `json:"state"`
+	Generation      int       `json:"generation"`
+	Action          string    `json:"action"`
+	Step            int       `json:"step"`
+	StepName        string    `json:"step_name,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	ExitCode        *int      `json:"exit_code,omitempty"`
+	PreviousAttempt int       `json:"previous_attempt,omitempty"`
+	Applied         int       `json:"applied"` // steps whose run started
+	ActiveMS        int64     `json:"active_ms"`
+	DispatchedAt    time.Time `json:"dispatched_at,omitzero"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	FinishedAt      time.Time `json:"finished_at,omitzero"`
 }
 
 // StoredEvent is an event with what the hub adds on receipt.

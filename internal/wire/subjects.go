@@ -5,6 +5,9 @@ package wire
 const (
 	BucketHeartbeats = "godwit-heartbeats"
 	BucketDesired    = "godwit-desired"
+	// BucketObserved holds each agent's observed state of its assignments (key: agent ID),
+	// written by the agent: the level-triggered report the migration controller reconciles.
+	BucketObserved = "godwit-observed"
 	StreamEvents     = "GODWIT_EVENTS"
 	StreamDeadLetter = "GODWIT_DLQ"
 

@@ -475,6 +475,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	})
 
 	runEvents(t, setup)
+	runMigrations(t, setup)
 }
 
 // agent is a plausible agent to enroll.
