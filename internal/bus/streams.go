@@ -1,0 +1,140 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// HubEventSubject is where hub replicas publish the events they produce themselves. Its last
+// token is not an agent ID, so the ingest validates events on it as the hub's (wire.Event.Validate
+// with an empty subject agent). Agents cannot publish here: their permissions and the agents'
+// account import cover only their own subject.
+const HubEventSubject = "godwit.events.hub"
+
+// Subject spaces of the two streams.
+const (
+	// EventSubjects is every event subject: agents' (godwit.events.<agent-id>) and the hub's.
+	EventSubjects = "godwit.events.>"
+	// DeadLetterPrefix is the prefix of dead-letter subjects: godwit.dlq.<last event token>.
+	DeadLetterPrefix = "godwit.dlq."
+	// DeadLetterSubjects is every dead-letter subject.
+	DeadLetterSubjects = DeadLetterPrefix + ">"
+)
+
+// Defaults for StreamOptions.
+const (
+	// DefaultEventsMaxAge keeps events in the stream for a week, so a backlog survives a long
+	// outage of the hub or its database.
+	DefaultEventsMaxAge = 7 * 24 * time.Hour
+	// DefaultDuplicateWindow is how long JetStream remembers a Nats-Msg-Id to drop a re-publish.
+	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultEventsMaxMsgSize is deliberately larger than wire.MaxEventBytes: an event above the
+	// event limit but below this one is stored, and the ingest dead-letters it with the reason
+	// "too_large" where an operator can see it, instead of the publish failing where only the
+	// producer would know.
+	DefaultEventsMaxMsgSize = 4 * wire.MaxEventBytes
+)
+
+// StreamOptions sizes the event and dead-letter streams. Zero values take the defaults.
+type StreamOptions struct {
+	// Replicas is the number of stream replicas (1 embedded, 3 on a cluster); 0 means 1.
+	Replicas int
+	// MaxAge is how long events and dead letters are kept; 0 means DefaultEventsMaxAge.
+	MaxAge time.Duration
+	// DuplicateWindow is the Nats-Msg-Id de-duplication window; 0 means DefaultDuplicateWindow.
+	// It may not exceed MaxAge.
+	DuplicateWindow time.Duration
+	// MaxMsgSize caps one message on the events stream in bytes; 0 means
+	// DefaultEventsMaxMsgSize, -1 means the server's limit (max_payload).
+	MaxMsgSize int32
+}
+
+// EnsureStreams creates the events stream (wire.StreamEvents) and the dead-letter stream
+// (wire.StreamDeadLetter), or updates them to the current configuration. It is idempotent and
+// safe to run from several hub replicas at once.
+//
+// Both streams use file storage and limits retention (messages are kept for MaxAge whatever
+// the consumers do, so a consumer recreated after an accident starts again from the backlog).
+// The events stream drops a re-publish with a Nats-Msg-Id seen within the duplicate window,
+// refuses rollup headers and purge requests (agents publish into it), and allows deleting a
+// single message, the operator's last resort for one that crashes the ingest. The dead-letter
+// stream allows deletes and purges: that is how a dead letter is replayed or discarded.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	switch {
+	case o.Replicas < 0:
+		return fault.Invalid("Replicas", "must not be negative")
+	case o.MaxAge < 0:
+		return fault.Invalid("MaxAge", "must not be negative")
+	case o.DuplicateWindow < 0:
+		return fault.Invalid("DuplicateWindow", "must not be negative")
+	case o.MaxMsgSize < -1:
+		return fault.Invalid("MaxMsgSize", "must be -1 or more")
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = DefaultEventsMaxAge
+	}
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = min(DefaultDuplicateWindow, o.MaxAge)
+	}
+	if o.DuplicateWindow > o.MaxAge {
+		return fault.Invalid("DuplicateWindow", "must not exceed MaxAge (%s), got %s", o.MaxAge, o.DuplicateWindow)
+	}
+	if o.MaxMsgSize == 0 {
+		o.MaxMsgSize = DefaultEventsMaxMsgSize
+	}
+
+	events := jetstream.StreamConfig{
+		Name:        wire.StreamEvents,
+		Description: "Godwit events from agents and hubs, consumed into SQL by the hub's ingest",
+		Subjects:    []string{EventSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      o.MaxAge,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxMsgSize:  o.MaxMsgSize,
+		// Consumers are the hub's own (one shared durable); -1 is the server's "unlimited".
+		MaxConsumers:      -1,
+		MaxMsgsPerSubject: -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          o.Replicas,
+		Duplicates:        o.DuplicateWindow,
+		AllowRollup:       false,
+		DenyPurge:         true,
+		DenyDelete:        false,
+	}
+	dlq := jetstream.StreamConfig{
+		Name:              wire.StreamDeadLetter,
+		Description:       "Godwit dead letters: events the ingest could not store, with the reason",
+		Subjects:          []string{DeadLetterSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            o.MaxAge,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1, // the original payload plus the dead-letter headers
+		MaxConsumers:      -1,
+		MaxMsgsPerSubject: -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          o.Replicas,
+		// The ingest publishes each dead letter with a Nats-Msg-Id naming the original stream
+		// sequence, so a replica that dies between the publish and the Term does not leave two.
+		Duplicates:  o.DuplicateWindow,
+		AllowRollup: false,
+	}
+	for _, cfg := range []jetstream.StreamConfig{events, dlq} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+var (
+	eventPrefix = strings.TrimSuffix(bus.EventSubjects, ">")
+	hubToken    = strings.TrimPrefix(bus.HubEventSubject, eventPrefix)
+)
+
+// outcome tells the fetch loop how a batch went.
+type outcome int
+
+const (
+	proceed outcome = iota
+	backOff         // a transient store failure: pause fetching for NakDelay
+	aborted         // Stop's budget ran out; the batch was handed back
+)
+
+// item is one delivered message that passed validation.
+type item struct {
+	msg   jetstream.Msg
+	md    *jetstream.MsgMetadata
+	ev    store.StoredEvent
+	agent string // the authenticated agent ("" for the hub's own events)
+}
+
+// group is one event id of a batch and every delivery of it in that batch.
+type group []*item
+
+func (g group) event() store.StoredEvent { return g[0].ev }
+
+// handle processes one fetched batch. ctx is cancelled only when Stop's budget runs out.
+func (i *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) outcome {
+	i.m.batchSize.Observe(float64(len(msgs)))
+	if ctx.Err() != nil {
+		i.handBack(msgs)
+		return aborted
+	}
+	var groups []group
+	byID := map[string]int{}
+	for _, msg := range msgs {
+		md, err := msg.Metadata()
+		if err != nil {
+			// Every fetched message has metadata; without it there is no delivery count or
+			// sequence to record, so leave it to the server.
+			i.log.Error("ingest: message without JetStream metadata; handing it back", "subject", msg.Subject(), "err", err)
+			_ = msg.NakWithDelay(i.cfg.NakDelay)
+			continue
+		}
+		if md.NumDelivered > 1 {
+			i.m.redeliveries.Inc()
+		}
+		it, reason, err := i.inspect(msg, md)
+		if err != nil {
+			i.deadLetter(ctx, msg, md, reason, err)
+			continue
+		}
+		if n, ok := byID[it.ev.ID]; ok {
+			groups[n] = append(groups[n], it)
+			continue
+		}
+		byID[it.ev.ID] = len(groups)
+		groups = append(groups, group{it})
+	}
+	if len(groups) == 0 {
+		return proceed
+	}
+
+	err := i.commit(ctx, groups)
+	switch {
+	case err == nil:
+		return proceed
+	case ctx.Err() != nil:
+		i.handBackGroups(groups)
+		return aborted
+	case i.transient(err):
+		i.log.Warn("ingest: transient store error; batch handed back", "events", len(groups), "delay", i.cfg.NakDelay, "err", err)
+		for _, g := range groups {
+			i.nak(g)
+		}
+		return backOff
+	}
+
+	if len(groups) == 1 {
+		i.refused(ctx, groups[0], err)
+		return proceed
+	}
+	// Not transient: find the events the store refuses by writing them one at a time, so that
+	// the others are stored now.
+	i.log.Warn("ingest: store refused a batch; retrying its events one by one", "events", len(groups), "err", err)
+	out := proceed
+	for _, g := range groups {
+		err := i.commit(ctx, []group{g})
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			i.handBackGroups([]group{g})
+			out = aborted
+		case i.transient(err):
+			i.nak(g)
+			out = max(out, backOff)
+		default:
+			i.refused(ctx, g, err)
+		}
+	}
+	return out
+}
+
+// inspect decodes and validates one message. A non-nil error comes with the dead-letter reason.
+func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item, string, error) {
+	data := msg.Data()
+	if len(data) > wire.MaxEventBytes {
+		return nil, ReasonTooLarge, fmt.Errorf("event is %d bytes, the limit is %d", len(data), wire.MaxEventBytes)
+	}
+	token, ok := strings.CutPrefix(msg.Subject(), eventPrefix)
+	subjectAgent := token
+	switch {
+	case ok && token == hubToken:
+		subjectAgent = ""
+	case ok && bus.ValidAgentID(token):
+	default:
+		return nil, ReasonInvalid, fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())
+	}
+	var ev wire.Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return nil, ReasonDecode, fmt.Errorf("not a JSON event: %w", err)
+	}
+	if err := ev.Validate(subjectAgent); err != nil {
+		return nil, ReasonInvalid, err
+	}
+	if subjectAgent != "" && ev.Data.AgentID == "" {
+		// The subject is the authenticated identity; store the event under it so that filters
+		// by agent find it. The body is kept exactly as received.
+		ev.Data.AgentID = subjectAgent
+	}
+	received := md.Timestamp
+	if received.IsZero() {
+		received = i.cfg.Now()
+	}
+	return &item{
+		msg:   msg,
+		md:    md,
+		ev:    store.StoredEvent{Event: ev, Raw: data, ReceivedAt: received.UTC()},
+		agent: subjectAgent,
+	}, "", nil
+}
+
+// commit writes the groups' events and the state rows they advance in one transaction, then
+// acknowledges every delivery in them.
+func (i *Ingester) commit(ctx context.Context, groups []group) error {
+	// A store call longer than AckWait is pointless: the server has handed the batch to
+	// another replica by then.
+	sctx, cancel := context.WithTimeoutCause(ctx, i.cfg.AckWait, errStoreTimeout)
+	defer cancel()
+	states, err := i.advancing(sctx, groups)
+	if err != nil {
+		return storeErr(sctx, err)
+	}
+	events := make([]store.StoredEvent, len(groups))
+	for n, g := range groups {
+		events[n] = g.event()
+	}
+	inserted, err := i.cfg.Store.InsertEvents(sctx, events, states)
+	if err != nil {
+		return storeErr(sctx, err)
+	}
+	i.advanced(states)
+	deliveries := 0
+	for _, g := range groups {
+		deliveries += len(g)
+	}
+	i.m.ingested.Add(float64(inserted))
+	i.m.duplicates.Add(float64(deliveries - inserted))
+	i.ack(ctx, groups)
+	return nil
+}
+
+var errStoreTimeout = errors.New("store call outlasted the ack wait")
+
+// storeErr marks our own timeout as such, so that it counts as transient.
+func storeErr(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errStoreTimeout) {
+		return fmt.Errorf("%w: %w", errStoreTimeout, err)
+	}
+	return err
+}
+
+func (i *Ingester) transient(err error) bool {
+	return errors.Is(err, errStoreTimeout) || i.cfg.IsTransient(err)
+}
+
+// ack acknowledges every delivery. The last acknowledgement waits for the server's confirmation;
+// the server handles a connection's acknowledgements in order, so when it returns the whole batch
+// is acknowledged (what Stop promises). A failed ack costs a redelivery, which the store skips.
+func (i *Ingester) ack(ctx context.Context, groups []group) {
+	var all []*item
+	for _, g := range groups {
+		all = append(all, g...)
+	}
+	for n, it := range all {
+		var err error
+		if n == len(all)-1 {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+			err = it.msg.DoubleAck(actx)
+			cancel()
+		} else {
+			err = it.msg.Ack()
+		}
+		if err != nil {
+			i.log.Warn("ingest: ack failed; the event will be redelivered and skipped as a duplicate",
+				"stream_seq", it.md.Sequence.Stream, "err", err)
+		}
+	}
+}
+
+// nak hands deliveries back for redelivery after NakDelay.
+func (i *Ingester) nak(g group) {
+	for _, it := range g {
+		if err := it.msg.NakWithDelay(i.cfg.NakDelay); err != nil {
+			i.log.Debug("ingest: nak failed; the server redelivers after the ack wait", "stream_seq", it.md.Sequence.Stream, "err", err)
+		}
+	}
+}
+
+// handBack returns messages for immediate redelivery to the other replicas (Stop ran out of time).
+func (i *Ingester) handBack(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+func (i *Ingester) handBackGroups(groups []group) {
+	for _, g := range groups {
+		for _, it := range g {
+			_ = it.msg.Nak()
+		}
+	}
+}
+
+// refused handles an event the store refused on its own: handed back with a delay until its
+// delivery limit, dead-lettered on the last delivery.
+func (i *Ingester) refused(ctx context.Context, g group, err error) {
+	for _, it := range g {
+		if it.md.NumDelivered >= uint64(i.cfg.MaxDeliver) {
+			i.deadLetter(ctx, it.msg, it.md, ReasonMaxDeliveries,
+				fmt.Errorf("store refused the event on %d deliveries: %w", it.md.NumDelivered, err))
+			continue
+		}
+		i.log.Warn("ingest: store refused an event; it will be redelivered", "event_id", it.ev.ID,
+			"stream_seq", it.md.Sequence.Stream, "deliveries", it.md.NumDelivered, "max_deliver", i.cfg.MaxDeliver, "err", err)
+		if nerr := it.msg.NakWithDelay(i.cfg.NakDelay); nerr != nil {
+			i.log.Debug("ingest: nak failed", "stream_seq", it.md.Sequence.Stream, "err", nerr)
+		}
+	}
+}

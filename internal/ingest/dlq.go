@@ -1,0 +1,287 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Headers of a dead letter. The original message's headers are kept under HeaderOriginalPrefix.
+const (
+	HeaderReason         = "Godwit-Dlq-Reason"     // one of the Reason… constants
+	HeaderError          = "Godwit-Dlq-Error"      // what was wrong, for a human
+	HeaderSubject        = "Godwit-Dlq-Subject"    // the original subject
+	HeaderDeliveries     = "Godwit-Dlq-Deliveries" // deliveries of the original so far
+	HeaderStreamSeq      = "Godwit-Dlq-Stream-Seq" // the original's sequence in the events stream
+	HeaderTime           = "Godwit-Dlq-Time"       // when the original was stored (RFC 3339)
+	HeaderOriginalPrefix = "Godwit-Orig-"
+	// HeaderReplayOf is set on a replayed event: the dead letter's sequence it came from.
+	HeaderReplayOf = "Godwit-Replay-Of"
+)
+
+// maxHeaderError bounds the error text carried in a header.
+const maxHeaderError = 2048
+
+// DeadLetter is one message of the dead-letter stream.
+type DeadLetter struct {
+	Seq        uint64 `json:"seq"`        // in the dead-letter stream
+	Subject    string `json:"subject"`    // the original subject
+	Reason     string `json:"reason"`     // decode | invalid | too_large | max_deliveries
+	Error      string `json:"error"`      // what exactly was wrong
+	Deliveries int    `json:"deliveries"` // deliveries of the original when it was dead-lettered
+	StreamSeq  uint64 `json:"stream_seq"` // the original's sequence in the events stream
+	// Time is when the message was dead-lettered; OriginalTime when the original was stored in
+	// the events stream. Both are the streams' timestamps.
+	Time         time.Time           `json:"time"`
+	OriginalTime time.Time           `json:"original_time"`
+	Headers      map[string][]string `json:"headers,omitempty"` // the original headers
+	Payload      []byte              `json:"payload"`           // the original payload, byte for byte
+}
+
+// deadLetter publishes msg to the dead-letter stream with the reason, then terminates it. If the
+// publish fails the message is handed back instead: it is never terminated without a copy.
+func (i *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {
+	token := strings.TrimPrefix(msg.Subject(), eventPrefix)
+	dl := nats.NewMsg(bus.DeadLetterPrefix + token)
+	dl.Data = msg.Data()
+	for k, v := range msg.Headers() {
+		dl.Header[HeaderOriginalPrefix+k] = v
+	}
+	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderError, headerValue(cause.Error()))
+	dl.Header.Set(HeaderSubject, msg.Subject())
+	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	dl.Header.Set(HeaderTime, md.Timestamp.UTC().Format(time.RFC3339Nano))
+	pctx, cancel := context.WithTimeout(ctx, i.cfg.AckWait/2)
+	defer cancel()
+	ack, err := i.cfg.JS.PublishMsg(pctx, dl,
+		jetstream.WithMsgID(fmt.Sprintf("dlq:%s:%d", md.Stream, md.Sequence.Stream)),
+		jetstream.WithExpectStream(wire.StreamDeadLetter))
+	if err != nil {
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			return
+		}
+		i.log.Error("ingest: dead-letter publish failed; the message will be redelivered", "reason", reason,
+			"stream_seq", md.Sequence.Stream, "cause", cause, "err", err)
+		_ = msg.NakWithDelay(i.cfg.NakDelay)
+		return
+	}
+	if !ack.Duplicate {
+		i.m.deadLetters.WithLabelValues(reason).Inc()
+	}
+	i.log.Warn("ingest: message dead-lettered", "reason", reason, "err", cause, "subject", msg.Subject(),
+		"stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "dlq_seq", ack.Sequence)
+	if err := msg.TermWithReason("dead-lettered: " + reason); err != nil {
+		// The copy exists; a redelivery is dead-lettered again under the same Nats-Msg-Id.
+		i.log.Debug("ingest: terminate failed", "stream_seq", md.Sequence.Stream, "err", err)
+	}
+}
+
+// headerValue makes s safe as one header value: one line, bounded, valid UTF-8.
+func headerValue(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxHeaderError {
+		s = s[:maxHeaderError]
+		for !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+		s += "…"
+	}
+	return s
+}
+
+func (i *Ingester) dlqStream(ctx context.Context) (jetstream.Stream, error) {
+	st, err := i.cfg.JS.Stream(ctx, wire.StreamDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	return st, nil
+}
+
+// DeadLetters lists up to limit (1..1000) dead letters with a sequence above afterSeq, oldest
+// first. Page on with the last one's Seq.
+func (i *Ingester) DeadLetters(ctx context.Context, afterSeq uint64, limit int) ([]DeadLetter, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, fault.Invalid("limit", "must be between 1 and 1000 (got %d)", limit)
+	}
+	st, err := i.dlqStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []DeadLetter
+	for seq := afterSeq + 1; len(out) < limit; {
+		raw, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(bus.DeadLetterSubjects))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dead letters: %w", err)
+		}
+		out = append(out, parseDeadLetter(raw))
+		seq = raw.Sequence + 1
+	}
+	return out, nil
+}
+
+// DeadLetter returns the dead letter with sequence seq, or an error wrapping fault.ErrNotFound.
+func (i *Ingester) DeadLetter(ctx context.Context, seq uint64) (DeadLetter, error) {
+	if seq == 0 {
+		return DeadLetter{}, fmt.Errorf("dead letter 0: %w", fault.ErrNotFound)
+	}
+	st, err := i.dlqStream(ctx)
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, fault.ErrNotFound)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+	}
+	return parseDeadLetter(raw), nil
+}
+
+func parseDeadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
+	h := raw.Header
+	dl := DeadLetter{
+		Seq:     raw.Sequence,
+		Subject: h.Get(HeaderSubject),
+		Reason:  h.Get(HeaderReason),
+		Error:   h.Get(HeaderError),
+		Time:    raw.Time.UTC(),
+		Payload: raw.Data,
+	}
+	dl.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeliveries))
+	dl.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderStreamSeq), 10, 64)
+	dl.OriginalTime, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderTime))
+	for k, v := range h {
+		if orig, ok := strings.CutPrefix(k, HeaderOriginalPrefix); ok && orig != "" {
+			if dl.Headers == nil {
+				dl.Headers = map[string][]string{}
+			}
+			dl.Headers[orig] = v
+		}
+	}
+	return dl
+}
+
+// Replay republishes dead letter seq — its original payload and headers — to its original
+// subject, then deletes it from the dead-letter stream. The event id is unchanged, so the store
+// keeps one copy however often it is replayed; the Nats-Msg-Id is new ("<id>:replay:<seq>"), or
+// the events stream would drop the republish as a duplicate of the original. JetStream headers
+// of the original (Nats-*) are not republished. A dead letter that is still invalid is simply
+// dead-lettered again.
+func (i *Ingester) Replay(ctx context.Context, seq uint64) error {
+	dl, err := i.DeadLetter(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	if !strings.HasPrefix(dl.Subject, eventPrefix) {
+		return fmt.Errorf("replay: dead letter %d: original subject %q is not an event subject: %w", seq, dl.Subject, fault.ErrInvalid)
+	}
+	m := nats.NewMsg(dl.Subject)
+	m.Data = dl.Payload
+	for k, v := range dl.Headers {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue
+		}
+		m.Header[k] = v
+	}
+	m.Header.Set(HeaderReplayOf, strconv.FormatUint(seq, 10))
+	id := "dlq"
+	var probe struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(dl.Payload, &probe) == nil && probe.ID != "" && !strings.ContainsAny(probe.ID, " \r\n") {
+		id = probe.ID
+	}
+	ack, err := i.cfg.JS.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s:replay:%d", id, seq)),
+		jetstream.WithExpectStream(wire.StreamEvents))
+	if err != nil {
+		return fmt.Errorf("replay: dead letter %d: publish: %w", seq, err)
+	}
+	if ack.Duplicate && !i.isReplayOf(ctx, ack.Sequence, seq) {
+		// The events stream already holds a message with this Nats-Msg-Id that is not an
+		// earlier replay of this dead letter: keep the dead letter.
+		return fmt.Errorf("replay: dead letter %d: dropped as a duplicate of events message %d: %w", seq, ack.Sequence, fault.ErrConflict)
+	}
+	st, err := i.dlqStream(ctx)
+	if err != nil {
+		return fmt.Errorf("replay: republished but not removed: %w", err)
+	}
+	if err := st.DeleteMsg(ctx, seq); err != nil && !notFound(err) {
+		return fmt.Errorf("replay: dead letter %d republished but not removed: %w", seq, err)
+	}
+	i.log.Info("ingest: dead letter replayed", "dlq_seq", seq, "subject", dl.Subject, "stream_seq", ack.Sequence)
+	return nil
+}
+
+// isReplayOf reports whether events message streamSeq is a replay of dead letter seq (a replay
+// retried after its delete failed).
+func (i *Ingester) isReplayOf(ctx context.Context, streamSeq, seq uint64) bool {
+	st, err := i.cfg.JS.Stream(ctx, wire.StreamEvents)
+	if err != nil {
+		return false
+	}
+	raw, err := st.GetMsg(ctx, streamSeq)
+	return err == nil && raw.Header.Get(HeaderReplayOf) == strconv.FormatUint(seq, 10)
+}
+
+// Purge deletes dead letter seq, or with seq 0 every dead letter present when it is called, and
+// returns how many it deleted. An absent seq is an error wrapping fault.ErrNotFound.
+func (i *Ingester) Purge(ctx context.Context, seq uint64) (int, error) {
+	st, err := i.dlqStream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if seq != 0 {
+		if err := st.DeleteMsg(ctx, seq); err != nil {
+			if notFound(err) {
+				return 0, fmt.Errorf("purge dead letter %d: %w", seq, fault.ErrNotFound)
+			}
+			return 0, fmt.Errorf("purge dead letter %d: %w", seq, err)
+		}
+		return 1, nil
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	// Only up to the last sequence seen: a dead letter arriving meanwhile was not seen by the
+	// operator and stays. The count is as of the Info call; a concurrent Replay or Purge of one
+	// message can make it one too high.
+	if err := st.Purge(ctx, jetstream.WithPurgeSequence(info.State.LastSeq+1)); err != nil {
+		return 0, fmt.Errorf("purge dead letters: %w", err)
+	}
+	return int(info.State.Msgs), nil
+}
+
+// notFound recognises the server's answer to deleting an absent message. nats.go flattens the
+// API error of a failed delete into text (ErrMsgDeleteUnsuccessful: "...no message found"), so
+// the description is all there is to match.
+func notFound(err error) bool {
+	return errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found")
+}

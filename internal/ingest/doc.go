@@ -1,0 +1,64 @@
+// Package ingest moves events from the JetStream events stream into the SQL store: the hub's
+// event sink (design principles 7, 8 and 10).
+//
+// # Delivery and effect
+//
+// Every hub replica runs an Ingester on the same durable pull consumer, so JetStream splits the
+// work between them: each fetch takes up to Config.Batch messages that no other replica holds.
+// A batch is validated, then written with one Store.InsertEvents call: one transaction that
+// inserts the events with ON CONFLICT (id) DO NOTHING and upserts the agents' derived state.
+// Messages are acknowledged only after that transaction has committed. Delivery is therefore at
+// least once and the effect exactly once: a message redelivered after a crash between commit and
+// ack, an event re-published by an agent's outbox, or a replayed dead letter is skipped by the
+// unique event id (and counted in godwit_ingest_events_duplicate_total).
+//
+// A replica that dies, hangs or loses its connection holds its batch un-acknowledged; after
+// Config.AckWait the server redelivers it to whichever replica fetches next. Nothing is lost and
+// nothing is stored twice.
+//
+// # Failures
+//
+//   - A message that can never be stored — larger than wire.MaxEventBytes, not JSON, refused by
+//     wire.Event.Validate (no id, unknown type, a source other than the agent whose subject it
+//     came on) — is published to the dead-letter stream and then terminated, at once.
+//   - A transient store error (Config.IsTransient: a busy or unreachable database) hands the
+//     batch back with a negative ack delayed by Config.NakDelay, and the replica pauses fetching
+//     for as long. Transient errors never dead-letter a message: an outage of the database must
+//     leave the backlog in the stream, not move it to the dead letters.
+//   - Any other store error retries the batch one event at a time, so one bad event does not hold
+//     back the rest. An event that still fails is handed back with a delay; once it has been
+//     delivered Config.MaxDeliver times it is dead-lettered with the error (reason
+//     max_deliveries). The delivery limit is enforced here, not by the server: a server-side
+//     MaxDeliver silently abandons a message whose last delivery went to a crashed replica,
+//     whereas here every message that gives up reaches the dead-letter stream.
+//
+// A dead letter keeps the original payload byte for byte and the original headers (renamed with
+// the Godwit-Orig- prefix, so that none of them — Nats-Msg-Id, Nats-Expected-*, Nats-TTL — can
+// change how JetStream treats the dead letter itself) and adds Godwit-Dlq-Reason,
+// Godwit-Dlq-Error, Godwit-Dlq-Subject, Godwit-Dlq-Deliveries, Godwit-Dlq-Stream-Seq and
+// Godwit-Dlq-Time. It is published with the Nats-Msg-Id "dlq:<stream>:<seq>", so a replica that
+// dies between the publish and the terminate does not leave two. If the publish fails the message
+// is handed back, never terminated. Ingester.Replay republishes a dead letter to its original
+// subject with a fresh Nats-Msg-Id and then deletes it from the dead-letter stream.
+//
+// # Derived state
+//
+// For each agent the ingester keeps its latest event overall and per migration (the
+// agent_event_state table). The first event of an agent after a start, or after Rehydrate,
+// loads the agent's rows from SQL; afterwards only rows that move an agent's state forward are
+// written, in the same transaction as the events. Order is by event time, then event id,
+// exactly as the store's conditional upsert orders them, so the cache never decides anything
+// the store would not: it is a lower bound of what SQL holds, and SQL has the last word when
+// another replica has moved an agent further. Only events an agent published on its own subject
+// move its state (hub events about an agent do not count as the agent being seen). No time is
+// ever compared with the local clock; an event's receive time is the stream's timestamp.
+//
+// # Stopping
+//
+// Stop ends fetching, lets the batch in flight finish and acknowledges what committed. If the
+// budget runs out first, the store call in flight is cancelled, the batch is handed back for
+// immediate redelivery to the other replicas, and Stop returns the context's error. A panic in the
+// worker is logged with its stack and the stream sequences of the batch, counted in
+// godwit_worker_panics_total, and reported once on Fatal; the batch is left un-acknowledged for
+// redelivery and the process is expected to exit non-zero.
+package ingest

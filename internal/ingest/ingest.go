@@ -1,0 +1,372 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Defaults for Config.
+const (
+	DefaultConsumer   = "godwit-ingest"
+	DefaultBatch      = 500
+	DefaultMaxWait    = time.Second
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 5
+	DefaultNakDelay   = 2 * time.Second
+)
+
+// lagInterval is how often the consumer gauges are refreshed from the server.
+const lagInterval = 5 * time.Second
+
+// ackTimeout bounds the confirmed acknowledgement that closes a batch.
+const ackTimeout = 5 * time.Second
+
+// Config configures an Ingester. Zero values take the defaults.
+type Config struct {
+	JS     jetstream.JetStream // the hub's JetStream (account GODWIT); required
+	Store  store.Store         // required
+	Logger *slog.Logger
+	// Registry receives the metrics; nil keeps them unexported.
+	Registry *prometheus.Registry
+
+	// Consumer is the durable consumer shared by every hub replica.
+	Consumer string
+	// Batch is the most messages fetched, and written in one transaction, at a time.
+	Batch int
+	// MaxWait is how long one fetch waits for a full batch. Stop waits for the fetch in progress,
+	// so it also bounds how long Stop takes on an idle stream.
+	MaxWait time.Duration
+	// AckWait is how long a delivered message may stay un-acknowledged before the server hands
+	// it to another replica. A store call taking longer is abandoned as a transient failure.
+	AckWait time.Duration
+	// MaxDeliver is how many deliveries a message that the store refuses (not transiently)
+	// gets before it is dead-lettered.
+	MaxDeliver int
+	// NakDelay is the redelivery delay after a store failure, and the pause in fetching after a
+	// transient one.
+	NakDelay time.Duration
+	// IsTransient reports store errors worth retrying without limit. Nil uses the store's own
+	// IsTransient method when it has one (sqlstore does), else treats no error as transient.
+	IsTransient func(error) bool
+	// Now is the clock, used only where a message lacks JetStream metadata. Received times
+	// come from the stream.
+	Now func() time.Time
+}
+
+// Ingester consumes the events stream into the store. See the package comment.
+type Ingester struct {
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+	fatal chan error
+
+	lifecycle sync.Mutex
+	cons      jetstream.Consumer
+	run       *run
+
+	mu     sync.Mutex
+	agents map[string]*agentState // derived-state cache, see state.go
+}
+
+// run is one Start..Stop cycle.
+type run struct {
+	stopFetching context.CancelFunc // soft stop: no new fetches
+	abort        context.CancelFunc // budget exhausted: cancel the store call in flight
+	done         chan struct{}      // the fetch loop and the lag refresher have exited
+}
+
+// New returns an ingester; Start starts it.
+func New(cfg Config) *Ingester {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Consumer == "" {
+		cfg.Consumer = DefaultConsumer
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.NakDelay == 0 {
+		cfg.NakDelay = DefaultNakDelay
+	}
+	if cfg.IsTransient == nil {
+		if t, ok := cfg.Store.(interface{ IsTransient(error) bool }); ok {
+			cfg.IsTransient = t.IsTransient
+		} else {
+			cfg.IsTransient = func(error) bool { return false }
+		}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Ingester{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "ingest"),
+		m:      newMetrics(cfg.Registry),
+		fatal:  make(chan error, 1),
+		agents: map[string]*agentState{},
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.JS == nil:
+		return fault.Invalid("JS", "a JetStream handle is required")
+	case c.Store == nil:
+		return fault.Invalid("Store", "a store is required")
+	case c.Batch < 1:
+		return fault.Invalid("Batch", "must be at least 1 (got %d)", c.Batch)
+	case c.MaxWait <= 0:
+		return fault.Invalid("MaxWait", "must be positive")
+	case c.AckWait <= 0:
+		return fault.Invalid("AckWait", "must be positive")
+	case c.MaxWait >= c.AckWait:
+		return fault.Invalid("MaxWait", "must be shorter than AckWait (%s), got %s", c.AckWait, c.MaxWait)
+	case c.MaxDeliver < 1:
+		return fault.Invalid("MaxDeliver", "must be at least 1 (got %d)", c.MaxDeliver)
+	case c.NakDelay < 0:
+		return fault.Invalid("NakDelay", "must not be negative")
+	}
+	return nil
+}
+
+// consumerConfig is the shared durable consumer. Every replica declares the same one; the last
+// to start wins if their settings differ.
+func (c *Config) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       c.Consumer,
+		Description:   "Godwit hub ingest: events into SQL (shared by every hub replica)",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		// The delivery limit is enforced by the ingester (see the package comment).
+		MaxDeliver:    -1,
+		FilterSubject: bus.EventSubjects,
+		// Bounds what a store outage can leave handed out and waiting for redelivery.
+		MaxAckPending: 10 * c.Batch,
+	}
+}
+
+// Start creates or updates the durable consumer and starts fetching. The events and dead-letter
+// streams must exist (bus.EnsureStreams). Calling Start on a running ingester does nothing.
+func (i *Ingester) Start(ctx context.Context) error {
+	i.lifecycle.Lock()
+	defer i.lifecycle.Unlock()
+	if r := i.run; r != nil {
+		select {
+		case <-r.done:
+		default:
+			return nil
+		}
+	}
+	if err := i.cfg.validate(); err != nil {
+		return err
+	}
+	cons, err := i.ensureConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	i.cons = cons
+	soft, stopFetching := context.WithCancel(context.Background())
+	hard, abort := context.WithCancel(context.Background())
+	r := &run{stopFetching: stopFetching, abort: abort, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); i.loop(soft, hard, cons) }()
+	go func() { defer wg.Done(); i.refreshLag(soft) }()
+	go func() {
+		wg.Wait()
+		stopFetching()
+		abort()
+		close(r.done)
+	}()
+	i.run = r
+	i.log.Info("ingest started", "consumer", i.cfg.Consumer, "batch", i.cfg.Batch, "ack_wait", i.cfg.AckWait,
+		"max_deliver", i.cfg.MaxDeliver)
+	return nil
+}
+
+func (i *Ingester) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := i.cfg.JS.CreateOrUpdateConsumer(ctx, wire.StreamEvents, i.cfg.consumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("ingest: consumer %s on %s: %w", i.cfg.Consumer, wire.StreamEvents, err)
+	}
+	return cons, nil
+}
+
+// Stop stops fetching, lets the batch in flight finish and acknowledges what committed. If ctx
+// ends first, the batch in flight is abandoned and handed back for redelivery and Stop returns
+// ctx's error; a later Stop waits for the worker again. Safe to call twice, or before Start.
+func (i *Ingester) Stop(ctx context.Context) error {
+	i.lifecycle.Lock()
+	r := i.run
+	i.lifecycle.Unlock()
+	if r == nil {
+		return nil
+	}
+	r.stopFetching()
+	select {
+	case <-r.done:
+		return nil
+	case <-ctx.Done():
+		r.abort()
+		return fmt.Errorf("ingest: stop: %w", ctx.Err())
+	}
+}
+
+// Fatal delivers one error if the worker panicked. The hub exits non-zero on it.
+func (i *Ingester) Fatal() <-chan error { return i.fatal }
+
+// Lag returns the consumer's pending (not yet delivered) and ack-pending (delivered, not yet
+// acknowledged) counts, and refreshes the corresponding gauges.
+func (i *Ingester) Lag(ctx context.Context) (pending, ackPending uint64, err error) {
+	i.lifecycle.Lock()
+	cons := i.cons
+	i.lifecycle.Unlock()
+	var info *jetstream.ConsumerInfo
+	if cons != nil {
+		info, err = cons.Info(ctx)
+	} else {
+		cons, err = i.cfg.JS.Consumer(ctx, wire.StreamEvents, i.cfg.Consumer)
+		if err == nil {
+			info, err = cons.Info(ctx)
+		}
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("ingest: consumer lag: %w", err)
+	}
+	i.m.pending.Set(float64(info.NumPending))
+	i.m.ackPending.Set(float64(info.NumAckPending))
+	return info.NumPending, uint64(info.NumAckPending), nil
+}
+
+func (i *Ingester) refreshLag(ctx context.Context) {
+	t := time.NewTicker(lagInterval)
+	defer t.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, lagInterval)
+		if _, _, err := i.Lag(lctx); err != nil && ctx.Err() == nil {
+			i.log.Debug("ingest: refresh consumer lag", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// loop fetches and handles batches until soft is cancelled or the worker panics.
+func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
+	var batch []jetstream.Msg
+	defer func() {
+		if p := recover(); p != nil {
+			i.panicked(p, batch)
+		}
+	}()
+	var pause time.Duration
+	for {
+		if pause > 0 {
+			select {
+			case <-soft.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = 0
+		}
+		if soft.Err() != nil {
+			return
+		}
+		var err error
+		batch, err = i.fetch(cons)
+		if len(batch) > 0 && i.handle(hard, batch) == backOff {
+			pause = i.cfg.NakDelay
+		}
+		batch = nil
+		if err != nil {
+			if soft.Err() != nil {
+				return
+			}
+			i.log.Warn("ingest: fetch failed", "err", err)
+			pause = max(pause, i.cfg.NakDelay, time.Second)
+			if consumerGone(err) {
+				// Someone deleted the consumer (or the stream was recreated): declare it again
+				// rather than fetch from nothing until a restart.
+				ctx, cancel := context.WithTimeout(soft, i.cfg.AckWait)
+				if c, err := i.ensureConsumer(ctx); err != nil {
+					i.log.Warn("ingest: recreate consumer", "err", err)
+				} else {
+					cons = c
+					i.lifecycle.Lock()
+					i.cons = c
+					i.lifecycle.Unlock()
+				}
+				cancel()
+			}
+		}
+	}
+}
+
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, nats.ErrNoResponders)
+}
+
+// fetch waits out one pull request (at most MaxWait). It is not cut short by Stop: messages the
+// server has already sent for the request would otherwise be dropped by the client and sit
+// un-acknowledged until AckWait.
+func (i *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait))
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs, b.Error()
+}
+
+// panicked reports a worker panic: logged with its stack, counted, sent once on Fatal. The batch is
+// left un-acknowledged; the server redelivers it after AckWait.
+func (i *Ingester) panicked(p any, batch []jetstream.Msg) {
+	i.m.panics.Inc()
+	attrs := []any{"panic", fmt.Sprint(p), "stack", string(debug.Stack()), "batch", len(batch)}
+	if len(batch) > 0 {
+		if md, err := batch[0].Metadata(); err == nil {
+			attrs = append(attrs, "first_stream_seq", md.Sequence.Stream)
+		}
+		if md, err := batch[len(batch)-1].Metadata(); err == nil {
+			attrs = append(attrs, "last_stream_seq", md.Sequence.Stream)
+		}
+	}
+	i.log.Error("ingest: worker panicked; the hub must exit", attrs...)
+	select {
+	case i.fatal <- fmt.Errorf("ingest: worker panicked: %v", p):
+	default:
+	}
+}

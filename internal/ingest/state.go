@@ -1,0 +1,123 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"godwit.dev/godwit/internal/store"
+)
+
+// agentState is what the ingester knows of one agent's agent_event_state rows, by migration
+// ("" is the latest event overall). It is never ahead of SQL: rows enter it when loaded or
+// after the transaction that wrote them has committed.
+type agentState struct {
+	latest map[string]store.EventState
+}
+
+// Rehydrate drops the cached derived state of agentID; its next event reloads it from SQL.
+// Use it after the agent's rows were changed outside the ingest (a restore, a manual fix).
+func (i *Ingester) Rehydrate(agentID string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	delete(i.agents, agentID)
+}
+
+// agentState returns the cached state of agentID, loading it from SQL on first use.
+func (i *Ingester) agentState(ctx context.Context, agentID string) (*agentState, error) {
+	i.mu.Lock()
+	st, ok := i.agents[agentID]
+	i.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	rows, err := i.cfg.Store.AgentEventStates(ctx, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("load event state of agent %s: %w", agentID, err)
+	}
+	st = &agentState{latest: make(map[string]store.EventState, len(rows))}
+	for _, r := range rows {
+		st.latest[r.Migration] = r
+	}
+	i.mu.Lock()
+	i.agents[agentID] = st
+	i.mu.Unlock()
+	i.m.rehydrations.Inc()
+	i.log.Debug("ingest: agent state loaded from the store", "agent_id", agentID, "rows", len(rows))
+	return st, nil
+}
+
+type stateKey struct{ agent, migration string }
+
+// advancing returns the state rows the groups move forward: per agent, the latest event overall
+// and per migration, where it is newer than what is known.
+func (i *Ingester) advancing(ctx context.Context, groups []group) ([]store.EventState, error) {
+	next := map[stateKey]store.EventState{}
+	var order []stateKey
+	for _, g := range groups {
+		it := g[0]
+		if it.agent == "" {
+			continue
+		}
+		st, err := i.agentState(ctx, it.agent)
+		if err != nil {
+			return nil, err
+		}
+		ev := it.ev
+		cand := store.EventState{AgentID: it.agent, LastEventID: ev.ID, LastType: ev.Type,
+			LastSeverity: ev.Severity, LastTime: ev.Time}
+		migrations := []string{""}
+		if ev.Data.Migration != "" {
+			migrations = append(migrations, ev.Data.Migration)
+		}
+		for _, mig := range migrations {
+			k := stateKey{it.agent, mig}
+			cand.Migration = mig
+			cur, pending := next[k]
+			if !pending {
+				i.mu.Lock()
+				cur, pending = st.latest[mig]
+				i.mu.Unlock()
+				if !pending || newer(cand, cur) {
+					order = append(order, k)
+					next[k] = cand
+				}
+				continue
+			}
+			if newer(cand, cur) {
+				next[k] = cand
+			}
+		}
+	}
+	out := make([]store.EventState, 0, len(order))
+	for _, k := range order {
+		out = append(out, next[k])
+	}
+	return out, nil
+}
+
+// advanced records committed rows in the cache. An agent dropped by Rehydrate meanwhile stays
+// dropped.
+func (i *Ingester) advanced(rows []store.EventState) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, r := range rows {
+		st, ok := i.agents[r.AgentID]
+		if !ok {
+			continue
+		}
+		if cur, ok := st.latest[r.Migration]; !ok || newer(r, cur) {
+			st.latest[r.Migration] = r
+		}
+	}
+}
+
+// newer orders state rows as the store's conditional upsert does: by time at the store's
+// precision (microseconds), then by event id.
+func newer(a, b store.EventState) bool {
+	ta, tb := a.LastTime.Truncate(time.Microsecond), b.LastTime.Truncate(time.Microsecond)
+	if !ta.Equal(tb) {
+		return ta.After(tb)
+	}
+	return a.LastEventID > b.LastEventID
+}

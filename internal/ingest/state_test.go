@@ -1,0 +1,142 @@
+package ingest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// recorder remembers the state rows of every InsertEvents call, by event id.
+type recorder struct {
+	mu     sync.Mutex
+	states map[string][]store.EventState
+}
+
+func (r *recorder) wrap(s store.Store) *wrapStore {
+	w := &wrapStore{Store: s}
+	w.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
+		n, err := s.InsertEvents(ctx, events, states)
+		if err == nil {
+			r.mu.Lock()
+			for _, e := range events {
+				r.states[e.ID] = states
+			}
+			r.mu.Unlock()
+		}
+		return n, err
+	}
+	return w
+}
+
+func (r *recorder) rowsWith(id string) []store.EventState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.states[id]
+}
+
+// A fresh ingester on an existing database loads an agent's derived state from SQL on its first
+// event (once per agent), writes only rows that move it forward, and never moves it backwards.
+func TestDerivedStateIsRehydrated(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ctx := testCtx(t)
+	a, b := newAgentID(t), newAgentID(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+	// What an earlier hub process left in the database.
+	prev := agentEvent(a, wire.EventExecutionSucceeded, t0.Add(10*time.Second), "m1")
+	prevState := func(mig string) store.EventState {
+		return store.EventState{AgentID: a, Migration: mig, LastEventID: prev.ID, LastType: prev.Type,
+			LastSeverity: prev.Severity, LastTime: prev.Time}
+	}
+	if _, err := bd.store.InsertEvents(ctx, []store.StoredEvent{{Event: prev, ReceivedAt: prev.Time}},
+		[]store.EventState{prevState(""), prevState("m1")}); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := &recorder{states: map[string][]store.EventState{}}
+	ing, reg := bd.ingester(t, "hub", Config{Store: rec.wrap(bd.store)})
+	rehydrations := func() float64 { return metric(t, reg, "godwit_ingest_rehydrations_total") }
+	stateOf := func(agent string) map[string]store.EventState {
+		rows, err := bd.store.AgentEventStates(ctx, agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]store.EventState{}
+		for _, r := range rows {
+			out[r.Migration] = r
+		}
+		return out
+	}
+	stored := int64(1)
+	send := func(ev wire.Event) {
+		t.Helper()
+		bd.publish(t, wire.EventSubject(ev.Source[len("/agents/"):]), ev)
+		stored++
+		bd.waitDrained(t, stored)
+	}
+
+	// An event older than what SQL holds: stored, but it moves nothing.
+	old := agentEvent(a, wire.EventDetectionSucceeded, t0, "m1")
+	send(old)
+	if rows := rec.rowsWith(old.ID); len(rows) != 0 {
+		t.Errorf("an older event wrote state rows %+v", rows)
+	}
+	if st := stateOf(a); st[""].LastEventID != prev.ID || st["m1"].LastEventID != prev.ID {
+		t.Errorf("state moved backwards: %+v", st)
+	}
+	if got := rehydrations(); got != 1 {
+		t.Errorf("rehydrations_total = %v after the first event of one agent, want 1", got)
+	}
+
+	// Older overall but the first of migration m2: only the m2 row.
+	m2 := agentEvent(a, wire.EventDetectionNotNeeded, t0.Add(5*time.Second), "m2")
+	send(m2)
+	if rows := rec.rowsWith(m2.ID); len(rows) != 1 || rows[0].Migration != "m2" {
+		t.Errorf("state rows for a first m2 event: %+v", rows)
+	}
+
+	// Newer: both rows move, from the cache, without another load.
+	newer := agentEvent(a, wire.EventExecutionFailed, t0.Add(20*time.Second), "m1")
+	send(newer)
+	if rows := rec.rowsWith(newer.ID); len(rows) != 2 {
+		t.Errorf("state rows for a newer event: %+v", rows)
+	}
+	if st := stateOf(a); st[""].LastEventID != newer.ID || st["m1"].LastEventID != newer.ID || st["m2"].LastEventID != m2.ID {
+		t.Errorf("state after a newer event: %+v", st)
+	}
+	if got := rehydrations(); got != 1 {
+		t.Errorf("rehydrations_total = %v, want still 1", got)
+	}
+
+	// Another agent: one more load.
+	send(agentEvent(b, wire.EventAgentStarted, t0, ""))
+	if got := rehydrations(); got != 2 {
+		t.Errorf("rehydrations_total = %v after a second agent, want 2", got)
+	}
+
+	// Another replica moved agent a further meanwhile: this ingester's cache is behind, the row
+	// it sends is refused by the store's condition, and SQL keeps the newest.
+	far := agentEvent(a, wire.EventRollbackSucceeded, t0.Add(time.Hour), "m1")
+	if _, err := bd.store.InsertEvents(ctx, []store.StoredEvent{{Event: far, ReceivedAt: far.Time}},
+		[]store.EventState{{AgentID: a, LastEventID: far.ID, LastType: far.Type, LastSeverity: far.Severity, LastTime: far.Time}}); err != nil {
+		t.Fatal(err)
+	}
+	stored++
+	mid := agentEvent(a, wire.EventExecutionSucceeded, t0.Add(30*time.Second), "m1")
+	send(mid)
+	if st := stateOf(a); st[""].LastEventID != far.ID || st["m1"].LastEventID != mid.ID {
+		t.Errorf("state after a stale cache: %+v", st)
+	}
+
+	// Rehydrate drops the cache: the next event loads again.
+	ing.Rehydrate(a)
+	send(agentEvent(a, wire.EventAgentStarted, t0.Add(2*time.Hour), ""))
+	if got := rehydrations(); got != 3 {
+		t.Errorf("rehydrations_total = %v after Rehydrate, want 3", got)
+	}
+}
