@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"godwit.dev/godwit/internal/agent/outbox"
 	"godwit.dev/godwit/internal/buildinfo"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/config"
@@ -29,9 +30,10 @@ type Agent struct {
 	cfg *config.Agent
 	log *slog.Logger
 
-	dir *datadir.Dir
-	id  *Identity
-	nc  *nats.Conn
+	dir    *datadir.Dir
+	id     *Identity
+	nc     *nats.Conn
+	outbox *outbox.Outbox
 
 	mu          sync.Mutex
 	desiredRev  uint64
@@ -51,6 +53,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.ensureIdentity(ctx); err != nil {
 		return err
 	}
+	// Events are journalled before they are sent, so they survive restarts and hub outages.
+	a.outbox, err = outbox.Open(a.dir.Join(outboxFile), outbox.Limits{}, a.log.With("component", "outbox"), nil)
+	if err != nil {
+		return err
+	}
+	defer a.outbox.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	checker := newRejectionCheck(a.id, a.log, func() { cancel(ErrRejected) })
@@ -86,6 +94,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer a.nc.Close()
 	a.log.Info("agent started", "agent", a.id.AgentID, "name", a.id.Name, "nats", strings.Join(a.id.NATSURLs, ","))
+	a.event(ctx, wire.EventAgentStarted, wire.SeverityInfo, wire.EventData{Message: "agent " + a.id.Name + " started, version " + buildinfo.String()})
+	sent := make(chan error, 1)
+	go func() {
+		sent <- a.outbox.Run(ctx, func(ctx context.Context, e outbox.Entry) error {
+			_, _, err := bus.PublishEvent(ctx, a.nc, a.id.AgentID, e.ID, e.Payload)
+			return err
+		})
+	}()
+	defer func() { cancel(nil); <-sent }()
 
 	// A watch message is only a nudge: the value is re-read with a direct get, because a live
 	// KV message may be a write JetStream then rejected.
@@ -142,6 +159,18 @@ func (a *Agent) ensureIdentity(ctx context.Context) error {
 	a.id = id
 	a.log.Info("enrolled", "agent", id.AgentID, "name", id.Name)
 	return nil
+}
+
+// event records an event in the outbox; the sender delivers it when the hub is reachable.
+func (a *Agent) event(ctx context.Context, typ, severity string, data wire.EventData) {
+	data.AgentID = a.id.AgentID
+	if data.System == nil {
+		si := systemInfo(a.dir.Path)
+		data.System = &si
+	}
+	if err := a.outbox.Append(ctx, wire.NewEvent(wire.AgentSource(a.id.AgentID), typ, severity, data)); err != nil {
+		a.log.Error("could not record event", "type", typ, "err", err)
+	}
 }
 
 // loop heartbeats every interval and, at the same pace, re-reads the desired state so a missed

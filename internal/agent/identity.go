@@ -17,7 +17,12 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-const identityFile = "identity.json"
+// Files in the state dir.
+const (
+	identityFile = "identity.json"
+	outboxFile   = "outbox.db"
+	journalFile  = "journal.db"
+)
 
 // Identity is what enrollment gives an agent; it is kept 0600 in the state dir and reused on
 // every later start.

@@ -29,6 +29,7 @@ import (
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/datadir"
+	"godwit.dev/godwit/internal/ingest"
 	"godwit.dev/godwit/internal/liveness"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/postgres"
@@ -66,6 +67,7 @@ type Hub struct {
 	js       jetstream.JetStream
 	buckets  bus.Buckets
 	live     *liveness.Controller
+	ingest   *ingest.Ingester
 	http     *http.Server
 	listener net.Listener
 	registry *prometheus.Registry
@@ -106,6 +108,10 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	h.live = liveness.New(h.buckets.Heartbeats, h.store, h.log, h.cfg.Liveness.HeartbeatInterval.D(), h.cfg.Liveness.Grace.D())
 	if err = h.live.Start(ctx); err != nil {
 		return err
+	}
+	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry})
+	if err = h.ingest.Start(ctx); err != nil {
+		return fmt.Errorf("event ingest: %w", err)
 	}
 	if err = h.startHTTP(); err != nil {
 		return err
@@ -191,6 +197,9 @@ func (h *Hub) startBus(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream buckets: %w", err)
 	}
+	if err = bus.EnsureStreams(bctx, h.js, bus.StreamOptions{Replicas: h.cfg.NATS.Replicas}); err != nil {
+		return fmt.Errorf("jetstream streams: %w", err)
+	}
 	h.endpoint.NATS = h.cfg.NATS.Advertise
 	if len(h.endpoint.NATS) == 0 {
 		if h.server != nil {
@@ -204,7 +213,7 @@ func (h *Hub) startBus(ctx context.Context) error {
 
 func (h *Hub) startHTTP() error {
 	srv := api.New(api.Config{
-		Store: h.store, Bus: busAdapter{h}, Logger: h.log, Registry: h.registry,
+		Store: h.store, Bus: busAdapter{h}, Pipeline: pipeline{h: h, ing: h.ingest}, Logger: h.log, Registry: h.registry,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
 	})
 	ln, err := net.Listen("tcp", h.cfg.Listen)
@@ -251,6 +260,12 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 		errs = append(errs, h.http.Shutdown(ctx))
 		h.http = nil
 	}
+	// Stop taking new work first: the ingester finishes its in-flight batch and acks what
+	// committed, within the budget of ctx.
+	if h.ingest != nil {
+		errs = append(errs, h.ingest.Stop(ctx))
+		h.ingest = nil
+	}
 	if h.live != nil {
 		errs = append(errs, h.live.Stop(ctx))
 		h.live = nil
@@ -283,15 +298,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err := h.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	var fatal error
+	select {
+	case <-ctx.Done():
+	case fatal = <-h.ingest.Fatal():
+		// A worker panicked: its stack is logged; stop cleanly, then exit non-zero so a
+		// supervisor restarts the hub rather than leaving it half alive.
+		h.log.Error("hub stopping after a worker panic", "err", fatal)
+	}
 	h.log.Info("hub stopping", "budget", h.cfg.ShutdownTimeout.D())
 	sctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout.D())
 	defer cancel()
 	if err := h.Stop(sctx); err != nil {
-		return fmt.Errorf("stop: %w", err)
+		return errors.Join(fatal, fmt.Errorf("stop: %w", err))
 	}
 	h.log.Info("hub stopped")
-	return nil
+	return fatal
 }
 
 // busAdapter gives the API what it needs of the bus.

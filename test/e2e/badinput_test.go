@@ -95,6 +95,10 @@ func TestAgentEnrollmentRefused(t *testing.T) {
 	}
 	token := strings.TrimSpace(h.cli(t, "token", "create", "--uses", "1"))
 	h.startAgent(t, filepath.Join(root, "first"), token)
+	eventually(t, 30*time.Second, "first agent enrolled", func() error {
+		_, err := os.Stat(filepath.Join(root, "first", "identity.json"))
+		return err
+	})
 	second := h.startAgent(t, filepath.Join(root, "second"), token)
 	if code := second.wait(30 * time.Second); code == 0 || !strings.Contains(second.output(), "403") {
 		t.Fatalf("reused token: exit %d, output:\n%s", code, second.output())
