@@ -1,0 +1,121 @@
+// Package runner is the agent side of a migration: it takes the agent's desired state from the
+// hub, runs each assignment's steps with [execute.Run], keeps its progress in a local journal
+// (SQLite), reports every result as an event and publishes the agent's observed state.
+//
+// What follows are the product's promises; the tests of this package hold them.
+//
+// # Journal first
+//
+// Every transition is committed to the journal (runner.db in the agent's state directory) before
+// it is acted on: "step i run started" is committed before the command starts, its result before
+// anything else happens with it. The journal runs in WAL mode with synchronous=FULL, so a commit
+// survives a power cut, not only a crash of the agent. Nothing that matters lives only in memory:
+// the cursor of every assignment, the steps it was given, the highest epoch seen and the last
+// accepted desired-state document (so an agent that reboots while the hub is down carries on
+// with the work it was given), and the events not yet handed to the outbox.
+//
+// A journal that is not a SQLite database, is not a runner journal, fails SQLite's integrity
+// check or was written by a newer schema is refused with an error naming the file, and is never
+// modified or overwritten.
+//
+// # Apply
+//
+// For each step in order:
+//   - detect, when set: exit 0 means needed, exit 1 means already done (the step is skipped),
+//     anything else (a timeout included) fails the assignment (migration.detection.failed).
+//     Both successful answers are reported as migration.detection.succeeded.
+//   - run (state applying): the step's index is added to Applied in the same commit that records
+//     "run started", so a rollback undoes a step that was interrupted halfway. migration.step.started
+//     is reported. A non-zero exit or a timeout fails the assignment: migration.execution.partial
+//     when an earlier step was applied by this attempt, migration.execution.failed otherwise.
+//   - verify, when set (state verifying): non-zero fails the assignment
+//     (migration.verification.failed); success is migration.verification.succeeded.
+//
+// All steps done: succeeded (migration.execution.succeeded, with the applied and the skipped
+// steps in data.extra). No step needed at all (nothing applied): not_needed
+// (migration.detection.not_needed).
+//
+// # Rollback
+//
+// Action rollback at a higher generation runs the rollback command of every applied step not yet
+// in RolledBack, in reverse order (state rolling_back). Steps without a rollback command are
+// skipped and named in the event. The first failure ends in rollback_failed
+// (migration.rollback.failed); all done is rolled_back (migration.rollback.succeeded). A later
+// generation with action rollback resumes: it runs only the steps not yet in RolledBack. The
+// steps of the rollback generation replace the journal's when they have the same number of steps
+// (so an operator can fix a broken rollback command and resume); otherwise the journal's are kept.
+// A rollback that arrives while the same attempt is still applying stops the running command
+// and rolls back what was applied, the interrupted step included. A rollback of an attempt this
+// agent never saw ends at once as rolled_back: nothing was applied here.
+//
+// # Cancel
+//
+// Action cancel stops the running command if it belongs to that assignment and ends it with the
+// error "cancelled by operator" (migration.step.cancelled): as failed when it was applying, as
+// rollback_failed when it was rolling back (so that the rollback can still be resumed). A cancel
+// of a finished attempt only records the generation; a cancel of an attempt never seen records
+// it as failed without running anything.
+//
+// # Fencing and duplicates
+//
+// A desired-state document with a lower Epoch than the highest one accepted (persisted in the
+// journal) is ignored: it is a deposed leader's late write. Per (migration, attempt) the journal
+// keeps the highest generation acted on: the same generation again is answered from the journal
+// and runs nothing; a lower generation, or an attempt lower than the journal's latest for that
+// migration, is stale and ignored (logged once). A higher generation with the same action as the
+// one in progress is adopted without restarting anything; apply or cancel at a higher generation
+// on a finished attempt only records the generation (re-running an attempt takes a new attempt).
+// A new attempt starts fresh; earlier attempts' records are kept. When a new attempt arrives
+// while an earlier one of the same migration is unfinished, the command in flight is allowed to
+// finish, then the earlier attempt ends as superseded (migration.step.cancelled) and the new one
+// starts from its first detect.
+//
+// # Crash or reboot mid-step
+//
+// An assignment that was not finished when the agent stopped is resumed by Run before any new
+// work, from the journal alone (the hub may still be down), unless the current desired state
+// cancels, rolls back or supersedes it. A command that was started and has no recorded result:
+//   - run, when the step has detect: detect runs first. Exit 1: the step had completed, it is not
+//     run again (verify still runs); exit 0: run runs again; anything else fails the assignment.
+//   - run, without detect: run runs again. Steps without detect must therefore be idempotent.
+//   - detect, verify and rollback commands run again. Rollback commands must be idempotent.
+//
+// Cancelling Run's context is handled the same way: the running command is stopped, the
+// assignment stays unfinished in the journal, and it is recovered by the next Run.
+//
+// # Order and back-pressure
+//
+// One assignment runs at a time: first any unfinished one from the journal, then the desired
+// ones in the order of the document. When Config.CanStart reports false (the outbox is full), no
+// new work starts — no new attempt and no rollback of a finished attempt — and the runner says so
+// in the log and keeps it pending; it retries on every Desired, every Resync and every second.
+// The assignment in progress (recovered ones included) runs to its end, a rollback that
+// interrupts it included; cancels and bookkeeping that run no command are never held.
+//
+// # Commands
+//
+// Every command runs through [execute.Run] (sh -c in its own process group, the step's timeout,
+// SIGTERM then SIGKILL after Config.Grace) in Config.WorkDir, with GODWIT_MIGRATION, GODWIT_STEP,
+// GODWIT_STEP_INDEX, GODWIT_ATTEMPT, GODWIT_GENERATION, GODWIT_ACTION (apply|rollback),
+// GODWIT_PHASE (detect|run|verify|rollback), GODWIT_FROM_VERSION, GODWIT_TO_VERSION and
+// GODWIT_AGENT_ID in its environment. A command that does not exist is the shell's exit code 127
+// with its stderr in the event; the assignment fails and the agent goes on.
+//
+// # Events and observed state
+//
+// Every result becomes an event (error for failed and rollback_failed, warning for partial and
+// cancelled, info otherwise) carrying the migration, step, attempt, message, error text, exit
+// code, output tail (stderr then stdout), duration, versions, system information, the agent's id
+// and, in data.extra, the generation, phase and step index. An event is written to the journal
+// in the same transaction as the transition it reports, then handed to Config.Events (the
+// outbox); it leaves the journal only once the outbox has taken it. When the outbox refuses it,
+// the refusal is logged as an error and it is offered again on every Resync and at the next
+// start: the journal is still the truth, and the event's id never changes, so a retry cannot
+// duplicate it.
+//
+// After every transition the full observed state is published through Config.Observed, from a
+// separate goroutine so that a hub that is down never slows the steps. A failed publication is
+// retried on the next transition and on Resync, which the host calls on every heartbeat tick;
+// Resync also republishes at least every minute. The observed state lists the latest attempt of
+// every migration that is in the current desired state or unfinished.
+package runner
