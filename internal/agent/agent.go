@@ -4,16 +4,19 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"godwit.dev/godwit/internal/agent/outbox"
+	"godwit.dev/godwit/internal/agent/runner"
 	"godwit.dev/godwit/internal/buildinfo"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/config"
@@ -34,10 +37,11 @@ type Agent struct {
 	id     *Identity
 	nc     *nats.Conn
 	outbox *outbox.Outbox
+	runner *runner.Runner
+	full   atomic.Bool // outbox full: reported once per episode
 
-	mu          sync.Mutex
-	desiredRev  uint64
-	desiredSeen []byte
+	mu         sync.Mutex
+	desiredRev uint64
 }
 
 // New returns an agent for a validated configuration.
@@ -59,6 +63,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer a.outbox.Close()
+	workDir := a.dir.Join("work")
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return err
+	}
+	a.runner, err = runner.Open(runner.Config{
+		AgentID: a.id.AgentID, JournalPath: a.dir.Join(journalFile), Logger: a.log.With("component", "runner"),
+		Events:   a.outbox.Append,
+		Observed: a.putObserved,
+		System:   func() wire.SystemInfo { return systemInfo(a.dir.Path) },
+		WorkDir:  workDir,
+		CanStart: a.canStart,
+	})
+	if err != nil {
+		return err
+	}
+	defer a.runner.Close()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	checker := newRejectionCheck(a.id, a.log, func() { cancel(ErrRejected) })
@@ -102,7 +122,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		})
 	}()
-	defer func() { cancel(nil); <-sent }()
+	ran := make(chan error, 1)
+	go func() {
+		if err := a.runner.Run(ctx); err != nil {
+			// The journal could not be written: no command may start without it.
+			cancel(fmt.Errorf("migration runner: %w", err))
+			ran <- err
+			return
+		}
+		ran <- nil
+	}()
+	defer func() { cancel(nil); <-sent; <-ran }()
 
 	// A watch message is only a nudge: the value is re-read with a direct get, because a live
 	// KV message may be a write JetStream then rejected.
@@ -123,7 +153,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		interval = 5 * time.Second
 	}
 	a.loop(ctx, interval, nudge)
-	if cause := context.Cause(ctx); errors.Is(cause, ErrRejected) {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
 	a.log.Info("agent stopped")
@@ -179,14 +209,19 @@ func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan s
 	var seq uint64
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	tick := func() {
 		seq++
 		a.heartbeat(ctx, seq)
 		a.resync(ctx)
+		a.runner.Resync(ctx)
+	}
+	tick()
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			tick()
 		case <-nudge:
 			a.resync(ctx)
 		}
@@ -220,16 +255,49 @@ func (a *Agent) resync(ctx context.Context) {
 	a.onDesired(v, rev)
 }
 
-// onDesired records the newest desired state. Acting on it arrives with the migration runner.
+// onDesired hands the newest desired state to the runner. A value that does not decode is
+// logged and ignored: the runner keeps acting on the last good document.
 func (a *Agent) onDesired(v []byte, rev uint64) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if rev != 0 && rev <= a.desiredRev {
+		a.mu.Unlock()
 		return
 	}
 	if rev != 0 {
 		a.desiredRev = rev
 	}
-	a.desiredSeen = v
-	a.log.Debug("desired state", "revision", rev, "bytes", len(v))
+	a.mu.Unlock()
+	var d wire.DesiredState
+	if err := json.Unmarshal(v, &d); err != nil {
+		a.log.Error("desired state does not decode; keeping the previous one", "revision", rev, "err", err)
+		return
+	}
+	a.runner.Desired(d)
+}
+
+func (a *Agent) putObserved(ctx context.Context, st wire.ObservedState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = bus.PutObserved(ctx, a.nc, a.id.AgentID, b)
+	return err
+}
+
+// canStart is false while the outbox is full: no new work starts until the backlog drains, and
+// the agent says so once with an agent.outbox_full event.
+func (a *Agent) canStart() bool {
+	if !a.outbox.Full() {
+		a.full.Store(false)
+		return true
+	}
+	if !a.full.Swap(true) {
+		n, _ := a.outbox.Len()
+		a.log.Warn("event outbox is full: not starting new work until it drains", "events", n)
+		a.event(context.Background(), wire.EventAgentOutboxFull, wire.SeverityWarning, wire.EventData{
+			Message: fmt.Sprintf("event outbox holds %d undelivered events: not starting new work until the hub receives them", n)})
+	}
+	return false
 }
