@@ -1,0 +1,680 @@
+// Package controller is the hub's migration controller. It runs on the leader only, and every
+// write it makes carries the leader's fencing epoch (see Leadership).
+//
+// It is level-triggered: each pass reads the migrations and assignments from SQL and the agents'
+// observed state from the observed bucket, decides, writes the decision to SQL, and then writes
+// each agent's desired state (derived from SQL alone) to the desired bucket. A pass after an
+// outage of any length starts from what is stored, never from a backlog of messages.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/migration/plan"
+	"godwit.dev/godwit/internal/migration/spec"
+	"godwit.dev/godwit/internal/migration/state"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Clock tells the time. Deadlines under the "active" policy add up the differences between
+// successive passes, so a test clock that jumps hours counts hours of hub up-time.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Config wires a controller.
+type Config struct {
+	Store    store.Store
+	Desired  jetstream.KeyValue
+	Observed jetstream.KeyValue
+	Leader   Leadership
+	Logger   *slog.Logger
+	// Interval between passes; a Nudge runs one sooner. Default 500ms.
+	Interval time.Duration
+	Clock    Clock
+	// Publish records a hub event (state changes, timeouts); nil drops them.
+	Publish func(ctx context.Context, e wire.Event) error
+	// HubID names this hub in event sources.
+	HubID string
+}
+
+// Controller runs migrations.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	nudge chan struct{}
+
+	mu       sync.Mutex
+	epoch    int64
+	observed map[string]wire.ObservedState // agent → latest observed document
+	specs    map[string]*spec.Migration    // spec hash → parsed spec
+	written  map[string]string             // agent → desired document last written
+	lastPass time.Time
+
+	startStop sync.Mutex
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+// New returns a controller; Start makes it run.
+func New(cfg Config) *Controller {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1),
+		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}}
+}
+
+// Start acquires leadership, starts following observed state and runs passes until Stop.
+func (c *Controller) Start(ctx context.Context) error {
+	c.startStop.Lock()
+	defer c.startStop.Unlock()
+	if c.cancel != nil {
+		return nil
+	}
+	if err := c.lead(ctx); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.run(rctx)
+	return nil
+}
+
+func (c *Controller) lead(ctx context.Context) error {
+	epoch, err := c.cfg.Leader.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migration controller: leadership: %w", err)
+	}
+	c.mu.Lock()
+	c.epoch = epoch
+	c.mu.Unlock()
+	c.log.Info("migration controller leading", "epoch", epoch)
+	return nil
+}
+
+// Stop ends the controller and waits for its pass to finish. Safe to call twice.
+func (c *Controller) Stop(ctx context.Context) error {
+	c.startStop.Lock()
+	defer c.startStop.Unlock()
+	if c.cancel == nil {
+		return nil
+	}
+	c.cancel()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.cancel = nil
+	return nil
+}
+
+// Nudge asks for a pass as soon as possible (after an operator action or an observation).
+func (c *Controller) Nudge() {
+	select {
+	case c.nudge <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) run(ctx context.Context) {
+	defer close(c.done)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.watchObserved(ctx) }()
+	defer wg.Wait()
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := c.Pass(ctx); err != nil {
+			if errors.Is(err, fault.ErrFenced) {
+				c.log.Error("migration controller deposed: another hub holds a newer epoch; stopping", "err", err)
+				return
+			}
+			if ctx.Err() == nil {
+				c.log.Warn("migration controller pass failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.nudge:
+		}
+	}
+}
+
+// watchObserved keeps the latest observed document of every agent, restarting the watch if it
+// breaks (NATS restarted). Its initial values give a restarted hub every agent's last report.
+func (c *Controller) watchObserved(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := c.cfg.Observed.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			c.log.Warn("migration controller: watch observed state", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(c.cfg.Interval):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			var o wire.ObservedState
+			if err := json.Unmarshal(e.Value(), &o); err != nil || o.AgentID != e.Key() {
+				c.log.Warn("migration controller: ignoring malformed observed state", "agent", e.Key())
+				continue
+			}
+			c.mu.Lock()
+			c.observed[e.Key()] = o
+			c.mu.Unlock()
+			c.Nudge()
+		}
+		_ = w.Stop()
+	}
+}
+
+// ObserveForTest injects an observed document (tests without a bucket).
+func (c *Controller) ObserveForTest(o wire.ObservedState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.observed[o.AgentID] = o
+}
+
+func (c *Controller) fence() store.Fence {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return store.Fence{Name: LeadershipName, Epoch: c.epoch}
+}
+
+// Pass is one reconcile pass over every migration that is not final, then the desired states.
+func (c *Controller) Pass(ctx context.Context) error {
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	var delta time.Duration
+	if !c.lastPass.IsZero() {
+		delta = now.Sub(c.lastPass)
+	}
+	c.lastPass = now
+	c.mu.Unlock()
+
+	ms, err := c.cfg.Store.ListMigrations(ctx)
+	if err != nil {
+		return err
+	}
+	agents, err := c.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return err
+	}
+	reachable := map[string]bool{}
+	for _, a := range agents {
+		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
+	}
+	// A snapshot: the watcher keeps updating the live map while this pass decides.
+	c.mu.Lock()
+	observed := make(map[string]wire.ObservedState, len(c.observed))
+	for k, v := range c.observed {
+		observed[k] = v
+	}
+	c.mu.Unlock()
+	var errs []error
+	desired := map[string][]wire.DesiredAssignment{}
+	for _, m := range ms {
+		if err := c.reconcile(ctx, m, observed, reachable, delta, now, desired); err != nil {
+			if errors.Is(err, fault.ErrFenced) {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
+		}
+	}
+	if err := c.writeDesired(ctx, desired); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) parsedSpec(m store.Migration) (*spec.Migration, error) {
+	c.mu.Lock()
+	sp, ok := c.specs[m.SpecHash]
+	c.mu.Unlock()
+	if ok {
+		return sp, nil
+	}
+	sp, err := spec.Parse([]byte(m.Spec))
+	if err != nil {
+		return nil, fmt.Errorf("stored spec does not parse: %w", err)
+	}
+	c.mu.Lock()
+	c.specs[m.SpecHash] = sp
+	c.mu.Unlock()
+	return sp, nil
+}
+
+// pass holds one migration's working set during a pass.
+type pass struct {
+	c        *Controller
+	m        store.Migration
+	orig     store.Migration
+	sp       *spec.Migration
+	all      []store.Assignment
+	latest   map[string]*store.Assignment // agent → its latest attempt
+	order    []string                     // agents in stable order
+	dirty    map[string]bool
+	now      time.Time
+	events   []wire.Event
+	observed map[string]wire.ObservedState
+}
+
+func (p *pass) touch(a *store.Assignment) {
+	a.UpdatedAt = p.now
+	p.dirty[a.AgentID] = true
+}
+
+// setAssignment moves an assignment to a new state if the state machine allows it.
+func (p *pass) setAssignment(a *store.Assignment, to string) bool {
+	if a.State == to {
+		return false
+	}
+	if err := state.CheckAssignment(state.AssignmentState(a.State), state.AssignmentState(to)); err != nil {
+		p.c.log.Warn("migration controller: refused assignment transition", "migration", a.Migration, "agent", a.AgentID, "err", err)
+		return false
+	}
+	a.State = to
+	if assignmentSettled(to) {
+		a.FinishedAt = p.now
+	}
+	p.touch(a)
+	return true
+}
+
+// setMigration moves the migration to a new state with a reason, if allowed.
+func (p *pass) setMigration(to, reason string) {
+	if p.m.State == to {
+		p.m.Reason = reason
+		return
+	}
+	if err := state.CheckMigration(state.MigrationState(p.m.State), state.MigrationState(to)); err != nil {
+		p.c.log.Warn("migration controller: refused migration transition", "migration", p.m.Name, "err", err)
+		return
+	}
+	p.c.log.Info("migration state changed", "migration", p.m.Name, "from", p.m.State, "to", to, "reason", reason)
+	sev := wire.SeverityInfo
+	switch to {
+	case mFailed:
+		sev = wire.SeverityError
+	case mPaused, mPartiallySucceeded, mRollingBack, mCancelled:
+		sev = wire.SeverityWarning
+	}
+	extra, _ := json.Marshal(map[string]string{"from": p.m.State, "to": to})
+	p.events = append(p.events, wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventMigrationStateChanged, sev,
+		wire.EventData{Migration: p.m.Name, Message: fmt.Sprintf("migration %s: %s → %s: %s", p.m.Name, p.m.State, to, reason), Extra: extra}))
+	p.m.State, p.m.Reason = to, reason
+	if migrationFinal(to) {
+		p.m.FinishedAt = p.now
+	} else {
+		p.m.FinishedAt = time.Time{}
+	}
+}
+
+func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed map[string]wire.ObservedState, reachable map[string]bool, delta time.Duration, now time.Time, desired map[string][]wire.DesiredAssignment) error {
+	sp, err := c.parsedSpec(m)
+	if err != nil {
+		return err
+	}
+	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
+	if err != nil {
+		return err
+	}
+	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now, observed: observed}
+	for i := range p.all {
+		a := &p.all[i]
+		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
+			p.latest[a.AgentID] = a
+		}
+	}
+	for id := range p.latest {
+		p.order = append(p.order, id)
+	}
+	sort.Strings(p.order)
+
+	p.observe(observed)
+	if !migrationFinal(p.m.State) {
+		p.deadlines(reachable, delta)
+		p.advance()
+	} else if p.m.State == mCancelled {
+		p.cancelInFlight("migration aborted")
+	}
+	if err := p.save(ctx); err != nil {
+		return err
+	}
+	p.collectDesired(desired)
+	return nil
+}
+
+// observe applies the agents' reports for the current generation of each latest attempt.
+func (p *pass) observe(obs map[string]wire.ObservedState) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.DispatchedAt.IsZero() {
+			continue
+		}
+		doc, ok := obs[id]
+		if !ok {
+			continue
+		}
+		for _, o := range doc.Assignments {
+			if o.Migration != a.Migration || o.Attempt != a.Attempt {
+				continue // another migration, or a stale attempt: fenced out
+			}
+			if o.Generation != a.Generation {
+				break // the agent has not acted on the current request yet (or reports an older one)
+			}
+			p.applyObservation(a, o)
+			break
+		}
+	}
+}
+
+func (p *pass) applyObservation(a *store.Assignment, o wire.ObservedAssignment) {
+	to := o.State
+	if a.State == aTimedOut && (to == aFailed || to == aTimedOut) {
+		to = aTimedOut // the hub's deadline stopped it; keep saying why
+	}
+	changed := false
+	if to != a.State {
+		changed = p.setAssignment(a, to)
+		if !changed {
+			return
+		}
+	}
+	exit := a.ExitCode
+	if o.ExitCode != nil {
+		exit = o.ExitCode
+	}
+	if a.Step != o.Step || a.StepName != o.StepName || a.Error != o.Error || a.Applied != len(o.Applied) || !sameInt(a.ExitCode, exit) {
+		a.Step, a.StepName, a.Error, a.Applied, a.ExitCode = o.Step, o.StepName, o.Error, len(o.Applied), exit
+		changed = true
+	}
+	if changed {
+		p.touch(a)
+	}
+}
+
+func sameInt(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// deadlines counts time and enforces the assignment and migration deadlines. Under the
+// "active" policy only time between passes of a running hub counts, and an assignment's time
+// only while its agent is reachable; under "wall" the clock decides.
+func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
+	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
+	counting := p.m.State == mRunning || p.m.State == mRollingBack
+	if counting && active && delta > 0 {
+		p.m.ActiveMS += delta.Milliseconds()
+	}
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
+			continue
+		}
+		if active && delta > 0 && reachable[id] {
+			a.ActiveMS += delta.Milliseconds()
+			p.dirty[id] = true
+		}
+		limit := p.sp.Spec.Timeouts.Assignment
+		used := time.Duration(a.ActiveMS) * time.Millisecond
+		if !active {
+			used = p.now.Sub(a.DispatchedAt)
+		}
+		if used > limit && a.Action == wire.ActionApply {
+			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			if p.setAssignment(a, aTimedOut) {
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
+				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
+			}
+		}
+	}
+	limit := p.sp.Spec.Timeouts.Migration
+	used := time.Duration(p.m.ActiveMS) * time.Millisecond
+	if !active {
+		used = p.now.Sub(p.m.CreatedAt)
+	}
+	if used <= limit || p.m.State == mRollingBack {
+		return
+	}
+	reason := fmt.Sprintf("migration deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+	switch p.sp.Spec.OnTimeout {
+	case spec.OnTimeoutRollback:
+		p.setMigration(mRollingBack, reason+"; onTimeout: rollback")
+	case spec.OnTimeoutFail:
+		p.cancelInFlight(reason)
+		p.setMigration(mFailed, reason+"; onTimeout: fail")
+	default:
+		if p.m.State != mPaused {
+			p.setMigration(mPaused, reason+"; onTimeout: pause")
+		}
+	}
+}
+
+func (p *pass) assignmentEvent(a *store.Assignment, sev, msg string) wire.Event {
+	return wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventAssignmentReconciled, sev,
+		wire.EventData{AgentID: a.AgentID, Migration: a.Migration, Attempt: a.Attempt, Message: msg})
+}
+
+func (p *pass) failures() int {
+	n := 0
+	for _, a := range p.latest {
+		if isFailure(a.State) {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *pass) budget() int {
+	return plan.Plan{Matched: len(p.latest)}.FailureBudget(p.sp)
+}
+
+// advance moves a running or rolling-back migration forward.
+func (p *pass) advance() {
+	switch p.m.State {
+	case mPending:
+		p.setMigration(mRunning, "started")
+		p.advanceRunning()
+	case mRunning:
+		p.advanceRunning()
+	case mRollingBack:
+		p.advanceRollback()
+	}
+}
+
+func (p *pass) advanceRunning() {
+	if f, b := p.failures(), p.budget(); f > b {
+		reason := fmt.Sprintf("failure budget exceeded: %d agents failed, %d allowed", f, b)
+		switch p.sp.Spec.Rollout.OnFailure {
+		case spec.OnFailureAbort:
+			p.cancelInFlight(reason)
+			p.setMigration(mFailed, reason+"; onFailure: abort")
+		case spec.OnFailureRollback:
+			p.setMigration(mRollingBack, reason+"; onFailure: rollback")
+			p.advanceRollback()
+		default:
+			p.setMigration(mPaused, reason+"; onFailure: pause (retry --failed, rollback or abort)")
+		}
+		return
+	}
+	for _, a := range p.latest {
+		if a.Batch <= p.m.CurrentBatch && !assignmentSettled(a.State) {
+			return // the current batch is still running
+		}
+	}
+	next := p.m.CurrentBatch + 1
+	if next >= p.m.Batches {
+		if f := p.failures(); f == 0 {
+			p.setMigration(mSucceeded, "every agent succeeded or needed nothing")
+		} else {
+			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget", f, len(p.latest)))
+		}
+		return
+	}
+	if next > 0 && p.sp.Spec.Rollout.Approval == spec.ApprovalManual && p.m.ApprovedBatch < next {
+		p.setMigration(mPaused, fmt.Sprintf("waiting for approval of batch %d (godwit approve %s)", next, p.m.Name))
+		return
+	}
+	p.dispatch(next)
+}
+
+func (p *pass) dispatch(batch int) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.Batch != batch || a.State != aPending || !a.DispatchedAt.IsZero() {
+			continue
+		}
+		a.Action, a.Generation, a.DispatchedAt = wire.ActionApply, a.Generation+1, p.now
+		p.touch(a)
+	}
+	p.m.CurrentBatch = batch
+	p.m.Reason = fmt.Sprintf("batch %d of %d dispatched", batch+1, p.m.Batches)
+}
+
+// advanceRollback asks every agent that may have changed something to roll back, and ends the
+// rollback when none is left working.
+func (p *pass) advanceRollback() {
+	working, failedRollbacks := 0, 0
+	for _, id := range p.order {
+		a := p.latest[id]
+		switch {
+		case a.State == aPending && a.DispatchedAt.IsZero():
+			p.setAssignment(a, aSuperseded) // never sent: nothing to undo
+		case a.State == aRollbackFailed:
+			failedRollbacks++
+		case a.State == aRolledBack || a.State == aNotNeeded || a.State == aSuperseded:
+		case a.Action != wire.ActionRollback:
+			// In flight, finished or timed out: stop whatever runs and undo what was applied.
+			a.Action, a.Generation = wire.ActionRollback, a.Generation+1
+			if a.State != aPending && a.State != aDetecting && a.State != aApplying && a.State != aVerifying && a.State != aUnreachable {
+				p.setAssignment(a, aRollingBack)
+			}
+			p.touch(a)
+			working++
+		default:
+			working++
+		}
+	}
+	if working > 0 {
+		return
+	}
+	if failedRollbacks > 0 {
+		p.setMigration(mFailed, fmt.Sprintf("rollback failed on %d agents; run rollback again to resume it", failedRollbacks))
+		return
+	}
+	p.setMigration(mRolledBack, "every agent that changed was rolled back")
+}
+
+// cancelInFlight supersedes what was never sent and asks agents to stop what runs.
+func (p *pass) cancelInFlight(reason string) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		switch {
+		case a.State == aPending && a.DispatchedAt.IsZero():
+			a.Error = reason
+			p.setAssignment(a, aSuperseded)
+		case !assignmentSettled(a.State) && a.Action == wire.ActionApply:
+			a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+			p.touch(a)
+		}
+	}
+}
+
+func (p *pass) save(ctx context.Context) error {
+	var changed []store.Assignment
+	for _, id := range p.order {
+		if p.dirty[id] {
+			changed = append(changed, *p.latest[id])
+		}
+	}
+	if len(changed) == 0 && p.m == p.orig {
+		return nil
+	}
+	p.m.UpdatedAt = p.now
+	if err := p.c.cfg.Store.SaveMigration(ctx, p.c.fence(), p.m, changed); err != nil {
+		if errors.Is(err, fault.ErrConflict) {
+			return nil // an operator changed it meanwhile: the next pass starts from theirs
+		}
+		return err
+	}
+	p.m.Version++
+	for _, e := range p.events {
+		if p.c.cfg.Publish != nil {
+			if err := p.c.cfg.Publish(ctx, e); err != nil {
+				p.c.log.Warn("migration controller: event not recorded", "type", e.Type, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// collectDesired adds what each agent should currently work on. An assignment is desired while
+// the hub expects the agent to act on it: dispatched and not settled, or being cancelled or rolled
+// back until the agent confirms.
+func (p *pass) collectDesired(desired map[string][]wire.DesiredAssignment) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.DispatchedAt.IsZero() {
+			continue
+		}
+		want := !assignmentSettled(a.State)
+		if a.Action == wire.ActionCancel && !p.agentSettled(a) {
+			want = true
+		}
+		if !want {
+			continue
+		}
+		desired[id] = append(desired[id], wire.DesiredAssignment{
+			Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action,
+			FromVersion: p.sp.Spec.FromVersion, ToVersion: p.sp.Spec.ToVersion, Steps: StepSpecs(p.sp),
+		})
+	}
+}
+
+// agentSettled reports whether the agent has confirmed a settled state for this generation.
+func (p *pass) agentSettled(a *store.Assignment) bool {
+	for _, o := range p.observed[a.AgentID].Assignments {
+		if o.Migration == a.Migration && o.Attempt == a.Attempt {
+			return o.Generation >= a.Generation && assignmentSettled(o.State)
+		}
+	}
+	return false
+}
+
+// StepSpecs converts a spec's steps into what agents run.
+func StepSpecs(sp *spec.Migration) []wire.StepSpec {
+	out := make([]wire.StepSpec, len(sp.Spec.Steps))
+	for i, s := range sp.Spec.Steps {
+		out[i] = wire.StepSpec{Name: s.Name, Detect: s.Detect, Run: s.Run, Verify: s.Verify, Rollback: s.Rollback, TimeoutMS: s.Timeout.Milliseconds()}
+	}
+	return out
+}

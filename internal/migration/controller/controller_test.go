@@ -1,0 +1,473 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/credential"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/logging"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/sqlite"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time      { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Add(d time.Duration) { f.mu.Lock(); defer f.mu.Unlock(); f.now = f.now.Add(d) }
+
+type noAuth struct{}
+
+func (noAuth) AgentCredential(context.Context, string) (string, bool, error) {
+	return "", false, fault.ErrNotFound
+}
+
+type bundle struct {
+	c      *Controller
+	store  store.Store
+	clock  *fakeClock
+	kv     jetstream.KeyValue
+	agents []wire.Agent // in name order: agent-1 …
+	mu     sync.Mutex
+	events []wire.Event
+}
+
+// setup gives a leading controller over n online agents, a real SQLite store and real buckets.
+func setup(t *testing.T, n int) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := bus.StartServer(bus.ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: noAuth{}, Logger: logging.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	nc, err := srv.ConnectHub("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	bk, err := bus.EnsureBuckets(ctx, js, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired}
+	tok := credential.New(credential.PrefixEnroll)
+	if err := st.CreateEnrollToken(ctx, wire.EnrollToken{ID: "t", MaxUses: n, ExpiresAt: b.clock.Now().Add(time.Hour), CreatedAt: b.clock.Now()}, credential.Hash(tok)); err != nil {
+		t.Fatal(err)
+	}
+	var live []store.Liveness
+	for i := 1; i <= n; i++ {
+		a := wire.Agent{ID: fmt.Sprintf("0196a000-0000-7000-8000-%012d", i), Name: fmt.Sprintf("agent-%d", i),
+			Labels: map[string]string{"role": "db"}, EnrolledAt: b.clock.Now()}
+		if err := st.Enroll(ctx, credential.Hash(tok), b.clock.Now(), a, "x"); err != nil {
+			t.Fatal(err)
+		}
+		b.agents = append(b.agents, a)
+		live = append(live, store.Liveness{AgentID: a.ID, Status: wire.StatusOnline, LastSeen: b.clock.Now()})
+	}
+	if err := st.UpdateLiveness(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	b.c = New(Config{Store: st, Desired: bk.Desired, Observed: bk.Observed, Logger: logging.Discard(), Clock: b.clock, HubID: "test",
+		Leader: StoreLeadership{Store: st, Holder: "test"},
+		Publish: func(_ context.Context, e wire.Event) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.events = append(b.events, e)
+			return nil
+		}})
+	if err := b.c.lead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const specTmpl = `apiVersion: godwit.dev/v1
+kind: Migration
+metadata:
+  name: %s
+spec:
+  toVersion: "2"
+  selector:
+    matchLabels: {role: db}
+  steps:
+    - name: one
+      run: "true"
+      rollback: "true"
+    - name: two
+      run: "true"
+  rollout:
+%s
+  timeouts:
+    assignment: 1h
+`
+
+func (b *bundle) apply(t *testing.T, name, rollout string) ApplyResult {
+	t.Helper()
+	res, err := b.c.Apply(context.Background(), []byte(fmt.Sprintf(specTmpl, name, rollout)), false)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return res
+}
+
+func (b *bundle) pass(t *testing.T) {
+	t.Helper()
+	if err := b.c.Pass(context.Background()); err != nil {
+		t.Fatalf("Pass: %v", err)
+	}
+}
+
+func (b *bundle) migration(t *testing.T, name string) store.Migration {
+	t.Helper()
+	m, err := b.store.GetMigration(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// latest returns each agent's latest attempt, by agent name.
+func (b *bundle) latest(t *testing.T, name string) map[string]store.Assignment {
+	t.Helper()
+	as, err := b.store.ListAssignments(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]string{}
+	for _, a := range b.agents {
+		byID[a.ID] = a.Name
+	}
+	out := map[string]store.Assignment{}
+	for _, a := range latestOf(as) {
+		out[byID[a.AgentID]] = a
+	}
+	return out
+}
+
+// desired reads the agent's desired document from the bucket.
+func (b *bundle) desired(t *testing.T, agent int) wire.DesiredState {
+	t.Helper()
+	e, err := b.kv.Get(context.Background(), b.agents[agent-1].ID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return wire.DesiredState{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d wire.DesiredState
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// report makes an agent report a state for the generation it was last asked to act on.
+func (b *bundle) report(t *testing.T, agent int, migration, st, errText string) {
+	t.Helper()
+	id := b.agents[agent-1].ID
+	d := b.desired(t, agent)
+	for _, a := range d.Assignments {
+		if a.Migration == migration {
+			b.c.ObserveForTest(wire.ObservedState{AgentID: id, Assignments: []wire.ObservedAssignment{{
+				Migration: migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action, State: st, Error: errText,
+				StepName: "one", Applied: []int{0}}}})
+			return
+		}
+	}
+	t.Fatalf("agent-%d has no desired assignment for %s (desired %+v)", agent, migration, d)
+}
+
+func dispatched(as map[string]store.Assignment) []string {
+	var out []string
+	for n := 1; n <= 10; n++ {
+		name := fmt.Sprintf("agent-%d", n)
+		if a, ok := as[name]; ok && !a.DispatchedAt.IsZero() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func TestCanaryThenBatches(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 5)
+	res := b.apply(t, "m1", "    canary: 1\n    batchSize: 2")
+	if res.Outcome != "created" || len(res.Batches) != 3 || len(res.Batches[0]) != 1 {
+		t.Fatalf("apply: %+v", res)
+	}
+	b.pass(t)
+	if got := dispatched(b.latest(t, "m1")); strings.Join(got, ",") != "agent-1" {
+		t.Fatalf("after first pass dispatched %v, want only the canary", got)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Generation != 1 || d.Assignments[0].Action != wire.ActionApply || len(d.Assignments[0].Steps) != 2 {
+		t.Fatalf("canary desired state: %+v", d)
+	}
+	if d := b.desired(t, 2); len(d.Assignments) != 0 {
+		t.Fatalf("agent-2 got work before the canary finished: %+v", d)
+	}
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.pass(t)
+	if got := dispatched(b.latest(t, "m1")); strings.Join(got, ",") != "agent-1,agent-2,agent-3" {
+		t.Fatalf("after canary dispatched %v", got)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 0 {
+		t.Fatalf("finished canary still has desired work: %+v", d)
+	}
+	b.report(t, 2, "m1", aSucceeded, "")
+	b.pass(t)
+	if got := dispatched(b.latest(t, "m1")); len(got) != 3 {
+		t.Fatalf("batch 2 dispatched before batch 1 finished: %v", got)
+	}
+	b.report(t, 3, "m1", aNotNeeded, "")
+	b.pass(t)
+	b.report(t, 4, "m1", aSucceeded, "")
+	b.report(t, 5, "m1", aSucceeded, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mSucceeded || m.FinishedAt.IsZero() {
+		t.Fatalf("migration = %+v, want succeeded", m)
+	}
+}
+
+func TestFailureBudgetPauses(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 5)
+	b.apply(t, "m1", "    batchSize: 100%\n    maxFailures: 1\n    onFailure: pause")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "disk full on /dev/sda1")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mRunning {
+		t.Fatalf("one failure within budget: %s", m.State)
+	}
+	b.report(t, 2, "m1", aFailed, "disk full on /dev/sda7")
+	b.pass(t)
+	m := b.migration(t, "m1")
+	if m.State != mPaused || !strings.Contains(m.Reason, "failure budget exceeded: 2 agents failed, 1 allowed") {
+		t.Fatalf("migration = %s %q, want paused by the budget", m.State, m.Reason)
+	}
+	d, err := b.c.Describe(context.Background(), "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Failures) != 1 || d.Failures[0].Count != 2 || d.Failures[0].Signature != "disk full on /dev/sdaN" {
+		t.Fatalf("failure groups: %+v", d.Failures)
+	}
+}
+
+func TestRetryFailedMakesNewLinkedAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.apply(t, "m1", "    maxFailures: 5")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "boom")
+	b.report(t, 2, "m1", aSucceeded, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mPartiallySucceeded {
+		t.Fatalf("state %s, want partially_succeeded", m.State)
+	}
+	if _, err := b.c.Act(context.Background(), "m1", RetryFailed, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	a1 := b.latest(t, "m1")["agent-1"]
+	if a1.Attempt != 2 || a1.PreviousAttempt != 1 || a1.State != aPending {
+		t.Fatalf("retry attempt: %+v", a1)
+	}
+	if a2 := b.latest(t, "m1")["agent-2"]; a2.Attempt != 1 {
+		t.Fatalf("succeeded agent was retried: %+v", a2)
+	}
+	// A late report about attempt 1 is stale and changes nothing.
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[0].ID, Assignments: []wire.ObservedAssignment{{Migration: "m1", Attempt: 1, Generation: 1, State: aSucceeded}}})
+	b.pass(t)
+	if a1 := b.latest(t, "m1")["agent-1"]; a1.State != aPending {
+		t.Fatalf("stale report moved attempt 2 to %s", a1.State)
+	}
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mSucceeded {
+		t.Fatalf("after retry: %s", m.State)
+	}
+}
+
+func TestRollbackAfterSuccess(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3)
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.report(t, 2, "m1", aSucceeded, "")
+	b.report(t, 3, "m1", aNotNeeded, "")
+	b.pass(t)
+	if _, err := b.c.Act(context.Background(), "m1", Rollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	for _, n := range []int{1, 2} {
+		d := b.desired(t, n)
+		if len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionRollback || d.Assignments[0].Generation != 2 {
+			t.Fatalf("agent-%d desired after rollback: %+v", n, d)
+		}
+	}
+	if d := b.desired(t, 3); len(d.Assignments) != 0 {
+		t.Fatalf("agent that needed nothing was asked to roll back: %+v", d)
+	}
+	b.report(t, 1, "m1", aRolledBack, "")
+	b.report(t, 2, "m1", aRollbackFailed, "rollback: permission denied")
+	b.pass(t)
+	m := b.migration(t, "m1")
+	if m.State != mFailed || !strings.Contains(m.Reason, "rollback failed on 1 agents") {
+		t.Fatalf("after a failed rollback: %s %q", m.State, m.Reason)
+	}
+	// Rollback can always resume: a new request goes only to the agent whose rollback failed.
+	if _, err := b.c.Act(context.Background(), "m1", Rollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if d := b.desired(t, 2); len(d.Assignments) != 1 || d.Assignments[0].Generation != 3 || d.Assignments[0].Action != wire.ActionRollback {
+		t.Fatalf("resumed rollback desired: %+v", d)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 0 {
+		t.Fatalf("rolled-back agent asked again: %+v", d)
+	}
+	b.report(t, 2, "m1", aRolledBack, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mRolledBack {
+		t.Fatalf("after resumed rollback: %s %q", m.State, m.Reason)
+	}
+}
+
+func TestManualApproval(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 4)
+	b.apply(t, "m1", "    batchSize: 2\n    approval: manual")
+	b.pass(t)
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.report(t, 2, "m1", aSucceeded, "")
+	b.pass(t)
+	m := b.migration(t, "m1")
+	if m.State != mPaused || !strings.Contains(m.Reason, "waiting for approval of batch 1") {
+		t.Fatalf("after batch 0: %s %q", m.State, m.Reason)
+	}
+	if got := dispatched(b.latest(t, "m1")); len(got) != 2 {
+		t.Fatalf("dispatched without approval: %v", got)
+	}
+	if _, err := b.c.Act(context.Background(), "m1", Approve, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if got := dispatched(b.latest(t, "m1")); len(got) != 4 {
+		t.Fatalf("after approval dispatched %v", got)
+	}
+}
+
+func TestApplyIdempotentAndChangedSpecRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.apply(t, "m1", "    batchSize: 1")
+	again := b.apply(t, "m1", "    batchSize: 1")
+	if again.Outcome != "unchanged" {
+		t.Fatalf("same spec twice: %+v", again)
+	}
+	_, err := b.c.Apply(context.Background(), []byte(fmt.Sprintf(specTmpl, "m1", "    batchSize: 2")), false)
+	if !errors.Is(err, fault.ErrConflict) || !strings.Contains(err.Error(), "different spec") {
+		t.Fatalf("changed spec: %v", err)
+	}
+	dry, err := b.c.Apply(context.Background(), []byte(strings.Replace(fmt.Sprintf(specTmpl, "m2", "    batchSize: 1"), "role: db", "role: web", 1)), true)
+	if err != nil || dry.Matched != 0 || len(dry.Warnings) == 0 {
+		t.Fatalf("dry run matching nothing: %+v %v", dry, err)
+	}
+	_, err = b.c.Apply(context.Background(), []byte(strings.Replace(fmt.Sprintf(specTmpl, "m2", "    batchSize: 1"), "role: db", "role: web", 1)), false)
+	if !errors.Is(err, fault.ErrInvalid) {
+		t.Fatalf("apply matching nothing: %v", err)
+	}
+	if _, err := b.store.GetMigration(context.Background(), "m2"); !errors.Is(err, fault.ErrNotFound) {
+		t.Fatalf("a migration matching nothing was stored: %v", err)
+	}
+}
+
+func TestDeposedControllerIsFenced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1")
+	if _, err := b.store.AcquireEpoch(context.Background(), LeadershipName, "other-hub", b.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	err := b.c.Pass(context.Background())
+	if !errors.Is(err, fault.ErrFenced) {
+		t.Fatalf("pass after losing the epoch: %v, want ErrFenced", err)
+	}
+	if m := b.migration(t, "m1"); m.State != mPending {
+		t.Fatalf("deposed controller changed the migration to %s", m.State)
+	}
+}
+
+// Under the active policy an assignment's deadline counts only time its agent is reachable.
+func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1")
+	b.pass(t)
+	ctx := context.Background()
+	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOffline}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // four hours of hub up-time with the agent away
+		b.clock.Add(time.Hour)
+		b.pass(t)
+	}
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aPending || a.ActiveMS != 0 {
+		t.Fatalf("after 4h unreachable: %s, %dms counted", a.State, a.ActiveMS)
+	}
+	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOnline}}); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Add(30 * time.Minute)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aPending {
+		t.Fatalf("timed out after 30m of 1h: %s", a.State)
+	}
+	b.clock.Add(31 * time.Minute)
+	b.pass(t)
+	a := b.latest(t, "m1")["agent-1"]
+	if a.State != aTimedOut || a.Action != wire.ActionCancel || !strings.Contains(a.Error, "deadline") {
+		t.Fatalf("after 61m reachable: %+v", a)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionCancel {
+		t.Fatalf("timed-out assignment not cancelled on the agent: %+v", d)
+	}
+}
+
+func TestSignature(t *testing.T) {
+	cases := map[string]string{
+		"write /var/lib/x: no space left on device (errno 28)": "write /var/lib/x: no space left on device (errno N)",
+		"step failed\nERROR: disk full at 98%\n\n":             "ERROR: disk full at N%",
+		"agent 0196a000-0000-7000-8000-000000000001 lost":      "agent <id> lost",
+		"":                                   "(no error text)",
+		"checksum deadbeefdeadbeef mismatch": "checksum <hex> mismatch",
+	}
+	for in, want := range cases {
+		if got := Signature(in); got != want {
+			t.Errorf("Signature(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
