@@ -39,7 +39,8 @@ type Bus interface {
 type Config struct {
 	Store             store.Store
 	Bus               Bus
-	Pipeline          Pipeline // nil until the event pipeline runs
+	Pipeline          Pipeline   // nil until the event pipeline runs
+	Migrations        Migrations // nil until the migration controller runs
 	Logger            *slog.Logger
 	Registry          *prometheus.Registry
 	Now               func() time.Time
@@ -97,6 +98,7 @@ func (s *Server) routes() {
 	s.admin("GET /api/v1/tokens", http.StatusOK, s.listTokens)
 	s.admin("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
 	s.eventRoutes()
+	s.migrationRoutes()
 }
 
 // Handle registers an extra admin-only route; later components (events, migrations) add theirs.

@@ -1,0 +1,92 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/migration/controller"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Migrations is what the API needs of the migration controller.
+type Migrations interface {
+	Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (controller.ApplyResult, error)
+	Act(ctx context.Context, name string, act controller.Action, actor string) (store.Migration, error)
+	Describe(ctx context.Context, name string) (controller.Description, error)
+}
+
+func (s *Server) migrationRoutes() {
+	s.admin("POST /api/v1/migrations", http.StatusOK, s.applyMigration)
+	s.admin("GET /api/v1/migrations", http.StatusOK, s.listMigrations)
+	s.admin("GET /api/v1/migrations/{name}", http.StatusOK, s.describeMigration)
+	s.admin("POST /api/v1/migrations/{name}/{action}", http.StatusOK, s.actOnMigration)
+}
+
+func (s *Server) migrations() (Migrations, error) {
+	if s.cfg.Migrations == nil {
+		return nil, fmt.Errorf("migration controller not running: %w", fault.ErrUnavailable)
+	}
+	return s.cfg.Migrations, nil
+}
+
+// applyMigration takes the YAML spec as the request body; ?dry_run=true only plans it.
+func (s *Server) applyMigration(r *http.Request) (any, error) {
+	mc, err := s.migrations()
+	if err != nil {
+		return nil, err
+	}
+	dry := false
+	if v := r.URL.Query().Get("dry_run"); v != "" {
+		if dry, err = strconv.ParseBool(v); err != nil {
+			return nil, fault.Invalid("dry_run", "%q is not true or false", v)
+		}
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fmt.Errorf("spec larger than %d bytes: %w", mbe.Limit, fault.ErrTooLarge)
+		}
+		return nil, err
+	}
+	if len(body) == 0 {
+		return nil, fmt.Errorf("request body is empty; send the migration's YAML spec: %w", fault.ErrInvalid)
+	}
+	return mc.Apply(r.Context(), body, dry)
+}
+
+func (s *Server) listMigrations(r *http.Request) (any, error) {
+	ms, err := s.cfg.Store.ListMigrations(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return wire.List[store.Migration]{Items: ms}, nil
+}
+
+func (s *Server) describeMigration(r *http.Request) (any, error) {
+	mc, err := s.migrations()
+	if err != nil {
+		return nil, err
+	}
+	return mc.Describe(r.Context(), r.PathValue("name"))
+}
+
+func (s *Server) actOnMigration(r *http.Request) (any, error) {
+	mc, err := s.migrations()
+	if err != nil {
+		return nil, err
+	}
+	act := controller.Action(r.PathValue("action"))
+	switch act {
+	case controller.Pause, controller.Resume, controller.Approve, controller.Abort, controller.Rollback, controller.RetryFailed:
+	default:
+		return nil, fault.Invalid("action", "%q is not one of pause, resume, approve, abort, rollback, retry", act)
+	}
+	return mc.Act(r.Context(), r.PathValue("name"), act, "admin")
+}
