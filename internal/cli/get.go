@@ -13,8 +13,9 @@ import (
 
 func newGetCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	var output string
-	cmd := &cobra.Command{Use: "get", Short: "List resources (agents)"}
+	cmd := &cobra.Command{Use: "get", Short: "List resources (agents, migrations)"}
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "", "table, json or yaml")
+	cmd.AddCommand(newMigrationGetCmd(stdio, opts, &output))
 	cmd.AddCommand(&cobra.Command{
 		Use:     "agents",
 		Aliases: []string{"agent"},
@@ -50,6 +51,7 @@ func displayStatus(a wire.Agent) string {
 
 func newDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "describe", Short: "Show one resource in detail"}
+	cmd.AddCommand(newMigrationDescribeCmd(stdio, opts))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "agent AGENT_ID",
 		Short: "Show an agent",

@@ -93,6 +93,7 @@ and an agent on every node, in one binary.
 	pf.StringVar(&opts.token, "token", "", "admin token for client commands (GODWIT_TOKEN)")
 	pf.StringVar(&opts.config, "client-config", "", "client config file with hub: and token: (default ~/.godwit/config.yaml)")
 	root.AddCommand(newHubCmd(stdio), newAgentCmd(stdio, opts), newTokenCmd(stdio, opts), newGetCmd(stdio, opts), newDescribeCmd(stdio, opts), newDemoCmd(stdio),
-		newEventsCmd(stdio, opts), newDLQCmd(stdio, opts), newStatusCmd(stdio, opts))
+		newEventsCmd(stdio, opts), newDLQCmd(stdio, opts), newStatusCmd(stdio, opts), newApplyCmd(stdio, opts))
+	root.AddCommand(migrationActionCmds(stdio, opts)...)
 	return root
 }

@@ -31,9 +31,11 @@ import (
 	"godwit.dev/godwit/internal/datadir"
 	"godwit.dev/godwit/internal/ingest"
 	"godwit.dev/godwit/internal/liveness"
+	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/store/sqlite"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // File names inside the data dir.
@@ -68,6 +70,8 @@ type Hub struct {
 	buckets  bus.Buckets
 	live     *liveness.Controller
 	ingest   *ingest.Ingester
+	migrate  *controller.Controller
+	id       string
 	http     *http.Server
 	listener net.Listener
 	registry *prometheus.Registry
@@ -94,6 +98,10 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if h.dir, err = datadir.Open(h.cfg.DataDir, datadir.KindHub); err != nil {
 		return err
 	}
+	if h.id == "" {
+		host, _ := os.Hostname()
+		h.id = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
 	if err = h.openStore(ctx); err != nil {
 		return err
 	}
@@ -112,6 +120,13 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry})
 	if err = h.ingest.Start(ctx); err != nil {
 		return fmt.Errorf("event ingest: %w", err)
+	}
+	h.migrate = controller.New(controller.Config{
+		Store: h.store, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
+		Leader: controller.StoreLeadership{Store: h.store, Holder: h.id}, Publish: h.publishEvent, HubID: h.id,
+	})
+	if err = h.migrate.Start(ctx); err != nil {
+		return err
 	}
 	if err = h.startHTTP(); err != nil {
 		return err
@@ -213,7 +228,8 @@ func (h *Hub) startBus(ctx context.Context) error {
 
 func (h *Hub) startHTTP() error {
 	srv := api.New(api.Config{
-		Store: h.store, Bus: busAdapter{h}, Pipeline: pipeline{h: h, ing: h.ingest}, Logger: h.log, Registry: h.registry,
+		Store: h.store, Bus: busAdapter{h}, Pipeline: pipeline{h: h, ing: h.ingest}, Migrations: h.migrate,
+		Logger: h.log, Registry: h.registry,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
 	})
 	ln, err := net.Listen("tcp", h.cfg.Listen)
@@ -259,6 +275,10 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 	if h.http != nil {
 		errs = append(errs, h.http.Shutdown(ctx))
 		h.http = nil
+	}
+	if h.migrate != nil {
+		errs = append(errs, h.migrate.Stop(ctx))
+		h.migrate = nil
 	}
 	// Stop taking new work first: the ingester finishes its in-flight batch and acks what
 	// committed, within the budget of ctx.
@@ -314,6 +334,16 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	h.log.Info("hub stopped")
 	return fatal
+}
+
+// publishEvent records a hub event in the events stream; the ingest stores it like any other.
+func (h *Hub) publishEvent(ctx context.Context, e wire.Event) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = h.js.Publish(ctx, bus.HubEventSubject, b, jetstream.WithMsgID(e.ID))
+	return err
 }
 
 // busAdapter gives the API what it needs of the bus.

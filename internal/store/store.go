@@ -100,16 +100,18 @@ type Migration struct {
 
 // Assignment is one (migration, agent, attempt).
 type Assignment struct {
-	Migration       string    `json:"migration"`
-	AgentID         string    `json:"agent_id"`
-	Attempt         int       `json:"attempt"`
-	Batch           int       `json:"batch"`
-	State           string    `json:"state"`
-	Generation      int       `json:"generation"`
-	Action          string    `json:"action"`
-	Step            int       `json:"step"`
-	StepName        string    `json:"step_name,omitempty"`
-	Error           string    `json:"error,omitempty"`
+	Migration  string `json:"migration"`
+	AgentID    string `json:"agent_id"`
+	Attempt    int    `json:"attempt"`
+	Batch      int    `json:"batch"`
+	State      string `json:"state"`
+	Generation int    `json:"generation"`
+	Action     string `json:"action"`
+	Step       int    `json:"step"`
+	StepName   string `json:"step_name,omitempty"`
+	Error      string `json:"error,omitempty"`
+	// Failure keeps why the attempt failed, even after its agent was rolled back.
+	Failure         string    `json:"failure,omitempty"`
 	ExitCode        *int      `json:"exit_code,omitempty"`
 	PreviousAttempt int       `json:"previous_attempt,omitempty"`
 	Applied         int       `json:"applied"` // steps whose run started

@@ -199,7 +199,7 @@ func (c *Controller) apply(from string, m *store.Migration, as []store.Assignmen
 		to = mRunning
 		now := c.cfg.Clock.Now().UTC()
 		for _, a := range latestOf(as) {
-			if !isFailure(a.State) {
+			if !failedAttempt(&a) || !assignmentSettled(a.State) {
 				continue
 			}
 			changed = append(changed, store.Assignment{Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt + 1,
@@ -304,12 +304,13 @@ func (c *Controller) Describe(ctx context.Context, name string) (Description, er
 			d.Batches[a.Batch].Total++
 			d.Batches[a.Batch].States[a.State]++
 		}
-		if isFailure(a.State) || a.State == aRollbackFailed {
-			sig := Signature(a.Error)
+		if failedAttempt(&a) || a.State == aRollbackFailed {
+			cause := firstNonEmpty(a.Failure, a.Error)
+			sig := Signature(cause)
 			k := [2]string{a.StepName, sig}
 			g := groups[k]
 			if g == nil {
-				g = &FailureGroup{Step: a.StepName, Signature: sig, Example: a.Error}
+				g = &FailureGroup{Step: a.StepName, Signature: sig, Example: cause}
 				groups[k] = g
 			}
 			g.Count++

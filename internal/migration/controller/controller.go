@@ -406,6 +406,9 @@ func (p *pass) applyObservation(a *store.Assignment, o wire.ObservedAssignment) 
 			return
 		}
 	}
+	if isFailure(to) && a.Failure == "" {
+		a.Failure = firstNonEmpty(o.Error, "failed without an error text")
+	}
 	exit := a.ExitCode
 	if o.ExitCode != nil {
 		exit = o.ExitCode
@@ -451,6 +454,7 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		}
 		if used > limit && a.Action == wire.ActionApply {
 			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			a.Failure = a.Error
 			if p.setAssignment(a, aTimedOut) {
 				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
 				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
@@ -487,11 +491,35 @@ func (p *pass) assignmentEvent(a *store.Assignment, sev, msg string) wire.Event 
 func (p *pass) failures() int {
 	n := 0
 	for _, a := range p.latest {
-		if isFailure(a.State) {
+		if failedAttempt(a) {
 			n++
 		}
 	}
 	return n
+}
+
+// rollbackFailedAgents undoes the applied steps of agents whose attempt failed, unless the
+// spec says to leave them (onAgentFailure: leave): no agent stays half-migrated by default.
+func (p *pass) rollbackFailedAgents() {
+	if p.sp.Spec.Rollout.OnAgentFailure == spec.OnAgentFailureLeave {
+		return
+	}
+	for _, id := range p.order {
+		a := p.latest[id]
+		if isFailure(a.State) && a.Action != wire.ActionRollback {
+			a.Action, a.Generation = wire.ActionRollback, a.Generation+1
+			p.setAssignment(a, aRollingBack)
+		}
+	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 func (p *pass) budget() int {
@@ -512,6 +540,7 @@ func (p *pass) advance() {
 }
 
 func (p *pass) advanceRunning() {
+	p.rollbackFailedAgents()
 	if f, b := p.failures(), p.budget(); f > b {
 		reason := fmt.Sprintf("failure budget exceeded: %d agents failed, %d allowed", f, b)
 		switch p.sp.Spec.Rollout.OnFailure {

@@ -282,6 +282,15 @@ func TestRetryFailedMakesNewLinkedAttempt(t *testing.T) {
 	b.report(t, 1, "m1", aFailed, "boom")
 	b.report(t, 2, "m1", aSucceeded, "")
 	b.pass(t)
+	// By default the failed agent's applied steps are undone before the migration settles.
+	if a1 := b.latest(t, "m1")["agent-1"]; a1.State != aRollingBack || a1.Failure != "boom" {
+		t.Fatalf("failed agent: %+v, want rolling back with its failure kept", a1)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionRollback {
+		t.Fatalf("failed agent's desired state: %+v", d)
+	}
+	b.report(t, 1, "m1", aRolledBack, "")
+	b.pass(t)
 	if m := b.migration(t, "m1"); m.State != mPartiallySucceeded {
 		t.Fatalf("state %s, want partially_succeeded", m.State)
 	}
@@ -425,7 +434,7 @@ func TestDeposedControllerIsFenced(t *testing.T) {
 func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
-	b.apply(t, "m1", "    batchSize: 1")
+	b.apply(t, "m1", "    batchSize: 1\n    onAgentFailure: leave")
 	b.pass(t)
 	ctx := context.Background()
 	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOffline}}); err != nil {

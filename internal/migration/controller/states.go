@@ -1,6 +1,9 @@
 package controller
 
-import "godwit.dev/godwit/internal/migration/state"
+import (
+	"godwit.dev/godwit/internal/migration/state"
+	"godwit.dev/godwit/internal/store"
+)
 
 // Short names for the states of package state, as stored.
 const (
@@ -50,3 +53,7 @@ func inFlight(s string) bool {
 }
 
 func isFailure(s string) bool { return s == aFailed || s == aTimedOut }
+
+// failedAttempt: the attempt failed, whatever happened to the agent afterwards (its applied
+// steps may since have been rolled back).
+func failedAttempt(a *store.Assignment) bool { return a.Failure != "" || isFailure(a.State) }

@@ -59,12 +59,13 @@ type canonicalStep struct {
 }
 
 type canonicalRollout struct {
-	Canary           int       `yaml:"canary" json:"canary"`
-	BatchSize        string    `yaml:"batchSize" json:"batchSize"`
-	SuccessThreshold string    `yaml:"successThreshold,omitempty" json:"successThreshold,omitempty"`
-	MaxFailures      *int      `yaml:"maxFailures,omitempty" json:"maxFailures,omitempty"`
-	Approval         Approval  `yaml:"approval" json:"approval"`
-	OnFailure        OnFailure `yaml:"onFailure" json:"onFailure"`
+	Canary           int            `yaml:"canary" json:"canary"`
+	BatchSize        string         `yaml:"batchSize" json:"batchSize"`
+	SuccessThreshold string         `yaml:"successThreshold,omitempty" json:"successThreshold,omitempty"`
+	MaxFailures      *int           `yaml:"maxFailures,omitempty" json:"maxFailures,omitempty"`
+	Approval         Approval       `yaml:"approval" json:"approval"`
+	OnFailure        OnFailure      `yaml:"onFailure" json:"onFailure"`
+	OnAgentFailure   OnAgentFailure `yaml:"onAgentFailure" json:"onAgentFailure"`
 }
 
 type canonicalTimeouts struct {
@@ -83,11 +84,12 @@ func (m *Migration) canonical() canonical {
 			ToVersion:   s.ToVersion,
 			Steps:       make([]canonicalStep, len(s.Steps)),
 			Rollout: canonicalRollout{
-				Canary:      s.Rollout.Canary,
-				BatchSize:   s.Rollout.BatchSize.String(),
-				MaxFailures: s.Rollout.MaxFailures,
-				Approval:    s.Rollout.Approval,
-				OnFailure:   s.Rollout.OnFailure,
+				Canary:         s.Rollout.Canary,
+				BatchSize:      s.Rollout.BatchSize.String(),
+				MaxFailures:    s.Rollout.MaxFailures,
+				Approval:       s.Rollout.Approval,
+				OnFailure:      s.Rollout.OnFailure,
+				OnAgentFailure: s.Rollout.OnAgentFailure,
 			},
 			Timeouts: canonicalTimeouts{
 				Assignment: fmtDuration(s.Timeouts.Assignment),

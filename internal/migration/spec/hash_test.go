@@ -124,7 +124,7 @@ func TestHashChangedSpec(t *testing.T) {
 // The hash is persisted next to every migration: if it moves, every stored migration looks
 // changed. Update this value only together with a note in the release notes.
 func TestHashGolden(t *testing.T) {
-	const want = "ef09545792170ef2de1305878722db2c58d0effa04c606fe08951b385eed9137"
+	const want = "9db19451d4afd4c118dd8794de9c1636c0af8a3f36755d5a387f71876877211d"
 	if got := mustParse(t, base).Hash(); got != want {
 		t.Errorf("Hash(base) = %s, want %s", got, want)
 	}
@@ -174,6 +174,7 @@ spec:
     maxFailures: 0
     approval: auto
     onFailure: pause
+    onAgentFailure: rollback
   timeouts:
     assignment: 1h
     migration: 168h

@@ -59,9 +59,10 @@ func Parse(data []byte) (*Migration, error) {
 func withDefaults() *Migration {
 	return &Migration{Spec: Spec{
 		Rollout: Rollout{
-			BatchSize: BatchSize{Percent: 100},
-			Approval:  ApprovalAuto,
-			OnFailure: OnFailurePause,
+			BatchSize:      BatchSize{Percent: 100},
+			Approval:       ApprovalAuto,
+			OnFailure:      OnFailurePause,
+			OnAgentFailure: OnAgentFailureRollback,
 		},
 		Timeouts:       Timeouts{Assignment: DefaultAssignmentTimeout, Migration: DefaultMigrationTimeout},
 		DeadlinePolicy: DeadlineActive,
@@ -275,6 +276,7 @@ func (d *decoder) rollout(n *yaml.Node, path string, r *Rollout) {
 		}},
 		{"approval", text(d, &r.Approval)},
 		{"onFailure", text(d, &r.OnFailure)},
+		{"onAgentFailure", text(d, &r.OnAgentFailure)},
 	})
 }
 

@@ -95,6 +95,10 @@ type Rollout struct {
 	MaxFailures *int
 	Approval    Approval
 	OnFailure   OnFailure
+	// OnAgentFailure is what happens on an agent whose attempt failed or timed out: rollback
+	// (the default) undoes its applied steps so no agent is left half-migrated; leave keeps it
+	// as it is for inspection.
+	OnAgentFailure OnAgentFailure
 }
 
 // BatchSize is a count or a percentage of the matched agents: exactly one of the two is set.
@@ -158,6 +162,15 @@ const (
 	DeadlineWall DeadlinePolicy = "wall"
 )
 
+// OnAgentFailure is what happens on one agent whose attempt failed.
+type OnAgentFailure string
+
+// OnAgentFailure values.
+const (
+	OnAgentFailureRollback OnAgentFailure = "rollback"
+	OnAgentFailureLeave    OnAgentFailure = "leave"
+)
+
 // OnTimeout is what happens when a deadline expires.
 type OnTimeout string
 
@@ -172,6 +185,7 @@ const (
 var (
 	approvals        = []Approval{ApprovalAuto, ApprovalManual}
 	onFailures       = []OnFailure{OnFailurePause, OnFailureAbort, OnFailureRollback}
+	onAgentFailures  = []OnAgentFailure{OnAgentFailureRollback, OnAgentFailureLeave}
 	deadlinePolicies = []DeadlinePolicy{DeadlineActive, DeadlineWall}
 	onTimeouts       = []OnTimeout{OnTimeoutRollback, OnTimeoutFail, OnTimeoutPause}
 	operators        = []Operator{OpIn, OpNotIn, OpExists, OpDoesNotExist}

@@ -194,6 +194,9 @@ func (v *validator) rollout() {
 	}
 	enum(v, p+".approval", r.Approval, approvals)
 	enum(v, p+".onFailure", r.OnFailure, onFailures)
+	if r.OnAgentFailure != "" { // empty in a spec built in code: the default, rollback
+		enum(v, p+".onAgentFailure", r.OnAgentFailure, onAgentFailures)
+	}
 }
 
 func (v *validator) timeouts() {
