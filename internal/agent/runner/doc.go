@@ -103,7 +103,7 @@
 //
 // # Events and observed state
 //
-// Every result becomes an event (error for failed and rollback_failed, warning for partial and
+// Every result becomes an event (error for failed, partial and rollback_failed, warning for
 // cancelled, info otherwise) carrying the migration, step, attempt, message, error text, exit
 // code, output tail (stderr then stdout), duration, versions, system information, the agent's id
 // and, in data.extra, the generation, phase and step index. An event is written to the journal

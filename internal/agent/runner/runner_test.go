@@ -142,7 +142,7 @@ func TestFailingStep(t *testing.T) {
 	}
 	e = b.waitEvent("m1", wire.EventExecutionPartial)
 	d := e.Data
-	if e.Severity != wire.SeverityWarning || d.Step != "boom" || d.ExitCode == nil || *d.ExitCode != 3 ||
+	if e.Severity != wire.SeverityError || d.Step != "boom" || d.ExitCode == nil || *d.ExitCode != 3 ||
 		!strings.Contains(d.Error, "disk full") || !strings.Contains(d.OutputTail, "--- stderr ---\ndisk full") ||
 		!strings.Contains(d.OutputTail, "some output") {
 		t.Fatalf("partial event %+v", e)

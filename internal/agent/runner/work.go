@@ -378,7 +378,8 @@ func (r *Runner) apply(ctx context.Context, rec *record) error {
 			if !c.res.OK() {
 				typ, sev := wire.EventExecutionFailed, wire.SeverityError
 				if slices.ContainsFunc(rec.Applied, func(a int) bool { return a < i }) {
-					typ, sev = wire.EventExecutionPartial, wire.SeverityWarning
+					// Earlier steps were applied: the agent is part-way, which is no less an error.
+					typ = wire.EventExecutionPartial
 				}
 				return r.fail(ctx, rec, c, stateFailed, typ, sev, map[string]any{"applied": rec.Applied})
 			}
