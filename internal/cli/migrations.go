@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -241,13 +242,13 @@ func printDescription(w io.Writer, d controller.Description, names map[string]st
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\nAgents:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  AGENT\tBATCH\tATTEMPT\tSTATE\tSTEP\tERROR")
+	fmt.Fprintln(tw, "  AGENT\tBATCH\tATTEMPT\tSTATE\tSTEP\tERROR / FAILURE")
 	for _, a := range d.Assignments {
 		name := names[a.AgentID]
 		if name == "" {
 			name = a.AgentID
 		}
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\t%s\n", name, a.Batch+1, a.Attempt, a.State, dash(a.StepName), dash(firstLine(a.Error)))
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%s\t%s\n", name, a.Batch+1, a.Attempt, a.State, dash(a.StepName), dash(firstLine(cmp.Or(a.Error, a.Failure))))
 	}
 	_ = tw.Flush()
 	if len(d.Failures) > 0 {
