@@ -217,13 +217,18 @@ spec:
 		}
 	}
 	out := f.h.cli(t, "describe", "migration", "fragile")
-	if !strings.Contains(out, "2 agents at step write:") || !strings.Contains(out, "no space left on device\n    agent-1, agent-2") {
+	if !strings.Contains(out, "2 agents at step write:") || !strings.Contains(out, "no space left on device") ||
+		!strings.Contains(out, "agent-1") || !strings.Contains(out, "agent-2") {
 		t.Fatalf("describe does not group failures:\n%s", out)
 	}
-	events := f.h.cli(t, "events", "--migration", "fragile", "--severity", "error", "-o", "json")
-	if strings.Count(events, `"type": "migration.execution.failed"`) != 2 {
-		t.Fatalf("want 2 execution.failed events:\n%s", events)
-	}
+	// Events reach the hub asynchronously (outbox → stream → ingest).
+	eventually(t, 30*time.Second, "both failures as error events", func() error {
+		events := f.h.cli(t, "events", "--migration", "fragile", "--severity", "error", "-o", "json")
+		if n := strings.Count(events, `"type": "migration.execution.failed"`); n != 2 {
+			return fmt.Errorf("%d execution.failed events", n)
+		}
+		return nil
+	})
 }
 
 // An agent killed while its step runs, after the step's side effect, resumes on restart: detect
