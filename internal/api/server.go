@@ -56,6 +56,8 @@ type Server struct {
 	now     func() time.Time
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// patterns lists every API route registered, for the OpenAPI test.
+	patterns []string
 }
 
 // New builds the handler and registers its metrics.
@@ -108,10 +110,12 @@ func (s *Server) Handle(pattern string, okStatus int, fn HandlerFunc) { s.admin(
 type HandlerFunc func(r *http.Request) (any, error)
 
 func (s *Server) public(pattern string, okStatus int, fn HandlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.Handle(pattern, s.wrap(pattern, okStatus, fn))
 }
 
 func (s *Server) admin(pattern string, okStatus int, fn HandlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
 		if err := s.authenticate(r); err != nil {
 			return nil, err
