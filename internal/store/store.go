@@ -73,6 +73,9 @@ type Store interface {
 	// the named leadership still has that epoch (else ErrFenced). The stored version becomes
 	// m.Version+1.
 	SaveMigration(ctx context.Context, fence Fence, m Migration, changed []Assignment) error
+
+	SweepStore
+	UIStore
 }
 
 // Fence carries a leader's epoch into a write. The zero Fence is an operator's write.
