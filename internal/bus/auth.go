@@ -41,7 +41,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		if subtle.ConstantTimeCompare([]byte(password), []byte(a.hubSecret)) != 1 {
 			return false
 		}
-		c.RegisterUser(&server.User{Username: HubUser, Account: a.hub})
+		c.RegisterUser(&server.User{Username: HubUser, Account: (*Server)(a).cur.Load().hub})
 		return true
 	}
 
@@ -65,7 +65,7 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		a.log.Info("nats: agent refused: wrong password", "agent_id", user)
 		return false
 	}
-	c.RegisterUser(&server.User{Username: user, Account: a.agents, Permissions: AgentPermissions(user)})
+	c.RegisterUser(&server.User{Username: user, Account: (*Server)(a).cur.Load().agents, Permissions: AgentPermissions(user)})
 	return true
 }
 

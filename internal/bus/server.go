@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -59,11 +60,14 @@ type ServerConfig struct {
 
 // Server is the embedded NATS server with JetStream.
 type Server struct {
-	ns        *server.Server
+	// cur is the running nats-server; Halt and Resume replace it (outage drills), and the hub's
+	// in-process connection follows it across the swap.
+	cur       atomic.Pointer[instance]
+	opts      *server.Options // as first started, with the port actually bound
+	cfg       ServerConfig
+	swap      sync.Mutex
 	log       *slog.Logger
 	hubSecret string
-	hub       *server.Account
-	agents    *server.Account
 	auth      Authenticator
 	authTO    time.Duration
 	ctx       context.Context // cancelled by Stop, bounds in-flight credential look-ups
@@ -135,36 +139,92 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	opts.CustomClientAuthentication = (*authenticator)(s)
 
+	s.cfg = cfg
+	inst, err := s.launch(opts)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("start nats: %w", err)
+	}
+	s.cur.Store(inst)
+	s.clientURL = clientURL(inst.ns)
+	// A restart (Resume) must come back on the same port: agents know only that address.
+	s.opts = opts.Clone()
+	s.opts.Port = inst.ns.Addr().(*net.TCPAddr).Port
+	return s, nil
+}
+
+// instance is one running nats-server with its two accounts.
+type instance struct {
+	ns          *server.Server
+	hub, agents *server.Account
+}
+
+func (s *Server) launch(opts *server.Options) (*instance, error) {
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		s.cancel()
-		return nil, fmt.Errorf("start nats: %w", err)
+		return nil, err
 	}
-	logs := &logAdapter{log: cfg.Logger, verbose: cfg.Verbose, fatal: make(chan string, 1)}
-	ns.SetLoggerV2(logs, cfg.Verbose, false, false)
+	logs := &logAdapter{log: s.cfg.Logger, verbose: s.cfg.Verbose, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(logs, s.cfg.Verbose, false, false)
 	// The accounts exist once NewServer has read the configuration; keep them before any client
 	// can connect.
-	if s.hub, err = ns.LookupAccount(AccountHub); err == nil {
-		s.agents, err = ns.LookupAccount(AccountAgents)
+	inst := &instance{ns: ns}
+	if inst.hub, err = ns.LookupAccount(AccountHub); err == nil {
+		inst.agents, err = ns.LookupAccount(AccountAgents)
 	}
 	if err != nil {
-		s.cancel()
-		return nil, fmt.Errorf("start nats: %w", err)
+		return nil, err
 	}
-	s.ns = ns
+	// Clients authenticate against the instance being started.
+	s.cur.Store(inst)
 	ns.Start()
-	if err := waitReady(ns, logs.fatal, cfg.StartTimeout); err != nil {
+	if err := waitReady(ns, logs.fatal, s.cfg.StartTimeout); err != nil {
 		ns.Shutdown()
-		s.cancel()
-		return nil, fmt.Errorf("start nats: %w", err)
+		return nil, err
 	}
-	if !ns.JetStreamEnabled() || !s.hub.JetStreamEnabled() {
+	if !ns.JetStreamEnabled() || !inst.hub.JetStreamEnabled() {
 		ns.Shutdown()
-		s.cancel()
-		return nil, errors.New("start nats: jetstream is not enabled in the hub account")
+		return nil, errors.New("jetstream is not enabled in the hub account")
 	}
-	s.clientURL = clientURL(ns)
-	return s, nil
+	return inst, nil
+}
+
+// Halt stops the server without stopping this Server: every connection drops and reconnects
+// once Resume starts it again on the same store and port. It exists for outage drills and
+// tests ("NATS down for hours").
+func (s *Server) Halt() {
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	inst := s.cur.Load()
+	inst.ns.Shutdown()
+	inst.ns.WaitForShutdown()
+}
+
+// Resume starts the server again after Halt, on the same JetStream store and port.
+func (s *Server) Resume() error {
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	if s.cur.Load().ns.Running() {
+		return nil
+	}
+	inst, err := s.launch(s.opts.Clone())
+	if err != nil {
+		return fmt.Errorf("resume nats: %w", err)
+	}
+	s.cur.Store(inst)
+	return nil
+}
+
+// inProcess hands nats.go a connection to whichever nats-server is current, so the hub's
+// in-process connection reconnects across Halt/Resume like a network client would.
+type inProcess struct{ s *Server }
+
+func (p inProcess) InProcessConn() (net.Conn, error) {
+	inst := p.s.cur.Load()
+	if !inst.ns.Running() {
+		return nil, errors.New("nats server is not running")
+	}
+	return inst.ns.InProcessConn()
 }
 
 // waitReady waits until ns accepts connections. nats-server reports a failed start (port in use,
@@ -253,7 +313,7 @@ func (s *Server) ClientURL() string { return s.clientURL }
 // subject of the hub account, JetStream API included. opts are applied after the defaults.
 func (s *Server) ConnectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
 	base := []nats.Option{
-		nats.InProcessServer(s.ns),
+		nats.InProcessServer(inProcess{s}),
 		nats.UserInfo(HubUser, s.hubSecret),
 		nats.Name(name),
 	}
@@ -273,7 +333,7 @@ func (s *Server) DisconnectAgent(agentID string) int {
 	}
 	var ids []uint64
 	for offset := 0; ; {
-		cz, err := s.ns.Connz(&server.ConnzOptions{
+		cz, err := s.cur.Load().ns.Connz(&server.ConnzOptions{
 			Username: true,
 			User:     agentID,
 			Account:  AccountAgents,
@@ -295,7 +355,7 @@ func (s *Server) DisconnectAgent(agentID string) int {
 	}
 	n := 0
 	for _, id := range ids {
-		if err := s.ns.DisconnectClientByID(id); err == nil {
+		if err := s.cur.Load().ns.DisconnectClientByID(id); err == nil {
 			n++
 		}
 	}
@@ -307,8 +367,11 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.cancel()
 		go func() {
-			s.ns.Shutdown()
-			s.ns.WaitForShutdown()
+			s.swap.Lock()
+			ns := s.cur.Load().ns
+			s.swap.Unlock()
+			ns.Shutdown()
+			ns.WaitForShutdown()
 			close(s.stopped)
 		}()
 	})
@@ -327,7 +390,8 @@ func (s *Server) Ready() bool {
 		return false
 	default:
 	}
-	return s.ns.Running() && s.ns.JetStreamEnabled()
+	ns := s.cur.Load().ns
+	return ns.Running() && ns.JetStreamEnabled()
 }
 
 // logAdapter routes nats-server's logger to slog.
