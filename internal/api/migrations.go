@@ -19,6 +19,7 @@ type Migrations interface {
 	Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (controller.ApplyResult, error)
 	Act(ctx context.Context, name string, act controller.Action, actor string) (store.Migration, error)
 	Describe(ctx context.Context, name string) (controller.Description, error)
+	Check(ctx context.Context) ([]controller.Finding, error)
 }
 
 func (s *Server) migrationRoutes() {
@@ -26,6 +27,20 @@ func (s *Server) migrationRoutes() {
 	s.admin("GET /api/v1/migrations", http.StatusOK, s.listMigrations)
 	s.admin("GET /api/v1/migrations/{name}", http.StatusOK, s.describeMigration)
 	s.admin("POST /api/v1/migrations/{name}/{action}", http.StatusOK, s.actOnMigration)
+	s.admin("POST /api/v1/check", http.StatusOK, s.check)
+}
+
+// check runs the consistency check now: hub records against what agents report.
+func (s *Server) check(r *http.Request) (any, error) {
+	mc, err := s.migrations()
+	if err != nil {
+		return nil, err
+	}
+	fs, err := mc.Check(r.Context())
+	if fs == nil {
+		fs = []controller.Finding{}
+	}
+	return wire.List[controller.Finding]{Items: fs}, err
 }
 
 func (s *Server) migrations() (Migrations, error) {

@@ -60,6 +60,11 @@ type Store interface {
 	// AcquireEpoch makes holder the holder of the named leadership and returns a new epoch,
 	// higher than any before it. Writes fenced with an older epoch fail with ErrFenced.
 	AcquireEpoch(ctx context.Context, name, holder string, now time.Time) (int64, error)
+	// Leader returns the named leadership's holder, epoch and when the holder last reported
+	// itself alive (TouchEpoch). ErrNotFound if nobody ever held it.
+	Leader(ctx context.Context, name string) (holder string, epoch int64, seen time.Time, err error)
+	// TouchEpoch records that the holder of fence is alive at now; ErrFenced if it no longer holds.
+	TouchEpoch(ctx context.Context, fence Fence, now time.Time) error
 
 	// CreateMigration stores a new migration with its planned assignments. A migration of the
 	// same name: ErrConflict.

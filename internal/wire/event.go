@@ -41,6 +41,8 @@ const (
 	EventFailoverHookFailed     = "failover.hook.failed"
 	EventMigrationStepStarted   = "migration.step.started"
 	EventMigrationStepCancelled = "migration.step.cancelled"
+	EventControllerResumed      = "hub.controller.resumed"
+	EventCheckFinding           = "hub.check.finding"
 )
 
 // KnownEventTypes is the closed set of event types the hub stores.
@@ -51,6 +53,7 @@ var KnownEventTypes = map[string]bool{
 	EventSweepProgress: true, EventFailoverTransition: true, EventOperatorAction: true, EventMigrationStateChanged: true,
 	EventAssignmentReconciled: true, EventAgentEnrolled: true, EventAgentRevoked: true, EventSweepCheckResult: true,
 	EventFailoverHookFailed: true, EventMigrationStepStarted: true, EventMigrationStepCancelled: true,
+	EventControllerResumed: true, EventCheckFinding: true,
 }
 
 // MaxEventBytes bounds one encoded event; larger ones are dead-lettered. Output tails are

@@ -191,7 +191,9 @@ func (c *Controller) apply(from string, m *store.Migration, as []store.Assignmen
 		// A rollback that failed before resumes: its agents get a new rollback request.
 		for _, a := range latestOf(as) {
 			if a.State == aRollbackFailed {
+				// Resumed with a fresh deadline timer.
 				a.Action, a.Generation, a.State, a.UpdatedAt = wire.ActionRollback, a.Generation+1, aRollingBack, now
+				a.ActiveMS, a.DispatchedAt = 0, now
 				changed = append(changed, a)
 			}
 		}
@@ -245,15 +247,10 @@ func latestOf(as []store.Assignment) []store.Assignment {
 }
 
 func (c *Controller) operatorEvent(ctx context.Context, migration, action, msg string) {
-	if c.cfg.Publish == nil {
-		return
-	}
 	extra, _ := json.Marshal(map[string]string{"action": action, "actor": "admin"})
 	e := wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventOperatorAction, wire.SeverityInfo,
 		wire.EventData{Migration: migration, Message: msg, Extra: extra})
-	if err := c.cfg.Publish(ctx, e); err != nil {
-		c.log.Warn("operator action not recorded as an event", "err", err)
-	}
+	c.publish(ctx, e)
 }
 
 // BatchProgress counts one batch's latest attempts by state.

@@ -63,6 +63,10 @@ type Controller struct {
 	specs    map[string]*spec.Migration    // spec hash → parsed spec
 	written  map[string]string             // agent → desired document last written
 	lastPass time.Time
+	touched  time.Time // last TouchEpoch
+	// resumed is true until the first pass after taking the lead has completed: what that pass
+	// adopts from the agents happened while no controller ran, and each becomes an event.
+	resumed bool
 
 	startStop sync.Mutex
 	cancel    context.CancelFunc
@@ -98,15 +102,38 @@ func (c *Controller) Start(ctx context.Context) error {
 }
 
 func (c *Controller) lead(ctx context.Context) error {
+	prevHolder, _, prevSeen, prevErr := c.cfg.Store.Leader(ctx, LeadershipName)
 	epoch, err := c.cfg.Leader.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migration controller: leadership: %w", err)
 	}
+	now := c.cfg.Clock.Now()
 	c.mu.Lock()
-	c.epoch = epoch
+	c.epoch, c.resumed, c.touched = epoch, true, now
 	c.mu.Unlock()
-	c.log.Info("migration controller leading", "epoch", epoch)
+	if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
+		return fmt.Errorf("migration controller: %w", err)
+	}
+	if prevErr != nil {
+		c.log.Info("migration controller leading", "epoch", epoch)
+		return nil
+	}
+	// The hub records its own up-time, so a restart can tell how long no controller ran.
+	away := now.Sub(prevSeen).Round(time.Second)
+	msg := fmt.Sprintf("migration controller resumes after %s without one (last seen: %s at %s)", away, prevHolder, prevSeen.UTC().Format(time.RFC3339))
+	c.log.Info(msg, "epoch", epoch)
+	extra, _ := json.Marshal(map[string]any{"away_seconds": int64(away.Seconds()), "previous_holder": prevHolder, "epoch": epoch})
+	c.publish(ctx, wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventControllerResumed, wire.SeverityInfo, wire.EventData{Message: msg, Extra: extra}))
 	return nil
+}
+
+func (c *Controller) publish(ctx context.Context, e wire.Event) {
+	if c.cfg.Publish == nil {
+		return
+	}
+	if err := c.cfg.Publish(ctx, e); err != nil {
+		c.log.Warn("migration controller: event not recorded", "type", e.Type, "err", err)
+	}
 }
 
 // Stop ends the controller and waits for its pass to finish. Safe to call twice.
@@ -142,6 +169,8 @@ func (c *Controller) run(ctx context.Context) {
 	defer wg.Wait()
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	check := time.NewTicker(checkEvery)
+	defer check.Stop()
 	for {
 		if err := c.Pass(ctx); err != nil {
 			if errors.Is(err, fault.ErrFenced) {
@@ -157,9 +186,16 @@ func (c *Controller) run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-c.nudge:
+		case <-check.C:
+			if _, err := c.Check(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("consistency check failed", "err", err)
+			}
 		}
 	}
 }
+
+// checkEvery is how often the leader runs the consistency check on its own.
+const checkEvery = time.Minute
 
 // watchObserved keeps the latest observed document of every agent, restarting the watch if it
 // breaks (NATS restarted). Its initial values give a restarted hub every agent's last report.
@@ -217,6 +253,17 @@ func (c *Controller) Pass(ctx context.Context) error {
 	c.lastPass = now
 	c.mu.Unlock()
 
+	c.mu.Lock()
+	touch := now.Sub(c.touched) >= touchEvery
+	c.mu.Unlock()
+	if touch {
+		if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.touched = now
+		c.mu.Unlock()
+	}
 	ms, err := c.cfg.Store.ListMigrations(ctx)
 	if err != nil {
 		return err
@@ -249,8 +296,16 @@ func (c *Controller) Pass(ctx context.Context) error {
 	if err := c.writeDesired(ctx, desired); err != nil {
 		errs = append(errs, err)
 	}
+	if len(errs) == 0 {
+		c.mu.Lock()
+		c.resumed = false
+		c.mu.Unlock()
+	}
 	return errors.Join(errs...)
 }
+
+// touchEvery is how often the leader records that it is alive.
+const touchEvery = 5 * time.Second
 
 func (c *Controller) parsedSpec(m store.Migration) (*spec.Migration, error) {
 	c.mu.Lock()
@@ -282,6 +337,7 @@ type pass struct {
 	now      time.Time
 	events   []wire.Event
 	observed map[string]wire.ObservedState
+	resumed  bool // first pass after taking the lead
 }
 
 func (p *pass) touch(a *store.Assignment) {
@@ -344,7 +400,11 @@ func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed 
 	if err != nil {
 		return err
 	}
-	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now, observed: observed}
+	c.mu.Lock()
+	resumed := c.resumed
+	c.mu.Unlock()
+	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now,
+		observed: observed, resumed: resumed}
 	for i := range p.all {
 		a := &p.all[i]
 		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
@@ -395,6 +455,13 @@ func (p *pass) observe(obs map[string]wire.ObservedState) {
 }
 
 func (p *pass) applyObservation(a *store.Assignment, o wire.ObservedAssignment) {
+	from := a.State
+	defer func() {
+		if p.resumed && from != a.State {
+			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo,
+				fmt.Sprintf("reconciled after the controller was away: the agent reports %s (the hub had %s)", a.State, from)))
+		}
+	}()
 	to := o.State
 	if a.State == aTimedOut && (to == aFailed || to == aTimedOut) {
 		to = aTimedOut // the hub's deadline stopped it; keep saying why
@@ -429,12 +496,24 @@ func sameInt(a, b *int) bool {
 	return *a == *b
 }
 
-// deadlines counts time and enforces the assignment and migration deadlines. Under the
-// "active" policy only time between passes of a running hub counts, and an assignment's time
-// only while its agent is reachable; under "wall" the clock decides.
+// deadlines counts time and enforces the assignment and migration deadlines.
+//
+// Under the "active" policy (the default) only time that could be used counts: time between
+// passes of a running hub (a hub that was down counts nothing for its downtime, since the first
+// pass after a start has no previous pass), for an assignment only while its agent is reachable,
+// and for the migration only while it is running or rolling back and at least one of its agents
+// is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
+// counts. A rollback gets a fresh timer when it is requested.
 func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
-	counting := p.m.State == mRunning || p.m.State == mRollingBack
+	anyReachable := false
+	for _, id := range p.order {
+		if reachable[id] {
+			anyReachable = true
+			break
+		}
+	}
+	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && anyReachable
 	if counting && active && delta > 0 {
 		p.m.ActiveMS += delta.Milliseconds()
 	}
@@ -443,6 +522,7 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
 			continue
 		}
+		p.reachability(a, reachable[id])
 		if active && delta > 0 && reachable[id] {
 			a.ActiveMS += delta.Milliseconds()
 			p.dirty[id] = true
@@ -452,21 +532,35 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if !active {
 			used = p.now.Sub(a.DispatchedAt)
 		}
-		if used > limit && a.Action == wire.ActionApply {
+		if used <= limit {
+			continue
+		}
+		switch a.Action {
+		case wire.ActionApply:
 			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
 			a.Failure = a.Error
 			if p.setAssignment(a, aTimedOut) {
 				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
 				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
 			}
+		case wire.ActionRollback:
+			// A stuck rollback stops as rollback_failed, which `rollback` resumes with a fresh timer.
+			a.Error = fmt.Sprintf("rollback deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			if p.setAssignment(a, aRollbackFailed) {
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
+			}
 		}
+	}
+	if p.complete() || p.m.State == mRollingBack {
+		return // nothing left that a deadline could stop: what happened decides
 	}
 	limit := p.sp.Spec.Timeouts.Migration
 	used := time.Duration(p.m.ActiveMS) * time.Millisecond
 	if !active {
 		used = p.now.Sub(p.m.CreatedAt)
 	}
-	if used <= limit || p.m.State == mRollingBack {
+	if used <= limit {
 		return
 	}
 	reason := fmt.Sprintf("migration deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
@@ -481,6 +575,49 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 			p.setMigration(mPaused, reason+"; onTimeout: pause")
 		}
 	}
+}
+
+// complete reports whether every batch was dispatched and every agent has settled: the
+// migration can end on this pass whatever the clock says.
+func (p *pass) complete() bool {
+	if p.m.CurrentBatch+1 < p.m.Batches {
+		return false
+	}
+	for _, a := range p.latest {
+		if !assignmentSettled(a.State) && a.State != aNotNeeded {
+			return false
+		}
+	}
+	return true
+}
+
+// reachability marks an in-flight assignment agent_unreachable while its agent is not
+// reachable — not failed: only its deadline can fail it — and puts it back when the agent is.
+func (p *pass) reachability(a *store.Assignment, reachable bool) {
+	switch {
+	case !reachable && a.State != aUnreachable:
+		if p.setAssignment(a, aUnreachable) {
+			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityWarning, "agent unreachable; its deadline counts on only while it is reachable (active policy)"))
+		}
+	case reachable && a.State == aUnreachable:
+		back := aPending
+		if o, ok := p.observedFor(a); ok && o.Generation == a.Generation {
+			back = o.State
+		} else if a.Action == wire.ActionRollback {
+			back = aRollingBack
+		}
+		p.setAssignment(a, back)
+	}
+}
+
+// observedFor returns the agent's report about this attempt, if any.
+func (p *pass) observedFor(a *store.Assignment) (wire.ObservedAssignment, bool) {
+	for _, o := range p.observed[a.AgentID].Assignments {
+		if o.Migration == a.Migration && o.Attempt == a.Attempt {
+			return o, true
+		}
+	}
+	return wire.ObservedAssignment{}, false
 }
 
 func (p *pass) assignmentEvent(a *store.Assignment, sev, msg string) wire.Event {
@@ -507,7 +644,7 @@ func (p *pass) rollbackFailedAgents() {
 	for _, id := range p.order {
 		a := p.latest[id]
 		if isFailure(a.State) && a.Action != wire.ActionRollback {
-			a.Action, a.Generation = wire.ActionRollback, a.Generation+1
+			p.requestRollback(a)
 			p.setAssignment(a, aRollingBack)
 		}
 	}
@@ -603,7 +740,7 @@ func (p *pass) advanceRollback() {
 		case a.State == aRolledBack || a.State == aNotNeeded || a.State == aSuperseded:
 		case a.Action != wire.ActionRollback:
 			// In flight, finished or timed out: stop whatever runs and undo what was applied.
-			a.Action, a.Generation = wire.ActionRollback, a.Generation+1
+			p.requestRollback(a)
 			if a.State != aPending && a.State != aDetecting && a.State != aApplying && a.State != aVerifying && a.State != aUnreachable {
 				p.setAssignment(a, aRollingBack)
 			}
@@ -621,6 +758,13 @@ func (p *pass) advanceRollback() {
 		return
 	}
 	p.setMigration(mRolledBack, "every agent that changed was rolled back")
+}
+
+// requestRollback asks the agent to undo what it applied, with a fresh deadline timer.
+func (p *pass) requestRollback(a *store.Assignment) {
+	a.Action, a.Generation = wire.ActionRollback, a.Generation+1
+	a.ActiveMS, a.DispatchedAt = 0, p.now
+	p.touch(a)
 }
 
 // cancelInFlight supersedes what was never sent and asks agents to stop what runs.
@@ -657,11 +801,7 @@ func (p *pass) save(ctx context.Context) error {
 	}
 	p.m.Version++
 	for _, e := range p.events {
-		if p.c.cfg.Publish != nil {
-			if err := p.c.cfg.Publish(ctx, e); err != nil {
-				p.c.log.Warn("migration controller: event not recorded", "type", e.Type, "err", err)
-			}
-		}
+		p.c.publish(ctx, e)
 	}
 	return nil
 }
@@ -691,12 +831,8 @@ func (p *pass) collectDesired(desired map[string][]wire.DesiredAssignment) {
 
 // agentSettled reports whether the agent has confirmed a settled state for this generation.
 func (p *pass) agentSettled(a *store.Assignment) bool {
-	for _, o := range p.observed[a.AgentID].Assignments {
-		if o.Migration == a.Migration && o.Attempt == a.Attempt {
-			return o.Generation >= a.Generation && assignmentSettled(o.State)
-		}
-	}
-	return false
+	o, ok := p.observedFor(a)
+	return ok && o.Generation >= a.Generation && assignmentSettled(o.State)
 }
 
 // StepSpecs converts a spec's steps into what agents run.

@@ -444,8 +444,8 @@ func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 		b.clock.Add(time.Hour)
 		b.pass(t)
 	}
-	if a := b.latest(t, "m1")["agent-1"]; a.State != aPending || a.ActiveMS != 0 {
-		t.Fatalf("after 4h unreachable: %s, %dms counted", a.State, a.ActiveMS)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aUnreachable || a.ActiveMS != 0 {
+		t.Fatalf("after 4h unreachable: %s, %dms counted; want agent_unreachable and nothing counted", a.State, a.ActiveMS)
 	}
 	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOnline}}); err != nil {
 		t.Fatal(err)
@@ -453,7 +453,7 @@ func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 	b.clock.Add(30 * time.Minute)
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.State != aPending {
-		t.Fatalf("timed out after 30m of 1h: %s", a.State)
+		t.Fatalf("after 30m reachable of a 1h deadline: %s, want pending again", a.State)
 	}
 	b.clock.Add(31 * time.Minute)
 	b.pass(t)
@@ -478,5 +478,91 @@ func TestSignature(t *testing.T) {
 		if got := Signature(in); got != want {
 			t.Errorf("Signature(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The consistency check resends a request a reachable agent never acknowledged, and reports
+// work the hub has no record of.
+func TestCheckFindsAndFixesDrift(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	ctx := context.Background()
+	// agent-1 reports nothing about its request; agent-2 works on a migration the hub never made.
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[1].ID, Assignments: []wire.ObservedAssignment{
+		{Migration: "m1", Attempt: 1, Generation: 1, State: aApplying},
+		{Migration: "ghost", Attempt: 3, Generation: 1, State: aApplying}}})
+	if fs, err := b.c.Check(ctx); err != nil || len(fs) != 1 || fs[0].Kind != FindingUnknownWork || fs[0].Migration != "ghost" {
+		t.Fatalf("before the resend delay: %+v %v", fs, err)
+	}
+	b.clock.Add(time.Minute)
+	fs, err := b.c.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{}
+	for _, f := range fs {
+		kinds[f.AgentID+"/"+f.Migration] = f.Kind
+	}
+	if kinds[b.agents[0].ID+"/m1"] != FindingNeverReceived || kinds[b.agents[1].ID+"/ghost"] != FindingUnknownWork || len(fs) != 2 {
+		t.Fatalf("findings %+v", fs)
+	}
+	// The fix: agent-1's desired state is written again on the next pass.
+	if err := b.kv.Delete(ctx, b.agents[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Migration != "m1" {
+		t.Fatalf("desired state not re-sent: %+v", d)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, e := range b.events {
+		if e.Type == wire.EventCheckFinding {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d finding events, want 3 (one per finding)", n)
+	}
+}
+
+// A restarted controller says how long it was away, and each change it adopts from the agents
+// becomes an event.
+func TestResumeRecordsDowntimeAndReconciliations(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	// The hub goes away for four hours; meanwhile the agent finishes.
+	b.clock.Add(4 * time.Hour)
+	b.report(t, 1, "m1", aSucceeded, "")
+	obs := b.c.observed[b.agents[0].ID]
+	next := New(b.c.cfg)
+	next.ObserveForTest(obs)
+	if err := next.lead(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := next.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.migration(t, "m1"); m.State != mSucceeded {
+		t.Fatalf("after resuming: %s %q", m.State, m.Reason)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var resumed, reconciled bool
+	for _, e := range b.events {
+		switch {
+		case e.Type == wire.EventControllerResumed && strings.Contains(e.Data.Message, "after 4h0m0s"):
+			resumed = true
+		case e.Type == wire.EventAssignmentReconciled && strings.Contains(e.Data.Message, "reports succeeded"):
+			reconciled = true
+		}
+	}
+	if !resumed || !reconciled {
+		t.Fatalf("events: resumed=%v reconciled=%v (%d events)", resumed, reconciled, len(b.events))
 	}
 }

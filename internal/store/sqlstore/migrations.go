@@ -23,6 +23,29 @@ func (s *Store) AcquireEpoch(ctx context.Context, name, holder string, now time.
 	return epoch, nil
 }
 
+// Leader implements store.Store.
+func (s *Store) Leader(ctx context.Context, name string) (string, int64, time.Time, error) {
+	var holder string
+	var epoch, seen int64
+	err := s.db.QueryRowContext(ctx, `SELECT holder, epoch, updated_at FROM leadership WHERE name = $1`, name).Scan(&holder, &epoch, &seen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, time.Time{}, fmt.Errorf("leadership %s: %w", name, fault.ErrNotFound)
+	}
+	return holder, epoch, fromMicros(seen), err
+}
+
+// TouchEpoch implements store.Store.
+func (s *Store) TouchEpoch(ctx context.Context, fence store.Fence, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE leadership SET updated_at = $3 WHERE name = $1 AND epoch = $2`, fence.Name, fence.Epoch, micros(now))
+	if err != nil {
+		return fmt.Errorf("touch epoch: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("epoch %d of %s is no longer current: %w", fence.Epoch, fence.Name, fault.ErrFenced)
+	}
+	return nil
+}
+
 const migrationCols = `name, spec, spec_hash, state, reason, batches, current_batch, approved_batch, active_ms, created_at, updated_at, finished_at, version`
 
 func scanMigration(row interface{ Scan(...any) error }) (store.Migration, error) {

@@ -106,6 +106,26 @@ func runMigrations(t *testing.T, setup func(t *testing.T) store.Store) {
 			}
 		})
 
+		t.Run("LeaderSeen", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			_, _, _, err := s.Leader(ctx, "controller")
+			requireIs(t, err, fault.ErrNotFound, "Leader before anyone held it")
+			e, err := s.AcquireEpoch(ctx, "controller", "hub-a", base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			later := base.Add(4 * time.Hour)
+			if err := s.TouchEpoch(ctx, store.Fence{Name: "controller", Epoch: e}, later); err != nil {
+				t.Fatal(err)
+			}
+			holder, epoch, seen, err := s.Leader(ctx, "controller")
+			if err != nil || holder != "hub-a" || epoch != e || !seen.Equal(stored(later)) {
+				t.Fatalf("Leader = %q %d %v %v", holder, epoch, seen, err)
+			}
+			requireIs(t, s.TouchEpoch(ctx, store.Fence{Name: "controller", Epoch: e + 1}, later), fault.ErrFenced, "TouchEpoch with a wrong epoch")
+		})
+
 		t.Run("ConcurrentEpochsAreUnique", func(t *testing.T) {
 			s := setup(t)
 			ctx := t.Context()
