@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"godwit.dev/godwit/internal/agent/outbox"
 	"godwit.dev/godwit/internal/agent/runner"
+	"godwit.dev/godwit/internal/agent/sweepcheck"
 	"godwit.dev/godwit/internal/buildinfo"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/config"
@@ -152,6 +153,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil || interval <= 0 {
 		interval = 5 * time.Second
 	}
+	// Sweeps: answer the hub's consistency checks (internal/agent/sweepcheck). This is the sweep
+	// feature's one hook into the agent: Start runs now, and the deferred stop ends running
+	// checks when Run returns.
+	defer sweepcheck.Start(ctx, sweepcheck.Config{Conn: a.nc, AgentID: a.id.AgentID, WorkDir: workDir, Events: a.outbox.Append,
+		System: func() wire.SystemInfo { return systemInfo(a.dir.Path) }, Logger: a.log.With("component", "sweepcheck"), Resync: interval})()
 	a.loop(ctx, interval, nudge)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause

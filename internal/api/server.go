@@ -41,6 +41,7 @@ type Config struct {
 	Bus               Bus
 	Pipeline          Pipeline   // nil until the event pipeline runs
 	Migrations        Migrations // nil until the migration controller runs
+	Sweeps            Sweeps     // nil until the sweep service runs
 	Logger            *slog.Logger
 	Registry          *prometheus.Registry
 	Now               func() time.Time
@@ -101,6 +102,7 @@ func (s *Server) routes() {
 	s.admin("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
 	s.eventRoutes()
 	s.migrationRoutes()
+	s.sweepRoutes()
 }
 
 // Handle registers an extra admin-only route; later components (events, migrations) add theirs.

@@ -144,31 +144,40 @@ func putOwnKey(ctx context.Context, nc *nats.Conn, bucket, agentID string, data 
 // GetDesired reads the agent's desired state with a JetStream direct get of the key's last value.
 // A key that is absent, deleted or purged is an error wrapping fault.ErrNotFound.
 func GetDesired(ctx context.Context, nc *nats.Conn, agentID string) (value []byte, rev uint64, err error) {
+	value, rev, err = getOwnKey(ctx, nc, wire.BucketDesired, agentID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get desired: %w", err)
+	}
+	return value, rev, nil
+}
+
+// getOwnKey reads the last value of the agent's key in a hub-written bucket with a direct get.
+func getOwnKey(ctx context.Context, nc *nats.Conn, bucket, agentID string) (value []byte, rev uint64, err error) {
 	if !ValidAgentID(agentID) {
 		return nil, 0, fault.Invalid("agentID", "not a canonical UUID: %q", agentID)
 	}
-	key := wire.KVSubject(wire.BucketDesired, agentID)
-	resp, err := nc.RequestWithContext(ctx, wire.KVDirectGetSubject(wire.BucketDesired, agentID), nil)
+	key := wire.KVSubject(bucket, agentID)
+	resp, err := nc.RequestWithContext(ctx, wire.KVDirectGetSubject(bucket, agentID), nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("get desired: %w", requestErr(err))
+		return nil, 0, requestErr(err)
 	}
 	switch status := resp.Header.Get(hdrStatus); status {
 	case "":
 	case "404":
-		return nil, 0, fmt.Errorf("get desired: %w", fault.ErrNotFound)
+		return nil, 0, fault.ErrNotFound
 	default:
-		return nil, 0, fmt.Errorf("get desired: direct get status %s %s", status, resp.Header.Get("Description"))
+		return nil, 0, fmt.Errorf("direct get status %s %s", status, resp.Header.Get("Description"))
 	}
 	if subj := resp.Header.Get(hdrSubject); subj != key {
-		return nil, 0, fmt.Errorf("get desired: reply for subject %q, want %q", subj, key)
+		return nil, 0, fmt.Errorf("reply for subject %q, want %q", subj, key)
 	}
 	rev, err = strconv.ParseUint(resp.Header.Get(hdrSequence), 10, 64)
 	if err != nil || rev == 0 {
-		return nil, 0, fmt.Errorf("get desired: bad %s header %q", hdrSequence, resp.Header.Get(hdrSequence))
+		return nil, 0, fmt.Errorf("bad %s header %q", hdrSequence, resp.Header.Get(hdrSequence))
 	}
 	switch resp.Header.Get(hdrKVOp) {
 	case "DEL", "PURGE":
-		return nil, 0, fmt.Errorf("get desired: deleted at revision %d: %w", rev, fault.ErrNotFound)
+		return nil, 0, fmt.Errorf("deleted at revision %d: %w", rev, fault.ErrNotFound)
 	}
 	return resp.Data, rev, nil
 }
@@ -183,10 +192,20 @@ func GetDesired(ctx context.Context, nc *nats.Conn, agentID string) (value []byt
 // carrying JetStream response headers are dropped as such forgeries; for the rest the agent must
 // read the state with GetDesired before acting.
 func WatchDesired(nc *nats.Conn, agentID string, fn func(value []byte, rev uint64)) (*nats.Subscription, error) {
+	sub, err := watchOwnKey(nc, wire.BucketDesired, agentID, fn)
+	if err != nil {
+		return nil, fmt.Errorf("watch desired: %w", err)
+	}
+	return sub, nil
+}
+
+// watchOwnKey subscribes to live puts of the agent's key in a hub-written bucket (see
+// WatchDesired for why every call is only a hint).
+func watchOwnKey(nc *nats.Conn, bucket, agentID string, fn func(value []byte, rev uint64)) (*nats.Subscription, error) {
 	if !ValidAgentID(agentID) {
 		return nil, fault.Invalid("agentID", "not a canonical UUID: %q", agentID)
 	}
-	sub, err := nc.Subscribe(wire.KVSubject(wire.BucketDesired, agentID), func(m *nats.Msg) {
+	return nc.Subscribe(wire.KVSubject(bucket, agentID), func(m *nats.Msg) {
 		h := m.Header
 		if h.Get(hdrStatus) != "" || h.Get(hdrStream) != "" || h.Get(hdrSequence) != "" {
 			return
@@ -198,10 +217,6 @@ func WatchDesired(nc *nats.Conn, agentID string, fn func(value []byte, rev uint6
 		}
 		fn(m.Data, 0)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("watch desired: %w", err)
-	}
-	return sub, nil
 }
 
 // requestErr marks the failures a caller should retry later as fault.ErrUnavailable.

@@ -77,8 +77,9 @@ func addrString(a interface{ String() string }) string {
 }
 
 // AgentPermissions is what an agent may do in the agents' account: publish only its events, its
-// heartbeat, its observed state and a direct get of its own desired-state key; subscribe only to its reply inbox and
-// its own desired-state key. An invalid agent ID gets permissions that deny everything.
+// heartbeat, its observed state, its sweep results and a direct get of its own desired-state and
+// sweep-request keys; subscribe only to its reply inbox and those two keys of its own. An invalid
+// agent ID gets permissions that deny everything.
 func AgentPermissions(agentID string) *server.Permissions {
 	if !ValidAgentID(agentID) {
 		return &server.Permissions{
@@ -92,10 +93,13 @@ func AgentPermissions(agentID string) *server.Permissions {
 			wire.KVSubject(wire.BucketHeartbeats, agentID),
 			wire.KVSubject(wire.BucketObserved, agentID),
 			wire.KVDirectGetSubject(wire.BucketDesired, agentID),
+			wire.KVSubject(wire.BucketSweepResults, agentID),
+			wire.KVDirectGetSubject(wire.BucketSweep, agentID),
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			wire.AgentInbox(agentID) + ".>",
 			wire.KVSubject(wire.BucketDesired, agentID),
+			wire.KVSubject(wire.BucketSweep, agentID),
 		}},
 	}
 }

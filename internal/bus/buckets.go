@@ -28,6 +28,9 @@ type BucketOptions struct {
 // Buckets are the hub's handles on the KV buckets.
 type Buckets struct {
 	Heartbeats, Desired, Observed jetstream.KeyValue
+	// Sweep (hub writes, agent reads its key) and SweepResults (agent writes its key) carry
+	// sweep check requests and answers, the way Desired and Observed carry assignments.
+	Sweep, SweepResults jetstream.KeyValue
 }
 
 // EnsureBuckets creates the buckets, or updates them to the current configuration: file storage,
@@ -74,6 +77,15 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions)
 	ob.AllowRollup = false
 	ob.MaxMsgSize = 1 << 20
 
+	sw := kvStreamConfig(wire.BucketSweep, o.Replicas)
+	sw.Description = "Godwit sweep check requests per agent (key: agent ID)"
+
+	// Agent-written, so it refuses rollups like the observed bucket.
+	sr := kvStreamConfig(wire.BucketSweepResults, o.Replicas)
+	sr.Description = "Godwit sweep check results per agent (key: agent ID)"
+	sr.AllowRollup = false
+	sr.MaxMsgSize = 1 << 20
+
 	var b Buckets
 	var err error
 	if b.Heartbeats, err = ensureKV(ctx, js, wire.BucketHeartbeats, hb); err != nil {
@@ -83,6 +95,12 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions)
 		return Buckets{}, err
 	}
 	if b.Observed, err = ensureKV(ctx, js, wire.BucketObserved, ob); err != nil {
+		return Buckets{}, err
+	}
+	if b.Sweep, err = ensureKV(ctx, js, wire.BucketSweep, sw); err != nil {
+		return Buckets{}, err
+	}
+	if b.SweepResults, err = ensureKV(ctx, js, wire.BucketSweepResults, sr); err != nil {
 		return Buckets{}, err
 	}
 	return b, nil

@@ -20,19 +20,23 @@
 //     subject restrictions. Its password is generated at start, kept in memory only, and accepted
 //     only on in-process connections ([Server.ConnectHub]).
 //   - [AccountAgents] holds every agent. It has no JetStream of its own; it imports from the hub
-//     account exactly four things: the services "$KV.godwit-heartbeats.*" (heartbeat puts),
-//     "$JS.API.DIRECT.GET.KV_godwit-desired.$KV.godwit-desired.*" (desired-state reads) and
-//     "godwit.events.*" (events), and the stream "$KV.godwit-desired.*" (live desired-state puts).
+//     account exactly these: the services "$KV.godwit-heartbeats.*" (heartbeat puts),
+//     "$KV.godwit-observed.*" (observed-state puts), "$KV.godwit-sweep-results.*" (sweep check
+//     results), "$JS.API.DIRECT.GET.KV_godwit-desired.$KV.godwit-desired.*" (desired-state reads),
+//     "$JS.API.DIRECT.GET.KV_godwit-sweep.$KV.godwit-sweep.*" (sweep check requests) and
+//     "godwit.events.*" (events), and the streams "$KV.godwit-desired.*" and "$KV.godwit-sweep.*"
+//     (live puts of the two hub-written documents).
 //
 // A service import rewrites the reply subject to a private "_R_" subject in the hub account and
 // routes the response back into the agents' account, so whatever reply subject an agent chooses,
 // the response can only land in the agents' account, where no stream and no JetStream API exist.
 //
 // Within the agents' account each agent, authenticated by [Authenticator] as a user named by its
-// agent ID, gets [AgentPermissions]: publish only on its own event subject, its own heartbeat key
-// and the direct-get subject of its own desired-state key; subscribe only on its own reply inbox
-// (wire.AgentInbox) and its own desired-state key. Everything else is denied, including the
-// JetStream API and "_INBOX.>".
+// agent ID, gets [AgentPermissions]: publish only on its own event subject, its own heartbeat,
+// observed-state and sweep-result keys, and the direct-get subjects of its own desired-state and
+// sweep-request keys; subscribe only on its own reply inbox (wire.AgentInbox) and its own
+// desired-state and sweep-request keys. Everything else is denied, including the JetStream API
+// and "_INBOX.>".
 //
 // What remains possible, and why it is harmless or handled:
 //

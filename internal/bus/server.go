@@ -255,8 +255,10 @@ func accountsConfig() string {
 		wire.KVSubject(wire.BucketObserved, "*"),
 		wire.KVDirectGetSubject(wire.BucketDesired, "*"),
 		wire.EventSubject("*"),
+		wire.KVSubject(wire.BucketSweepResults, "*"),
+		wire.KVDirectGetSubject(wire.BucketSweep, "*"),
 	}
-	streams := []string{wire.KVSubject(wire.BucketDesired, "*")}
+	streams := []string{wire.KVSubject(wire.BucketDesired, "*"), wire.KVSubject(wire.BucketSweep, "*")}
 
 	var exp, imp strings.Builder
 	for _, subj := range services {

@@ -279,8 +279,10 @@ func TestAgentPermissions(t *testing.T) {
 		"$KV.godwit-heartbeats." + id,
 		"$KV.godwit-observed." + id,
 		"$JS.API.DIRECT.GET.KV_godwit-desired.$KV.godwit-desired." + id,
+		"$KV.godwit-sweep-results." + id,
+		"$JS.API.DIRECT.GET.KV_godwit-sweep.$KV.godwit-sweep." + id,
 	}
-	wantSub := []string{"_GODWIT_INBOX." + id + ".>", "$KV.godwit-desired." + id}
+	wantSub := []string{"_GODWIT_INBOX." + id + ".>", "$KV.godwit-desired." + id, "$KV.godwit-sweep." + id}
 	if !slices.Equal(p.Publish.Allow, wantPub) || len(p.Publish.Deny) != 0 {
 		t.Errorf("publish = %+v, want allow %v", p.Publish, wantPub)
 	}

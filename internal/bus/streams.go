@@ -45,8 +45,10 @@ const (
 type StreamOptions struct {
 	// Replicas is the number of stream replicas (1 embedded, 3 on a cluster); 0 means 1.
 	Replicas int
-	// MaxAge is how long events and dead letters are kept; 0 means DefaultEventsMaxAge.
+	// MaxAge is how long events are kept; 0 means DefaultEventsMaxAge.
 	MaxAge time.Duration
+	// DeadLetterMaxAge is how long dead letters are kept; 0 means MaxAge.
+	DeadLetterMaxAge time.Duration
 	// DuplicateWindow is the Nats-Msg-Id de-duplication window; 0 means DefaultDuplicateWindow.
 	// It may not exceed MaxAge.
 	DuplicateWindow time.Duration
@@ -81,6 +83,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	if o.MaxAge == 0 {
 		o.MaxAge = DefaultEventsMaxAge
+	}
+	if o.DeadLetterMaxAge <= 0 {
+		o.DeadLetterMaxAge = o.MaxAge
 	}
 	if o.DuplicateWindow == 0 {
 		o.DuplicateWindow = min(DefaultDuplicateWindow, o.MaxAge)
@@ -118,7 +123,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Subjects:          []string{DeadLetterSubjects},
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
-		MaxAge:            o.MaxAge,
+		MaxAge:            o.DeadLetterMaxAge,
 		MaxMsgs:           -1,
 		MaxBytes:          -1,
 		MaxMsgSize:        -1, // the original payload plus the dead-letter headers

@@ -18,6 +18,7 @@ import (
 	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/migration/state"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/wire"
 	"golang.org/x/term"
 )
@@ -28,7 +29,7 @@ func newApplyCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Apply a migration spec (idempotent); --dry-run shows which agent falls in which batch",
+		Short: "Apply a migration or sweep spec (idempotent); --dry-run shows which agent falls in which batch",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -47,6 +48,12 @@ func newApplyCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			c, err := newClient(opts)
 			if err != nil {
 				return err
+			}
+			if sweep.KindOf(body) == sweep.Kind {
+				if wait {
+					return usageError{fmt.Errorf("--wait follows a migration; a sweep runs on its schedule (or: godwit sweep run NAME --wait)")}
+				}
+				return applySweep(cmd.Context(), c, body, dry, output, stdio)
 			}
 			var res controller.ApplyResult
 			if err := c.doRaw(cmd.Context(), http.MethodPost, "/api/v1/migrations?dry_run="+fmt.Sprint(dry), "application/yaml", body, &res); err != nil {

@@ -95,5 +95,7 @@ and an agent on every node, in one binary.
 	root.AddCommand(newHubCmd(stdio), newAgentCmd(stdio, opts), newTokenCmd(stdio, opts), newGetCmd(stdio, opts), newDescribeCmd(stdio, opts), newDemoCmd(stdio),
 		newEventsCmd(stdio, opts), newDLQCmd(stdio, opts), newStatusCmd(stdio, opts), newApplyCmd(stdio, opts))
 	root.AddCommand(migrationActionCmds(stdio, opts)...)
+	addSweepCommands(root, stdio, opts)
+	root.AddCommand(newCheckCmd(stdio, opts))
 	return root
 }

@@ -15,7 +15,7 @@ import (
 // Later sources win: defaults < file < env < flags.
 func TestLoadPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "hub.yaml")
-	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:1001\nliveness:\n  grace: 40s\n  heartbeatInterval: 4s\nnats:\n  advertise: [nats://a:1]\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("listen: 127.0.0.1:1001\nliveness:\n  grace: 40s\n  heartbeatInterval: 4s\n  settle: 90s\nnats:\n  advertise: [nats://a:1]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("GODWIT_LIVENESS_GRACE", "50s")
@@ -64,6 +64,10 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		{"grace", func(c *Hub) { c.Liveness.Grace = c.Liveness.HeartbeatInterval }, "liveness.grace"},
 		{"shutdown", func(c *Hub) { c.ShutdownTimeout = 0 }, "shutdownTimeout"},
 		{"body", func(c *Hub) { c.MaxBodyBytes = 10 }, "maxBodyBytes"},
+		{"max outage", func(c *Hub) { c.MaxOutage = Duration(time.Minute) }, "maxOutage"},
+		{"event retention", func(c *Hub) { c.Retention.Events = c.MaxOutage }, "retention.events (--event-retention, GODWIT_EVENT_RETENTION)"},
+		{"outage outlives dead letters", func(c *Hub) { c.MaxOutage = Duration(60 * 24 * time.Hour) }, "retention.events"},
+		{"heartbeat retention", func(c *Hub) { c.Retention.Heartbeats = Duration(time.Hour) }, "retention.heartbeats"},
 		{"log level", func(c *Hub) { c.Log.Level = "loud" }, "log.level"},
 		{"log format", func(c *Hub) { c.Log.Format = "xml" }, "log.format"},
 	}

@@ -32,6 +32,10 @@ type Hub struct {
 	Liveness Liveness `yaml:"liveness"`
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdownTimeout" flag:"shutdown-timeout" usage:"drain budget on SIGTERM/SIGINT"`
+	// MaxOutage is the longest outage (of the hub, NATS, the database or an agent) the hub must
+	// ride out without losing anything; every retention must outlive it.
+	MaxOutage Duration  `yaml:"maxOutage" flag:"max-outage" usage:"longest outage to ride out without losing anything; retentions must outlive it"`
+	Retention Retention `yaml:"retention"`
 	// MaxBodyBytes bounds request bodies; larger ones get 413.
 	MaxBodyBytes int64 `yaml:"maxBodyBytes" flag:"max-body-bytes" usage:"largest accepted request body (bytes)"`
 	Log          Log   `yaml:"log"`
@@ -54,6 +58,16 @@ type Liveness struct {
 	HeartbeatInterval Duration `yaml:"heartbeatInterval" flag:"heartbeat-interval" usage:"how often agents heartbeat"`
 	// Grace is how long after its last heartbeat (in store time) an agent is still online.
 	Grace Duration `yaml:"grace" flag:"liveness-grace" usage:"time after the last heartbeat (store time) before an agent is offline"`
+	// Settle is how long after a hub start or a NATS outage the migration controller waits for
+	// agents to reconnect and report before it starts new work or judges their deadlines.
+	Settle Duration `yaml:"settle" flag:"settle" usage:"after a start or a NATS outage, how long agents get to reconnect and report before deadlines are judged"`
+}
+
+// Retention says how long JetStream keeps what an outage must not lose.
+type Retention struct {
+	Events      Duration `yaml:"events" flag:"event-retention" usage:"how long undelivered events wait in the stream for the ingest"`
+	DeadLetters Duration `yaml:"deadLetters" flag:"dead-letter-retention" usage:"how long dead letters are kept for inspection and replay"`
+	Heartbeats  Duration `yaml:"heartbeats" flag:"heartbeat-retention" usage:"how long an agent's last heartbeat is kept"`
 }
 
 // Log configures logging.
@@ -81,10 +95,13 @@ func DefaultHub() *Hub {
 		DataDir:         DefaultHubDataDir(),
 		Listen:          fmt.Sprintf("127.0.0.1:%d", DefaultHTTPPort),
 		NATS:            NATS{Listen: fmt.Sprintf("127.0.0.1:%d", DefaultNATSPort), Replicas: 1},
-		Liveness:        Liveness{HeartbeatInterval: Duration(5 * time.Second), Grace: Duration(20 * time.Second)},
+		Liveness:        Liveness{HeartbeatInterval: Duration(5 * time.Second), Grace: Duration(20 * time.Second), Settle: Duration(45 * time.Second)},
 		ShutdownTimeout: Duration(15 * time.Second),
-		MaxBodyBytes:    1 << 20,
-		Log:             Log{Level: "info", Format: "auto"},
+		MaxOutage:       Duration(7 * 24 * time.Hour),
+		Retention: Retention{Events: Duration(14 * 24 * time.Hour), DeadLetters: Duration(30 * 24 * time.Hour),
+			Heartbeats: Duration(14 * 24 * time.Hour)},
+		MaxBodyBytes: 1 << 20,
+		Log:          Log{Level: "info", Format: "auto"},
 	}
 }
 
@@ -131,8 +148,22 @@ func (c *Hub) Validate() error {
 	if grace < 2*hb {
 		return fault.Invalid(Describe(c, "liveness.grace"), "must be at least twice liveness.heartbeatInterval (%s), got %s: one late heartbeat must not mark an agent offline", hb, grace)
 	}
+	if c.Liveness.Settle.D() < grace {
+		return fault.Invalid(Describe(c, "liveness.settle"), "must be at least liveness.grace (%s), got %s: agents need that long to be heard from again", grace, c.Liveness.Settle)
+	}
 	if c.ShutdownTimeout.D() <= 0 {
 		return fault.Invalid(Describe(c, "shutdownTimeout"), "must be positive (got %s)", c.ShutdownTimeout)
+	}
+	if c.MaxOutage.D() < time.Hour {
+		return fault.Invalid(Describe(c, "maxOutage"), "must be at least 1h (got %s)", c.MaxOutage)
+	}
+	for _, r := range []struct {
+		path string
+		d    Duration
+	}{{"retention.events", c.Retention.Events}, {"retention.deadLetters", c.Retention.DeadLetters}, {"retention.heartbeats", c.Retention.Heartbeats}} {
+		if r.d.D() <= c.MaxOutage.D() {
+			return fault.Invalid(Describe(c, r.path), "must be longer than maxOutage (%s), got %s: what an outage leaves behind would expire before the outage ends", c.MaxOutage, r.d)
+		}
 	}
 	if c.MaxBodyBytes < 1024 {
 		return fault.Invalid(Describe(c, "maxBodyBytes"), "must be at least 1024 (got %d)", c.MaxBodyBytes)

@@ -35,6 +35,8 @@ import (
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/store/sqlite"
+	"godwit.dev/godwit/internal/sweep"
+	"godwit.dev/godwit/internal/ui"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -71,17 +73,37 @@ type Hub struct {
 	live     *liveness.Controller
 	ingest   *ingest.Ingester
 	migrate  *controller.Controller
+	sweeps   *sweep.Service
 	id       string
 	http     *http.Server
 	listener net.Listener
 	registry *prometheus.Registry
 	endpoint Endpoint
+
+	clock     controller.Clock
+	wrapStore func(store.Store) store.Store
 }
 
 // New returns a hub for a validated configuration.
-func New(cfg *config.Hub, log *slog.Logger, out io.Writer) *Hub {
-	return &Hub{cfg: cfg, log: log, out: out}
+func New(cfg *config.Hub, log *slog.Logger, out io.Writer, opts ...Option) *Hub {
+	h := &Hub{cfg: cfg, log: log, out: out}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
+
+// Option adjusts a hub; the options exist for tests and outage drills.
+type Option func(*Hub)
+
+// WithClock makes the migration controller count deadlines on clock (tests jump hours with it).
+func WithClock(c controller.Clock) Option { return func(h *Hub) { h.clock = c } }
+
+// WithStore wraps the store the hub opens (fault injection: "the database is down").
+func WithStore(wrap func(store.Store) store.Store) Option { return func(h *Hub) { h.wrapStore = wrap } }
+
+// Bus returns the embedded NATS server (nil with an external one), for outage drills.
+func (h *Hub) Bus() *bus.Server { return h.server }
 
 // Start brings the hub up. On error everything already started is stopped again.
 func (h *Hub) Start(ctx context.Context) (err error) {
@@ -123,9 +145,17 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	}
 	h.migrate = controller.New(controller.Config{
 		Store: h.store, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
-		Leader: controller.StoreLeadership{Store: h.store, Holder: h.id}, Publish: h.publishEvent, HubID: h.id,
+		Leader: controller.StoreLeadership{Store: h.store, Holder: h.id}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
+		Settle:    h.cfg.Liveness.Settle.D(),
+		Connected: h.nc.IsConnected,
 	})
 	if err = h.migrate.Start(ctx); err != nil {
+		return err
+	}
+	h.sweeps = sweep.New(sweep.Config{Store: h.store, Requests: h.buckets.Sweep, Results: h.buckets.SweepResults,
+		Leader: sweep.StoreLeadership{Store: h.store, Holder: h.id}, Logger: h.log.With("component", "sweeps"),
+		Publish: h.publishEvent, HubID: h.id, Registry: h.registry, NudgeMigrations: h.migrate.Nudge})
+	if err = h.sweeps.Start(ctx); err != nil {
 		return err
 	}
 	if err = h.startHTTP(); err != nil {
@@ -149,6 +179,9 @@ func (h *Hub) openStore(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	h.store = st
+	if h.wrapStore != nil {
+		h.store = h.wrapStore(st)
+	}
 	return nil
 }
 
@@ -208,11 +241,12 @@ func (h *Hub) startBus(ctx context.Context) error {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: 7 * 24 * time.Hour})
+	h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: h.cfg.Retention.Heartbeats.D()})
 	if err != nil {
 		return fmt.Errorf("jetstream buckets: %w", err)
 	}
-	if err = bus.EnsureStreams(bctx, h.js, bus.StreamOptions{Replicas: h.cfg.NATS.Replicas}); err != nil {
+	if err = bus.EnsureStreams(bctx, h.js, bus.StreamOptions{Replicas: h.cfg.NATS.Replicas,
+		MaxAge: h.cfg.Retention.Events.D(), DeadLetterMaxAge: h.cfg.Retention.DeadLetters.D()}); err != nil {
 		return fmt.Errorf("jetstream streams: %w", err)
 	}
 	h.endpoint.NATS = h.cfg.NATS.Advertise
@@ -227,17 +261,27 @@ func (h *Hub) startBus(ctx context.Context) error {
 }
 
 func (h *Hub) startHTTP() error {
+	pipe := pipeline{h: h, ing: h.ingest}
 	srv := api.New(api.Config{
-		Store: h.store, Bus: busAdapter{h}, Pipeline: pipeline{h: h, ing: h.ingest}, Migrations: h.migrate,
+		Store: h.store, Bus: busAdapter{h}, Pipeline: pipe, Migrations: h.migrate, Sweeps: h.sweeps,
 		Logger: h.log, Registry: h.registry,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
 	})
+	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Logger: h.log.With("component", "ui"),
+		Version: buildinfo.String()})
+	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", web)
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	mux.Handle("/", srv)
 	ln, err := net.Listen("tcp", h.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", h.cfg.Listen, err)
 	}
 	h.listener = ln
-	h.http = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	// Live UI streams never end by themselves: Shutdown would wait for them until its deadline.
+	h.http.RegisterOnShutdown(web.Close)
 	go func() {
 		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server stopped", "err", err)
@@ -275,6 +319,10 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 	if h.http != nil {
 		errs = append(errs, h.http.Shutdown(ctx))
 		h.http = nil
+	}
+	if h.sweeps != nil {
+		errs = append(errs, h.sweeps.Stop(ctx))
+		h.sweeps = nil
 	}
 	if h.migrate != nil {
 		errs = append(errs, h.migrate.Stop(ctx))

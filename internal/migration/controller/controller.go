@@ -48,6 +48,15 @@ type Config struct {
 	Publish func(ctx context.Context, e wire.Event) error
 	// HubID names this hub in event sources.
 	HubID string
+	// Settle is how long, after taking the lead and after the bus comes back, the controller
+	// starts nothing new and judges no deadline of an agent it has not heard from again, so
+	// agents can report what they finished while nobody could hear them: an outcome never
+	// depends on which component came back first. It must cover an agent's reconnect back-off.
+	// Default (0) 45s; negative: none (tests that step passes by hand).
+	Settle time.Duration
+	// Connected reports whether the hub can reach NATS; while it cannot, deadlines are not
+	// enforced (nobody can hear the agents). Nil: always connected.
+	Connected func() bool
 }
 
 // Controller runs migrations.
@@ -67,6 +76,11 @@ type Controller struct {
 	// resumed is true until the first pass after taking the lead has completed: what that pass
 	// adopts from the agents happened while no controller ran, and each becomes an event.
 	resumed bool
+	// judgeFrom is when deadlines may be enforced again (see Config.Settle); busDown is set
+	// while desired-state writes fail.
+	judgeFrom time.Time
+	busDown   bool
+	synced    chan struct{} // closed once the observed watcher delivered its initial values
 
 	startStop sync.Mutex
 	cancel    context.CancelFunc
@@ -81,7 +95,13 @@ func New(cfg Config) *Controller {
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1),
+	switch {
+	case cfg.Settle == 0:
+		cfg.Settle = DefaultSettle
+	case cfg.Settle < 0:
+		cfg.Settle = 0
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1), synced: make(chan struct{}),
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}}
 }
 
@@ -110,6 +130,7 @@ func (c *Controller) lead(ctx context.Context) error {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	c.epoch, c.resumed, c.touched = epoch, true, now
+	c.judgeFrom = now.Add(c.cfg.Settle)
 	c.mu.Unlock()
 	if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
 		return fmt.Errorf("migration controller: %w", err)
@@ -167,6 +188,14 @@ func (c *Controller) run(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); c.watchObserved(ctx) }()
 	defer wg.Wait()
+	// Decide nothing before the agents' last reports are in.
+	select {
+	case <-c.synced:
+	case <-ctx.Done():
+		return
+	case <-time.After(c.cfg.Settle):
+		c.log.Warn("migration controller: observed state not read within the settle time; going on")
+	}
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	check := time.NewTicker(checkEvery)
@@ -213,6 +242,7 @@ func (c *Controller) watchObserved(ctx context.Context) {
 		}
 		for e := range w.Updates() {
 			if e == nil {
+				c.markSynced()
 				continue
 			}
 			var o wire.ObservedState
@@ -227,6 +257,32 @@ func (c *Controller) watchObserved(ctx context.Context) {
 		}
 		_ = w.Stop()
 	}
+}
+
+func (c *Controller) markSynced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.synced:
+	default:
+		close(c.synced)
+	}
+}
+
+// DefaultSettle covers an agent's longest reconnect back-off (30s plus jitter) and a heartbeat.
+const DefaultSettle = 45 * time.Second
+
+// judging reports whether the bus is up and whether the settle time has passed at now.
+func (c *Controller) judging(now time.Time) (busUp, settled bool) {
+	if c.cfg.Connected != nil && !c.cfg.Connected() {
+		c.mu.Lock()
+		c.busDown = true
+		c.mu.Unlock()
+		return false, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.busDown, !c.busDown && !now.Before(c.judgeFrom)
 }
 
 // ObserveForTest injects an observed document (tests without a bucket).
@@ -293,8 +349,22 @@ func (c *Controller) Pass(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
 		}
 	}
-	if err := c.writeDesired(ctx, desired); err != nil {
-		errs = append(errs, err)
+	werr := c.writeDesired(ctx, desired)
+	if werr == nil && c.cfg.Connected != nil && !c.cfg.Connected() {
+		werr = errors.New("not connected to NATS")
+	}
+	c.mu.Lock()
+	switch {
+	case werr != nil && !c.busDown:
+		c.busDown = true
+		c.log.Warn("migration controller: cannot write desired state; deadlines are not enforced until the bus is back", "err", werr)
+	case werr == nil && c.busDown:
+		c.busDown, c.judgeFrom = false, now.Add(c.cfg.Settle)
+		c.log.Info("migration controller: bus is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
+	}
+	c.mu.Unlock()
+	if werr != nil {
+		errs = append(errs, werr)
 	}
 	if len(errs) == 0 {
 		c.mu.Lock()
@@ -338,6 +408,9 @@ type pass struct {
 	events   []wire.Event
 	observed map[string]wire.ObservedState
 	resumed  bool // first pass after taking the lead
+	judge    bool // settled: every deadline may be enforced, new work may start
+	busUp    bool // while settling, deadlines of agents heard from again may be enforced
+	overdue  bool // the migration's deadline has passed (judged or not)
 }
 
 func (p *pass) touch(a *store.Assignment) {
@@ -403,8 +476,9 @@ func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed 
 	c.mu.Lock()
 	resumed := c.resumed
 	c.mu.Unlock()
+	busUp, settled := c.judging(now)
 	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now,
-		observed: observed, resumed: resumed}
+		observed: observed, resumed: resumed, judge: settled, busUp: busUp}
 	for i := range p.all {
 		a := &p.all[i]
 		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
@@ -506,14 +580,17 @@ func sameInt(a, b *int) bool {
 // counts. A rollback gets a fresh timer when it is requested.
 func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
-	anyReachable := false
+	// The migration's time counts only while some agent with work in flight is reachable:
+	// otherwise nothing could progress, whatever the hub does.
+	workable := false
 	for _, id := range p.order {
-		if reachable[id] {
-			anyReachable = true
+		a := p.latest[id]
+		if reachable[id] && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
+			workable = true
 			break
 		}
 	}
-	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && anyReachable
+	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && workable
 	if counting && active && delta > 0 {
 		p.m.ActiveMS += delta.Milliseconds()
 	}
@@ -532,7 +609,9 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if !active {
 			used = p.now.Sub(a.DispatchedAt)
 		}
-		if used <= limit {
+		// While settling, only an agent that is reachable again (it has reconnected and
+		// re-sent its observed state) is judged; one still away waits for the settle time.
+		if used <= limit || !(p.judge || (p.busUp && reachable[id])) {
 			continue
 		}
 		switch a.Action {
@@ -553,14 +632,15 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		}
 	}
 	if p.complete() || p.m.State == mRollingBack {
-		return // nothing left that a deadline could stop: what happened decides
+		return // nothing left that a deadline could stop
 	}
 	limit := p.sp.Spec.Timeouts.Migration
 	used := time.Duration(p.m.ActiveMS) * time.Millisecond
 	if !active {
 		used = p.now.Sub(p.m.CreatedAt)
 	}
-	if used <= limit {
+	p.overdue = used > limit
+	if !p.overdue || !p.judge {
 		return
 	}
 	reason := fmt.Sprintf("migration deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
@@ -705,6 +785,9 @@ func (p *pass) advanceRunning() {
 			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget", f, len(p.latest)))
 		}
 		return
+	}
+	if !p.judge && p.overdue {
+		return // settling past the deadline: nothing new starts until it can be judged
 	}
 	if next > 0 && p.sp.Spec.Rollout.Approval == spec.ApprovalManual && p.m.ApprovedBatch < next {
 		p.setMigration(mPaused, fmt.Sprintf("waiting for approval of batch %d (godwit approve %s)", next, p.m.Name))

@@ -89,6 +89,7 @@ func setup(t *testing.T, n int) *bundle {
 		t.Fatal(err)
 	}
 	b.c = New(Config{Store: st, Desired: bk.Desired, Observed: bk.Observed, Logger: logging.Discard(), Clock: b.clock, HubID: "test",
+		Settle: -1, // judged from the first pass; TestSettling covers the settle time
 		Leader: StoreLeadership{Store: st, Holder: "test"},
 		Publish: func(_ context.Context, e wire.Event) error {
 			b.mu.Lock()
@@ -564,5 +565,44 @@ func TestResumeRecordsDowntimeAndReconciliations(t *testing.T) {
 	}
 	if !resumed || !reconciled {
 		t.Fatalf("events: resumed=%v reconciled=%v (%d events)", resumed, reconciled, len(b.events))
+	}
+}
+
+// After taking the lead a controller judges no deadline for the settle time, and starts no new
+// work for a migration whose deadline has passed, until agents could report what they did
+// while nobody listened; then the deadline is judged.
+func TestSettling(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	wall := strings.Replace(fmt.Sprintf(specTmpl, "m1", "    batchSize: 1"), "    assignment: 1h\n",
+		"    assignment: 1h\n    migration: 2h\n  deadlinePolicy: wall\n  onTimeout: rollback\n", 1)
+	if _, err := b.c.Apply(context.Background(), []byte(wall), false); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Add(3 * time.Hour) // the hub was away past the 2h wall deadline
+	cfg := b.c.cfg
+	cfg.Settle = time.Minute
+	c := New(cfg)
+	if err := c.lead(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := dispatched(b.latest(t, "m1")); len(got) != 0 {
+		t.Fatalf("dispatched %v past the deadline while settling", got)
+	}
+	if m := b.migration(t, "m1"); m.State == mRollingBack {
+		t.Fatalf("deadline judged while settling: %s", m.Reason)
+	}
+	b.clock.Add(2 * time.Minute)
+	if err := c.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.migration(t, "m1"); m.State != mRolledBack && m.State != mRollingBack {
+		t.Fatalf("after the settle time: %s %q, want the deadline's rollback", m.State, m.Reason)
+	}
+	if got := dispatched(b.latest(t, "m1")); len(got) != 0 {
+		t.Fatalf("work started past the deadline: %v", got)
 	}
 }

@@ -476,6 +476,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 
 	runEvents(t, setup)
 	runMigrations(t, setup)
+	runSweeps(t, setup)
+	runUI(t, setup)
 }
 
 // agent is a plausible agent to enroll.

@@ -1,0 +1,372 @@
+package sqlstore
+
+// Queries of the web UI (store.UIStore): sessions and the paged listings. Every listing is a
+// keyset walk over an index (0005_ui.sql), so a page costs the same on page 1 and page 200.
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// CreateSession implements store.UIStore.
+func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id_hash) DO NOTHING`, sess.IDHash, sess.CSRF, micros(sess.CreatedAt), micros(sess.ExpiresAt))
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("create session: id already in use: %w", fault.ErrConflict)
+	}
+	return nil
+}
+
+// GetSession implements store.UIStore.
+func (s *Store) GetSession(ctx context.Context, idHash string, now time.Time) (store.Session, error) {
+	sess := store.Session{IDHash: idHash}
+	var created, expires int64
+	err := s.db.QueryRowContext(ctx, `SELECT csrf, created_at, expires_at FROM ui_sessions WHERE id_hash = $1 AND expires_at > $2`,
+		idHash, micros(now)).Scan(&sess.CSRF, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Session{}, fmt.Errorf("no such session, or it expired: %w", fault.ErrUnauthenticated)
+	}
+	if err != nil {
+		return store.Session{}, fmt.Errorf("get session: %w", err)
+	}
+	sess.CreatedAt, sess.ExpiresAt = fromMicros(created), fromMicros(expires)
+	return sess, nil
+}
+
+// DeleteSession implements store.UIStore.
+func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM ui_sessions WHERE id_hash = $1`, idHash); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+// DeleteExpiredSessions implements store.UIStore.
+func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM ui_sessions WHERE expires_at <= $1`, micros(now))
+	if err != nil {
+		return 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func checkLimit(limit int) error {
+	if limit <= 0 || limit > 1000 {
+		return fault.Invalid("limit", "must be between 1 and 1000 (got %d)", limit)
+	}
+	return nil
+}
+
+// likeEscaper escapes LIKE's metacharacters for ESCAPE '\'.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// PageAgents implements store.UIStore.
+func (s *Store) PageAgents(ctx context.Context, q store.AgentQuery) ([]wire.Agent, string, error) {
+	if err := checkLimit(q.Limit); err != nil {
+		return nil, "", err
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	switch q.Status {
+	case "":
+	case store.AgentRevoked:
+		where = append(where, "revoked_at IS NOT NULL")
+	case wire.StatusOnline, wire.StatusOffline, wire.StatusUnknown:
+		where = append(where, "status = "+arg(q.Status), "revoked_at IS NULL")
+	default:
+		return nil, "", fault.Invalid("status", "%q is not online, offline, unknown or revoked", q.Status)
+	}
+	// Labels are stored as the JSON of a map with sorted keys; `"key":"value"` (encoded the same
+	// way) occurs in that text exactly when the agent has the label: keys cannot hold quotes, and
+	// a quote inside a value is escaped. instr/strpos compare bytes, with no case folding.
+	keys := make([]string, 0, len(q.Labels))
+	for k := range q.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kb, _ := json.Marshal(k)
+		vb, _ := json.Marshal(q.Labels[k])
+		needle := arg(string(kb) + ":" + string(vb))
+		if s.dialect.Name == "postgres" {
+			where = append(where, "strpos(labels, "+needle+") > 0")
+		} else {
+			where = append(where, "instr(labels, "+needle+") > 0")
+		}
+	}
+	if q.Search != "" {
+		esc := likeEscaper.Replace(q.Search)
+		where = append(where, "(LOWER(name) LIKE "+arg("%"+strings.ToLower(esc)+"%")+` ESCAPE '\' OR id LIKE `+arg(esc+"%")+` ESCAPE '\')`)
+	}
+	if q.Cursor != "" {
+		name, id, err := decodeNameCursor(q.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		n := arg(name)
+		where = append(where, "(name > "+n+" OR (name = "+n+" AND id > "+arg(id)+"))")
+	}
+	sqlText := `SELECT ` + agentColumns + ` FROM agents`
+	if len(where) > 0 {
+		sqlText += " WHERE " + strings.Join(where, " AND ")
+	}
+	sqlText += " ORDER BY name, id LIMIT " + arg(q.Limit+1)
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("page agents: %w", err)
+	}
+	defer rows.Close()
+	out := make([]wire.Agent, 0, q.Limit+1)
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("page agents: %w", err)
+	}
+	next := ""
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+		last := out[len(out)-1]
+		next = encodeNameCursor(last.Name, last.ID)
+	}
+	return out, next, nil
+}
+
+func encodeNameCursor(name, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(name + "\x00" + id))
+}
+
+func decodeNameCursor(c string) (string, string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		if name, id, ok := strings.Cut(string(raw), "\x00"); ok && id != "" {
+			return name, id, nil
+		}
+	}
+	return "", "", fault.Invalid("cursor", "not a cursor returned by this listing")
+}
+
+// CountAgentsByStatus implements store.UIStore.
+func (s *Store) CountAgentsByStatus(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT CASE WHEN revoked_at IS NULL THEN status ELSE 'revoked' END AS st, COUNT(*)
+		FROM agents GROUP BY st`)
+	if err != nil {
+		return nil, fmt.Errorf("count agents: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{wire.StatusOnline: 0, wire.StatusOffline: 0, wire.StatusUnknown: 0, store.AgentRevoked: 0}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] += n
+	}
+	return out, rows.Err()
+}
+
+// AgentNames implements store.UIStore.
+func (s *Store) AgentNames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	// Chunks stay well under every engine's bound-parameter limit.
+	const chunk = 500
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		ph := make([]string, len(part))
+		args := make([]any, len(part))
+		for i, id := range part {
+			ph[i], args[i] = "$"+strconv.Itoa(i+1), id
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT id, name FROM agents WHERE id IN (`+strings.Join(ph, ",")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("agent names: %w", err)
+		}
+		for rows.Next() {
+			var id, name string
+			if err := rows.Scan(&id, &name); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = name
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("agent names: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// AgentAssignments implements store.UIStore.
+func (s *Store) AgentAssignments(ctx context.Context, agentID string, limit int) ([]store.Assignment, error) {
+	if err := checkLimit(limit); err != nil {
+		return nil, err
+	}
+	// Attempts of one agent are few (migrations × retries); the latest per migration is picked
+	// here rather than with a correlated subquery.
+	rows, err := s.db.QueryContext(ctx, `SELECT `+assignmentCols+` FROM assignments WHERE agent_id = $1
+		ORDER BY migration, attempt DESC`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("agent assignments: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Assignment
+	for rows.Next() {
+		a, err := scanAssignment(rows)
+		if err != nil {
+			return nil, err
+		}
+		if n := len(out); n > 0 && out[n-1].Migration == a.Migration {
+			continue
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("agent assignments: %w", err)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].UpdatedAt.Equal(out[j].UpdatedAt) {
+			return out[i].UpdatedAt.After(out[j].UpdatedAt)
+		}
+		return out[i].Migration < out[j].Migration
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// PageMigrations implements store.UIStore.
+func (s *Store) PageMigrations(ctx context.Context, q store.MigrationQuery) ([]store.Migration, string, error) {
+	if err := checkLimit(q.Limit); err != nil {
+		return nil, "", err
+	}
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	if q.State != "" {
+		where = append(where, "state = "+arg(q.State))
+	}
+	if q.Cursor != "" {
+		t, name, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		ta := arg(t)
+		where = append(where, "(created_at < "+ta+" OR (created_at = "+ta+" AND name < "+arg(name)+"))")
+	}
+	sqlText := `SELECT ` + migrationCols + ` FROM migrations`
+	if len(where) > 0 {
+		sqlText += " WHERE " + strings.Join(where, " AND ")
+	}
+	sqlText += " ORDER BY created_at DESC, name DESC LIMIT " + arg(q.Limit+1)
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("page migrations: %w", err)
+	}
+	defer rows.Close()
+	out := make([]store.Migration, 0, q.Limit+1)
+	for rows.Next() {
+		m, err := scanMigration(rows)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("page migrations: %w", err)
+	}
+	next := ""
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+		last := out[len(out)-1]
+		next = encodeCursor(micros(last.CreatedAt), last.Name)
+	}
+	return out, next, nil
+}
+
+// CountMigrationsByState implements store.UIStore.
+func (s *Store) CountMigrationsByState(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM migrations GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count migrations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}
+
+// MigrationsMark implements store.UIStore: a hash of what the listings show of every migration.
+// Migrations are few (one per change rolled out), so reading those columns is cheap.
+func (s *Store) MigrationsMark(ctx context.Context) (string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, state, reason, batches, current_batch, approved_batch FROM migrations ORDER BY name`)
+	if err != nil {
+		return "", fmt.Errorf("migrations mark: %w", err)
+	}
+	defer rows.Close()
+	h := fnv.New64a()
+	n := 0
+	for rows.Next() {
+		var name, st, reason string
+		var batches, current, approved int
+		if err := rows.Scan(&name, &st, &reason, &batches, &current, &approved); err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00%d\x00%d\n", name, st, reason, batches, current, approved)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("migrations mark: %w", err)
+	}
+	return fmt.Sprintf("%d-%016x", n, h.Sum64()), nil
+}
+
+// CountAssignments implements store.UIStore.
+func (s *Store) CountAssignments(ctx context.Context, migration string) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM assignments WHERE migration = $1 GROUP BY state`, migration)
+	if err != nil {
+		return nil, fmt.Errorf("count assignments: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,450 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// The browser tests drive Debian's Chromium with chromedp against a real hub with real agents.
+// Without Chromium they skip, except under CI=true, where they must run (.ci/run installs it).
+
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("GODWIT_TEST_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "no Chromium found (install it: apt-get install chromium, or set GODWIT_TEST_CHROMIUM); the browser tests need it"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " (CI=true: the browser tests are mandatory)")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// artifacts is where screenshots go: $GODWIT_TEST_ARTIFACTS/ui, else test-artifacts/ui at the
+// module root (git-ignored).
+func artifacts(t *testing.T) string {
+	t.Helper()
+	root := os.Getenv("GODWIT_TEST_ARTIFACTS")
+	if root == "" {
+		dir, err := os.Getwd()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				break
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				dir = t.TempDir()
+				break
+			}
+			dir = parent
+		}
+		root = filepath.Join(dir, "test-artifacts")
+	}
+	out := filepath.Join(root, "ui")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// chrome is one headless Chromium with a fresh profile.
+type chrome struct {
+	ctx   context.Context
+	shots string
+	mu    sync.Mutex
+	logs  []string
+}
+
+// browser is the Chromium as one (sub)test uses it: failures are that test's.
+type browser struct {
+	t *testing.T
+	*chrome
+}
+
+func (b *browser) with(t *testing.T) *browser { return &browser{t: t, chrome: b.chrome} }
+
+type void = chromedp.Void
+
+func newBrowser(t *testing.T, exe string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		// The machine's network is closed: without these Chromium stalls on its own traffic.
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.WindowSize(1360, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	b := &browser{t: t, chrome: &chrome{shots: artifacts(t)}}
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(func(f string, a ...any) {
+		b.mu.Lock()
+		b.logs = append(b.logs, fmt.Sprintf(f, a...))
+		b.mu.Unlock()
+	}))
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+		if t.Failed() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, l := range b.logs {
+				t.Log("chromedp: " + l)
+			}
+		}
+	})
+	// The first run starts the browser and must not have a deadline of its own (the browser
+	// lives as long as that call's context), so a watchdog bounds it instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("start chromium %s: %v", exe, err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("chromium %s did not start within 60s", exe)
+	}
+	b.ctx = ctx
+	return b
+}
+
+func (b *browser) fail(what string, err error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	b.shot("failed-" + strings.NewReplacer(" ", "-", "/", "-", "'", "").Replace(what))
+	b.t.Fatalf("%s (at %s): %v", what, loc, err)
+}
+
+// do runs steps with a deadline; the test fails with what was being done.
+func (b *browser) do(what string, steps ...chromedp.Action[void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.fail(what, err)
+	}
+}
+
+// get runs one action that reads a value.
+func get[T any](b *browser, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		b.fail(what, err)
+	}
+	return v
+}
+
+// js evaluates a JavaScript expression.
+func js[T any](b *browser, expr string) T {
+	b.t.Helper()
+	return get(b, expr, chromedp.Evaluate[T](expr))
+}
+
+// shot saves a full-page PNG screenshot as name.png.
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	path := filepath.Join(b.shots, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.t.Logf("screenshot %s", path)
+}
+
+// until waits until the JavaScript expression is true. It asks again while the page navigates
+// (an evaluation then fails because its document went away).
+func until(expr string) chromedp.Action[void] {
+	return func(ctx context.Context, t *chromedp.Target) (void, error) {
+		var last error
+		for {
+			ok, err := chromedp.Evaluate[bool]("Boolean("+expr+")")(ctx, t)
+			if err == nil && ok {
+				return void{}, nil
+			}
+			if err != nil {
+				last = err
+			}
+			select {
+			case <-ctx.Done():
+				if last != nil {
+					return void{}, fmt.Errorf("waiting for %s: %w (last error: %v)", expr, ctx.Err(), last)
+				}
+				return void{}, fmt.Errorf("waiting for %s: %w", expr, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+type (
+	id  = chromedp.ID
+	css = chromedp.CSS
+)
+
+func TestBrowser(t *testing.T) {
+	exe := chromium(t)
+	f := startFleet(t)
+	b := newBrowser(t, exe)
+	web2 := f.agents["web-2"]
+
+	t.Run("RefusedWithoutLogin", func(t *testing.T) {
+		b := b.with(t)
+		b.do("open a migration page without a session",
+			chromedp.Navigate(f.base+"/ui/migrations/db-slow-upgrade"),
+			chromedp.WaitVisible(id("token")),
+		)
+		loc := get(b, "location", chromedp.Location())
+		next := get(b, "next", chromedp.Value(css(`input[name="next"]`)))
+		if u, _ := url.Parse(loc); u.Path != "/ui/login" || next != "/ui/migrations/db-slow-upgrade" {
+			t.Fatalf("without a session the browser is at %s (next %q), want the login page", loc, next)
+		}
+		b.shot("01-login")
+		// No page, action or stream answers without a session, whatever the client.
+		c := client()
+		for _, path := range []string{"/ui/", "/ui/agents/" + web2, "/ui/migrations", "/ui/dead-letters", "/ui/events", "/ui/nonexistent"} {
+			res, err := c.Get(f.base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/ui/login") {
+				t.Errorf("GET %s without a session: %s to %q, want 303 to the login page", path, res.Status, res.Header.Get("Location"))
+			}
+		}
+		res, err := c.Get(f.base + "/ui/live?topic=dashboard")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET /ui/live without a session: %s, want 401", res.Status)
+		}
+		if res := postForm(t, c, f.base+"/ui/migrations/db-slow-upgrade/pause", url.Values{"confirm": {"yes"}}, nil); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST pause without a session: %s, want 401", res.Status)
+		}
+		var d struct{ Migration struct{ State string } }
+		f.api("GET", "/api/v1/migrations/db-slow-upgrade", "", "", &d)
+		if d.Migration.State != "running" {
+			t.Fatalf("db-slow-upgrade is %s after refused requests, want running", d.Migration.State)
+		}
+	})
+
+	t.Run("Login", func(t *testing.T) {
+		b := b.with(t)
+		b.do("log in with a wrong token",
+			chromedp.SendKeys(id("token"), "gwa_not-the-token"),
+			chromedp.Click(id("login-submit")),
+			chromedp.WaitVisible(css(`.login .flash-error`)),
+		)
+		b.do("log in with the admin token",
+			chromedp.SendKeys(id("token"), f.token),
+			chromedp.Click(id("login-submit")),
+			// next= takes the browser where it wanted to go.
+			chromedp.WaitVisible(id("migration-state")),
+		)
+		if !js[bool](b, `!document.cookie.includes("godwit_session")`) {
+			t.Error("the session cookie is visible to scripts")
+		}
+		b.do("open the dashboard",
+			chromedp.Navigate(f.base+"/ui/"),
+			chromedp.WaitVisible(id("count-online")),
+			until(`document.querySelector('#count-online').textContent.trim() === '3'`),
+			until(`document.querySelectorAll('#dashboard tr.sev-error').length > 0`),
+		)
+		b.shot("02-dashboard")
+	})
+
+	t.Run("Agents", func(t *testing.T) {
+		b := b.with(t)
+		b.do("list agents",
+			chromedp.Navigate(f.base+"/ui/agents"),
+			chromedp.WaitVisible(css(`table.agents`)),
+		)
+		b.shot("03-agents")
+		b.do("filter by label",
+			chromedp.SendKeys(css(`input[name="label"]`), "role=web"),
+			chromedp.Submit(css(`input[name="label"]`)),
+			until(`location.search.includes('label=role')`),
+			chromedp.WaitVisible(css(`table.agents`)),
+		)
+		if rows := js[int](b, `document.querySelectorAll('table.agents tbody tr').length`); rows != 2 {
+			t.Fatalf("label role=web lists %d agents, want 2", rows)
+		}
+	})
+
+	t.Run("AgentHistory", func(t *testing.T) {
+		b := b.with(t)
+		b.do("open web-2's history and expand its error",
+			chromedp.Navigate(f.base+"/ui/agents/"+web2),
+			chromedp.WaitVisible(css(`#history tr.sev-error`)),
+			chromedp.Click(css(`#history tr.sev-error details.err-details summary`)),
+			chromedp.WaitVisible(css(`#history tr.sev-error details.err-details pre.error-text`)),
+		)
+		errText := get(b, "error text", chromedp.Text(css(`#history tr.sev-error details.err-details pre.error-text`)))
+		sevLabel := get(b, "severity label", chromedp.Text(css(`#history tr.sev-error .badge-text`)))
+		open := js[bool](b, `document.querySelector('#history tr.sev-error details.err-details').open`)
+		if !open || !strings.Contains(errText, "no space left on device") || !strings.Contains(errText, "write-v2") {
+			t.Fatalf("expanded error (open %v): %q; want the failed step write-v2 and its stderr", open, errText)
+		}
+		// Severity is written, not only coloured.
+		if !strings.EqualFold(sevLabel, "error") {
+			t.Fatalf("error row's badge says %q", sevLabel)
+		}
+		b.shot("04-agent-history-error-expanded")
+	})
+
+	t.Run("FilterBySeverity", func(t *testing.T) {
+		b := b.with(t)
+		all := js[int](b, `document.querySelectorAll('#history tr.ev').length`)
+		b.do("filter by severity error",
+			chromedp.Click(css(`input[name="severity"][value="error"]`)),
+			chromedp.Submit(css(`input[name="severity"][value="error"]`)),
+			until(`location.search.includes('severity=error')`),
+			chromedp.WaitVisible(css(`#history tr.ev`)),
+		)
+		errorsOnly := js[int](b, `document.querySelectorAll('#history tr.ev[data-severity="error"]').length`)
+		others := js[int](b, `document.querySelectorAll('#history tr.ev:not([data-severity="error"])').length`)
+		if errorsOnly == 0 || others != 0 || errorsOnly >= all {
+			t.Fatalf("severity=error shows %d error rows and %d others (of %d before)", errorsOnly, others, all)
+		}
+		b.shot("05-agent-history-errors-only")
+	})
+
+	t.Run("PauseResumeWithoutReload", func(t *testing.T) {
+		b := b.with(t)
+		b.do("open the running migration",
+			chromedp.Navigate(f.base+"/ui/migrations/db-slow-upgrade"),
+			until(`document.querySelector('#migration-state').dataset.state === 'running'`),
+			// The live stream is open before anything changes.
+			until(`document.querySelector('#live-indicator').dataset.state === 'on'`),
+		)
+		js[bool](b, `window.__sameDocument = true`)
+		b.shot("06-migration-running")
+		b.do("pause asks for confirmation",
+			chromedp.Click(id("action-pause")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+		)
+		b.shot("07-confirm-pause")
+		b.do("confirm the pause",
+			chromedp.Click(id("confirm-ok")),
+			until(`document.querySelector('#migration-state').dataset.state === 'paused'`),
+			chromedp.WaitVisible(id("action-resume")),
+		)
+		b.do("the operator action is recorded with who did it, and shows up live",
+			until(`[...document.querySelectorAll('#migration-events tr[data-type="operator.action"]')].some(r => /paused by operator \(by ui:[0-9a-f]{8}\)/.test(r.textContent))`),
+		)
+		b.shot("08-migration-paused")
+		b.do("resume, confirmed",
+			chromedp.Click(id("action-resume")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			chromedp.Click(id("confirm-ok")),
+			until(`document.querySelector('#migration-state').dataset.state === 'running'`),
+		)
+		// A change made elsewhere (the CLI, another operator) arrives over the live stream.
+		f.api("POST", "/api/v1/migrations/db-slow-upgrade/pause", "", "", nil)
+		b.do("a pause through the API shows up without reloading",
+			until(`document.querySelector('#migration-state').dataset.state === 'paused'`),
+		)
+		f.api("POST", "/api/v1/migrations/db-slow-upgrade/resume", "", "", nil)
+		b.do("and the resume too",
+			until(`document.querySelector('#migration-state').dataset.state === 'running'`),
+		)
+		if !js[bool](b, `window.__sameDocument === true`) {
+			t.Fatal("the page was reloaded")
+		}
+		b.shot("09-migration-resumed")
+	})
+
+	t.Run("MigrationWithFailure", func(t *testing.T) {
+		b := b.with(t)
+		b.do("the demo migration groups web-2's failure",
+			chromedp.Navigate(f.base+"/ui/migrations/demo-config-v2"),
+			chromedp.WaitVisible(css(`#failures table`)),
+		)
+		group := get(b, "failure group", chromedp.Text(css(`#failures tbody tr`)))
+		if !strings.Contains(group, "web-2") || !strings.Contains(group, "write-v2") || !strings.Contains(group, "no space left on device") {
+			t.Fatalf("failure group %q does not name web-2, the step write-v2 and the error", group)
+		}
+		b.shot("10-migration-partially-succeeded")
+	})
+
+	t.Run("DeadLetters", func(t *testing.T) {
+		b := b.with(t)
+		f.deadLetter(`not an event <script>alert("x")</script>`)
+		b.do("a dead letter is listed",
+			chromedp.Navigate(f.base+"/ui/dead-letters"),
+			// The ingest dead-letters it asynchronously: the page updates itself when it does.
+			chromedp.WaitVisible(css(`table.deadletters`)),
+		)
+		b.shot("11-dead-letters")
+		b.do("inspect it",
+			chromedp.Click(css(`table.deadletters tbody tr a`)),
+			chromedp.WaitVisible(id("payload")),
+		)
+		payload := get(b, "payload", chromedp.Text(id("payload")))
+		if !strings.Contains(payload, `<script>alert("x")</script>`) || js[bool](b, `document.querySelectorAll('#payload script').length > 0`) {
+			t.Fatalf("payload shown as %q, or as markup", payload)
+		}
+		b.shot("12-dead-letter")
+		b.do("purge it, confirmed",
+			chromedp.Click(id("purge")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			chromedp.Click(id("confirm-ok")),
+			until(`location.pathname === '/ui/dead-letters' && document.querySelector('.flash-ok') !== null`),
+			until(`document.querySelector('table.deadletters') === null`),
+		)
+	})
+
+	t.Run("Logout", func(t *testing.T) {
+		b := b.with(t)
+		b.do("log out",
+			chromedp.Navigate(f.base+"/ui/"),
+			chromedp.Click(css(`.logout button`)),
+			chromedp.WaitVisible(id("token")),
+			chromedp.Navigate(f.base+"/ui/agents"),
+			chromedp.WaitVisible(id("token")),
+		)
+		if u, _ := url.Parse(get(b, "location", chromedp.Location())); u.Path != "/ui/login" {
+			t.Fatalf("after logout the agents page is at %s, want the login page", u)
+		}
+	})
+}
