@@ -120,6 +120,7 @@ type Assignment struct {
 	Error      string `json:"error,omitempty"`
 	// Failure keeps why the attempt failed, even after its agent was rolled back.
 	Failure         string    `json:"failure,omitempty"`
+	FailedStep      string    `json:"failed_step,omitempty"` // the step it failed at
 	ExitCode        *int      `json:"exit_code,omitempty"`
 	PreviousAttempt int       `json:"previous_attempt,omitempty"`
 	Applied         int       `json:"applied"` // steps whose run started

@@ -106,7 +106,7 @@ func (c *Controller) Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (A
 		return res, err
 	}
 	res.Outcome = "created"
-	c.operatorEvent(ctx, name, "apply", fmt.Sprintf("migration %s applied: %d agents in %d batches", name, pl.Matched, len(pl.Batches)))
+	c.operatorEvent(ctx, name, "apply", "admin", fmt.Sprintf("migration %s applied: %d agents in %d batches", name, pl.Matched, len(pl.Batches)))
 	c.Nudge()
 	return res, nil
 }
@@ -153,7 +153,7 @@ func (c *Controller) Act(ctx context.Context, name string, act Action, actor str
 			return m, err
 		}
 		m.Version++
-		c.operatorEvent(ctx, name, string(act), fmt.Sprintf("%s: %s (by %s)", name, msg, actor))
+		c.operatorEvent(ctx, name, string(act), actor, fmt.Sprintf("%s: %s (by %s)", name, msg, actor))
 		c.Nudge()
 		return m, nil
 	}
@@ -246,8 +246,8 @@ func latestOf(as []store.Assignment) []store.Assignment {
 	return out
 }
 
-func (c *Controller) operatorEvent(ctx context.Context, migration, action, msg string) {
-	extra, _ := json.Marshal(map[string]string{"action": action, "actor": "admin"})
+func (c *Controller) operatorEvent(ctx context.Context, migration, action, actor, msg string) {
+	extra, _ := json.Marshal(map[string]string{"action": action, "actor": actor})
 	e := wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventOperatorAction, wire.SeverityInfo,
 		wire.EventData{Migration: migration, Message: msg, Extra: extra})
 	c.publish(ctx, e)
@@ -304,10 +304,11 @@ func (c *Controller) Describe(ctx context.Context, name string) (Description, er
 		if failedAttempt(&a) || a.State == aRollbackFailed {
 			cause := firstNonEmpty(a.Failure, a.Error)
 			sig := Signature(cause)
-			k := [2]string{a.StepName, sig}
+			step := firstNonEmpty(a.FailedStep, a.StepName)
+			k := [2]string{step, sig}
 			g := groups[k]
 			if g == nil {
-				g = &FailureGroup{Step: a.StepName, Signature: sig, Example: cause}
+				g = &FailureGroup{Step: step, Signature: sig, Example: cause}
 				groups[k] = g
 			}
 			g.Count++

@@ -549,6 +549,7 @@ func (p *pass) applyObservation(a *store.Assignment, o wire.ObservedAssignment) 
 	}
 	if isFailure(to) && a.Failure == "" {
 		a.Failure = firstNonEmpty(o.Error, "failed without an error text")
+		a.FailedStep = o.StepName
 	}
 	exit := a.ExitCode
 	if o.ExitCode != nil {
@@ -601,7 +602,9 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		}
 		p.reachability(a, reachable[id])
 		if active && delta > 0 && reachable[id] {
-			a.ActiveMS += delta.Milliseconds()
+			// A timer that started since the last pass (a rollback or retry requested
+			// meanwhile) counts only from its start.
+			a.ActiveMS += min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
 			p.dirty[id] = true
 		}
 		limit := p.sp.Spec.Timeouts.Assignment
@@ -617,7 +620,7 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		switch a.Action {
 		case wire.ActionApply:
 			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
-			a.Failure = a.Error
+			a.Failure, a.FailedStep = a.Error, a.StepName
 			if p.setAssignment(a, aTimedOut) {
 				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
 				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
@@ -790,7 +793,7 @@ func (p *pass) advanceRunning() {
 		return // settling past the deadline: nothing new starts until it can be judged
 	}
 	if next > 0 && p.sp.Spec.Rollout.Approval == spec.ApprovalManual && p.m.ApprovedBatch < next {
-		p.setMigration(mPaused, fmt.Sprintf("waiting for approval of batch %d (godwit approve %s)", next, p.m.Name))
+		p.setMigration(mPaused, fmt.Sprintf("waiting for approval of batch %d of %d (godwit approve %s)", next+1, p.m.Batches, p.m.Name))
 		return
 	}
 	p.dispatch(next)

@@ -375,7 +375,7 @@ func TestManualApproval(t *testing.T) {
 	b.report(t, 2, "m1", aSucceeded, "")
 	b.pass(t)
 	m := b.migration(t, "m1")
-	if m.State != mPaused || !strings.Contains(m.Reason, "waiting for approval of batch 1") {
+	if m.State != mPaused || !strings.Contains(m.Reason, "waiting for approval of batch 2 of 2") {
 		t.Fatalf("after batch 0: %s %q", m.State, m.Reason)
 	}
 	if got := dispatched(b.latest(t, "m1")); len(got) != 2 {
@@ -604,5 +604,59 @@ func TestSettling(t *testing.T) {
 	}
 	if got := dispatched(b.latest(t, "m1")); len(got) != 0 {
 		t.Fatalf("work started past the deadline: %v", got)
+	}
+}
+
+// A rollback requested hours after a failure runs with a fresh timer (it is not "already
+// late"), and after it is itself interrupted — here by its own deadline — it can be resumed.
+func TestRollbackRequestedHoursLater(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1\n    maxFailures: 1\n    onAgentFailure: leave")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "boom")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mPartiallySucceeded {
+		t.Fatalf("after the failure: %s", m.State)
+	}
+	b.clock.Add(5 * time.Hour) // the operator comes back hours later
+	ctx := context.Background()
+	if _, err := b.c.Act(ctx, "m1", Rollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	b.clock.Add(30 * time.Minute)
+	b.pass(t)
+	a := b.latest(t, "m1")["agent-1"]
+	if a.State != aRollingBack || a.Action != wire.ActionRollback {
+		t.Fatalf("rollback 30m after a request made 5h after the failure: %+v — its timer must start at the request", a)
+	}
+	// The agent never finishes: the rollback's own 1h deadline stops it…
+	b.clock.Add(31 * time.Minute)
+	b.pass(t)
+	a = b.latest(t, "m1")["agent-1"]
+	if a.State != aRollbackFailed || !strings.Contains(a.Error, "rollback deadline") {
+		t.Fatalf("after the rollback deadline: %+v", a)
+	}
+	b.report(t, 1, "m1", aRollbackFailed, "cancelled")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mFailed || !strings.Contains(m.Reason, "run rollback again") {
+		t.Fatalf("migration after the interrupted rollback: %s %q", m.State, m.Reason)
+	}
+	// …and it resumes, with a fresh timer again.
+	b.clock.Add(3 * time.Hour)
+	if _, err := b.c.Act(ctx, "m1", Rollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	b.clock.Add(10 * time.Minute)
+	b.pass(t)
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionRollback {
+		t.Fatalf("resumed rollback not sent: %+v", d)
+	}
+	b.report(t, 1, "m1", aRolledBack, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mRolledBack {
+		t.Fatalf("after the resumed rollback: %s %q", m.State, m.Reason)
 	}
 }

@@ -57,7 +57,7 @@ func scanMigration(row interface{ Scan(...any) error }) (store.Migration, error)
 	return m, err
 }
 
-const assignmentCols = `migration, agent_id, attempt, batch, state, generation, action, step, step_name, error, failure, exit_code,
+const assignmentCols = `migration, agent_id, attempt, batch, state, generation, action, step, step_name, error, failure, failed_step, exit_code,
 	previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at`
 
 func scanAssignment(row interface{ Scan(...any) error }) (store.Assignment, error) {
@@ -65,7 +65,7 @@ func scanAssignment(row interface{ Scan(...any) error }) (store.Assignment, erro
 	var exit sql.NullInt64
 	var dispatched, created, updated, finished int64
 	err := row.Scan(&a.Migration, &a.AgentID, &a.Attempt, &a.Batch, &a.State, &a.Generation, &a.Action, &a.Step, &a.StepName,
-		&a.Error, &a.Failure, &exit, &a.PreviousAttempt, &a.Applied, &a.ActiveMS, &dispatched, &created, &updated, &finished)
+		&a.Error, &a.Failure, &a.FailedStep, &exit, &a.PreviousAttempt, &a.Applied, &a.ActiveMS, &dispatched, &created, &updated, &finished)
 	if exit.Valid {
 		v := int(exit.Int64)
 		a.ExitCode = &v
@@ -79,15 +79,15 @@ func assignmentArgs(a store.Assignment) []any {
 	if a.ExitCode != nil {
 		exit = *a.ExitCode
 	}
-	return []any{a.Migration, a.AgentID, a.Attempt, a.Batch, a.State, a.Generation, a.Action, a.Step, a.StepName, a.Error, a.Failure, exit,
+	return []any{a.Migration, a.AgentID, a.Attempt, a.Batch, a.State, a.Generation, a.Action, a.Step, a.StepName, a.Error, a.Failure, a.FailedStep, exit,
 		a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt), micros(a.CreatedAt), micros(a.UpdatedAt), micros(a.FinishedAt)}
 }
 
 // upsertAssignment is prepared once per transaction.
-var upsertAssignment = `INSERT INTO assignments (` + assignmentCols + `) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+var upsertAssignment = `INSERT INTO assignments (` + assignmentCols + `) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
 	ON CONFLICT (migration, agent_id, attempt) DO UPDATE SET batch = excluded.batch, state = excluded.state,
 	generation = excluded.generation, action = excluded.action, step = excluded.step, step_name = excluded.step_name,
-	error = excluded.error, failure = excluded.failure, exit_code = excluded.exit_code, previous_attempt = excluded.previous_attempt,
+	error = excluded.error, failure = excluded.failure, failed_step = excluded.failed_step, exit_code = excluded.exit_code, previous_attempt = excluded.previous_attempt,
 	applied = excluded.applied, active_ms = excluded.active_ms, dispatched_at = excluded.dispatched_at,
 	updated_at = excluded.updated_at, finished_at = excluded.finished_at`
 

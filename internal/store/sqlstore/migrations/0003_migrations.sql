@@ -31,6 +31,7 @@ CREATE TABLE assignments (
     step_name        TEXT NOT NULL DEFAULT '',
     error            TEXT NOT NULL DEFAULT '',
     failure          TEXT NOT NULL DEFAULT '',
+    failed_step      TEXT NOT NULL DEFAULT '',
     exit_code        INTEGER,
     previous_attempt INTEGER NOT NULL DEFAULT 0,
     applied          INTEGER NOT NULL DEFAULT 0,
