@@ -3,9 +3,11 @@ package examples
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"godwit.dev/godwit/internal/migration/spec"
+	"godwit.dev/godwit/internal/sweep"
 )
 
 // Every sample spec parses and validates: the examples are documentation that cannot rot.
@@ -18,6 +20,16 @@ func TestExamplesAreValid(t *testing.T) {
 		raw, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if strings.Contains(string(raw), "\nkind: Sweep\n") {
+			sw, err := sweep.Parse(raw)
+			if err == nil {
+				err = sw.Validate()
+			}
+			if err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+			continue
 		}
 		m, err := spec.Parse(raw)
 		if err == nil {
