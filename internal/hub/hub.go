@@ -147,6 +147,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		Store: h.store, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
 		Leader: controller.StoreLeadership{Store: h.store, Holder: h.id}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
 		Settle:    h.cfg.Liveness.Settle.D(),
+		Registry:  h.registry,
 		Connected: h.nc.IsConnected,
 	})
 	if err = h.migrate.Start(ctx); err != nil {

@@ -3,6 +3,8 @@ package outage
 import (
 	"context"
 	"fmt"
+	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +159,10 @@ func runCell(t *testing.T, comp, phase string, down time.Duration, policy string
 		d.stopAgent(victim)
 		d.eventually(30*time.Second, victim+" offline", func() error { return d.agentsAre(wire.StatusOffline, victim) })
 		release()
+		if victim != "agent-1" {
+			// agent-1 is up: the outage is agent-2's alone once agent-1 has finished its batch.
+			d.eventually(60*time.Second, "agent-1's batch done", d.agentOneSucceeded)
+		}
 		d.jumpAndWaitForPass(down)
 		d.startAgent(victim)
 	case "nats":
@@ -172,7 +178,15 @@ func runCell(t *testing.T, comp, phase string, down time.Duration, policy string
 		d.db.down.Store(true)
 		release()
 		d.settleLocal(phase)
+		// The clock jumps, and the hub keeps trying (and failing) while the database is away.
+		before := d.passes("error")
 		d.clock.Add(down)
+		d.eventually(30*time.Second, "a failed controller pass after the jump", func() error {
+			if n := d.passes("error"); n <= before {
+				return fmt.Errorf("%v failed passes", n)
+			}
+			return nil
+		})
 		d.db.down.Store(false)
 	}
 
@@ -292,4 +306,45 @@ func (d *drill) assertEffects(desc controller.Description) {
 			d.t.Errorf("%s still has %d undelivered events", a, n)
 		}
 	}
+}
+
+// agentOneSucceeded is nil once the hub records agent-1's assignment as succeeded.
+func (d *drill) agentOneSucceeded() error {
+	desc, err := d.describe()
+	if err != nil {
+		return err
+	}
+	var l wire.List[wire.Agent]
+	if err := d.try("GET", "/api/v1/agents", "", nil, &l); err != nil {
+		return err
+	}
+	for _, a := range l.Items {
+		if a.Name != "agent-1" {
+			continue
+		}
+		for _, as := range desc.Assignments {
+			if as.AgentID == a.ID && as.State == "succeeded" {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("agent-1 not succeeded yet")
+}
+
+// passes reads the controller's pass counter for result from /metrics.
+func (d *drill) passes(result string) float64 {
+	resp, err := apiClient.Get(d.api + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	prefix := `godwit_migration_controller_passes_total{result="` + result + `"} `
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/plan"
 	"godwit.dev/godwit/internal/migration/spec"
@@ -57,6 +58,8 @@ type Config struct {
 	// Connected reports whether the hub can reach NATS; while it cannot, deadlines are not
 	// enforced (nobody can hear the agents). Nil: always connected.
 	Connected func() bool
+	// Registry receives the controller's metrics; nil: not exported.
+	Registry prometheus.Registerer
 }
 
 // Controller runs migrations.
@@ -81,6 +84,12 @@ type Controller struct {
 	judgeFrom time.Time
 	busDown   bool
 	synced    chan struct{} // closed once the observed watcher delivered its initial values
+	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
+	// took the lead or the bus came back. While settling, an agent is judged once it has been
+	// heard from again since then.
+	heardAt     map[string]time.Time
+	recoveredAt time.Time
+	passes      *prometheus.CounterVec
 
 	startStop sync.Mutex
 	cancel    context.CancelFunc
@@ -101,7 +110,14 @@ func New(cfg Config) *Controller {
 	case cfg.Settle < 0:
 		cfg.Settle = 0
 	}
+	passes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "godwit_migration_controller_passes_total", Help: "Migration controller passes by result (ok, error).",
+	}, []string{"result"})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(passes)
+	}
 	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1), synced: make(chan struct{}),
+		heardAt: map[string]time.Time{}, passes: passes,
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}}
 }
 
@@ -130,7 +146,7 @@ func (c *Controller) lead(ctx context.Context) error {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	c.epoch, c.resumed, c.touched = epoch, true, now
-	c.judgeFrom = now.Add(c.cfg.Settle)
+	c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
 	c.mu.Unlock()
 	if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
 		return fmt.Errorf("migration controller: %w", err)
@@ -201,7 +217,13 @@ func (c *Controller) run(ctx context.Context) {
 	check := time.NewTicker(checkEvery)
 	defer check.Stop()
 	for {
-		if err := c.Pass(ctx); err != nil {
+		err := c.Pass(ctx)
+		if err != nil {
+			c.passes.WithLabelValues("error").Inc()
+		} else {
+			c.passes.WithLabelValues("ok").Inc()
+		}
+		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				c.log.Error("migration controller deposed: another hub holds a newer epoch; stopping", "err", err)
 				return
@@ -252,6 +274,7 @@ func (c *Controller) watchObserved(ctx context.Context) {
 			}
 			c.mu.Lock()
 			c.observed[e.Key()] = o
+			c.heardAt[e.Key()] = c.cfg.Clock.Now()
 			c.mu.Unlock()
 			c.Nudge()
 		}
@@ -290,6 +313,7 @@ func (c *Controller) ObserveForTest(o wire.ObservedState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.observed[o.AgentID] = o
+	c.heardAt[o.AgentID] = c.cfg.Clock.Now()
 }
 
 func (c *Controller) fence() store.Fence {
@@ -338,11 +362,15 @@ func (c *Controller) Pass(ctx context.Context) error {
 	for k, v := range c.observed {
 		observed[k] = v
 	}
+	heard := map[string]bool{}
+	for k, at := range c.heardAt {
+		heard[k] = !at.Before(c.recoveredAt)
+	}
 	c.mu.Unlock()
 	var errs []error
 	desired := map[string][]wire.DesiredAssignment{}
 	for _, m := range ms {
-		if err := c.reconcile(ctx, m, observed, reachable, delta, now, desired); err != nil {
+		if err := c.reconcile(ctx, m, observed, heard, reachable, delta, now, desired); err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				return err
 			}
@@ -359,7 +387,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 		c.busDown = true
 		c.log.Warn("migration controller: cannot write desired state; deadlines are not enforced until the bus is back", "err", werr)
 	case werr == nil && c.busDown:
-		c.busDown, c.judgeFrom = false, now.Add(c.cfg.Settle)
+		c.busDown, c.judgeFrom, c.recoveredAt = false, now.Add(c.cfg.Settle), now
 		c.log.Info("migration controller: bus is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
 	}
 	c.mu.Unlock()
@@ -407,10 +435,11 @@ type pass struct {
 	now      time.Time
 	events   []wire.Event
 	observed map[string]wire.ObservedState
-	resumed  bool // first pass after taking the lead
-	judge    bool // settled: every deadline may be enforced, new work may start
-	busUp    bool // while settling, deadlines of agents heard from again may be enforced
-	overdue  bool // the migration's deadline has passed (judged or not)
+	resumed  bool            // first pass after taking the lead
+	judge    bool            // settled: every deadline may be enforced, new work may start
+	busUp    bool            // while settling, deadlines of agents heard from again may be enforced
+	overdue  bool            // the migration's deadline has passed (judged or not)
+	heard    map[string]bool // agents heard from since the controller took the lead or the bus came back
 }
 
 func (p *pass) touch(a *store.Assignment) {
@@ -464,7 +493,7 @@ func (p *pass) setMigration(to, reason string) {
 	}
 }
 
-func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed map[string]wire.ObservedState, reachable map[string]bool, delta time.Duration, now time.Time, desired map[string][]wire.DesiredAssignment) error {
+func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed map[string]wire.ObservedState, heard, reachable map[string]bool, delta time.Duration, now time.Time, desired map[string][]wire.DesiredAssignment) error {
 	sp, err := c.parsedSpec(m)
 	if err != nil {
 		return err
@@ -478,7 +507,7 @@ func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed 
 	c.mu.Unlock()
 	busUp, settled := c.judging(now)
 	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now,
-		observed: observed, resumed: resumed, judge: settled, busUp: busUp}
+		observed: observed, resumed: resumed, judge: settled, busUp: busUp, heard: heard}
 	for i := range p.all {
 		a := &p.all[i]
 		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
@@ -612,9 +641,9 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if !active {
 			used = p.now.Sub(a.DispatchedAt)
 		}
-		// While settling, only an agent that is reachable again (it has reconnected and
-		// re-sent its observed state) is judged; one still away waits for the settle time.
-		if used <= limit || !(p.judge || (p.busUp && reachable[id])) {
+		// While settling, only an agent heard from again (it has reconnected and re-sent its
+		// observed state) is judged; one still silent waits for the settle time.
+		if used <= limit || !(p.judge || (p.busUp && reachable[id] && p.heard[id])) {
 			continue
 		}
 		switch a.Action {
