@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,22 +57,9 @@ func (s *Server) applyMigration(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	dry := false
-	if v := r.URL.Query().Get("dry_run"); v != "" {
-		if dry, err = strconv.ParseBool(v); err != nil {
-			return nil, fault.Invalid("dry_run", "%q is not true or false", v)
-		}
-	}
-	body, err := io.ReadAll(r.Body)
+	body, dry, err := specBody(r, "migration")
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fmt.Errorf("spec larger than %d bytes: %w", mbe.Limit, fault.ErrTooLarge)
-		}
 		return nil, err
-	}
-	if len(body) == 0 {
-		return nil, fmt.Errorf("request body is empty; send the migration's YAML spec: %w", fault.ErrInvalid)
 	}
 	return mc.Apply(r.Context(), body, dry)
 }
@@ -104,4 +92,26 @@ func (s *Server) actOnMigration(r *http.Request) (any, error) {
 		return nil, fault.Invalid("action", "%q is not one of pause, resume, approve, abort, rollback, retry", act)
 	}
 	return mc.Act(r.Context(), r.PathValue("name"), act, "admin")
+}
+
+// specBody reads a YAML spec request body and the dry_run parameter, with errors that say which
+// is wrong.
+func specBody(r *http.Request, kind string) (body []byte, dryRun bool, err error) {
+	if v := r.URL.Query().Get("dry_run"); v != "" {
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			return nil, false, fault.Invalid("dry_run", "%q is not true or false", v)
+		}
+	}
+	body, err = io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, false, fmt.Errorf("spec larger than %d bytes: %w", mbe.Limit, fault.ErrTooLarge)
+		}
+		return nil, false, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, false, fmt.Errorf("request body is empty; send the %s's YAML spec: %w", kind, fault.ErrInvalid)
+	}
+	return body, dryRun, nil
 }

@@ -55,18 +55,9 @@ func (s *Server) applySweep(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	dry := false
-	if v := r.URL.Query().Get("dry_run"); v != "" {
-		if dry, err = strconv.ParseBool(v); err != nil {
-			return nil, fault.Invalid("dry_run", "%q is not true or false", v)
-		}
-	}
-	body, err := readBody(r)
+	body, dry, err := specBody(r, "sweep")
 	if err != nil {
 		return nil, err
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, fmt.Errorf("request body is empty; send the sweep's YAML spec: %w", fault.ErrInvalid)
 	}
 	return sw.Apply(r.Context(), body, dry)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"godwit.dev/godwit/internal/lease"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ func TestSweepCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := sweep.New(sweep.Config{Store: st, Requests: bk.Sweep, Results: bk.SweepResults, Leader: sweep.StoreLeadership{Store: st, Holder: "test"},
+	svc := sweep.New(sweep.Config{Store: st, Requests: bk.Sweep, Results: bk.SweepResults, Leader: lease.StoreEpoch{Name: sweep.LeadershipName, Store: st, Holder: "test"},
 		HubID: "test", Logger: logging.Discard(), Interval: 20 * time.Millisecond})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

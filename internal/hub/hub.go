@@ -30,6 +30,7 @@ import (
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/datadir"
 	"godwit.dev/godwit/internal/ingest"
+	"godwit.dev/godwit/internal/lease"
 	"godwit.dev/godwit/internal/liveness"
 	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
@@ -145,7 +146,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	}
 	h.migrate = controller.New(controller.Config{
 		Store: h.store, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
-		Leader: controller.StoreLeadership{Store: h.store, Holder: h.id}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
+		Leader: lease.StoreEpoch{Store: h.store, Name: controller.LeadershipName, Holder: h.id}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
 		Settle:    h.cfg.Liveness.Settle.D(),
 		Registry:  h.registry,
 		Connected: h.nc.IsConnected,
@@ -154,7 +155,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		return err
 	}
 	h.sweeps = sweep.New(sweep.Config{Store: h.store, Requests: h.buckets.Sweep, Results: h.buckets.SweepResults,
-		Leader: sweep.StoreLeadership{Store: h.store, Holder: h.id}, Logger: h.log.With("component", "sweeps"),
+		Leader: lease.StoreEpoch{Store: h.store, Name: sweep.LeadershipName, Holder: h.id}, Logger: h.log.With("component", "sweeps"),
 		Publish: h.publishEvent, HubID: h.id, Registry: h.registry, NudgeMigrations: h.migrate.Nudge})
 	if err = h.sweeps.Start(ctx); err != nil {
 		return err

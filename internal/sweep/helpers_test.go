@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"godwit.dev/godwit/internal/lease"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -100,7 +101,7 @@ func newHarness(t *testing.T, n int, start time.Time) *harness {
 
 func (h *harness) config() Config {
 	return Config{Store: h.store, Requests: h.bk.Sweep, Results: h.bk.SweepResults, Clock: h.clock, HubID: "test",
-		Leader: StoreLeadership{Store: h.store, Holder: "test", Now: h.clock.Now}, Logger: logging.Discard(), Registry: h.reg,
+		Leader: lease.StoreEpoch{Store: h.store, Name: LeadershipName, Holder: "test", Now: h.clock.Now}, Logger: logging.Discard(), Registry: h.reg,
 		Publish: func(_ context.Context, e wire.Event) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"godwit.dev/godwit/internal/lease"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,29 +30,8 @@ func (realClock) Now() time.Time { return time.Now() }
 // migration controller's: acquiring one must not fence the other.
 const LeadershipName = "sweeps"
 
-// Leadership hands out a fencing epoch (controller.Leadership has the same shape). Every write
-// the leader makes carries it; a write with an epoch that is no longer current fails with
-// fault.ErrFenced.
-type Leadership interface {
-	Acquire(ctx context.Context) (int64, error)
-}
-
-// StoreLeadership is the single-hub leadership: acquiring bumps the "sweeps" epoch in the
-// store, so a hub that starts leads and any older holder's writes are fenced off.
-type StoreLeadership struct {
-	Store  store.Store
-	Holder string
-	Now    func() time.Time
-}
-
-// Acquire implements Leadership.
-func (l StoreLeadership) Acquire(ctx context.Context) (int64, error) {
-	now := time.Now
-	if l.Now != nil {
-		now = l.Now
-	}
-	return l.Store.AcquireEpoch(ctx, LeadershipName, l.Holder, now())
-}
+// Leadership hands out the fencing epoch every scheduler write carries (see package lease).
+type Leadership = lease.Leadership
 
 // Defaults for Config.
 const (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"godwit.dev/godwit/internal/lease"
 	"slices"
 	"strings"
 	"sync"
@@ -315,7 +316,7 @@ func TestRemediateMigratesOnlyDriftedAgents(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 4, t0)
 	ctrl := controller.New(controller.Config{Store: h.store, Desired: h.bk.Desired, Observed: h.bk.Observed, Clock: h.clock,
-		Leader: controller.StoreLeadership{Store: h.store, Holder: "test"}, Logger: logging.Discard(), HubID: "test",
+		Leader: lease.StoreEpoch{Store: h.store, Name: controller.LeadershipName, Holder: "test"}, Logger: logging.Discard(), HubID: "test",
 		Settle: -1}) // the fake clock stands still: start at once
 	if _, err := ctrl.Apply(t.Context(), []byte(migrationYAML), false); err != nil {
 		t.Fatal(err)

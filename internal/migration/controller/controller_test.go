@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"godwit.dev/godwit/internal/lease"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -90,7 +91,7 @@ func setup(t *testing.T, n int) *bundle {
 	}
 	b.c = New(Config{Store: st, Desired: bk.Desired, Observed: bk.Observed, Logger: logging.Discard(), Clock: b.clock, HubID: "test",
 		Settle: -1, // judged from the first pass; TestSettling covers the settle time
-		Leader: StoreLeadership{Store: st, Holder: "test"},
+		Leader: lease.StoreEpoch{Store: st, Name: LeadershipName, Holder: "test"},
 		Publish: func(_ context.Context, e wire.Event) error {
 			b.mu.Lock()
 			defer b.mu.Unlock()
