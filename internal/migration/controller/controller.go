@@ -84,6 +84,7 @@ type Controller struct {
 	judgeFrom time.Time
 	busDown   bool
 	synced    chan struct{} // closed once the observed watcher delivered its initial values
+	rewatch   chan struct{} // asks the observed watcher to start over (the bus came back)
 	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
 	// took the lead or the bus came back. While settling, an agent is judged once it has been
 	// heard from again since then.
@@ -116,7 +117,7 @@ func New(cfg Config) *Controller {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(passes)
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1), synced: make(chan struct{}),
+	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1), synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes,
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}}
 }
@@ -262,8 +263,28 @@ func (c *Controller) watchObserved(ctx context.Context) {
 			}
 			continue
 		}
-		for e := range w.Updates() {
+		// The values delivered before the watch's first nil are the stored reports; only what
+		// arrives after it is an agent heard from again.
+		live := false
+	updates:
+		for {
+			var e jetstream.KeyValueEntry
+			var ok bool
+			select {
+			case <-ctx.Done():
+				_ = w.Stop()
+				return
+			case <-c.rewatch:
+				// The bus came back: watch again from the stored values rather than wait for
+				// the old watch to notice that its server went away.
+				break updates
+			case e, ok = <-w.Updates():
+				if !ok {
+					break updates
+				}
+			}
 			if e == nil {
+				live = true
 				c.markSynced()
 				continue
 			}
@@ -274,7 +295,9 @@ func (c *Controller) watchObserved(ctx context.Context) {
 			}
 			c.mu.Lock()
 			c.observed[e.Key()] = o
-			c.heardAt[e.Key()] = c.cfg.Clock.Now()
+			if live {
+				c.heardAt[e.Key()] = c.cfg.Clock.Now()
+			}
 			c.mu.Unlock()
 			c.Nudge()
 		}
@@ -388,6 +411,10 @@ func (c *Controller) Pass(ctx context.Context) error {
 		c.log.Warn("migration controller: cannot write desired state; deadlines are not enforced until the bus is back", "err", werr)
 	case werr == nil && c.busDown:
 		c.busDown, c.judgeFrom, c.recoveredAt = false, now.Add(c.cfg.Settle), now
+		select {
+		case c.rewatch <- struct{}{}:
+		default:
+		}
 		c.log.Info("migration controller: bus is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
 	}
 	c.mu.Unlock()
