@@ -181,8 +181,9 @@ func runCell(t *testing.T, comp, phase string, down time.Duration, policy string
 		// The clock jumps, and the hub keeps trying (and failing) while the database is away.
 		before := d.passes("error")
 		d.clock.Add(down)
-		d.eventually(30*time.Second, "a failed controller pass after the jump", func() error {
-			if n := d.passes("error"); n <= before {
+		// Two failed passes: the second one certainly started after the jump.
+		d.eventually(30*time.Second, "failed controller passes after the jump", func() error {
+			if n := d.passes("error"); n < before+2 {
 				return fmt.Errorf("%v failed passes", n)
 			}
 			return nil
@@ -217,7 +218,8 @@ func exists(d *drill, agent, file string) error {
 // the command it was held in.
 func (d *drill) settleLocal(phase string) {
 	d.t.Helper()
-	marker := map[string]string{"detecting": "one.done", "applying": "one.done", "verifying": "one.done", "between-batches": "one.done",
+	// The last thing agent-1 does in each phase: step two's side effect, or its last rollback.
+	marker := map[string]string{"detecting": "two.done", "applying": "two.done", "verifying": "two.done", "between-batches": "two.done",
 		"rolling-back": "one.rollbacks"}[phase]
 	if marker == "" {
 		return

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"godwit.dev/godwit/internal/store/sqlstore"
 	sqlite "modernc.org/sqlite"
@@ -41,7 +42,7 @@ func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
 	}
 	// One writer at a time is SQLite's nature; a small pool keeps readers concurrent with it.
 	db.SetMaxOpenConns(4)
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -58,6 +59,25 @@ func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
 		return nil, fmt.Errorf("sqlite %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// ping opens the first connection. Switching a new file to WAL takes an exclusive lock that
+// SQLite does not wait for with the busy handler, so openers racing on a new file retry briefly.
+func ping(ctx context.Context, db *sql.DB) error {
+	delay := 10 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || !IsTransient(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
 }
 
 func checkFile(path string) error {
