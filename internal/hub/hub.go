@@ -269,7 +269,7 @@ func (h *Hub) startHTTP() error {
 		Logger: h.log, Registry: h.registry,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
 	})
-	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Logger: h.log.With("component", "ui"),
+	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Sweeps: h.sweeps, Logger: h.log.With("component", "ui"),
 		Version: buildinfo.String()})
 	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
 	mux := http.NewServeMux()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,20 @@ import (
 
 	"github.com/chromedp/chromedp"
 )
+
+// driftSweep finds web-2 drifted: the demo leaves a "disk full" marker in its work directory,
+// where checks run. It has no schedule: it runs when triggered.
+const driftSweep = `apiVersion: godwit.dev/v1
+kind: Sweep
+metadata:
+  name: disk-drift
+  description: No agent of the demo pretends its disk is full.
+spec:
+  selector:
+    matchLabels: {demo: "true"}
+  check:
+    command: test ! -e simulate-disk-full
+`
 
 // The browser tests drive Debian's Chromium with chromedp against a real hub with real agents.
 // Without Chromium they skip, except under CI=true, where they must run (.ci/run installs it).
@@ -405,6 +420,61 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("failure group %q does not name web-2, the step write-v2 and the error", group)
 		}
 		b.shot("10-migration-partially-succeeded")
+	})
+
+	t.Run("SweepRunNow", func(t *testing.T) {
+		b := b.with(t)
+		f.api("POST", "/api/v1/sweeps", "application/yaml", driftSweep, nil)
+		b.do("open the sweeps list and the sweep",
+			chromedp.Navigate(f.base+"/ui/sweeps"),
+			chromedp.WaitVisible(css(`table.sweeps tr[data-sweep="disk-drift"]`)),
+			chromedp.Click(css(`table.sweeps tr[data-sweep="disk-drift"] a`)),
+			chromedp.WaitVisible(id("run-now")),
+			until(`document.querySelector('#live-indicator').dataset.state === 'on'`),
+		)
+		js[bool](b, `window.__sameDocument = true`)
+		b.do("run it now with a budget, confirmed",
+			chromedp.SendKeys(id("max-seconds"), "60"),
+			chromedp.Click(id("run-now")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			chromedp.Click(id("confirm-ok")),
+			until(`/Run [0-9a-f-]+ started\./.test(document.querySelector('#flash').textContent)`),
+		)
+		// The real agents answer; the runs table follows the run over the live stream.
+		ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, until(`document.querySelector('#runs tr.run[data-status="completed"]') !== null`)); err != nil {
+			b.fail("the run completes", err)
+		}
+		row := get(b, "run row", chromedp.Text(css(`#runs tr.run`)))
+		drifted := get(b, "drifted agents", chromedp.Text(css(`#runs tr.run td.drifted`)))
+		if !regexp.MustCompile(`by ui:[0-9a-f]{8}`).MatchString(row) || !strings.Contains(strings.ToLower(row), "completed: drift") || !strings.Contains(row, "budget 60 s") || drifted != "web-2" {
+			t.Fatalf("run row %q (drifted %q): want a run by ui:<session> that found web-2 drifted", row, drifted)
+		}
+		if !js[bool](b, `document.querySelector('#runs td.drifted a').getAttribute('href') === '/ui/agents/`+web2+`'`) {
+			t.Error("the drifted agent does not link to its page")
+		}
+		if !js[bool](b, `window.__sameDocument === true`) {
+			t.Fatal("the page was reloaded")
+		}
+		b.shot("14-sweep-run")
+		// A refused request is shown in place, with the reason (the field checks its value first;
+		// here it is made a text field so that the hub sees a bad one).
+		js[bool](b, `(() => { const i = document.querySelector('#max-seconds'); i.type = 'text'; i.value = 'soon'; return true })()`)
+		b.do("a bad budget is refused with the reason, in place",
+			chromedp.Click(id("run-now")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			chromedp.Click(id("confirm-ok")),
+			until(`/Max_seconds: must be a whole number/.test(document.querySelector('#flash .flash-error')?.textContent || '')`),
+		)
+		if !js[bool](b, `window.__sameDocument === true && location.pathname === '/ui/sweeps/disk-drift'`) {
+			t.Fatal("the refused request left the page")
+		}
+		b.do("the sweeps list shows the latest run",
+			chromedp.Navigate(f.base+"/ui/sweeps"),
+			chromedp.WaitVisible(css(`table.sweeps tr[data-sweep="disk-drift"] .badge-warning`)),
+		)
+		b.shot("13-sweeps")
 	})
 
 	t.Run("DeadLetters", func(t *testing.T) {

@@ -30,6 +30,8 @@ const (
 	topicMigrations  = "migrations"
 	topicMigration   = "migration:"
 	topicDeadLetters = "dlq"
+	topicSweeps      = "sweeps"
+	topicSweep       = "sweep:"
 )
 
 // keepAlive is how often an idle stream gets a comment line (proxies close silent connections)
@@ -41,10 +43,10 @@ func validTopic(t string) bool {
 		return false
 	}
 	switch t {
-	case topicDashboard, topicAgents, topicEvents, topicMigrations, topicDeadLetters:
+	case topicDashboard, topicAgents, topicEvents, topicMigrations, topicDeadLetters, topicSweeps:
 		return true
 	}
-	for _, p := range []string{topicAgent, topicMigration} {
+	for _, p := range []string{topicAgent, topicMigration, topicSweep} {
 		if rest, ok := strings.CutPrefix(t, p); ok && rest != "" {
 			return true
 		}
@@ -139,6 +141,14 @@ func (s *Server) mark(ctx context.Context, topic string) (string, error) {
 		}
 	case topic == topicDeadLetters:
 		parts = append(parts, s.pipelineMark(ctx, false))
+	case topic == topicSweeps:
+		if err := add(s.sweepsMark(ctx, "")); err != nil {
+			return "", err
+		}
+	case strings.HasPrefix(topic, topicSweep):
+		if err := add(s.sweepsMark(ctx, strings.TrimPrefix(topic, topicSweep))); err != nil {
+			return "", err
+		}
 	default:
 		return "", fmt.Errorf("unknown live topic %q", topic)
 	}

@@ -610,7 +610,11 @@ type confirmData struct {
 	Action, Button   string
 	Cancel           string
 	Danger           bool
+	// Hidden are form fields the confirmed post carries again (besides csrf and confirm).
+	Hidden []hiddenField
 }
+
+type hiddenField struct{ Name, Value string }
 
 func (s *Server) confirm(w http.ResponseWriter, r *http.Request, c *current, d confirmData) {
 	s.render(w, r, c, http.StatusOK, "", &view{Template: "confirm", Title: "Confirm", Data: d})

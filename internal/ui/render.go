@@ -24,9 +24,10 @@ type view struct {
 	// Live is the page's live topic (see live.go); Mark what the topic's mark was when the
 	// page's data was read. Empty: the page does not update itself.
 	Live, Mark string
-	// Flash is a success message, Error a failure to show above the content.
-	Flash, Error string
-	Data         any
+	// Flash is a success message, Notice something that did not happen but is no failure (a
+	// lock-skipped run), Error a failure to show above the content.
+	Flash, Notice, Error string
+	Data                 any
 }
 
 // layout is the data every page template gets.
@@ -72,8 +73,12 @@ var funcs = template.FuncMap{
 		}
 		return h.Agent
 	},
-	"join":  strings.Join,
-	"lower": strings.ToLower,
+	"runStatus": runBadge,
+	"inFlight":  inFlight,
+	"until":     until,
+	"inZone":    inZone,
+	"join":      strings.Join,
+	"lower":     strings.ToLower,
 	"derefInt": func(p *int) string {
 		if p == nil {
 			return ""

@@ -1,5 +1,6 @@
 // Package ui serves the hub's web UI under /ui/: the fleet at a glance, agents with their event
-// history, migrations with progress and operator actions, and the dead letters.
+// history, migrations with progress and operator actions, sweeps with their runs, and the dead
+// letters.
 //
 // Pages are rendered on the server with html/template from embedded files; the one script
 // (static/app.js, hand-written, no build step) only adds confirmation dialogs, in-place form
@@ -41,8 +42,10 @@ type Config struct {
 	Migrations api.Migrations
 	// Pipeline is the event pipeline (ingest status, dead letters); nil while it is not running.
 	Pipeline api.Pipeline
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Sweeps is the sweep service; nil while it is not running (the sweep pages say so).
+	Sweeps api.Sweeps
+	Logger *slog.Logger
+	Now    func() time.Time
 	// SessionTTL is how long a login lasts (default 12h).
 	SessionTTL time.Duration
 	// LiveInterval is how often live pages' marks are polled (default 1s).
@@ -103,6 +106,9 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /ui/migrations", s.view(s.migrations))
 	s.mux.Handle("GET /ui/migrations/{name}", s.view(s.migration))
 	s.mux.Handle("POST /ui/migrations/{name}/{action}", s.action(s.actOnMigration))
+	s.mux.Handle("GET /ui/sweeps", s.view(s.sweeps))
+	s.mux.Handle("GET /ui/sweeps/{name}", s.view(s.sweep))
+	s.mux.Handle("POST /ui/sweeps/{name}/run", s.action(s.runSweep))
 	s.mux.Handle("GET /ui/dead-letters", s.view(s.deadLetters))
 	s.mux.Handle("GET /ui/dead-letters/{seq}", s.view(s.deadLetter))
 	s.mux.Handle("POST /ui/dead-letters/{seq}/{action}", s.action(s.actOnDeadLetter))

@@ -23,6 +23,7 @@ import (
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/store/sqlstore"
+	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/ui"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -150,6 +151,7 @@ type rig struct {
 	t     *testing.T
 	store *sqlstore.Store
 	mig   *recordingMigrations
+	sweep *sweep.Service // the real sweep service on the store (API side only; never started)
 	dlq   *deadLetterQueue
 	ui    *ui.Server
 	srv   *httptest.Server
@@ -217,7 +219,8 @@ func newRig(t *testing.T) *rig {
 	}
 	r.dlq.items = []wire.DeadLetter{{Seq: 3, Subject: "godwit.events.x", Reason: "decode", Error: "invalid character '<'",
 		Payload: `<script>alert("dlq")</script>`, Time: now, OriginalTime: now, Headers: map[string][]string{"Nats-Msg-Id": {"abc"}}}}
-	r.ui = ui.New(ui.Config{Store: st, Migrations: r.mig, Pipeline: r.dlq.pipeline(), LiveInterval: 20 * time.Millisecond})
+	r.sweep = sweep.New(sweep.Config{Store: st, HubID: "test"})
+	r.ui = ui.New(ui.Config{Store: st, Migrations: r.mig, Pipeline: r.dlq.pipeline(), Sweeps: r.sweep, LiveInterval: 20 * time.Millisecond})
 	r.srv = httptest.NewServer(r.ui)
 	t.Cleanup(func() {
 		r.ui.Close()
@@ -674,7 +677,7 @@ func TestUnavailableParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	res.Body.Close()
-	for path, want := range map[string]int{"/ui/": 200, "/ui/migrations/web-tls": 200, "/ui/dead-letters": 503} {
+	for path, want := range map[string]int{"/ui/": 200, "/ui/migrations/web-tls": 200, "/ui/dead-letters": 503, "/ui/sweeps": 503} {
 		res, err := c.Get(srv.URL + path)
 		if err != nil {
 			t.Fatal(err)

@@ -68,11 +68,13 @@
       credentials: 'same-origin',
       headers: { 'Content-Type': 'application/x-www-form-urlencoded' }
     }).then(function (res) {
-      if (!samePage(res.url)) {
-        // Another page answered (a login, a list after a purge): go there.
+      if (res.redirected && !samePage(res.url)) {
+        // The action led to another page (a login, a list after a purge): go there.
         location.assign(res.url);
         return;
       }
+      // This page again after the action, or the post's own answer (a refusal with its reason,
+      // rendered as a page): show its messages and live regions in place.
       return res.text().then(function (html) { swap(html, true); });
     }).catch(function () {
       // The hub did not answer: fall back to a plain submit, which shows what happened.
