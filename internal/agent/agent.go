@@ -222,6 +222,10 @@ func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan s
 		a.runner.Resync(ctx)
 	}
 	tick()
+	// A watch message can arrive a moment before its revision is readable: a read that finds
+	// nothing newer is tried again shortly, rather than at the next heartbeat tick.
+	var retry <-chan time.Time
+	retries := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -229,7 +233,15 @@ func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan s
 		case <-t.C:
 			tick()
 		case <-nudge:
-			a.resync(ctx)
+			retries = 0
+			if !a.resync(ctx) {
+				retry = time.After(100 * time.Millisecond)
+			}
+		case <-retry:
+			retry = nil
+			if retries++; !a.resync(ctx) && retries < 5 {
+				retry = time.After(time.Duration(retries) * 200 * time.Millisecond)
+			}
 		}
 	}
 }
@@ -245,29 +257,30 @@ func (a *Agent) heartbeat(ctx context.Context, seq uint64) {
 	}
 }
 
-func (a *Agent) resync(ctx context.Context) {
+// resync reads the desired state and reports whether it was newer than what the agent had.
+func (a *Agent) resync(ctx context.Context) bool {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	v, rev, err := bus.GetDesired(gctx, a.nc, a.id.AgentID)
 	if errors.Is(err, fault.ErrNotFound) {
-		return
+		return false
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Debug("read desired state", "err", err)
 		}
-		return
+		return false
 	}
-	a.onDesired(v, rev)
+	return a.onDesired(v, rev)
 }
 
 // onDesired hands the newest desired state to the runner. A value that does not decode is
 // logged and ignored: the runner keeps acting on the last good document.
-func (a *Agent) onDesired(v []byte, rev uint64) {
+func (a *Agent) onDesired(v []byte, rev uint64) bool {
 	a.mu.Lock()
 	if rev != 0 && rev <= a.desiredRev {
 		a.mu.Unlock()
-		return
+		return false
 	}
 	if rev != 0 {
 		a.desiredRev = rev
@@ -276,9 +289,10 @@ func (a *Agent) onDesired(v []byte, rev uint64) {
 	var d wire.DesiredState
 	if err := json.Unmarshal(v, &d); err != nil {
 		a.log.Error("desired state does not decode; keeping the previous one", "revision", rev, "err", err)
-		return
+		return true
 	}
 	a.runner.Desired(d)
+	return true
 }
 
 func (a *Agent) putObserved(ctx context.Context, st wire.ObservedState) error {

@@ -97,5 +97,6 @@ and an agent on every node, in one binary.
 	root.AddCommand(migrationActionCmds(stdio, opts)...)
 	addSweepCommands(root, stdio, opts)
 	root.AddCommand(newCheckCmd(stdio, opts))
+	root.AddCommand(newBenchCmd(stdio))
 	return root
 }

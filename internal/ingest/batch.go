@@ -43,11 +43,18 @@ func (g group) event() store.StoredEvent { return g[0].ev }
 
 // handle processes one fetched batch. ctx is cancelled only when Stop's budget runs out.
 func (i *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) outcome {
-	i.m.batchSize.Observe(float64(len(msgs)))
 	if ctx.Err() != nil {
 		i.handBack(msgs)
 		return aborted
 	}
+	return i.store(ctx, i.prepare(ctx, msgs))
+}
+
+// prepare validates a fetched batch: it dead-letters the messages that can never be stored and
+// groups the others by event id. It touches neither the store nor the derived state, so it may
+// run while the batch before it is being stored.
+func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
+	i.m.batchSize.Observe(float64(len(msgs)))
 	var groups []group
 	byID := map[string]int{}
 	for _, msg := range msgs {
@@ -74,10 +81,14 @@ func (i *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) outcome {
 		byID[it.ev.ID] = len(groups)
 		groups = append(groups, group{it})
 	}
+	return groups
+}
+
+// store writes the groups of a prepared batch and acknowledges them, or hands them back.
+func (i *Ingester) store(ctx context.Context, groups []group) outcome {
 	if len(groups) == 0 {
 		return proceed
 	}
-
 	err := i.commit(ctx, groups)
 	switch {
 	case err == nil:

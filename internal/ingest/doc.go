@@ -4,13 +4,15 @@
 // # Delivery and effect
 //
 // Every hub replica runs an Ingester on the same durable pull consumer, so JetStream splits the
-// work between them: each fetch takes up to Config.Batch messages that no other replica holds.
-// A batch is validated, then written with one Store.InsertEvents call: one transaction that
-// inserts the events with ON CONFLICT (id) DO NOTHING and upserts the agents' derived state.
-// Messages are acknowledged only after that transaction has committed. Delivery is therefore at
-// least once and the effect exactly once: a message redelivered after a crash between commit and
-// ack, an event re-published by an agent's outbox, or a replayed dead letter is skipped by the
-// unique event id (and counted in godwit_ingest_events_duplicate_total).
+// work between them: each fetch takes up to Config.Batch messages (and 64 MiB) that no other
+// replica holds. A batch is validated, then written with one Store.InsertEvents call: one
+// transaction that inserts the events with ON CONFLICT (id) DO NOTHING and upserts the agents'
+// derived state. Messages are acknowledged only after that transaction has committed. Delivery
+// is therefore at least once and the effect exactly once: a message redelivered after a crash
+// between commit and ack, an event re-published by an agent's outbox, or a replayed dead letter
+// is skipped by the unique event id (and counted in godwit_ingest_events_duplicate_total). After
+// a full batch (a backlog) the next one is fetched and validated while this one is being
+// written, so the store never waits for the bus; there is never more than one batch ahead.
 //
 // A replica that dies, hangs or loses its connection holds its batch un-acknowledged; after
 // Config.AckWait the server redelivers it to whichever replica fetches next. Nothing is lost and
@@ -55,7 +57,9 @@
 //
 // # Stopping
 //
-// Stop ends fetching, lets the batch in flight finish and acknowledges what committed. If the
+// Stop ends fetching, lets the batch in flight finish (and the one fetched ahead of it, if any)
+// and acknowledges what committed. A batch fetched ahead that waited half of Config.AckWait behind
+// a slow store call is handed back instead of written: the server is about to redeliver it. If the
 // budget runs out first, the store call in flight is cancelled, the batch is handed back for
 // immediate redelivery to the other replicas, and Stop returns the context's error. A panic in the
 // worker is logged with its stack and the stream sequences of the batch, counted in

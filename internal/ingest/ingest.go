@@ -22,7 +22,7 @@ import (
 // Defaults for Config.
 const (
 	DefaultConsumer   = "godwit-ingest"
-	DefaultBatch      = 500
+	DefaultBatch      = 2000
 	DefaultMaxWait    = time.Second
 	DefaultAckWait    = 30 * time.Second
 	DefaultMaxDeliver = 5
@@ -281,6 +281,13 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 }
 
 // loop fetches and handles batches until soft is cancelled or the worker panics.
+//
+// After a full batch there is most likely more in the stream, so the next batch is fetched and
+// prepared (validated, dead letters sent) while this one is being stored: one batch ahead, never
+// more. Under load the store then never waits for a fetch or for decoding. A batch fetched ahead
+// is still stored when Stop comes meanwhile, like the batch in flight; one that waited behind a
+// store call for half the ack wait is handed back instead, since the server is about to
+// redeliver it to another replica.
 func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 	var batch []jetstream.Msg
 	defer func() {
@@ -289,27 +296,56 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 		}
 	}()
 	var pause time.Duration
+	var ahead *fetchAhead
 	for {
 		if pause > 0 {
 			select {
 			case <-soft.Done():
-				return
 			case <-time.After(pause):
 			}
 			pause = 0
 		}
-		if soft.Err() != nil {
+		var (
+			err      error
+			groups   []group
+			prepared bool
+		)
+		switch {
+		case ahead != nil:
+			r := ahead.wait()
+			batch, groups, err, prepared = r.msgs, r.groups, r.err, true
+			if r.panic != nil {
+				panic(r.panic)
+			}
+			if len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2 {
+				i.log.Warn("ingest: a batch fetched ahead waited half the ack wait behind a slow store call; handed back",
+					"events", len(groups), "waited", time.Since(ahead.started).Round(time.Millisecond))
+				i.handBackGroups(groups)
+				groups = nil
+			}
+			ahead = nil
+		case soft.Err() != nil:
 			return
+		default:
+			batch, err = i.fetch(cons)
 		}
-		var err error
-		batch, err = i.fetch(cons)
-		if len(batch) > 0 && i.handle(hard, batch) == backOff {
+		if err == nil && len(batch) == i.cfg.Batch && soft.Err() == nil {
+			ahead = i.fetchAhead(hard, cons)
+		}
+		var out outcome
+		switch {
+		case prepared:
+			out = i.store(hard, groups)
+		case len(batch) > 0:
+			out = i.handle(hard, batch)
+		}
+		if out == backOff {
 			pause = i.cfg.NakDelay
 		}
 		batch = nil
 		if err != nil {
 			if soft.Err() != nil {
-				return
+				continue // a batch fetched ahead is still stored; then the loop returns
 			}
 			i.log.Warn("ingest: fetch failed", "err", err)
 			pause = max(pause, i.cfg.NakDelay, time.Second)
@@ -331,16 +367,70 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 	}
 }
 
+// fetchAhead is a batch being fetched and prepared while the one before it is stored.
+type fetchAhead struct {
+	started time.Time // local monotonic time the pull request was made
+	done    chan fetched
+}
+
+type fetched struct {
+	msgs   []jetstream.Msg
+	groups []group
+	err    error
+	panic  any // a panic while preparing, raised again in the worker
+}
+
+// aheadPanic carries a panic of the fetch-ahead goroutine, with its stack, to the worker.
+type aheadPanic struct {
+	value any
+	stack []byte
+}
+
+func (p aheadPanic) String() string {
+	return fmt.Sprintf("%v (while preparing a batch fetched ahead)\n%s", p.value, p.stack)
+}
+
+func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fetchAhead {
+	f := &fetchAhead{started: time.Now(), done: make(chan fetched, 1)}
+	go func() {
+		var r fetched
+		defer func() {
+			if p := recover(); p != nil {
+				r.panic = aheadPanic{value: p, stack: debug.Stack()}
+			}
+			f.done <- r
+		}()
+		r.msgs, r.err = i.fetch(cons)
+		if len(r.msgs) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			i.handBack(r.msgs)
+			return
+		}
+		r.groups = i.prepare(ctx, r.msgs)
+	}()
+	return f
+}
+
+func (f *fetchAhead) wait() fetched { return <-f.done }
+
 func consumerGone(err error) bool {
 	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
 		errors.Is(err, nats.ErrNoResponders)
 }
 
+// fetchMaxBytes bounds the bytes of one fetch, so that a backlog of large events does not hold
+// Batch of them (twice, with a batch fetched ahead) in memory: the events stream takes events of
+// up to 256 KiB (bus.DefaultEventsMaxMsgSize). It is NATS's largest possible payload, far above
+// that, so that no single message can exceed it and stall the consumer.
+const fetchMaxBytes = 64 << 20
+
 // fetch waits out one pull request (at most MaxWait). It is not cut short by Stop: messages the
 // server has already sent for the request would otherwise be dropped by the client and sit
 // un-acknowledged until AckWait.
 func (i *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait))
+	b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait), jetstream.FetchMaxBytes(fetchMaxBytes))
 	if err != nil {
 		return nil, err
 	}

@@ -14,13 +14,6 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-const (
-	eventCols = 9
-	// eventChunk rows per INSERT statement: large enough to amortise statement overhead, small
-	// enough to stay under both engines' bound-parameter limits.
-	eventChunk = 200
-)
-
 var severityNames = []string{wire.SeverityInfo, wire.SeverityWarning, wire.SeverityError}
 
 func severityName(n int) string {
@@ -29,6 +22,19 @@ func severityName(n int) string {
 	}
 	return wire.SeverityInfo
 }
+
+const (
+	insertEvent = `INSERT INTO events (id, time, received_at, source, type, severity, agent_id, migration, body) VALUES `
+	eventCols   = 9
+	eventTail   = ` ON CONFLICT (id) DO NOTHING`
+
+	upsertState = `INSERT INTO agent_event_state (agent_id, migration, last_event_id, last_type, last_severity, last_time) VALUES `
+	stateCols   = 6
+	stateTail   = ` ON CONFLICT (agent_id, migration) DO UPDATE SET last_event_id = excluded.last_event_id,
+		last_type = excluded.last_type, last_severity = excluded.last_severity, last_time = excluded.last_time
+		WHERE excluded.last_time > agent_event_state.last_time
+		   OR (excluded.last_time = agent_event_state.last_time AND excluded.last_event_id > agent_event_state.last_event_id)`
+)
 
 // InsertEvents implements store.Store.
 func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
@@ -40,70 +46,129 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 		return 0, fmt.Errorf("insert events: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	inserted := 0
-	for start := 0; start < len(events); start += eventChunk {
-		chunk := events[start:min(start+eventChunk, len(events))]
-		n, err := insertEventChunk(ctx, tx, chunk)
-		if err != nil {
-			return 0, err
-		}
-		inserted += n
-	}
-	if len(states) > 0 {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO agent_event_state
-			(agent_id, migration, last_event_id, last_type, last_severity, last_time) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (agent_id, migration) DO UPDATE SET last_event_id = excluded.last_event_id,
-				last_type = excluded.last_type, last_severity = excluded.last_severity, last_time = excluded.last_time
-			WHERE excluded.last_time > agent_event_state.last_time
-			   OR (excluded.last_time = agent_event_state.last_time AND excluded.last_event_id > agent_event_state.last_event_id)`)
-		if err != nil {
-			return 0, fmt.Errorf("insert events: state: %w", err)
-		}
-		defer stmt.Close()
-		for _, st := range states {
-			if _, err := stmt.ExecContext(ctx, st.AgentID, st.Migration, st.LastEventID, st.LastType,
-				wire.SeverityRank(st.LastSeverity), micros(st.LastTime)); err != nil {
-				return 0, fmt.Errorf("insert events: state of %s: %w", st.AgentID, err)
+	inserted, err := insertRows(ctx, tx, insertEvent, eventTail, eventCols, s.dialect.RowsPerInsert, len(events),
+		func(i int, args []any) []any {
+			e := &events[i]
+			body := e.Raw
+			if len(body) == 0 {
+				body, _ = json.Marshal(e.Event)
 			}
-		}
+			return append(args, e.ID, micros(e.Time), micros(e.ReceivedAt), e.Source, e.Type,
+				wire.SeverityRank(e.Severity), e.Data.AgentID, e.Data.Migration, string(body))
+		})
+	if err != nil {
+		return 0, fmt.Errorf("insert events: %w", err)
+	}
+	// One row per key: a statement of several rows may not update the same row twice, and the
+	// newest of several candidates is what applying them one after the other would leave.
+	states = newestStates(states)
+	if _, err := insertRows(ctx, tx, upsertState, stateTail, stateCols, s.dialect.RowsPerInsert, len(states),
+		func(i int, args []any) []any {
+			st := &states[i]
+			return append(args, st.AgentID, st.Migration, st.LastEventID, st.LastType,
+				wire.SeverityRank(st.LastSeverity), micros(st.LastTime))
+		}); err != nil {
+		return 0, fmt.Errorf("insert events: state: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("insert events: commit: %w", err)
 	}
-	return inserted, nil
+	return int(inserted), nil
 }
 
-func insertEventChunk(ctx context.Context, tx *sql.Tx, chunk []store.StoredEvent) (int, error) {
+// insertRows writes n rows of cols values each (row appends row i's values to args) with
+// statements "head VALUES (...),(...) tail" of up to perStmt rows, and returns the rows
+// affected. The statement for a full chunk is prepared once and executed for every full chunk.
+func insertRows(ctx context.Context, tx *sql.Tx, head, tail string, cols, perStmt, n int, row func(i int, args []any) []any) (int64, error) {
+	if n == 0 {
+		return 0, nil
+	}
+	perStmt = max(1, min(perStmt, n))
+	var total int64
+	args := make([]any, 0, perStmt*cols)
+	exec := func(res sql.Result, err error) error {
+		if err != nil {
+			return err
+		}
+		affected, err := res.RowsAffected()
+		total += affected
+		return err
+	}
+	full := n / perStmt * perStmt
+	if full > 0 {
+		stmt, err := tx.PrepareContext(ctx, valuesStatement(head, tail, cols, perStmt))
+		if err != nil {
+			return 0, err
+		}
+		defer stmt.Close()
+		for start := 0; start < full; start += perStmt {
+			args = args[:0]
+			for i := start; i < start+perStmt; i++ {
+				args = row(i, args)
+			}
+			if err := exec(stmt.ExecContext(ctx, args...)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if full < n {
+		args = args[:0]
+		for i := full; i < n; i++ {
+			args = row(i, args)
+		}
+		if err := exec(tx.ExecContext(ctx, valuesStatement(head, tail, cols, n-full), args...)); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
+
+// valuesStatement is head, rows groups of cols numbered parameters, then tail.
+func valuesStatement(head, tail string, cols, rows int) string {
 	var sb strings.Builder
-	sb.WriteString(`INSERT INTO events (id, time, received_at, source, type, severity, agent_id, migration, body) VALUES `)
-	args := make([]any, 0, len(chunk)*eventCols)
-	for i, e := range chunk {
-		if i > 0 {
+	sb.Grow(len(head) + len(tail) + rows*cols*6)
+	sb.WriteString(head)
+	for r := range rows {
+		if r > 0 {
 			sb.WriteByte(',')
 		}
 		sb.WriteByte('(')
-		for c := 0; c < eventCols; c++ {
+		for c := range cols {
 			if c > 0 {
 				sb.WriteByte(',')
 			}
 			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(i*eventCols + c + 1))
+			sb.WriteString(strconv.Itoa(r*cols + c + 1))
 		}
 		sb.WriteByte(')')
-		body := e.Raw
-		if len(body) == 0 {
-			body, _ = json.Marshal(e.Event)
+	}
+	sb.WriteString(tail)
+	return sb.String()
+}
+
+// newestStates keeps, per (agent, migration), the row the store's conditional upsert would
+// keep: the latest time at the store's precision, then the highest event id. Order is kept.
+func newestStates(states []store.EventState) []store.EventState {
+	if len(states) < 2 {
+		return states
+	}
+	type key struct{ agent, migration string }
+	at := make(map[key]int, len(states))
+	out := make([]store.EventState, 0, len(states))
+	for _, st := range states {
+		k := key{st.AgentID, st.Migration}
+		n, ok := at[k]
+		if !ok {
+			at[k] = len(out)
+			out = append(out, st)
+			continue
 		}
-		args = append(args, e.ID, micros(e.Time), micros(e.ReceivedAt), e.Source, e.Type,
-			wire.SeverityRank(e.Severity), e.Data.AgentID, e.Data.Migration, string(body))
+		cur := out[n]
+		if t, c := micros(st.LastTime), micros(cur.LastTime); t > c || (t == c && st.LastEventID > cur.LastEventID) {
+			out[n] = st
+		}
 	}
-	sb.WriteString(` ON CONFLICT (id) DO NOTHING`)
-	res, err := tx.ExecContext(ctx, sb.String(), args...)
-	if err != nil {
-		return 0, fmt.Errorf("insert events: %w", err)
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
+	return out
 }
 
 // QueryEvents implements store.Store.

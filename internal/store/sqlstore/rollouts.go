@@ -1,5 +1,8 @@
 package sqlstore
 
+// This file stores fleet migrations (rollouts), their assignments and the leadership epochs; the
+// schema migrations of the store itself are in migrate.go and migrations/.
+
 import (
 	"context"
 	"database/sql"

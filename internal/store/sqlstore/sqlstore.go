@@ -24,7 +24,19 @@ type Dialect struct {
 	Lock func(ctx context.Context, conn *sql.Conn) (unlock func(), err error)
 	// IsTransient reports whether an error is worth retrying (busy database, lost connection).
 	IsTransient func(err error) bool
+	// RowsPerInsert is how many rows one INSERT statement carries when a batch is written
+	// (events and their derived state); 0 means DefaultRowsPerInsert. An engine reached over
+	// the network wants many rows per round trip. An in-process engine is fastest with 1: one
+	// prepared statement executed per row, which SQLite runs without parsing anything again
+	// (and SQLite looks numbered parameters up one by one, so statements with thousands of them
+	// cost time quadratic in their number).
+	RowsPerInsert int
 }
+
+// DefaultRowsPerInsert is Dialect.RowsPerInsert when the dialect leaves it zero: large enough
+// to amortise statement overhead, small enough to stay under every engine's bound-parameter
+// limit.
+const DefaultRowsPerInsert = 200
 
 // Store is the database/sql implementation of store.Store.
 type Store struct {
@@ -40,6 +52,9 @@ func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 	if err := runMigrations(ctx, db, d); err != nil {
 		_ = db.Close()
 		return nil, err
+	}
+	if d.RowsPerInsert <= 0 {
+		d.RowsPerInsert = DefaultRowsPerInsert
 	}
 	return &Store{db: db, dialect: d}, nil
 }

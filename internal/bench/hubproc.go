@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"godwit.dev/godwit/internal/config"
+	"godwit.dev/godwit/internal/hub"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// hubUnderTest is the hub the fleet benchmark drives: a child process or one in this process.
+type hubUnderTest struct {
+	api   *apiClient
+	nats  []string
+	pid   string // "self" when in process
+	cmd   *exec.Cmd
+	exit  chan error // the child's exit
+	inner *hub.Hub   // in process only
+}
+
+// hubSettings are what the benchmark sets on the hub; everything else keeps its default.
+type hubSettings struct {
+	dataDir   string
+	heartbeat time.Duration
+	grace     time.Duration
+	logFile   string
+}
+
+// startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
+func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("hub child process: %w", err)
+	}
+	logf, err := os.Create(s.logFile)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	cmd := exec.Command(exe, "hub", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
+		"--log-format", "json")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("hub child process: %w", err)
+	}
+	h := &hubUnderTest{cmd: cmd, pid: strconv.Itoa(cmd.Process.Pid), exit: make(chan error, 1)}
+	go func() { h.exit <- cmd.Wait() }()
+	if err := h.waitReady(ctx, s.dataDir); err != nil {
+		_ = h.stop(context.Background())
+		return nil, fmt.Errorf("hub child process (log %s): %w", s.logFile, err)
+	}
+	return h, nil
+}
+
+// startInProcessHub runs the hub in this process (hub.New), for multiplexed agents, which need
+// its in-process NATS user.
+func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
+	cfg := config.DefaultHub()
+	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = s.dataDir, "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(s.heartbeat), config.Duration(s.grace)
+	cfg.Log.Format = "json"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(s.logFile)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewJSONHandler(logf, nil))
+	inner := hub.New(cfg, log, io.Discard)
+	if err := inner.Start(ctx); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("in-process hub: %w", err)
+	}
+	h := &hubUnderTest{inner: inner, pid: "self"}
+	if err := h.waitReady(ctx, s.dataDir); err != nil {
+		_ = h.stop(context.Background())
+		return nil, err
+	}
+	return h, nil
+}
+
+// waitReady reads the endpoint file and the admin token from the data dir and waits for /readyz.
+func (h *hubUnderTest) waitReady(ctx context.Context, dataDir string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if h.exit != nil {
+			select {
+			case err := <-h.exit:
+				h.exit <- err
+				return fmt.Errorf("exited before it was ready: %v", err)
+			default:
+			}
+		}
+		if err := h.tryReady(ctx, dataDir); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("not ready within 2m: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
+	raw, err := os.ReadFile(filepath.Join(dataDir, hub.EndpointFile))
+	if err != nil {
+		return err
+	}
+	var ep hub.Endpoint
+	if err := json.Unmarshal(raw, &ep); err != nil {
+		return err
+	}
+	if h.pid != "self" && strconv.Itoa(ep.PID) != h.pid {
+		return fmt.Errorf("endpoint file of pid %d", ep.PID)
+	}
+	tok, err := os.ReadFile(filepath.Join(dataDir, hub.AdminTokenFile))
+	if err != nil {
+		return err
+	}
+	h.api, h.nats = newAPIClient(ep.API, strings.TrimSpace(string(tok))), ep.NATS
+	return h.api.do(ctx, http.MethodGet, "/readyz", nil, nil)
+}
+
+// connectHub opens a connection as the hub's own NATS user: only possible in process.
+func (h *hubUnderTest) connectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
+	if h.inner == nil || h.inner.Bus() == nil {
+		return nil, errors.New("the hub's NATS user is only reachable in process")
+	}
+	return h.inner.Bus().ConnectHub(name, opts...)
+}
+
+// peakRSS returns the hub process's peak resident set (VmHWM) in bytes.
+func (h *hubUnderTest) peakRSS() (int64, error) {
+	kb, err := procStatusKB(h.pid, "VmHWM")
+	return kb << 10, err
+}
+
+// stop stops the hub: SIGTERM and wait for a child (SIGKILL after ctx), Stop in process.
+func (h *hubUnderTest) stop(ctx context.Context) error {
+	if h.inner != nil {
+		return h.inner.Stop(ctx)
+	}
+	if h.cmd == nil || h.cmd.Process == nil {
+		return nil
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-h.exit:
+		h.exit <- err
+		return nil
+	case <-ctx.Done():
+		_ = h.cmd.Process.Kill()
+		return fmt.Errorf("hub child process did not stop in time; killed")
+	}
+}
+
+// apiClient calls the hub's REST API with the admin token.
+type apiClient struct {
+	base, token string
+	http        *http.Client
+}
+
+func newAPIClient(base, token string) *apiClient {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return &apiClient{base: strings.TrimSuffix(base, "/"), token: token, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+}
+
+// do sends in (JSON, or the bytes of a []byte as they are) and decodes the answer into out.
+func (c *apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if b, ok := in.([]byte); ok {
+		body = bytes.NewReader(b)
+	} else if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var eb wire.ErrorBody
+		if json.Unmarshal(raw, &eb) == nil && eb.Error.Message != "" {
+			return fmt.Errorf("%s %s: %s (%s)", method, path, eb.Error.Message, eb.Error.Code)
+		}
+		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// metric reads one unlabelled counter or gauge from the hub's /metrics.
+func (c *apiClient) metric(ctx context.Context, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("/metrics has no %s", name)
+}

@@ -1,0 +1,365 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/migration/state"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// requestTimeout bounds one request of a simulated agent, as the real agent's do.
+const requestTimeout = 10 * time.Second
+
+// fleetStats are counted by every simulated agent.
+type fleetStats struct {
+	heartbeats, heartbeatErrors     atomic.Int64
+	desiredReads, desiredReadErrors atomic.Int64
+	observedPuts, observedRetries   atomic.Int64
+	events, eventRetries            atomic.Int64
+	finished                        atomic.Int64 // assignments an agent finished and reported
+	firstDesired, lastFinished      atomic.Int64 // unix nanoseconds
+
+	// Latency of each successful request (retries included), as the agents saw it.
+	putLatency, eventLatency latencies
+	// When agents first read an assignment (since applied, unix nanoseconds), and how long each
+	// took from then until it reported the assignment finished.
+	applied            atomic.Int64
+	gotWork, workTimes latencies
+	// Watch messages whose read found no newer revision than the agent had.
+	staleNudges atomic.Int64
+}
+
+// latencies collects request durations for percentiles.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// String is "p50 … p90 … p99 … max …" of what was collected.
+func (l *latencies) String() string {
+	l.mu.Lock()
+	d := slices.Clone(l.d)
+	l.mu.Unlock()
+	if len(d) == 0 {
+		return "none"
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	r := func(x time.Duration) time.Duration { return x.Round(100 * time.Microsecond) }
+	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", r(at(0.5)), r(at(0.9)), r(at(0.99)), r(d[len(d)-1]))
+}
+
+func (s *fleetStats) noteFirstDesired(t time.Time) {
+	s.firstDesired.CompareAndSwap(0, t.UnixNano())
+}
+
+func (s *fleetStats) noteFinished(t time.Time) {
+	s.finished.Add(1)
+	for {
+		cur := s.lastFinished.Load()
+		if t.UnixNano() <= cur || s.lastFinished.CompareAndSwap(cur, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+// simAgent speaks the agent protocol over NATS as a real agent does, with no journal and no
+// commands: each step of an assignment "runs" at once and succeeds. It heartbeats and re-reads
+// its desired state every interval, re-reads it on every watch message, reports each transition
+// as observed state and publishes the events the runner would, one at a time like the outbox.
+type simAgent struct {
+	id       string
+	nc       *nats.Conn
+	interval time.Duration
+	sys      wire.SystemInfo
+	stats    *fleetStats
+
+	nudge    chan struct{}
+	seq      uint64
+	rev      uint64
+	epoch    int64
+	desired  map[string]bool
+	records  map[string]*wire.ObservedAssignment // migration → latest attempt
+	lastPub  time.Time
+	pubDirty bool
+}
+
+func newSimAgent(id string, nc *nats.Conn, interval time.Duration, stats *fleetStats) *simAgent {
+	return &simAgent{id: id, nc: nc, interval: interval, stats: stats, nudge: make(chan struct{}, 1),
+		desired: map[string]bool{}, records: map[string]*wire.ObservedAssignment{},
+		sys: wire.SystemInfo{OS: "linux", Arch: "amd64", Kernel: "6.1.0-18-amd64", Hostname: "sim-" + id[len(id)-12:],
+			AgentVersion: "bench", FreeDiskBytes: 48_318_382_080}}
+}
+
+// watch subscribes to the agent's desired-state key; a message is only a nudge to re-read it.
+func (a *simAgent) watch() (*nats.Subscription, error) {
+	return bus.WatchDesired(a.nc, a.id, func([]byte, uint64) {
+		select {
+		case a.nudge <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// run heartbeats and follows the desired state until ctx ends. The first tick comes at a random
+// point of the first interval, so that the fleet does not beat in step.
+func (a *simAgent) run(ctx context.Context) {
+	a.event(ctx, wire.EventAgentStarted, wire.EventData{Message: "agent " + a.id + " started, version bench"})
+	first := time.NewTimer(rand.N(a.interval))
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	}
+	t := time.NewTicker(a.interval)
+	defer t.Stop()
+	for {
+		a.heartbeat(ctx)
+		a.resync(ctx, false)
+		if a.pubDirty || (len(a.records) > 0 && time.Since(a.lastPub) >= time.Minute) {
+			a.publishObserved(ctx)
+		}
+		for tick := false; !tick; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				tick = true
+			case <-a.nudge:
+				a.resync(ctx, true)
+			}
+		}
+	}
+}
+
+func (a *simAgent) heartbeat(ctx context.Context) {
+	a.seq++
+	hctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	_, err := bus.PutHeartbeat(hctx, a.nc, a.id, wire.Heartbeat{AgentID: a.id, Version: "bench", Seq: a.seq,
+		SentAt: time.Now().UTC(), System: a.sys})
+	if err != nil && ctx.Err() == nil {
+		a.stats.heartbeatErrors.Add(1)
+		return
+	}
+	a.stats.heartbeats.Add(1)
+}
+
+// resync reads the desired state (a direct get) and acts on it when it is new. Like the real
+// agent it reads once per watch message: a read that still finds the previous revision (the
+// stream had not stored the put yet) leaves the change to the next heartbeat tick.
+func (a *simAgent) resync(ctx context.Context, nudged bool) {
+	gctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	v, rev, err := bus.GetDesired(gctx, a.nc, a.id)
+	cancel()
+	a.stats.desiredReads.Add(1)
+	if errors.Is(err, fault.ErrNotFound) || (err == nil && rev <= a.rev) {
+		if nudged {
+			a.stats.staleNudges.Add(1)
+		}
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			a.stats.desiredReadErrors.Add(1)
+		}
+		return
+	}
+	a.rev = rev
+	var d wire.DesiredState
+	if json.Unmarshal(v, &d) != nil || d.Epoch < a.epoch {
+		return // a real agent keeps acting on the previous document
+	}
+	a.epoch = d.Epoch
+	if len(d.Assignments) > 0 {
+		a.stats.noteFirstDesired(time.Now())
+	}
+	a.follow(ctx, d)
+}
+
+// follow acts on a desired-state document as the runner does: a new attempt runs, a higher
+// generation of a finished attempt is recorded, duplicates and stale requests are ignored.
+func (a *simAgent) follow(ctx context.Context, d wire.DesiredState) {
+	clear(a.desired)
+	for _, want := range d.Assignments {
+		a.desired[want.Migration] = true
+	}
+	a.pubDirty = true // the set of migrations reported may have changed
+	for _, want := range d.Assignments {
+		rec := a.records[want.Migration]
+		switch {
+		case rec == nil || want.Attempt > rec.Attempt:
+			rec = &wire.ObservedAssignment{Migration: want.Migration, Attempt: want.Attempt, Generation: want.Generation,
+				Action: want.Action, Step: 0, Applied: []int{}}
+			a.records[want.Migration] = rec
+			switch want.Action {
+			case wire.ActionApply:
+				start := time.Now()
+				if at := a.stats.applied.Load(); at != 0 {
+					a.stats.gotWork.add(start.Sub(time.Unix(0, at)))
+				}
+				a.apply(ctx, rec, want)
+				a.stats.workTimes.add(time.Since(start))
+			case wire.ActionRollback:
+				a.finish(ctx, rec, "rolled_back", wire.EventRollbackSucceeded, want, "rolled back: nothing to undo")
+			default:
+				rec.Error = "cancelled by operator"
+				a.finish(ctx, rec, "failed", wire.EventMigrationStepCancelled, want, "cancelled before it started")
+			}
+		case want.Attempt < rec.Attempt || want.Generation <= rec.Generation:
+			// a duplicate or a stale request: the observed state already answers it
+		case want.Action == wire.ActionRollback:
+			rec.Generation, rec.Action = want.Generation, want.Action
+			a.finish(ctx, rec, "rolled_back", wire.EventRollbackSucceeded, want, "rolled back (no-op steps)")
+		default:
+			rec.Generation, rec.Action = want.Generation, want.Action
+		}
+	}
+	if a.pubDirty {
+		a.publishObserved(ctx)
+	}
+}
+
+// apply "runs" every step: detect (needed), run, verify, each reported as the runner reports it.
+func (a *simAgent) apply(ctx context.Context, rec *wire.ObservedAssignment, want wire.DesiredAssignment) {
+	for i, s := range want.Steps {
+		rec.Step, rec.StepName = i, s.Name
+		if s.Detect != "" {
+			a.transition(ctx, rec, "detecting")
+			a.stepEvent(ctx, rec, want, wire.EventDetectionSucceeded, "detect", i, fmt.Sprintf("step %d (%s) is needed", i, s.Name))
+		}
+		rec.Applied = append(rec.Applied, i)
+		a.transition(ctx, rec, "applying")
+		a.stepEvent(ctx, rec, want, wire.EventMigrationStepStarted, "run", i, fmt.Sprintf("run command of step %d (%s) started", i, s.Name))
+		if s.Verify != "" {
+			a.transition(ctx, rec, "verifying")
+			a.stepEvent(ctx, rec, want, wire.EventVerificationSucceeded, "verify", i, fmt.Sprintf("step %d (%s) verified", i, s.Name))
+		}
+	}
+	a.finish(ctx, rec, "succeeded", wire.EventExecutionSucceeded, want,
+		fmt.Sprintf("applied %d of %d steps", len(rec.Applied), len(want.Steps)))
+}
+
+func (a *simAgent) finish(ctx context.Context, rec *wire.ObservedAssignment, state, typ string, want wire.DesiredAssignment, msg string) {
+	a.transition(ctx, rec, state)
+	if ctx.Err() == nil {
+		a.stats.noteFinished(time.Now())
+	}
+	a.stepEvent(ctx, rec, want, typ, "", -1, msg)
+}
+
+// transition records a new state and publishes the observed state.
+func (a *simAgent) transition(ctx context.Context, rec *wire.ObservedAssignment, state string) {
+	rec.State, rec.UpdatedAt = state, time.Now().UTC()
+	a.publishObserved(ctx)
+}
+
+// publishObserved puts the observed state: the latest attempt of every migration that is
+// desired or unfinished. It is retried until it succeeds or ctx ends.
+func (a *simAgent) publishObserved(ctx context.Context) {
+	st := wire.ObservedState{AgentID: a.id, Assignments: []wire.ObservedAssignment{}, UpdatedAt: time.Now().UTC()}
+	for m, rec := range a.records {
+		if a.desired[m] || !state.AssignmentState(rec.State).Final() {
+			st.Assignments = append(st.Assignments, *rec)
+		}
+	}
+	slices.SortFunc(st.Assignments, func(x, y wire.ObservedAssignment) int { return strings.Compare(x.Migration, y.Migration) })
+	b, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	t := time.Now()
+	if retry(ctx, &a.stats.observedRetries, func(ctx context.Context) error {
+		_, err := bus.PutObserved(ctx, a.nc, a.id, b)
+		return err
+	}) == nil {
+		a.stats.putLatency.add(time.Since(t))
+		a.stats.observedPuts.Add(1)
+		a.pubDirty, a.lastPub = false, time.Now()
+	}
+}
+
+func (a *simAgent) stepEvent(ctx context.Context, rec *wire.ObservedAssignment, want wire.DesiredAssignment, typ, phase string, step int, msg string) {
+	extra := map[string]any{"generation": rec.Generation, "action": rec.Action, "state": rec.State}
+	data := wire.EventData{Migration: rec.Migration, Attempt: rec.Attempt, Message: msg, FromVersion: want.FromVersion,
+		ToVersion: want.ToVersion}
+	subject := "migration/" + rec.Migration
+	if step >= 0 {
+		data.Step = want.Steps[step].Name
+		extra["step_index"], extra["phase"] = step, phase
+		subject += "/step/" + strconv.Itoa(step)
+		code := 0
+		data.ExitCode, data.DurationMS = &code, 3
+	} else {
+		extra["applied"] = rec.Applied
+	}
+	data.Extra, _ = json.Marshal(extra)
+	a.publish(ctx, typ, subject, data)
+}
+
+func (a *simAgent) event(ctx context.Context, typ string, data wire.EventData) {
+	a.publish(ctx, typ, "", data)
+}
+
+// publish sends one event and waits for the stream's acknowledgement, retrying as the outbox
+// does until it is delivered or ctx ends.
+func (a *simAgent) publish(ctx context.Context, typ, subject string, data wire.EventData) {
+	data.AgentID, data.System = a.id, &a.sys
+	e := wire.Event{SpecVersion: "1.0", ID: uuid.Must(uuid.NewV7()).String(), Source: wire.AgentSource(a.id), Type: typ,
+		Time: time.Now().UTC(), Subject: subject, Severity: wire.SeverityInfo, Data: data}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	t := time.Now()
+	if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
+		_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
+		return err
+	}) == nil {
+		a.stats.eventLatency.add(time.Since(t))
+		a.stats.events.Add(1)
+	}
+}
+
+// retry calls fn, each call bounded by requestTimeout, until it succeeds or ctx ends, backing
+// off between attempts; retries counts the failed attempts.
+func retry(ctx context.Context, retries *atomic.Int64, fn func(context.Context) error) error {
+	backoff := 250 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		err := fn(cctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		retries.Add(1)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff + rand.N(backoff/2)):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
