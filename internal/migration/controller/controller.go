@@ -83,8 +83,11 @@ type Controller struct {
 	// while desired-state writes fail.
 	judgeFrom time.Time
 	busDown   bool
-	synced    chan struct{} // closed once the observed watcher delivered its initial values
-	rewatch   chan struct{} // asks the observed watcher to start over (the bus came back)
+	// failing is set while passes fail (e.g. the database is unreachable); the first pass that
+	// can read the store again settles before judging, as after a start.
+	failing bool
+	synced  chan struct{} // closed once the observed watcher delivered its initial values
+	rewatch chan struct{} // asks the observed watcher to start over (the bus came back)
 	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
 	// took the lead or the bus came back. While settling, an agent is judged once it has been
 	// heard from again since then.
@@ -221,6 +224,9 @@ func (c *Controller) run(ctx context.Context) {
 		err := c.Pass(ctx)
 		if err != nil {
 			c.passes.WithLabelValues("error").Inc()
+			c.mu.Lock()
+			c.failing = true
+			c.mu.Unlock()
 		} else {
 			c.passes.WithLabelValues("ok").Inc()
 		}
@@ -375,6 +381,13 @@ func (c *Controller) Pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	if c.failing {
+		c.failing = false
+		c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
+		c.log.Info("migration controller: the store is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
+	}
+	c.mu.Unlock()
 	reachable := map[string]bool{}
 	for _, a := range agents {
 		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
