@@ -69,6 +69,9 @@ spec:
 type outcome struct {
 	state  string
 	resume bool
+	// either: the migration may also end failed by its rollback's deadline first; the test then
+	// resumes the rollback and expects rolled_back (see docs/outages.md, an open question).
+	either bool
 }
 
 // expected is the documented outcome of each cell (docs/outages.md).
@@ -86,6 +89,9 @@ func expected(component, phase, column string) outcome {
 	// resumed rollback completes it.
 	if phase == "rolling-back" && component == "agent" {
 		return outcome{state: "failed", resume: true}
+	}
+	if phase == "rolling-back" {
+		return outcome{state: "rolled_back", either: true}
 	}
 	return outcome{state: "rolled_back"}
 }
@@ -196,7 +202,14 @@ func runCell(t *testing.T, comp, phase string, down time.Duration, policy string
 			return d.try("POST", "/api/v1/migrations/drill/approve", "", nil, nil)
 		})
 	}
-	desc := d.waitState(90*time.Second, want.state)
+	states := []string{want.state}
+	if want.either {
+		states = append(states, "failed")
+	}
+	desc := d.waitState(90*time.Second, states...)
+	if want.either && desc.Migration.State == "failed" {
+		want.resume = true
+	}
 	if want.resume {
 		if !strings.Contains(desc.Migration.Reason, "rollback failed") {
 			t.Fatalf("failed for %q, want a rollback that failed", desc.Migration.Reason)
