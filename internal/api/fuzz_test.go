@@ -24,7 +24,7 @@ func FuzzDecode(f *testing.F) {
 			_ = validateEnroll(req)
 			return
 		}
-		if code := statusOf(err); code != http.StatusBadRequest && code != http.StatusRequestEntityTooLarge {
+		if code := StatusOf(err); code != http.StatusBadRequest && code != http.StatusRequestEntityTooLarge {
 			t.Fatalf("decode error %v maps to %d", err, code)
 		}
 	})

@@ -1,7 +1,7 @@
 // Package api serves the hub's REST API under /api/v1, plus /healthz, /readyz and /metrics.
 //
 // Handlers return (any, error); one wrapper writes the JSON or maps the error to a status code in
-// exactly one function (statusOf), so every error body has the same shape and no stack trace
+// exactly one function (StatusOf), so every error body has the same shape and no stack trace
 // ever reaches a client.
 package api
 
@@ -148,7 +148,7 @@ func (s *Server) wrap(route string, okStatus int, fn HandlerFunc) http.Handler {
 		v, err := fn(r)
 		code := okStatus
 		if err != nil {
-			code = statusOf(err)
+			code = StatusOf(err)
 			if code >= 500 {
 				s.log.Error("api request failed", "route", route, "err", err)
 			}
@@ -183,8 +183,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// statusOf is the one place domain errors become HTTP status codes.
-func statusOf(err error) int {
+// StatusOf is the one place domain errors become HTTP status codes (the API and the UI use it).
+func StatusOf(err error) int {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe), errors.Is(err, fault.ErrTooLarge):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"godwit.dev/godwit/internal/api"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -143,29 +144,8 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, c *current,
 	s.render(w, r, c, code, "error", &view{Template: "error", Title: http.StatusText(code), Error: msg})
 }
 
-// statusOf is the one place the UI maps domain errors to HTTP status codes (as api.statusOf
-// does for the API).
-func statusOf(err error) int {
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe), errors.Is(err, fault.ErrTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, fault.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, fault.ErrUnauthenticated):
-		return http.StatusUnauthorized
-	case errors.Is(err, fault.ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, fault.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, fault.ErrConflict), errors.Is(err, fault.ErrFenced):
-		return http.StatusConflict
-	case errors.Is(err, fault.ErrUnavailable):
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
+// statusOf maps domain errors to HTTP status codes: the API's one mapping, shared.
+func statusOf(err error) int { return api.StatusOf(err) }
 
 // message is what an operator is shown for err: domain errors say what is wrong, anything else
 // stays in the hub log.

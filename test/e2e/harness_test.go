@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -245,7 +244,5 @@ func statusByName(as []wire.Agent) map[string]wire.Agent {
 	}
 	return m
 }
-
-func readAll(r io.Reader) string { b, _ := io.ReadAll(r); return string(b) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
