@@ -2,10 +2,12 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -52,28 +54,29 @@ func (i *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) outcome {
 
 // prepare validates a fetched batch: it dead-letters the messages that can never be stored and
 // groups the others by event id. It touches neither the store nor the derived state, so it may
-// run while the batch before it is being stored.
+// run while the batch before it is being stored. Decoding is spread over the CPUs.
 func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
 	i.m.batchSize.Observe(float64(len(msgs)))
+	checked := i.inspectAll(msgs)
 	var groups []group
-	byID := map[string]int{}
-	for _, msg := range msgs {
-		md, err := msg.Metadata()
-		if err != nil {
+	byID := make(map[string]int, len(msgs))
+	for n, msg := range msgs {
+		c := &checked[n]
+		if c.md == nil {
 			// Every fetched message has metadata; without it there is no delivery count or
 			// sequence to record, so leave it to the server.
-			i.log.Error("ingest: message without JetStream metadata; handing it back", "subject", msg.Subject(), "err", err)
+			i.log.Error("ingest: message without JetStream metadata; handing it back", "subject", msg.Subject(), "err", c.err)
 			_ = msg.NakWithDelay(i.cfg.NakDelay)
 			continue
 		}
-		if md.NumDelivered > 1 {
+		if c.md.NumDelivered > 1 {
 			i.m.redeliveries.Inc()
 		}
-		it, reason, err := i.inspect(msg, md)
-		if err != nil {
-			i.deadLetter(ctx, msg, md, reason, err)
+		if c.err != nil {
+			i.deadLetter(ctx, msg, c.md, c.reason, c.err)
 			continue
 		}
+		it := c.item
 		if n, ok := byID[it.ev.ID]; ok {
 			groups[n] = append(groups[n], it)
 			continue
@@ -82,6 +85,74 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
 		groups = append(groups, group{it})
 	}
 	return groups
+}
+
+// decodePanic carries a panic of an inspectAll goroutine, with its stack, to the caller.
+type decodePanic struct {
+	value any
+	stack []byte
+}
+
+func (p decodePanic) String() string {
+	return fmt.Sprintf("%v (while decoding a batch)\n%s", p.value, p.stack)
+}
+
+// inspected is what inspectAll found about one message: no metadata (md nil, err says why), an
+// item, or the dead-letter reason and error.
+type inspected struct {
+	md     *jetstream.MsgMetadata
+	item   *item
+	reason string
+	err    error
+}
+
+// minPerWorker is the fewest messages worth a goroutine of their own in inspectAll.
+const minPerWorker = 64
+
+// inspectAll reads the metadata of every message and inspects it, in order, over up to
+// GOMAXPROCS goroutines. A panic in one of them is raised again in the caller.
+func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
+	out := make([]inspected, len(msgs))
+	one := func(n int) {
+		md, err := msgs[n].Metadata()
+		if err != nil {
+			out[n] = inspected{err: err}
+			return
+		}
+		it, reason, err := i.inspect(msgs[n], md)
+		out[n] = inspected{md: md, item: it, reason: reason, err: err}
+	}
+	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+minPerWorker-1)/minPerWorker)
+	if workers <= 1 {
+		for n := range msgs {
+			one(n)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	panics := make(chan any, workers)
+	chunk := (len(msgs) + workers - 1) / workers
+	for start := 0; start < len(msgs); start += chunk {
+		wg.Add(1)
+		go func(start, end int) {
+			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil {
+					panics <- decodePanic{value: p, stack: debug.Stack()}
+				}
+			}()
+			for n := start; n < end; n++ {
+				one(n)
+			}
+		}(start, min(start+chunk, len(msgs)))
+	}
+	wg.Wait()
+	select {
+	case p := <-panics:
+		panic(p)
+	default:
+	}
+	return out
 }
 
 // store writes the groups of a prepared batch and acknowledges them, or hands them back.
@@ -144,8 +215,8 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 	default:
 		return nil, ReasonInvalid, fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())
 	}
-	var ev wire.Event
-	if err := json.Unmarshal(data, &ev); err != nil {
+	ev, err := wire.DecodeEvent(data)
+	if err != nil {
 		return nil, ReasonDecode, fmt.Errorf("not a JSON event: %w", err)
 	}
 	if err := ev.Validate(subjectAgent); err != nil {

@@ -22,7 +22,7 @@ import (
 // Defaults for Config.
 const (
 	DefaultConsumer   = "godwit-ingest"
-	DefaultBatch      = 2000
+	DefaultBatch      = 10000
 	DefaultMaxWait    = time.Second
 	DefaultAckWait    = 30 * time.Second
 	DefaultMaxDeliver = 5

@@ -61,16 +61,27 @@ func TestNewEventIDsAreTimeOrdered(t *testing.T) {
 }
 
 // FuzzEventDecode: any bytes either fail to decode or yield an event whose validation does not
-// panic and whose accepted form round-trips.
+// panic, that encoding/json reads back the same from the same bytes (the store keeps the bytes
+// and reads them with encoding/json), and whose accepted form round-trips.
 func FuzzEventDecode(f *testing.F) {
 	good, _ := json.Marshal(validEvent())
 	f.Add(good, agentA)
 	f.Add([]byte(`{"id":""}`), agentA)
 	f.Add([]byte(`not json`), "")
+	f.Add([]byte(`{"ID":"a","id":"b","Data":{"agent_id":"x"}}`), "")
 	f.Fuzz(func(t *testing.T, raw []byte, subj string) {
-		var e Event
-		if json.Unmarshal(raw, &e) != nil {
+		e, err := DecodeEvent(raw)
+		if err != nil {
 			return
+		}
+		var v1 Event
+		if err := json.Unmarshal(raw, &v1); err != nil {
+			t.Fatalf("DecodeEvent accepted what encoding/json refuses: %v", err)
+		}
+		a, _ := json.Marshal(e)
+		b, _ := json.Marshal(v1)
+		if string(a) != string(b) {
+			t.Fatalf("DecodeEvent and encoding/json disagree:\n%s\n%s", a, b)
 		}
 		if e.Validate(subj) != nil {
 			return
@@ -79,9 +90,40 @@ func FuzzEventDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("valid event does not re-encode: %v", err)
 		}
-		var e2 Event
-		if err := json.Unmarshal(again, &e2); err != nil || e2.ID != e.ID || e2.Validate(subj) != nil {
+		e2, err := DecodeEvent(again)
+		if err != nil || e2.ID != e.ID || e2.Validate(subj) != nil {
 			t.Fatalf("round trip changed a valid event: %v", err)
 		}
 	})
+}
+
+func TestDecodeEvent(t *testing.T) {
+	good, _ := json.Marshal(validEvent())
+	cases := []struct {
+		name, raw, wantErr string
+		check              func(Event) bool
+	}{
+		{"valid", string(good), "", func(e Event) bool { return e.Validate(agentA) == nil }},
+		{"names match regardless of case, as encoding/json", `{"ID":"x","Data":{"Agent_ID":"a"}}`, "",
+			func(e Event) bool { return e.ID == "x" && e.Data.AgentID == "a" }},
+		{"last duplicate wins, as encoding/json", `{"id":"x","id":"y"}`, "", func(e Event) bool { return e.ID == "y" }},
+		{"invalid UTF-8 refused", "{\"id\":\"\xff\"}", "UTF-8", nil},
+		{"wrong type", `{"id":"x","data":{"attempt":"one"}}`, "attempt", nil},
+		{"trailing data", `{"id":"x"} {}`, "", nil},
+		{"not JSON", `id=x`, "invalid", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e, err := DecodeEvent([]byte(c.raw))
+			if c.check != nil {
+				if err != nil || !c.check(e) {
+					t.Fatalf("DecodeEvent(%s) = %+v, %v", c.raw, e, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("DecodeEvent(%q) error = %v, want one mentioning %q", c.raw, err, c.wantErr)
+			}
+		})
+	}
 }
