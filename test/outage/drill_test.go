@@ -10,6 +10,7 @@ package outage
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -289,6 +290,18 @@ func (d *drill) waitState(timeout time.Duration, states ...string) controller.De
 }
 
 // outboxLen counts what an agent still has to send; call with the agent stopped.
+// outboxPending counts the events in a running agent's outbox through a read-only connection.
+func (d *drill) outboxPending(agent string) (int, error) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(d.root, agent, "outbox.db")+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int
+	err = db.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n)
+	return n, err
+}
+
 func (d *drill) outboxLen(agent string) int {
 	ob, err := outbox.Open(filepath.Join(d.root, agent, "outbox.db"), outbox.Limits{}, nil, nil)
 	if err != nil {

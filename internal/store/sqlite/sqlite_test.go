@@ -239,3 +239,39 @@ func TestOpenPathWithURIMetacharacters(t *testing.T) {
 		t.Fatalf("files created outside %s: %v", dir, entries)
 	}
 }
+
+// Commits do not copy the WAL into the database file (no connection checkpoints on commit); the
+// store's background checkpointer does, within a few intervals, while the store stays open.
+func TestBackgroundCheckpoint(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s := open(t, path)
+	size := func(p string) int64 {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	before := size(path)
+	events := make([]store.StoredEvent, 2000)
+	for i := range events {
+		e := wire.NewEvent(wire.HubSource("h"), wire.EventOperatorAction, wire.SeverityInfo,
+			wire.EventData{Message: strings.Repeat("x", 1000)})
+		events[i] = store.StoredEvent{Event: e, ReceivedAt: e.Time}
+	}
+	if _, err := s.InsertEvents(t.Context(), events, nil); err != nil {
+		t.Fatal(err)
+	}
+	if wal := size(path + "-wal"); wal < 2<<20 {
+		t.Fatalf("WAL holds %d bytes after 2 MB of events", wal)
+	}
+	deadline := time.Now().Add(20 * sqlite.CheckpointInterval)
+	for size(path) < before+(2<<20) {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes (was %d) after %s: nothing checkpointed the WAL",
+				size(path), before, 20*sqlite.CheckpointInterval)
+		}
+		time.Sleep(sqlite.CheckpointInterval / 5)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -173,8 +174,22 @@ func newestStates(states []store.EventState) []store.EventState {
 
 // QueryEvents implements store.Store.
 func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.StoredEvent, string, error) {
+	sqlText, args, err := eventQuery(q)
+	if err != nil {
+		return nil, "", err
+	}
+	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("query events: %w", err)
+	}
+	return scanEvents(q.Limit, rows)
+}
+
+// eventQuery is the SQL text and arguments of q: a page of Limit+1 rows (body, received_at, seq),
+// newest first.
+func eventQuery(q store.EventQuery) (string, []any, error) {
 	if q.Limit <= 0 || q.Limit > 1000 {
-		return nil, "", fault.Invalid("limit", "must be between 1 and 1000 (got %d)", q.Limit)
+		return "", nil, fault.Invalid("limit", "must be between 1 and 1000 (got %d)", q.Limit)
 	}
 	var where []string
 	var args []any
@@ -201,11 +216,16 @@ func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.St
 		for _, sv := range q.Severities {
 			r := wire.SeverityRank(sv)
 			if r < 0 {
-				return nil, "", fault.Invalid("severity", "%q is not info, warning or error", sv)
+				return "", nil, fault.Invalid("severity", "%q is not info, warning or error", sv)
 			}
 			ins = append(ins, arg(r))
 		}
 		where = append(where, "severity IN ("+strings.Join(ins, ",")+")")
+		if !slices.Contains(q.Severities, wire.SeverityInfo) {
+			// Spelled as the partial index of warnings and errors is, so that both engines'
+			// planners see that the index covers the query.
+			where = append(where, "severity > 0")
+		}
 	}
 	if !q.Since.IsZero() {
 		where = append(where, "time >= "+arg(micros(q.Since)))
@@ -214,29 +234,33 @@ func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.St
 		where = append(where, "time < "+arg(micros(q.Until)))
 	}
 	if q.Cursor != "" {
-		t, id, err := decodeCursor(q.Cursor)
+		t, seq, err := decodeEventCursor(q.Cursor)
 		if err != nil {
-			return nil, "", err
+			return "", nil, err
 		}
-		where = append(where, "(time < "+arg(t)+" OR (time = "+arg(t)+" AND id < "+arg(id)+"))")
+		where = append(where, "(time < "+arg(t)+" OR (time = "+arg(t)+" AND seq < "+arg(seq)+"))")
 	}
-	sqlText := "SELECT body, received_at FROM events"
+	sqlText := "SELECT body, received_at, seq FROM events"
 	if len(where) > 0 {
 		sqlText += " WHERE " + strings.Join(where, " AND ")
 	}
-	sqlText += " ORDER BY time DESC, id DESC LIMIT " + arg(q.Limit+1)
-	rows, err := s.db.QueryContext(ctx, sqlText, args...)
-	if err != nil {
-		return nil, "", fmt.Errorf("query events: %w", err)
-	}
+	// Events of the same time (to the microsecond) come newest arrival first.
+	sqlText += " ORDER BY time DESC, seq DESC LIMIT " + arg(q.Limit+1)
+	return sqlText, args, nil
+}
+
+// scanEvents reads a page of at most limit events and the cursor of the next page, if any.
+func scanEvents(limit int, rows *sql.Rows) ([]store.StoredEvent, string, error) {
 	defer rows.Close()
-	out := make([]store.StoredEvent, 0, q.Limit)
+	out := make([]store.StoredEvent, 0, limit+1)
+	seqs := make([]int64, 0, limit+1)
 	for rows.Next() {
 		var body string
-		var recv int64
-		if err := rows.Scan(&body, &recv); err != nil {
+		var recv, seq int64
+		if err := rows.Scan(&body, &recv, &seq); err != nil {
 			return nil, "", err
 		}
+		seqs = append(seqs, seq)
 		var e store.StoredEvent
 		if err := json.Unmarshal([]byte(body), &e.Event); err != nil {
 			return nil, "", fmt.Errorf("query events: stored body: %w", err)
@@ -248,27 +272,43 @@ func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.St
 		return nil, "", err
 	}
 	next := ""
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
-		last := out[len(out)-1]
-		next = encodeCursor(micros(last.Time), last.ID)
+	if len(out) > limit {
+		out = out[:limit]
+		next = encodeEventCursor(micros(out[limit-1].Time), seqs[limit-1])
 	}
 	return out, next, nil
 }
 
-func encodeCursor(t int64, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t, 10) + "|" + id))
+// encodeCursor is the cursor after a row whose sort key is (t, key): the time, then a name or
+// number that breaks ties.
+func encodeCursor(t int64, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(t, 10) + "|" + key))
 }
 
 func decodeCursor(c string) (int64, string, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(c)
 	if err == nil {
-		ts, id, ok := strings.Cut(string(raw), "|")
-		if t, perr := strconv.ParseInt(ts, 10, 64); ok && perr == nil && id != "" {
-			return t, id, nil
+		ts, key, ok := strings.Cut(string(raw), "|")
+		if t, perr := strconv.ParseInt(ts, 10, 64); ok && perr == nil && key != "" {
+			return t, key, nil
 		}
 	}
 	return 0, "", fault.Invalid("cursor", "not a cursor returned by this API")
+}
+
+// An events cursor is the time and seq of the last event of a page.
+func encodeEventCursor(t, seq int64) string { return encodeCursor(t, strconv.FormatInt(seq, 10)) }
+
+func decodeEventCursor(c string) (int64, int64, error) {
+	t, key, err := decodeCursor(c)
+	if err != nil {
+		return 0, 0, err
+	}
+	seq, err := strconv.ParseInt(key, 10, 64)
+	if err != nil || seq < 1 {
+		return 0, 0, fault.Invalid("cursor", "not a cursor returned by this API")
+	}
+	return t, seq, nil
 }
 
 // AgentEventStates implements store.Store.

@@ -77,9 +77,17 @@ func LatestVersion(engine string) int {
 // migrate applies pending migrations on conn, which the caller holds under the engine's
 // migration lock. Each migration runs in its own transaction together with its bookkeeping row.
 func migrate(ctx context.Context, conn *sql.Conn, engine string) error {
+	return migrateTo(ctx, conn, engine, 0)
+}
+
+// migrateTo is migrate stopping after version upTo (0: the latest).
+func migrateTo(ctx context.Context, conn *sql.Conn, engine string, upTo int) error {
 	ms, err := loadMigrations(engine)
 	if err != nil {
 		return err
+	}
+	if upTo > 0 && upTo < len(ms) {
+		ms = ms[:upTo]
 	}
 	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS godwit_schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {

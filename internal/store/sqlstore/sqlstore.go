@@ -31,6 +31,9 @@ type Dialect struct {
 	// (and SQLite looks numbered parameters up one by one, so statements with thousands of them
 	// cost time quadratic in their number).
 	RowsPerInsert int
+	// Maintain, if set, runs in its own goroutine from Open until Close (which cancels ctx and
+	// waits for it): upkeep the engine wants done off the writers' path.
+	Maintain func(ctx context.Context, db *sql.DB)
 }
 
 // DefaultRowsPerInsert is Dialect.RowsPerInsert when the dialect leaves it zero: large enough
@@ -42,6 +45,9 @@ const DefaultRowsPerInsert = 200
 type Store struct {
 	db      *sql.DB
 	dialect Dialect
+
+	stopMaintain context.CancelFunc
+	maintained   chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -56,7 +62,19 @@ func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 	if d.RowsPerInsert <= 0 {
 		d.RowsPerInsert = DefaultRowsPerInsert
 	}
-	return &Store{db: db, dialect: d}, nil
+	s := &Store{db: db, dialect: d, maintained: make(chan struct{})}
+	if d.Maintain == nil {
+		close(s.maintained)
+		s.stopMaintain = func() {}
+		return s, nil
+	}
+	mctx, cancel := context.WithCancel(context.Background())
+	s.stopMaintain = cancel
+	go func() {
+		defer close(s.maintained)
+		d.Maintain(mctx, db)
+	}()
+	return s, nil
 }
 
 func runMigrations(ctx context.Context, db *sql.DB, d Dialect) error {
@@ -88,7 +106,11 @@ func (s *Store) IsTransient(err error) bool {
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close implements store.Store.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stopMaintain()
+	<-s.maintained
+	return s.db.Close()
+}
 
 // SchemaVersion implements store.Store.
 func (s *Store) SchemaVersion(ctx context.Context) (int, error) {

@@ -1,0 +1,25 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+)
+
+// MigrateTo applies the migrations up to version on db under d's lock, as an older godwit would
+// have left the database (tests of upgrades).
+func MigrateTo(ctx context.Context, db *sql.DB, d Dialect, version int) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	unlock, err := d.Lock(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return migrateTo(ctx, conn, d.Name, version)
+}
+
+// EventQuery is the SQL text and arguments QueryEvents runs for q.
+var EventQuery = eventQuery

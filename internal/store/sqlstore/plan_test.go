@@ -1,0 +1,87 @@
+package sqlstore_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/sqlite"
+	"godwit.dev/godwit/internal/store/sqlstore"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Every filter of the events listing walks an index in the listing's order on SQLite: no scan of
+// the whole table and no sort of what matched, however many events there are.
+func TestEventListingsWalkAnIndex(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	first, _, err := s.QueryEvents(t.Context(), store.EventQuery{Limit: 1})
+	if err != nil || len(first) != 0 {
+		t.Fatalf("empty store lists %v, %v", first, err)
+	}
+	cursor := "" // a real cursor needs a page of two events
+	for i := range 2 {
+		e := wire.NewEvent(wire.HubSource("h"), wire.EventOperatorAction, wire.SeverityInfo, wire.EventData{})
+		e.Time = at.Add(time.Duration(i) * time.Second)
+		if _, err := s.InsertEvents(t.Context(), []store.StoredEvent{{Event: e, ReceivedAt: e.Time}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, cursor, err = s.QueryEvents(t.Context(), store.EventQuery{Limit: 1}); err != nil || cursor == "" {
+		t.Fatalf("no cursor: %v", err)
+	}
+	agent := "0190f0c8-3b7a-7cc0-8000-000000000001"
+	cases := []struct {
+		name  string
+		q     store.EventQuery
+		index string
+	}{
+		{"everything", store.EventQuery{}, "events_time"},
+		{"next page", store.EventQuery{Cursor: cursor}, "events_time"},
+		{"time range", store.EventQuery{Since: at, Until: at.Add(time.Hour)}, "events_time"},
+		{"type", store.EventQuery{Types: []string{wire.EventExecutionFailed}}, "events_time"},
+		{"type prefix", store.EventQuery{Types: []string{"migration.rollback.*"}}, "events_time"},
+		{"agent", store.EventQuery{AgentID: agent}, "events_agent_time"},
+		{"agent, next page", store.EventQuery{AgentID: agent, Cursor: cursor}, "events_agent_time"},
+		{"agent and time range", store.EventQuery{AgentID: agent, Since: at}, "events_agent_time"},
+		{"migration", store.EventQuery{Migration: "m1"}, "events_migration_time"},
+		{"migration and errors", store.EventQuery{Migration: "m1", Severities: []string{wire.SeverityError}}, "events_migration_time"},
+		{"errors", store.EventQuery{Severities: []string{wire.SeverityError}}, "events_problems_time"},
+		{"warnings and errors", store.EventQuery{Severities: []string{wire.SeverityWarning, wire.SeverityError}}, "events_problems_time"},
+		{"errors in a time range", store.EventQuery{Severities: []string{wire.SeverityError}, Since: at}, "events_problems_time"},
+		{"info", store.EventQuery{Severities: []string{wire.SeverityInfo}}, "events_time"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.q.Limit = 50
+			text, args, err := sqlstore.EventQuery(c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			got := strings.Join(plan, "; ")
+			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
+				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
+			}
+		})
+	}
+}
