@@ -21,10 +21,10 @@ func TestIngestRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunIngest: %v\n%s", err, out.String())
 	}
-	if len(res) != 1 || res[0].Engine != EngineSQLite || res[0].EndToEnd <= 0 || res[0].Raw <= 0 {
+	if len(res) != 1 || res[0].Engine != EngineSQLite || res[0].EndToEnd <= 0 || res[0].Backlog <= 0 || res[0].Raw <= 0 {
 		t.Fatalf("results %+v", res)
 	}
-	for _, want := range []string{"hub\n  connection", "END-TO-END EV/S", "sqlite"} {
+	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

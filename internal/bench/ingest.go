@@ -91,24 +91,34 @@ func (c *IngestConfig) defaults() error {
 type IngestResult struct {
 	Engine    string
 	Events    int
-	EndToEnd  time.Duration // first publish until the store counts every event
-	Published time.Duration // first publish until the stream acknowledged the last
-	// CPUs used on average meanwhile by this process (NATS, ingest, store driver) and by every
-	// other process (the PostgreSQL server, and anything else running on the machine).
+	EndToEnd  time.Duration // live: first publish until the store counts every event
+	Published time.Duration // live: first publish until the stream acknowledged the last
+	// CPUs used on average during the live run by this process (NATS, ingest, store driver) and
+	// by every other process (the PostgreSQL server, and anything else running on the machine).
 	CPU, OtherCPU float64
-	Raw           time.Duration // InsertEvents of as many events into a fresh database
-	IngestBatch   int
-	RawBatch      int
+	// Backlog: the stream already holds every event (published while no ingest ran, as after a
+	// database outage); ingest start until the store counts every event.
+	Backlog                     time.Duration
+	BacklogCPU, BacklogOtherCPU float64
+	Raw                         time.Duration // InsertEvents of as many events into a fresh database
+	IngestBatch                 int
+	RawBatch                    int
 }
 
 // EndToEndRate is events per second from first publish to the last event stored.
 func (r IngestResult) EndToEndRate() float64 { return rate(r.Events, r.EndToEnd) }
 
+// BacklogRate is events per second from ingest start to the last event of a full stream stored.
+func (r IngestResult) BacklogRate() float64 { return rate(r.Events, r.Backlog) }
+
 // RawRate is events per second of the raw batch insert.
 func (r IngestResult) RawRate() float64 { return rate(r.Events, r.Raw) }
 
-// Ratio is the end-to-end rate over the raw rate.
+// Ratio is the live end-to-end rate over the raw rate.
 func (r IngestResult) Ratio() float64 { return r.EndToEndRate() / r.RawRate() }
+
+// BacklogRatio is the backlog rate over the raw rate.
+func (r IngestResult) BacklogRatio() float64 { return r.BacklogRate() / r.RawRate() }
 
 func rate(n int, d time.Duration) float64 {
 	if d <= 0 {
@@ -155,9 +165,11 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	src := newEventSource(agentIDs(cfg.Agents))
 	fmt.Fprintf(out, "godwit bench ingest: %d events over %d agents, %d CPUs (GOMAXPROCS %d), %s\n",
 		cfg.Events, cfg.Agents, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Fprintln(out, "end to end: embedded NATS (file storage) → events stream → ingest.Ingester → store; publisher is one hub")
-	fmt.Fprintln(out, "  connection (JetStream async publish on godwit.events.<agent-id> with Nats-Msg-Id), faster than agents'")
-	fmt.Fprintln(out, "  one-at-a-time requests; timed from the first publish until CountEvents == N")
+	fmt.Fprintln(out, "end to end: embedded NATS (file storage) → events stream → ingest.Ingester → store (with derived state);")
+	fmt.Fprintln(out, "  the publisher is one hub connection in this process (JetStream async publish on godwit.events.<agent-id>")
+	fmt.Fprintln(out, "  with Nats-Msg-Id), faster than agents' one-at-a-time requests")
+	fmt.Fprintln(out, "  live: publisher and ingest run together; timed from the first publish until CountEvents == N")
+	fmt.Fprintln(out, "  backlog: the stream holds N events first (as after a store outage); timed from ingest start until CountEvents == N")
 	fmt.Fprintln(out, "raw: store.InsertEvents of N fresh events (no derived-state rows) into a fresh database, one call per batch")
 
 	var results []IngestResult
@@ -166,16 +178,18 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 		if err != nil {
 			return results, fmt.Errorf("%s: %w", e.name, err)
 		}
-		fmt.Fprintf(out, "%s: all published after %s (%.0f ev/s), all stored after %s; CPUs busy meanwhile: %.2f this process, %.2f others; raw insert %s\n",
-			e.name, round(res.Published), rate(res.Events, res.Published), round(res.EndToEnd), res.CPU, res.OtherCPU, round(res.Raw))
+		fmt.Fprintf(out, "%s live: all published after %s (%.0f ev/s), all stored after %s; CPUs busy meanwhile: %.2f this process, %.2f others\n",
+			e.name, round(res.Published), rate(res.Events, res.Published), round(res.EndToEnd), res.CPU, res.OtherCPU)
+		fmt.Fprintf(out, "%s backlog: all stored after %s; CPUs busy meanwhile: %.2f this process, %.2f others; raw insert %s\n",
+			e.name, round(res.Backlog), res.BacklogCPU, res.BacklogOtherCPU, round(res.Raw))
 		results = append(results, res)
 	}
 	if len(results) > 0 {
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "ENGINE\tEVENTS\tEND-TO-END EV/S\tRAW INSERT EV/S\tRATIO\tINGEST BATCH\tRAW BATCH\t")
+		fmt.Fprintln(tw, "ENGINE\tEVENTS\tLIVE EV/S\tBACKLOG EV/S\tRAW INSERT EV/S\tLIVE/RAW\tBACKLOG/RAW\tINGEST BATCH\tRAW BATCH\t")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f\t%d\t%d\t\n", r.Engine, r.Events, r.EndToEndRate(), r.RawRate(), r.Ratio(),
-				r.IngestBatch, r.RawBatch)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%d\t%d\t\n", r.Engine, r.Events, r.EndToEndRate(), r.BacklogRate(),
+				r.RawRate(), r.Ratio(), r.BacklogRatio(), r.IngestBatch, r.RawBatch)
 		}
 		if err := tw.Flush(); err != nil {
 			return results, err
@@ -216,9 +230,17 @@ func postgresEngine(pg pgServer) engine {
 func ingestEngine(ctx context.Context, cfg IngestConfig, e engine, src *eventSource) (IngestResult, error) {
 	res := IngestResult{Engine: e.name, Events: cfg.Events, IngestBatch: cfg.IngestBatch, RawBatch: cfg.Batch}
 	var err error
-	if res.EndToEnd, res.Published, res.CPU, res.OtherCPU, err = endToEnd(ctx, cfg, e, src); err != nil {
-		return res, fmt.Errorf("end to end: %w", err)
+	live, err := endToEnd(ctx, cfg, e, src, false)
+	if err != nil {
+		return res, fmt.Errorf("end to end, live: %w", err)
 	}
+	res.EndToEnd, res.Published, res.CPU, res.OtherCPU = live.total, live.published, live.cpu, live.otherCPU
+	quiesce()
+	backlog, err := endToEnd(ctx, cfg, e, src, true)
+	if err != nil {
+		return res, fmt.Errorf("end to end, backlog: %w", err)
+	}
+	res.Backlog, res.BacklogCPU, res.BacklogOtherCPU = backlog.total, backlog.cpu, backlog.otherCPU
 	quiesce() // the end-to-end run's garbage and dirty pages are not the raw insert's to handle
 	if res.Raw, err = rawInsert(ctx, cfg, e, src); err != nil {
 		return res, fmt.Errorf("raw insert: %w", err)
@@ -251,22 +273,29 @@ func rawInsert(ctx context.Context, cfg IngestConfig, e engine, src *eventSource
 	return d, nil
 }
 
+// run is one end-to-end measurement.
+type run struct {
+	total, published time.Duration
+	cpu, otherCPU    float64
+}
+
 // endToEnd publishes cfg.Events events into the events stream and times them until the store
-// holds every one.
-func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource) (total, published time.Duration, cpu, otherCPU float64, err error) {
+// holds every one. Live, the ingest runs from the start and the clock starts at the first
+// publish; backlog, everything is published first and the clock starts with the ingest.
+func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource, backlog bool) (r run, err error) {
 	st, cleanup, err := e.open(ctx)
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	defer func() { err = errors.Join(err, cleanup()) }()
 	dir, err := os.MkdirTemp(cfg.TempDir, "godwit-bench-nats-")
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	defer os.RemoveAll(dir)
 	srv, err := bus.StartServer(bus.ServerConfig{StoreDir: dir, Listen: "127.0.0.1:0", Auth: st})
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -275,83 +304,77 @@ func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource)
 	}()
 	hubNC, err := srv.ConnectHub("godwit-bench-ingest")
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	defer hubNC.Close()
 	js, err := jetstream.New(hubNC)
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	ing := ingest.New(ingest.Config{JS: js, Store: st, Batch: cfg.IngestBatch, Logger: slog.New(slog.DiscardHandler)})
-	if err := ing.Start(ctx); err != nil {
-		return 0, 0, 0, 0, err
+	startIngest := func() (stop func() error, err error) {
+		if err := ing.Start(ctx); err != nil {
+			return nil, err
+		}
+		return func() error {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return ing.Stop(sctx)
+		}, nil
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err = errors.Join(err, ing.Stop(sctx))
-	}()
-
 	pubNC, err := srv.ConnectHub("godwit-bench-publisher")
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
 	}
 	defer pubNC.Close()
-	var pubErrs atomic.Int64
-	var firstErr atomic.Value
-	pjs, err := jetstream.New(pubNC, jetstream.WithPublishAsyncMaxPending(4096),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			pubErrs.Add(1)
-			firstErr.CompareAndSwap(nil, err)
-		}))
-	if err != nil {
-		return 0, 0, 0, 0, err
-	}
 	msgs, _, err := src.encode(cfg.Events)
 	if err != nil {
-		return 0, 0, 0, 0, err
+		return r, err
+	}
+	if !backlog {
+		stop, err := startIngest()
+		if err != nil {
+			return r, err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
 	}
 	quiesce()
 
 	start, meter := time.Now(), newCPUMeter("self")
 	pubDone := make(chan error, 1)
-	go func() {
-		for _, m := range msgs {
-			msg := &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
-			if _, err := pjs.PublishMsgAsync(msg); err != nil {
-				pubDone <- err
-				return
-			}
+	go func() { pubDone <- publish(ctx, pubNC, msgs) }()
+	if backlog {
+		if err := <-pubDone; err != nil {
+			return r, fmt.Errorf("publish: %w", err)
 		}
-		select {
-		case <-pjs.PublishAsyncComplete():
-			pubDone <- nil
-		case <-ctx.Done():
-			pubDone <- ctx.Err()
+		quiesce()
+		start, meter = time.Now(), newCPUMeter("self")
+		stop, err := startIngest()
+		if err != nil {
+			return r, err
 		}
-	}()
+		defer func() { err = errors.Join(err, stop()) }()
+		pubDone = nil
+	}
 
 	// Poll the consumer (cheap) until it has nothing pending or unacknowledged, then confirm with
 	// CountEvents: an event is acknowledged only after its transaction committed.
 	deadline := time.Now().Add(max(2*time.Minute, time.Duration(cfg.Events)*time.Millisecond))
-	var pubFinished bool
+	pubFinished := backlog
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return 0, 0, 0, 0, ctx.Err()
+			return r, ctx.Err()
 		case err := <-pubDone:
 			if err != nil {
-				return 0, 0, 0, 0, fmt.Errorf("publish: %w", err)
+				return r, fmt.Errorf("publish: %w", err)
 			}
-			published, pubFinished = time.Since(start), true
-			if n := pubErrs.Load(); n > 0 {
-				return 0, 0, 0, 0, fmt.Errorf("publish: %d events not acknowledged by the stream, first: %v", n, firstErr.Load())
-			}
+			r.published, pubFinished = time.Since(start), true
 		case <-t.C:
 		}
 		if !pubFinished {
@@ -360,24 +383,54 @@ func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource)
 		pending, ackPending, err := ing.Lag(ctx)
 		if err != nil || pending > 0 || ackPending > 0 {
 			if time.Now().After(deadline) {
-				return 0, 0, 0, 0, fmt.Errorf("ingest did not catch up within the deadline (pending %d, unacknowledged %d, %v)", pending, ackPending, err)
+				return r, fmt.Errorf("ingest did not catch up within the deadline (pending %d, unacknowledged %d, %v)", pending, ackPending, err)
 			}
 			continue
 		}
 		n, err := st.CountEvents(ctx)
 		if err != nil {
-			return 0, 0, 0, 0, err
+			return r, err
 		}
 		if n == int64(cfg.Events) {
-			total = time.Since(start)
+			r.total = time.Since(start)
 			own, others := meter.cores()
-			cpu, otherCPU = own[0], others
-			return total, published, cpu, otherCPU, nil
+			r.cpu, r.otherCPU = own[0], others
+			return r, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, 0, 0, fmt.Errorf("the store holds %d of %d events after the deadline (dead letters?)", n, cfg.Events)
+			return r, fmt.Errorf("the store holds %d of %d events after the deadline (dead letters?)", n, cfg.Events)
 		}
 	}
+}
+
+// publish sends msgs with asynchronous JetStream publishes on nc and waits until the stream has
+// acknowledged every one.
+func publish(ctx context.Context, nc *nats.Conn, msgs []published) error {
+	var pubErrs atomic.Int64
+	var firstErr atomic.Value
+	pjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			pubErrs.Add(1)
+			firstErr.CompareAndSwap(nil, err)
+		}))
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		msg := &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
+		if _, err := pjs.PublishMsgAsync(msg); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-pjs.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if n := pubErrs.Load(); n > 0 {
+		return fmt.Errorf("%d events not acknowledged by the stream, first: %v", n, firstErr.Load())
+	}
+	return nil
 }
 
 func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
