@@ -182,7 +182,35 @@ func (s *Store) QueryEvents(ctx context.Context, q store.EventQuery) ([]store.St
 	if err != nil {
 		return nil, "", fmt.Errorf("query events: %w", err)
 	}
-	return scanEvents(q.Limit, rows)
+	page, next, err := readPage(rows, q.Limit, scanEvent, func(r eventRow) string { return encodeEventCursor(micros(r.Time), r.seq) })
+	if err != nil {
+		return nil, "", fmt.Errorf("query events: %w", err)
+	}
+	out := make([]store.StoredEvent, len(page))
+	for n, r := range page {
+		out[n] = r.StoredEvent
+	}
+	return out, next, nil
+}
+
+// eventRow is a listed event and its seq, which the cursor after it needs.
+type eventRow struct {
+	store.StoredEvent
+	seq int64
+}
+
+func scanEvent(row interface{ Scan(...any) error }) (eventRow, error) {
+	var body string
+	var r eventRow
+	var recv int64
+	if err := row.Scan(&body, &recv, &r.seq); err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal([]byte(body), &r.Event); err != nil {
+		return r, fmt.Errorf("stored body: %w", err)
+	}
+	r.Raw, r.ReceivedAt = []byte(body), fromMicros(recv)
+	return r, nil
 }
 
 // eventQuery is the SQL text and arguments of q: a page of Limit+1 rows (body, received_at, seq),
@@ -191,25 +219,23 @@ func eventQuery(q store.EventQuery) (string, []any, error) {
 	if q.Limit <= 0 || q.Limit > 1000 {
 		return "", nil, fault.Invalid("limit", "must be between 1 and 1000 (got %d)", q.Limit)
 	}
-	var where []string
-	var args []any
-	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	var pq pageQuery
 	if q.AgentID != "" {
-		where = append(where, "agent_id = "+arg(q.AgentID))
+		pq.and("agent_id = " + pq.arg(q.AgentID))
 	}
 	if q.Migration != "" {
-		where = append(where, "migration = "+arg(q.Migration))
+		pq.and("migration = " + pq.arg(q.Migration))
 	}
 	if len(q.Types) > 0 {
 		var ors []string
 		for _, t := range q.Types {
 			if p, ok := strings.CutSuffix(t, "*"); ok {
-				ors = append(ors, "(type >= "+arg(p)+" AND type < "+arg(p+"\U0010FFFF")+")")
+				ors = append(ors, "(type >= "+pq.arg(p)+" AND type < "+pq.arg(p+"\U0010FFFF")+")")
 			} else {
-				ors = append(ors, "type = "+arg(t))
+				ors = append(ors, "type = "+pq.arg(t))
 			}
 		}
-		where = append(where, "("+strings.Join(ors, " OR ")+")")
+		pq.and("(" + strings.Join(ors, " OR ") + ")")
 	}
 	if len(q.Severities) > 0 {
 		var ins []string
@@ -218,65 +244,30 @@ func eventQuery(q store.EventQuery) (string, []any, error) {
 			if r < 0 {
 				return "", nil, fault.Invalid("severity", "%q is not info, warning or error", sv)
 			}
-			ins = append(ins, arg(r))
+			ins = append(ins, pq.arg(r))
 		}
-		where = append(where, "severity IN ("+strings.Join(ins, ",")+")")
+		pq.and("severity IN (" + strings.Join(ins, ",") + ")")
 		if !slices.Contains(q.Severities, wire.SeverityInfo) {
 			// Spelled as the partial index of warnings and errors is, so that both engines'
 			// planners see that the index covers the query.
-			where = append(where, "severity > 0")
+			pq.and("severity > 0")
 		}
 	}
 	if !q.Since.IsZero() {
-		where = append(where, "time >= "+arg(micros(q.Since)))
+		pq.and("time >= " + pq.arg(micros(q.Since)))
 	}
 	if !q.Until.IsZero() {
-		where = append(where, "time < "+arg(micros(q.Until)))
+		pq.and("time < " + pq.arg(micros(q.Until)))
 	}
 	if q.Cursor != "" {
 		t, seq, err := decodeEventCursor(q.Cursor)
 		if err != nil {
 			return "", nil, err
 		}
-		where = append(where, "(time < "+arg(t)+" OR (time = "+arg(t)+" AND seq < "+arg(seq)+"))")
-	}
-	sqlText := "SELECT body, received_at, seq FROM events"
-	if len(where) > 0 {
-		sqlText += " WHERE " + strings.Join(where, " AND ")
+		pq.and("(time < " + pq.arg(t) + " OR (time = " + pq.arg(t) + " AND seq < " + pq.arg(seq) + "))")
 	}
 	// Events of the same time (to the microsecond) come newest arrival first.
-	sqlText += " ORDER BY time DESC, seq DESC LIMIT " + arg(q.Limit+1)
-	return sqlText, args, nil
-}
-
-// scanEvents reads a page of at most limit events and the cursor of the next page, if any.
-func scanEvents(limit int, rows *sql.Rows) ([]store.StoredEvent, string, error) {
-	defer rows.Close()
-	out := make([]store.StoredEvent, 0, limit+1)
-	seqs := make([]int64, 0, limit+1)
-	for rows.Next() {
-		var body string
-		var recv, seq int64
-		if err := rows.Scan(&body, &recv, &seq); err != nil {
-			return nil, "", err
-		}
-		seqs = append(seqs, seq)
-		var e store.StoredEvent
-		if err := json.Unmarshal([]byte(body), &e.Event); err != nil {
-			return nil, "", fmt.Errorf("query events: stored body: %w", err)
-		}
-		e.Raw, e.ReceivedAt = []byte(body), fromMicros(recv)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", err
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeEventCursor(micros(out[limit-1].Time), seqs[limit-1])
-	}
-	return out, next, nil
+	return pq.sql("SELECT body, received_at, seq FROM events", "time DESC, seq DESC", q.Limit), pq.args, nil
 }
 
 // encodeCursor is the cursor after a row whose sort key is (t, key): the time, then a name or

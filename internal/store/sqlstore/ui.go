@@ -83,15 +83,13 @@ func (s *Store) PageAgents(ctx context.Context, q store.AgentQuery) ([]wire.Agen
 	if err := checkLimit(q.Limit); err != nil {
 		return nil, "", err
 	}
-	var where []string
-	var args []any
-	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	var pq pageQuery
 	switch q.Status {
 	case "":
 	case store.AgentRevoked:
-		where = append(where, "revoked_at IS NOT NULL")
+		pq.and("revoked_at IS NOT NULL")
 	case wire.StatusOnline, wire.StatusOffline, wire.StatusUnknown:
-		where = append(where, "status = "+arg(q.Status), "revoked_at IS NULL")
+		pq.and("status = "+pq.arg(q.Status), "revoked_at IS NULL")
 	default:
 		return nil, "", fault.Invalid("status", "%q is not online, offline, unknown or revoked", q.Status)
 	}
@@ -106,51 +104,32 @@ func (s *Store) PageAgents(ctx context.Context, q store.AgentQuery) ([]wire.Agen
 	for _, k := range keys {
 		kb, _ := json.Marshal(k)
 		vb, _ := json.Marshal(q.Labels[k])
-		needle := arg(string(kb) + ":" + string(vb))
+		needle := pq.arg(string(kb) + ":" + string(vb))
 		if s.dialect.Name == "postgres" {
-			where = append(where, "strpos(labels, "+needle+") > 0")
+			pq.and("strpos(labels, " + needle + ") > 0")
 		} else {
-			where = append(where, "instr(labels, "+needle+") > 0")
+			pq.and("instr(labels, " + needle + ") > 0")
 		}
 	}
 	if q.Search != "" {
 		esc := likeEscaper.Replace(q.Search)
-		where = append(where, "(LOWER(name) LIKE "+arg("%"+strings.ToLower(esc)+"%")+` ESCAPE '\' OR id LIKE `+arg(esc+"%")+` ESCAPE '\')`)
+		pq.and("(LOWER(name) LIKE " + pq.arg("%"+strings.ToLower(esc)+"%") + ` ESCAPE '\' OR id LIKE ` + pq.arg(esc+"%") + ` ESCAPE '\')`)
 	}
 	if q.Cursor != "" {
 		name, id, err := decodeNameCursor(q.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		n := arg(name)
-		where = append(where, "(name > "+n+" OR (name = "+n+" AND id > "+arg(id)+"))")
+		n := pq.arg(name)
+		pq.and("(name > " + n + " OR (name = " + n + " AND id > " + pq.arg(id) + "))")
 	}
-	sqlText := `SELECT ` + agentColumns + ` FROM agents`
-	if len(where) > 0 {
-		sqlText += " WHERE " + strings.Join(where, " AND ")
-	}
-	sqlText += " ORDER BY name, id LIMIT " + arg(q.Limit+1)
-	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	rows, err := s.db.QueryContext(ctx, pq.sql(`SELECT `+agentColumns+` FROM agents`, "name, id", q.Limit), pq.args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("page agents: %w", err)
 	}
-	defer rows.Close()
-	out := make([]wire.Agent, 0, q.Limit+1)
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
+	out, next, err := readPage(rows, q.Limit, scanAgent, func(a wire.Agent) string { return encodeNameCursor(a.Name, a.ID) })
+	if err != nil {
 		return nil, "", fmt.Errorf("page agents: %w", err)
-	}
-	next := ""
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
-		last := out[len(out)-1]
-		next = encodeNameCursor(last.Name, last.ID)
 	}
 	return out, next, nil
 }
@@ -264,46 +243,25 @@ func (s *Store) PageMigrations(ctx context.Context, q store.MigrationQuery) ([]s
 	if err := checkLimit(q.Limit); err != nil {
 		return nil, "", err
 	}
-	var where []string
-	var args []any
-	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	var pq pageQuery
 	if q.State != "" {
-		where = append(where, "state = "+arg(q.State))
+		pq.and("state = " + pq.arg(q.State))
 	}
 	if q.Cursor != "" {
 		t, name, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		ta := arg(t)
-		where = append(where, "(created_at < "+ta+" OR (created_at = "+ta+" AND name < "+arg(name)+"))")
+		ta := pq.arg(t)
+		pq.and("(created_at < " + ta + " OR (created_at = " + ta + " AND name < " + pq.arg(name) + "))")
 	}
-	sqlText := `SELECT ` + migrationCols + ` FROM migrations`
-	if len(where) > 0 {
-		sqlText += " WHERE " + strings.Join(where, " AND ")
-	}
-	sqlText += " ORDER BY created_at DESC, name DESC LIMIT " + arg(q.Limit+1)
-	rows, err := s.db.QueryContext(ctx, sqlText, args...)
+	rows, err := s.db.QueryContext(ctx, pq.sql(`SELECT `+migrationCols+` FROM migrations`, "created_at DESC, name DESC", q.Limit), pq.args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("page migrations: %w", err)
 	}
-	defer rows.Close()
-	out := make([]store.Migration, 0, q.Limit+1)
-	for rows.Next() {
-		m, err := scanMigration(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
+	out, next, err := readPage(rows, q.Limit, scanMigration, func(m store.Migration) string { return encodeCursor(micros(m.CreatedAt), m.Name) })
+	if err != nil {
 		return nil, "", fmt.Errorf("page migrations: %w", err)
-	}
-	next := ""
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
-		last := out[len(out)-1]
-		next = encodeCursor(micros(last.CreatedAt), last.Name)
 	}
 	return out, next, nil
 }
