@@ -87,16 +87,6 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
 	return groups
 }
 
-// decodePanic carries a panic of an inspectAll goroutine, with its stack, to the caller.
-type decodePanic struct {
-	value any
-	stack []byte
-}
-
-func (p decodePanic) String() string {
-	return fmt.Sprintf("%v (while decoding a batch)\n%s", p.value, p.stack)
-}
-
 // inspected is what inspectAll found about one message: no metadata (md nil, err says why), an
 // item, or the dead-letter reason and error.
 type inspected struct {
@@ -138,7 +128,7 @@ func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 			defer wg.Done()
 			defer func() {
 				if p := recover(); p != nil {
-					panics <- decodePanic{value: p, stack: debug.Stack()}
+					panics <- carriedPanic{value: p, stack: debug.Stack(), where: "decoding a batch"}
 				}
 			}()
 			for n := start; n < end; n++ {

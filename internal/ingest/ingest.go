@@ -380,14 +380,16 @@ type fetched struct {
 	panic  any // a panic while preparing, raised again in the worker
 }
 
-// aheadPanic carries a panic of the fetch-ahead goroutine, with its stack, to the worker.
-type aheadPanic struct {
+// carriedPanic is a panic of a helper goroutine, with that goroutine's stack, raised again in
+// the worker so that it is reported like the worker's own.
+type carriedPanic struct {
 	value any
 	stack []byte
+	where string // what the helper was doing
 }
 
-func (p aheadPanic) String() string {
-	return fmt.Sprintf("%v (while preparing a batch fetched ahead)\n%s", p.value, p.stack)
+func (p carriedPanic) String() string {
+	return fmt.Sprintf("%v (while %s)\n%s", p.value, p.where, p.stack)
 }
 
 func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fetchAhead {
@@ -396,7 +398,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fet
 		var r fetched
 		defer func() {
 			if p := recover(); p != nil {
-				r.panic = aheadPanic{value: p, stack: debug.Stack()}
+				r.panic = carriedPanic{value: p, stack: debug.Stack(), where: "preparing a batch fetched ahead"}
 			}
 			f.done <- r
 		}()

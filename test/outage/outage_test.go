@@ -319,15 +319,15 @@ func (d *drill) assertEffects(desc controller.Description) {
 		// The stream being drained says nothing of what an agent has yet to send (an outbox
 		// retries with back-off): wait for each outbox to empty while its agent runs.
 		d.eventually(60*time.Second, a+"'s outbox delivered", func() error {
-			n, err := d.outboxPending(a)
+			n, err := d.outboxLen(a)
 			if err == nil && n != 0 {
 				err = fmt.Errorf("%d events not yet sent", n)
 			}
 			return err
 		})
 		d.stopAgent(a)
-		if n := d.outboxLen(a); n != 0 {
-			d.t.Errorf("%s still has %d undelivered events", a, n)
+		if n, err := d.outboxLen(a); err != nil || n != 0 {
+			d.t.Errorf("%s still has %d undelivered events (%v)", a, n, err)
 		}
 	}
 }

@@ -129,8 +129,8 @@ func Dialect() sqlstore.Dialect {
 	}
 }
 
-// CheckpointInterval is how often the background checkpointer copies the WAL into the database.
-// At 50,000 events a second that is a WAL of about 25 MiB between checkpoints.
+// CheckpointInterval is how often the background checkpointer copies the WAL into the database:
+// the WAL holds about a quarter of a second of writes.
 const CheckpointInterval = 250 * time.Millisecond
 
 // checkpoint copies committed WAL frames into the database every CheckpointInterval, without

@@ -27,9 +27,7 @@ type Dialect struct {
 	// RowsPerInsert is how many rows one INSERT statement carries when a batch is written
 	// (events and their derived state); 0 means DefaultRowsPerInsert. An engine reached over
 	// the network wants many rows per round trip. An in-process engine is fastest with 1: one
-	// prepared statement executed per row, which SQLite runs without parsing anything again
-	// (and SQLite looks numbered parameters up one by one, so statements with thousands of them
-	// cost time quadratic in their number).
+	// prepared statement executed per row, which SQLite runs without parsing anything again.
 	RowsPerInsert int
 	// Maintain, if set, runs in its own goroutine from Open until Close (which cancels ctx and
 	// waits for it): upkeep the engine wants done off the writers' path.
@@ -46,8 +44,8 @@ type Store struct {
 	db      *sql.DB
 	dialect Dialect
 
-	stopMaintain context.CancelFunc
-	maintained   chan struct{}
+	stopMaintain context.CancelFunc // nil without Dialect.Maintain
+	maintained   chan struct{}      // closed when Maintain has returned
 }
 
 var _ store.Store = (*Store)(nil)
@@ -62,18 +60,15 @@ func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 	if d.RowsPerInsert <= 0 {
 		d.RowsPerInsert = DefaultRowsPerInsert
 	}
-	s := &Store{db: db, dialect: d, maintained: make(chan struct{})}
-	if d.Maintain == nil {
-		close(s.maintained)
-		s.stopMaintain = func() {}
-		return s, nil
+	s := &Store{db: db, dialect: d}
+	if d.Maintain != nil {
+		mctx, cancel := context.WithCancel(context.Background())
+		s.stopMaintain, s.maintained = cancel, make(chan struct{})
+		go func() {
+			defer close(s.maintained)
+			d.Maintain(mctx, db)
+		}()
 	}
-	mctx, cancel := context.WithCancel(context.Background())
-	s.stopMaintain = cancel
-	go func() {
-		defer close(s.maintained)
-		d.Maintain(mctx, db)
-	}()
 	return s, nil
 }
 
@@ -107,8 +102,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // Close implements store.Store.
 func (s *Store) Close() error {
-	s.stopMaintain()
-	<-s.maintained
+	if s.stopMaintain != nil {
+		s.stopMaintain()
+		<-s.maintained
+	}
 	return s.db.Close()
 }
 
