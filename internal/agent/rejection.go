@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,6 +13,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 )
+
+// isCertError reports a TLS verification failure of the server's certificate.
+func isCertError(err error) bool {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host) || errors.As(err, &verify)
+}
 
 func isAuthError(err error) bool {
 	return err != nil && (err == nats.ErrAuthorization || strings.Contains(strings.ToLower(err.Error()), "authorization violation"))
@@ -23,14 +35,15 @@ type rejectionCheck struct {
 	id     *Identity
 	log    *slog.Logger
 	reject func()
+	client *http.Client
 
 	mu      sync.Mutex
 	running bool
 	last    time.Time
 }
 
-func newRejectionCheck(id *Identity, log *slog.Logger, reject func()) *rejectionCheck {
-	return &rejectionCheck{id: id, log: log, reject: reject}
+func newRejectionCheck(id *Identity, log *slog.Logger, client *http.Client, reject func()) *rejectionCheck {
+	return &rejectionCheck{id: id, log: log, reject: reject, client: client}
 }
 
 // trigger runs one check in the background, at most one at a time and one per second.
@@ -65,7 +78,7 @@ func (c *rejectionCheck) ask(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	req.SetBasicAuth(c.id.AgentID, c.id.NATSPassword)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.client.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,13 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
+// system describes this node, with the digest of the policy the agent enforces.
+func (a *Agent) system() wire.SystemInfo {
+	si := systemInfo(a.dir.Path)
+	si.PolicyDigest = a.policy.Digest()
+	return si
+}
+
 // systemInfo describes this node. dir is where free disk is measured (the state dir).
 func systemInfo(dir string) wire.SystemInfo {
 	si := wire.SystemInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, AgentVersion: buildinfo.String()}

@@ -3,9 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +25,7 @@ import (
 type fakeBus struct {
 	ReadyFunc      func(ctx context.Context) error
 	DisconnectFunc func(id string) int
+	URLs           []string
 }
 
 var _ Bus = (*fakeBus)(nil)
@@ -32,15 +36,21 @@ func (f *fakeBus) Ready(ctx context.Context) error {
 	}
 	return f.ReadyFunc(ctx)
 }
-func (f *fakeBus) AgentURLs() []string { return []string{"nats://127.0.0.1:7751"} }
-func (f *fakeBus) DisconnectAgent(id string) int {
-	if f.DisconnectFunc == nil {
-		return 0
+func (f *fakeBus) AgentURLs() []string {
+	if f.URLs != nil {
+		return f.URLs
 	}
-	return f.DisconnectFunc(id)
+	return []string{"nats://127.0.0.1:7751"}
+}
+func (f *fakeBus) DisconnectAgent(_ context.Context, id string) (int, error) {
+	if f.DisconnectFunc == nil {
+		return 0, nil
+	}
+	return f.DisconnectFunc(id), nil
 }
 
 type bundle struct {
+	api   *Server
 	srv   *httptest.Server
 	store store.Store
 	admin string
@@ -48,7 +58,7 @@ type bundle struct {
 	now   time.Time
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T, opts ...func(*Config)) *bundle {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "hub.db"))
 	if err != nil {
@@ -59,9 +69,14 @@ func setup(t *testing.T) *bundle {
 	if _, err := st.InitAdminToken(context.Background(), credential.Hash(b.admin), b.now); err != nil {
 		t.Fatal(err)
 	}
-	h := New(Config{Store: st, Bus: b.bus, Logger: logging.Discard(), Registry: prometheus.NewRegistry(),
-		Now: func() time.Time { return b.now }, MaxBodyBytes: 4096, HeartbeatInterval: 5 * time.Second})
-	b.srv = httptest.NewServer(h)
+	cfg := Config{Store: st, Bus: b.bus, Logger: logging.Discard(), Registry: prometheus.NewRegistry(),
+		Now: func() time.Time { return b.now }, MaxBodyBytes: 4096, HeartbeatInterval: 5 * time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b.api = New(cfg)
+	// Every response any test receives is checked against the OpenAPI document.
+	b.srv = httptest.NewServer(LoadOpenAPI(t).CheckedHandler(t, b.api, nil))
 	t.Cleanup(b.srv.Close)
 	return b
 }
@@ -235,6 +250,39 @@ func TestRevokeDisconnectsAndEnrollReturnsCredentials(t *testing.T) {
 	}
 }
 
+// An agent never gets the hub's own NATS credentials, whatever the URLs it is handed hold; a
+// hub with a CA hands out tokens that pin it, and takes them back in either form.
+func TestEnrollHandsOutNoHubCredentialsAndPinsTheCA(t *testing.T) {
+	t.Parallel()
+	fp := strings.Repeat("ab", 32)
+	b := setup(t, func(c *Config) { c.CAFingerprint = fp; c.NATSCA = []byte("-----BEGIN CERTIFICATE-----") })
+	b.bus.URLs = []string{"nats://godwit-hub:hub-secret@n1.example:4222", "tls://n2.example:4222"}
+	tok := b.token(t, 2, "1h")
+	secret, pin, err := credential.ParseEnrollToken(tok)
+	if err != nil || pin != fp || secret+credential.PinSeparator+fp != tok {
+		t.Fatalf("token %q: secret %q pin %q err %v; want the CA fingerprint %s", tok, secret, pin, err, fp)
+	}
+	for i, sent := range []string{tok, secret} {
+		var er wire.EnrollResponse
+		body := `{"token":"` + sent + `","name":"edge-` + itoa(i) + `"}`
+		if code, eb := b.call(t, "POST", "/api/v1/enroll", "", body, &er); code != 201 {
+			t.Fatalf("enroll with %q: %d %v", sent, code, eb)
+		}
+		if strings.Join(er.NATSURLs, " ") != "nats://n1.example:4222 tls://n2.example:4222" || er.NATSCA == "" {
+			t.Fatalf("enrollment response URLs %v, CA %q", er.NATSURLs, er.NATSCA)
+		}
+		raw, _ := json.Marshal(er)
+		if strings.Contains(string(raw), "hub-secret") || strings.Contains(string(raw), "godwit-hub") {
+			t.Fatalf("enrollment response carries the hub's credentials: %s", raw)
+		}
+	}
+	// A hub without a CA of its own hands out the bare secret.
+	plain := setup(t)
+	if tok := plain.token(t, 1, "1h"); strings.Contains(tok, credential.PinSeparator) {
+		t.Fatalf("token of a hub without a CA: %q", tok)
+	}
+}
+
 func TestReadyzReflectsStoreAndBus(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -249,5 +297,60 @@ func TestReadyzReflectsStoreAndBus(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("bus down: readyz %d, want 503", resp.StatusCode)
+	}
+}
+
+// GET /api/v1/agents is paged by name then id; following next_cursor lists every agent once,
+// and a bad limit, cursor or parameter is refused naming it.
+func TestListAgentsPages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tok := b.token(t, 10, "1h")
+	var want []string
+	for _, n := range []string{"delta", "alpha", "echo", "charlie", "bravo"} {
+		if code, eb := b.call(t, "POST", "/api/v1/enroll", "", `{"token":"`+tok+`","name":"`+n+`"}`, nil); code != 201 {
+			t.Fatalf("enroll %s: %d %v", n, code, eb)
+		}
+		want = append(want, n)
+	}
+	slices.Sort(want)
+	for _, limit := range []int{1, 2, 5, 1000} {
+		var got []string
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > len(want) {
+				t.Fatalf("limit %d: paging does not end", limit)
+			}
+			var l wire.List[wire.Agent]
+			path := fmt.Sprintf("/api/v1/agents?limit=%d", limit)
+			if cursor != "" {
+				path += "&cursor=" + url.QueryEscape(cursor)
+			}
+			if code, eb := b.call(t, "GET", path, b.admin, "", &l); code != 200 || len(l.Items) > limit {
+				t.Fatalf("GET %s: %d %v, %d items", path, code, eb, len(l.Items))
+			}
+			for _, a := range l.Items {
+				got = append(got, a.Name)
+			}
+			if l.NextCursor == "" {
+				break
+			}
+			cursor = l.NextCursor
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("limit %d: agents %v, want %v", limit, got, want)
+		}
+	}
+	var l wire.List[wire.Agent]
+	if code, _ := b.call(t, "GET", "/api/v1/agents", b.admin, "", &l); code != 200 || len(l.Items) != len(want) || l.NextCursor != "" {
+		t.Fatalf("GET /api/v1/agents without a limit: %d, %d items, next %q", code, len(l.Items), l.NextCursor)
+	}
+	for path, field := range map[string]string{
+		"/api/v1/agents?limit=0": "limit", "/api/v1/agents?limit=1001": "limit", "/api/v1/agents?limit=x": "limit",
+		"/api/v1/agents?cursor=%25%25": "cursor", "/api/v1/agents?status=online": "status",
+	} {
+		if code, eb := b.call(t, "GET", path, b.admin, "", nil); code != 400 || !strings.Contains(eb.Error.Message, field) {
+			t.Errorf("GET %s: %d %+v, want 400 naming %s", path, code, eb, field)
+		}
 	}
 }

@@ -27,14 +27,14 @@ type Pipeline interface {
 }
 
 func (s *Server) eventRoutes() {
-	s.admin("GET /api/v1/events", http.StatusOK, s.listEvents)
-	s.admin("GET /api/v1/status", http.StatusOK, s.status)
-	s.admin("POST /api/v1/agents/{id}/rehydrate", http.StatusOK, s.rehydrate)
-	s.admin("GET /api/v1/dlq", http.StatusOK, s.listDLQ)
-	s.admin("GET /api/v1/dlq/{seq}", http.StatusOK, s.getDLQ)
-	s.admin("POST /api/v1/dlq/{seq}/replay", http.StatusOK, s.replayDLQ)
-	s.admin("DELETE /api/v1/dlq/{seq}", http.StatusOK, s.purgeOneDLQ)
-	s.admin("POST /api/v1/dlq/purge", http.StatusOK, s.purgeAllDLQ)
+	s.route("GET /api/v1/events", http.StatusOK, s.listEvents)
+	s.route("GET /api/v1/status", http.StatusOK, s.status)
+	s.route("POST /api/v1/agents/{id}/rehydrate", http.StatusOK, s.rehydrate)
+	s.route("GET /api/v1/dlq", http.StatusOK, s.listDLQ)
+	s.route("GET /api/v1/dlq/{seq}", http.StatusOK, s.getDLQ)
+	s.route("POST /api/v1/dlq/{seq}/replay", http.StatusOK, s.replayDLQ)
+	s.route("DELETE /api/v1/dlq/{seq}", http.StatusOK, s.purgeOneDLQ)
+	s.route("POST /api/v1/dlq/purge", http.StatusOK, s.purgeAllDLQ)
 }
 
 // ParseEventQuery turns URL parameters into a store query; every bad value is a 400 that names
@@ -116,7 +116,11 @@ func (s *Server) listEvents(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wire.List[store.StoredEvent]{Items: page, NextCursor: next}, nil
+	items := make([]wire.EventRecord, len(page))
+	for i, e := range page {
+		items[i] = e.Record()
+	}
+	return wire.List[wire.EventRecord]{Items: items, NextCursor: next}, nil
 }
 
 func (s *Server) status(r *http.Request) (any, error) {
@@ -132,6 +136,12 @@ func (s *Server) status(r *http.Request) (any, error) {
 		} else {
 			st.Agents[a.Status]++
 		}
+	}
+	if st.Replicas, err = s.cfg.Store.ListReplicas(r.Context()); err != nil {
+		return nil, err
+	}
+	if s.cfg.Leadership != nil {
+		st.Leadership = s.cfg.Leadership()
 	}
 	if s.cfg.Pipeline != nil {
 		is, err := s.cfg.Pipeline.Status(r.Context())

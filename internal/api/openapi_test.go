@@ -15,8 +15,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	if err := yaml.Unmarshal(openapiDoc, &doc); err != nil {
 		t.Fatalf("openapi.yaml does not parse: %v", err)
 	}
-	s := setup(t)
-	h := s.srv.Config.Handler.(*Server)
+	h := setup(t).api
 	if len(h.patterns) < 10 {
 		t.Fatalf("only %d routes registered", len(h.patterns))
 	}

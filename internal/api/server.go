@@ -3,6 +3,12 @@
 // Handlers return (any, error); one wrapper writes the JSON or maps the error to a status code in
 // exactly one function (StatusOf), so every error body has the same shape and no stack trace
 // ever reaches a client.
+//
+// Every route but enrollment and an agent's self-check needs a bearer token: the hub's admin
+// token or an API token with a role. The least role a route needs is in one table (routeRoles);
+// a caller whose role does not reach it gets 403. Every call of a method other than GET is
+// written to the audit log with who, what, the outcome and from where; an address that fails to
+// authenticate too often gets 429 for a while (Access).
 package api
 
 import (
@@ -19,7 +25,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
@@ -31,22 +36,33 @@ type Bus interface {
 	Ready(ctx context.Context) error
 	// AgentURLs are the NATS URLs handed to agents at enrollment.
 	AgentURLs() []string
-	// DisconnectAgent cuts an agent's live connections (after revocation).
-	DisconnectAgent(agentID string) int
+	// DisconnectAgent cuts an agent's live connections (after revocation) and returns how many.
+	DisconnectAgent(ctx context.Context, agentID string) (int, error)
 }
 
 // Config wires the API.
 type Config struct {
-	Store             store.Store
-	Bus               Bus
-	Pipeline          Pipeline   // nil until the event pipeline runs
-	Migrations        Migrations // nil until the migration controller runs
-	Sweeps            Sweeps     // nil until the sweep service runs
+	Store      store.Store
+	Bus        Bus
+	Pipeline   Pipeline   // nil until the event pipeline runs
+	Migrations Migrations // nil until the migration controller runs
+	Sweeps     Sweeps     // nil until the sweep service runs
+	Failover   Failover   // nil until the failover group service runs
+	// Leadership tells the status which replica leads, as this replica sees it; nil: not shown.
+	Leadership        func() *wire.HubLeadership
 	Logger            *slog.Logger
 	Registry          *prometheus.Registry
 	Now               func() time.Time
 	MaxBodyBytes      int64
 	HeartbeatInterval time.Duration
+	// CAFingerprint is the fingerprint of the CA agents pin (credential.Fingerprint); enrollment
+	// tokens carry it. Empty when the hub serves no TLS of its own CA.
+	CAFingerprint string
+	// NATSCA is the PEM CA an external NATS cluster's TLS is verified with, handed to agents.
+	NATSCA []byte
+	// Access checks tokens, limits failed attempts and writes the audit log; shared with the
+	// web UI. Nil makes one on Store without a rate limit.
+	Access *Access
 }
 
 // Server is the HTTP handler of the hub.
@@ -57,6 +73,7 @@ type Server struct {
 	now     func() time.Time
 	reqs    *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	access  *Access
 	// patterns lists every API route registered, for the OpenAPI test.
 	patterns []string
 }
@@ -69,7 +86,10 @@ func New(cfg Config) *Server {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, now: cfg.Now}
+	if cfg.Access == nil {
+		cfg.Access = NewAccess(AccessConfig{Store: cfg.Store, Logger: cfg.Logger, Registry: cfg.Registry, Now: cfg.Now})
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), log: cfg.Logger, now: cfg.Now, access: cfg.Access}
 	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "godwit_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -92,59 +112,82 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /api/v1/openapi.yaml", serveOpenAPI)
 
-	s.public("POST /api/v1/enroll", http.StatusCreated, s.enroll)
-	s.public("GET /api/v1/agents/self", http.StatusOK, s.agentSelf)
-	s.admin("GET /api/v1/agents", http.StatusOK, s.listAgents)
-	s.admin("GET /api/v1/agents/{id}", http.StatusOK, s.getAgent)
-	s.admin("POST /api/v1/agents/{id}/revoke", http.StatusOK, s.revokeAgent)
-	s.admin("POST /api/v1/tokens", http.StatusCreated, s.createToken)
-	s.admin("GET /api/v1/tokens", http.StatusOK, s.listTokens)
-	s.admin("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
+	s.route("POST /api/v1/enroll", http.StatusCreated, s.enroll)
+	s.route("GET /api/v1/agents/self", http.StatusOK, s.agentSelf)
+	s.route("GET /api/v1/agents", http.StatusOK, s.listAgents)
+	s.route("GET /api/v1/agents/{id}", http.StatusOK, s.getAgent)
+	s.route("POST /api/v1/agents/{id}/revoke", http.StatusOK, s.revokeAgent)
+	s.route("POST /api/v1/tokens", http.StatusCreated, s.createToken)
+	s.route("GET /api/v1/tokens", http.StatusOK, s.listTokens)
+	s.route("DELETE /api/v1/tokens/{id}", http.StatusOK, s.deleteToken)
+	s.route("GET /api/v1/version", http.StatusOK, s.version)
+	s.accessRoutes()
 	s.eventRoutes()
 	s.migrationRoutes()
 	s.sweepRoutes()
+	s.failoverRoutes()
 }
 
-// Handle registers an extra admin-only route; later components (events, migrations) add theirs.
-func (s *Server) Handle(pattern string, okStatus int, fn HandlerFunc) { s.admin(pattern, okStatus, fn) }
+// Handle registers an extra route; later components (events, migrations) add theirs. Its role
+// comes from routeRoles, like every route's.
+func (s *Server) Handle(pattern string, okStatus int, fn HandlerFunc) { s.route(pattern, okStatus, fn) }
 
 // HandlerFunc is the shape of every API handler.
 type HandlerFunc func(r *http.Request) (any, error)
 
-func (s *Server) public(pattern string, okStatus int, fn HandlerFunc) {
+// route registers an API route. Unless it is public, a caller needs a valid token whose role
+// reaches the route's in routeRoles (admin for a route missing there).
+func (s *Server) route(pattern string, okStatus int, fn HandlerFunc) {
 	s.patterns = append(s.patterns, pattern)
-	s.mux.Handle(pattern, s.wrap(pattern, okStatus, fn))
-}
-
-func (s *Server) admin(pattern string, okStatus int, fn HandlerFunc) {
-	s.patterns = append(s.patterns, pattern)
+	need, public := RoleFor(pattern)
+	if public {
+		s.mux.Handle(pattern, s.wrap(pattern, okStatus, fn))
+		return
+	}
 	s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
-		if err := s.authenticate(r); err != nil {
+		p, err := s.access.Authenticate(r.Context(), s.access.Client(r), viaAPI, r.Header.Get("Authorization"))
+		if err != nil {
 			return nil, err
+		}
+		callOf(r).who = p
+		if !p.Role.Allows(need) {
+			return nil, Forbidden(p, need, "call "+pattern)
 		}
 		return fn(r)
 	}))
 }
 
-func (s *Server) authenticate(r *http.Request) error {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		return fmt.Errorf("missing bearer token (Authorization: Bearer <admin token>): %w", fault.ErrUnauthenticated)
+// call is what the wrapper learns of a request while its handler runs, for the audit log.
+type call struct {
+	who    Principal
+	target string
+}
+
+type callKey struct{}
+
+// callOf returns the request's call record (a throwaway one outside wrap).
+func callOf(r *http.Request) *call {
+	if c, ok := r.Context().Value(callKey{}).(*call); ok {
+		return c
 	}
-	if err := s.cfg.Store.CheckAdminToken(r.Context(), credential.Hash(tok)); err != nil {
-		if errors.Is(err, fault.ErrUnauthenticated) {
-			return fmt.Errorf("invalid token: %w", fault.ErrUnauthenticated)
-		}
-		return err
-	}
-	return nil
+	return &call{}
+}
+
+// principal is the authenticated caller of a request.
+func principal(r *http.Request) Principal { return callOf(r).who }
+
+// setTarget names what a call acted on when its path does not (an applied migration, a
+// created token, an enrolled agent).
+func setTarget(r *http.Request, format string, args ...any) {
+	callOf(r).target = fmt.Sprintf(format, args...)
 }
 
 func (s *Server) wrap(route string, okStatus int, fn HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		c := &call{}
+		r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
 		v, err := fn(r)
 		code := okStatus
 		if err != nil {
@@ -152,6 +195,16 @@ func (s *Server) wrap(route string, okStatus int, fn HandlerFunc) http.Handler {
 			if code >= 500 {
 				s.log.Error("api request failed", "route", route, "err", err)
 			}
+		}
+		// Written before the answer, so a client that has its answer finds the call audited.
+		// Calls refused by the rate limit are counted, not audited: they would let one address
+		// write without bound.
+		if Audited(r.Method) && code != http.StatusTooManyRequests {
+			s.access.Audit(r.Context(), wire.AuditEntry{TokenID: c.who.TokenID, Actor: c.who.Actor, Role: c.who.Role,
+				Method: r.Method, Path: r.URL.Path, Route: route, Target: c.target, Status: code,
+				Remote: s.access.Client(r).String(), Via: wire.ViaAPI})
+		}
+		if err != nil {
 			writeError(w, code, err)
 		} else {
 			writeJSON(w, code, v)
@@ -199,6 +252,8 @@ func StatusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, fault.ErrConflict), errors.Is(err, fault.ErrFenced):
 		return http.StatusConflict
+	case errors.Is(err, fault.ErrRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, fault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	default:
@@ -216,11 +271,18 @@ func writeError(w http.ResponseWriter, code int, err error) {
 		c = fault.ErrTooLarge.Error()
 	case http.StatusMethodNotAllowed:
 		c = "method_not_allowed"
+	case http.StatusTooManyRequests:
+		if rl := (*fault.RateLimited)(nil); errors.As(err, &rl) {
+			w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds(rl.RetryAfter)))
+		}
 	}
 	// Strip the trailing ": <code>" that wrapping a sentinel leaves; the code field carries it.
 	msg = strings.TrimSuffix(msg, ": "+c)
 	writeJSON(w, code, wire.ErrorBody{Error: wire.ErrorDetail{Code: c, Message: msg}})
 }
+
+// RetryAfterSeconds is a Retry-After value: whole seconds, rounded up, at least 1.
+func RetryAfterSeconds(d time.Duration) int { return max(1, int((d+time.Second-1)/time.Second)) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

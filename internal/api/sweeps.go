@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 
@@ -22,7 +21,11 @@ type Sweeps interface {
 	List(ctx context.Context) ([]wire.SweepSummary, error)
 	Delete(ctx context.Context, name string) error
 	Trigger(ctx context.Context, name string, req wire.SweepTriggerRequest) (wire.SweepRun, error)
-	Runs(ctx context.Context, name string, limit int) ([]wire.SweepRun, error)
+	Suspend(ctx context.Context, name string, req wire.SweepSuspendRequest) (wire.SweepSuspendResult, error)
+	Resume(ctx context.Context, name string, req wire.SweepSuspendRequest) (wire.SweepSuspendResult, error)
+	// Runs is a page of a sweep's runs, newest first, without their context snapshots, and
+	// the cursor of the next page ("" after the last).
+	Runs(ctx context.Context, name string, limit int, cursor string) ([]wire.SweepRun, string, error)
 	Run(ctx context.Context, name, id string) (wire.SweepRunDetail, error)
 }
 
@@ -33,13 +36,15 @@ const (
 )
 
 func (s *Server) sweepRoutes() {
-	s.admin("POST /api/v1/sweeps", http.StatusOK, s.applySweep)
-	s.admin("GET /api/v1/sweeps", http.StatusOK, s.listSweeps)
-	s.admin("GET /api/v1/sweeps/{name}", http.StatusOK, s.getSweep)
-	s.admin("DELETE /api/v1/sweeps/{name}", http.StatusOK, s.deleteSweep)
-	s.admin("POST /api/v1/sweeps/{name}/runs", http.StatusOK, s.triggerSweep)
-	s.admin("GET /api/v1/sweeps/{name}/runs", http.StatusOK, s.listSweepRuns)
-	s.admin("GET /api/v1/sweeps/{name}/runs/{id}", http.StatusOK, s.getSweepRun)
+	s.route("POST /api/v1/sweeps", http.StatusOK, s.applySweep)
+	s.route("GET /api/v1/sweeps", http.StatusOK, s.listSweeps)
+	s.route("GET /api/v1/sweeps/{name}", http.StatusOK, s.getSweep)
+	s.route("DELETE /api/v1/sweeps/{name}", http.StatusOK, s.deleteSweep)
+	s.route("POST /api/v1/sweeps/{name}/runs", http.StatusOK, s.triggerSweep)
+	s.route("POST /api/v1/sweeps/{name}/suspend", http.StatusOK, s.suspendSweep)
+	s.route("POST /api/v1/sweeps/{name}/resume", http.StatusOK, s.resumeSweep)
+	s.route("GET /api/v1/sweeps/{name}/runs", http.StatusOK, s.listSweepRuns)
+	s.route("GET /api/v1/sweeps/{name}/runs/{id}", http.StatusOK, s.getSweepRun)
 }
 
 func (s *Server) sweeps() (Sweeps, error) {
@@ -59,7 +64,11 @@ func (s *Server) applySweep(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sw.Apply(r.Context(), body, dry)
+	res, err := sw.Apply(r.Context(), body, dry)
+	if res.Name != "" {
+		setTarget(r, "sweep %s (%s)", res.Name, res.Outcome)
+	}
+	return res, err
 }
 
 func (s *Server) listSweeps(r *http.Request) (any, error) {
@@ -114,13 +123,69 @@ func (s *Server) triggerSweep(r *http.Request) (any, error) {
 		}
 	}
 	if req.By == "" {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		req.By = "admin token from " + host
+		req.By = s.clientBy(r)
 	}
 	return sw.Trigger(r.Context(), r.PathValue("name"), req)
+}
+
+// clientBy names the client of a request for an audit record that has no "by".
+func (s *Server) clientBy(r *http.Request) string {
+	return principal(r).Actor + " from " + s.access.Client(r).String()
+}
+
+// suspendRequest reads the optional body of a suspend or resume: {"reason": "…", "via": "cli",
+// "by": "…"}; the caller names the client when the body does not.
+func suspendRequest(r *http.Request) (wire.SweepSuspendRequest, error) {
+	var req wire.SweepSuspendRequest
+	body, err := readBody(r)
+	if err != nil {
+		return req, err
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := decode(r, &req); err != nil {
+			return req, err
+		}
+	}
+	switch req.Via {
+	case "", wire.SuspendViaAPI, wire.SuspendViaCLI:
+	default:
+		return req, fault.Invalid("via", "must be api or cli, not %q", req.Via)
+	}
+	return req, nil
+}
+
+// suspendSweep suspends a sweep: no scheduled run fires until it is resumed; triggered runs
+// still run. The answer says whether it changed (outcome suspended or unchanged).
+func (s *Server) suspendSweep(r *http.Request) (any, error) {
+	sw, err := s.sweeps()
+	if err != nil {
+		return nil, err
+	}
+	req, err := suspendRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	if req.By == "" {
+		req.By = s.clientBy(r)
+	}
+	return sw.Suspend(r.Context(), r.PathValue("name"), req)
+}
+
+// resumeSweep resumes a sweep; its resumePolicy decides what happens to the firings held back.
+func (s *Server) resumeSweep(r *http.Request) (any, error) {
+	sw, err := s.sweeps()
+	if err != nil {
+		return nil, err
+	}
+	req, err := suspendRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	if req.By == "" {
+		req.By = s.clientBy(r)
+	}
+	return sw.Resume(r.Context(), r.PathValue("name"), req)
 }
 
 func (s *Server) listSweepRuns(r *http.Request) (any, error) {
@@ -130,8 +195,8 @@ func (s *Server) listSweepRuns(r *http.Request) (any, error) {
 	}
 	limit := defaultRunLimit
 	for k := range r.URL.Query() {
-		if k != "limit" {
-			return nil, fault.Invalid(k, "unknown parameter (use limit)")
+		if k != "limit" && k != "cursor" {
+			return nil, fault.Invalid(k, "unknown parameter (use limit, cursor)")
 		}
 	}
 	if v := r.URL.Query().Get("limit"); v != "" {
@@ -139,11 +204,11 @@ func (s *Server) listSweepRuns(r *http.Request) (any, error) {
 			return nil, fault.Invalid("limit", "must be a number from 1 to %d, not %q", maxRunLimit, v)
 		}
 	}
-	runs, err := sw.Runs(r.Context(), r.PathValue("name"), limit)
+	runs, next, err := sw.Runs(r.Context(), r.PathValue("name"), limit, r.URL.Query().Get("cursor"))
 	if err != nil {
 		return nil, err
 	}
-	return wire.List[wire.SweepRun]{Items: runs}, nil
+	return wire.List[wire.SweepRun]{Items: runs, NextCursor: next}, nil
 }
 
 func (s *Server) getSweepRun(r *http.Request) (any, error) {

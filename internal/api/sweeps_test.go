@@ -27,10 +27,10 @@ func setupSweeps(t *testing.T) *bundle {
 			_, err := b.store.InsertEvents(ctx, []store.StoredEvent{{Event: e, Raw: raw, ReceivedAt: e.Time}}, nil)
 			return err
 		}})
-	h := New(Config{Store: b.store, Bus: b.bus, Logger: logging.Discard(), Registry: prometheus.NewRegistry(), Sweeps: svc,
+	b.api = New(Config{Store: b.store, Bus: b.bus, Logger: logging.Discard(), Registry: prometheus.NewRegistry(), Sweeps: svc,
 		MaxBodyBytes: 1 << 16})
 	b.srv.Close()
-	b.srv = httptest.NewServer(h)
+	b.srv = httptest.NewServer(LoadOpenAPI(t).CheckedHandler(t, b.api, nil))
 	t.Cleanup(b.srv.Close)
 	return b
 }
@@ -92,7 +92,7 @@ func TestSweepAPI(t *testing.T) {
 			if r.LockSkipped && (r.Status != wire.SweepRunSkipped || r.ExitCode == nil || *r.ExitCode != 0) {
 				t.Fatalf("skipped record = %+v", r)
 			}
-			if !r.LockSkipped && (r.Status != wire.SweepRunRunning || r.MaxSeconds != 300 || !strings.HasPrefix(r.TriggeredBy, "admin token from ")) {
+			if !r.LockSkipped && (r.Status != wire.SweepRunRunning || r.MaxSeconds != 300 || !strings.HasPrefix(r.TriggeredBy, "admin from ")) {
 				t.Fatalf("run record = %+v", r)
 			}
 		}
@@ -158,6 +158,96 @@ func TestSweepAPI(t *testing.T) {
 		}
 		if code, _ := b.call(t, "POST", "/api/v1/sweeps/drift/runs", "", `{}`, nil); code != http.StatusUnauthorized {
 			t.Fatalf("trigger without a token: %d", code)
+		}
+	})
+
+	t.Run("runs page with a cursor, without context", func(t *testing.T) {
+		var first, second wire.List[wire.SweepRun]
+		if code, _ := b.call(t, "GET", "/api/v1/sweeps/drift/runs?limit=2", b.admin, "", &first); code != http.StatusOK || len(first.Items) != 2 || first.NextCursor == "" {
+			t.Fatalf("first page: %d %+v", code, first)
+		}
+		if code, _ := b.call(t, "GET", "/api/v1/sweeps/drift/runs?limit=2&cursor="+first.NextCursor, b.admin, "", &second); code != http.StatusOK ||
+			len(second.Items) != 1 || second.NextCursor != "" || !second.Items[0].FiredAt.Before(first.Items[1].FiredAt) && second.Items[0].ID > first.Items[1].ID {
+			t.Fatalf("second page: %d %+v", code, second)
+		}
+		for _, r := range append(first.Items, second.Items...) {
+			if r.Context != nil {
+				t.Fatalf("listed run %s carries its context", r.ID)
+			}
+		}
+		var d wire.SweepRunDetail
+		if code, _ := b.call(t, "GET", "/api/v1/sweeps/drift/runs/"+second.Items[0].ID, b.admin, "", &d); code != http.StatusOK || len(d.Context) == 0 {
+			t.Fatalf("the single run has no context: %d %+v", code, d)
+		}
+		if code, eb := b.call(t, "GET", "/api/v1/sweeps/drift/runs?cursor=bogus", b.admin, "", nil); code != http.StatusBadRequest || !strings.Contains(eb.Error.Message, "cursor") {
+			t.Fatalf("bad cursor: %d %+v", code, eb)
+		}
+	})
+
+	t.Run("suspend and resume", func(t *testing.T) {
+		var res wire.SweepSuspendResult
+		if code, eb := b.call(t, "POST", "/api/v1/sweeps/drift/suspend", b.admin, `{"reason": "canary first", "via": "cli", "by": "alice@laptop"}`, &res); code != http.StatusOK ||
+			res.Outcome != "suspended" || !res.Suspended || res.Suspension == nil || res.Suspension.Via != "cli" || res.Suspension.By != "alice@laptop" {
+			t.Fatalf("suspend: %d %v %+v", code, eb, res)
+		}
+		var sum wire.SweepSummary
+		if code, _ := b.call(t, "GET", "/api/v1/sweeps/drift", b.admin, "", &sum); code != http.StatusOK || !sum.Suspended ||
+			sum.Suspension == nil || sum.Suspension.Reason != "canary first" || len(sum.NextFirings) != 0 || sum.ResumePolicy != "skip" {
+			t.Fatalf("the suspended sweep: %d %+v", code, sum)
+		}
+		if code, _ := b.call(t, "POST", "/api/v1/sweeps/drift/suspend", b.admin, "", &res); code != http.StatusOK || res.Outcome != "unchanged" ||
+			res.Suspension.By != "alice@laptop" {
+			t.Fatalf("suspend again: %d %+v", code, res)
+		}
+		for _, tc := range []struct {
+			path, body string
+			code       int
+		}{
+			{"/api/v1/sweeps/drift/resume", `{"via": "ui"}`, http.StatusBadRequest},
+			{"/api/v1/sweeps/drift/resume", `{"via": "spec"}`, http.StatusBadRequest},
+			{"/api/v1/sweeps/drift/resume", `{"reason": "` + strings.Repeat("x", 501) + `"}`, http.StatusBadRequest},
+			{"/api/v1/sweeps/drift/resume", `{"bogus": 1}`, http.StatusBadRequest},
+			{"/api/v1/sweeps/drift/resume", `[`, http.StatusBadRequest},
+			{"/api/v1/sweeps/ghost/resume", `{}`, http.StatusNotFound},
+			{"/api/v1/sweeps/ghost/suspend", ``, http.StatusNotFound},
+		} {
+			if code, eb := b.call(t, "POST", tc.path, b.admin, tc.body, nil); code != tc.code {
+				t.Errorf("POST %s %s: %d %+v, want %d", tc.path, tc.body, code, eb, tc.code)
+			}
+		}
+		if code, _ := b.call(t, "POST", "/api/v1/sweeps/drift/resume", "", `{}`, nil); code != http.StatusUnauthorized {
+			t.Fatalf("resume without a token: %d", code)
+		}
+		if code, _ := b.call(t, "GET", "/api/v1/sweeps/drift", b.admin, "", &sum); code != http.StatusOK || !sum.Suspended {
+			t.Fatalf("refused resumes resumed the sweep: %+v", sum)
+		}
+		if code, eb := b.call(t, "POST", "/api/v1/sweeps/drift/resume", b.admin, "", &res); code != http.StatusOK || res.Outcome != "resumed" ||
+			res.Suspended || res.ResumePolicy != "skip" || len(res.NextFirings) != 3 {
+			t.Fatalf("resume: %d %v %+v", code, eb, res)
+		}
+		var page wire.List[store.StoredEvent]
+		if code, _ := b.call(t, "GET", "/api/v1/events?type=operator.action&limit=10", b.admin, "", &page); code != http.StatusOK {
+			t.Fatalf("events: %d", code)
+		}
+		var actions []string
+		for _, e := range page.Items {
+			var x struct{ Action, Actor, Via string }
+			if json.Unmarshal(e.Data.Extra, &x) == nil && x.Action != "" {
+				actions = append(actions, x.Action+" by "+x.Actor+" via "+x.Via)
+			}
+		}
+		if len(actions) != 2 || actions[0] != "resume by admin from 127.0.0.1 via api" || actions[1] != "suspend by alice@laptop via cli" {
+			t.Fatalf("operator actions (newest first) = %q", actions)
+		}
+		// Applying spec.suspended: true suspends it; the answer says so.
+		var ar wire.SweepApplyResult
+		suspendedSpec := strings.Replace(apiSweep, "maxSeconds: 300", "maxSeconds: 300\n  suspended: true", 1)
+		if code, eb := b.call(t, "POST", "/api/v1/sweeps", b.admin, suspendedSpec, &ar); code != http.StatusOK || ar.Outcome != "updated" ||
+			!ar.Suspended || ar.Suspension != "suspended" || len(ar.NextFirings) != 0 {
+			t.Fatalf("apply suspended: %d %v %+v", code, eb, ar)
+		}
+		if code, eb := b.call(t, "POST", "/api/v1/sweeps", b.admin, apiSweep, &ar); code != http.StatusOK || ar.Suspended || ar.Suspension != "resumed" {
+			t.Fatalf("apply without the field after it was set: %d %v %+v", code, eb, ar)
 		}
 	})
 

@@ -21,7 +21,6 @@ import (
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/state"
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -151,7 +150,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		return res, err
 	}
 	out := cfg.Out
-	limit, err := RaiseOpenFileLimit()
+	limit, err := raiseOpenFileLimit()
 	if err != nil {
 		return res, err
 	}
@@ -498,7 +497,7 @@ func waitOnline(ctx context.Context, api *apiClient, n int) error {
 // an error.
 func waitMigration(ctx context.Context, api *apiClient, name string, deadline time.Time) error {
 	for {
-		var l wire.List[store.Migration]
+		var l wire.List[wire.Migration]
 		if err := api.do(ctx, http.MethodGet, "/api/v1/migrations", nil, &l); err != nil {
 			return err
 		}

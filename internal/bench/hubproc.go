@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,11 +61,24 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	// The parent-death signal follows the thread that forked, not the process: the child is
+	// started and waited for on one locked thread, which therefore lives as long as the child.
+	started := make(chan error, 1)
+	exit := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		exit <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("hub child process: %w", err)
 	}
-	h := &hubUnderTest{cmd: cmd, pid: strconv.Itoa(cmd.Process.Pid), exit: make(chan error, 1)}
-	go func() { h.exit <- cmd.Wait() }()
+	h := &hubUnderTest{cmd: cmd, pid: strconv.Itoa(cmd.Process.Pid), exit: exit}
 	if err := h.waitReady(ctx, s.dataDir); err != nil {
 		_ = h.stop(context.Background())
 		return nil, fmt.Errorf("hub child process (log %s): %w", s.logFile, err)
@@ -126,18 +140,18 @@ func (h *hubUnderTest) waitReady(ctx context.Context, dataDir string) error {
 }
 
 func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
-	raw, err := os.ReadFile(filepath.Join(dataDir, hub.EndpointFile))
+	raw, err := os.ReadFile(filepath.Join(dataDir, wire.HubEndpointFile))
 	if err != nil {
 		return err
 	}
-	var ep hub.Endpoint
+	var ep wire.HubEndpoint
 	if err := json.Unmarshal(raw, &ep); err != nil {
 		return err
 	}
 	if h.pid != "self" && strconv.Itoa(ep.PID) != h.pid {
 		return fmt.Errorf("endpoint file of pid %d", ep.PID)
 	}
-	tok, err := os.ReadFile(filepath.Join(dataDir, hub.AdminTokenFile))
+	tok, err := os.ReadFile(filepath.Join(dataDir, wire.AdminTokenFile))
 	if err != nil {
 		return err
 	}

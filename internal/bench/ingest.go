@@ -134,32 +134,47 @@ type engine struct {
 	open func(ctx context.Context) (store.Store, func() error, error)
 }
 
+// openEngines turns engine names into engines. PostgreSQL is measured on postgresDSN, or on
+// DefaultPostgres when that answers; an unreachable default is skipped with a note, an
+// unreachable server the operator named is an error.
+func openEngines(ctx context.Context, names []string, tempDir, postgresDSN string, out io.Writer) ([]engine, error) {
+	var engines []engine
+	for _, name := range names {
+		switch name {
+		case EngineSQLite:
+			engines = append(engines, sqliteEngine(tempDir))
+		case EnginePostgres:
+			server := postgresDSN
+			if server == "" {
+				server = DefaultPostgres
+			}
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := postgres.Reachable(pctx, server)
+			cancel()
+			if err != nil {
+				if postgresDSN != "" {
+					return nil, fmt.Errorf("postgres at %s: %w", postgres.Redact(server), err)
+				}
+				fmt.Fprintf(out, "note: PostgreSQL skipped: %s does not answer (%v); pass --postgres DSN\n", postgres.Redact(server), err)
+				continue
+			}
+			engines = append(engines, postgresEngine(server))
+		default:
+			return nil, fault.Invalid("engines", "%q is neither %s nor %s", name, EngineSQLite, EnginePostgres)
+		}
+	}
+	return engines, nil
+}
+
 // RunIngest runs the ingest benchmark and prints its figures to cfg.Out.
 func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
 	out := cfg.Out
-	var engines []engine
-	for _, name := range cfg.Engines {
-		switch name {
-		case EngineSQLite:
-			engines = append(engines, sqliteEngine(cfg.TempDir))
-		case EnginePostgres:
-			server := cfg.Postgres
-			if server == "" {
-				server = DefaultPostgres
-			}
-			pg := pgServer{dsn: server}
-			if err := pg.reachable(ctx); err != nil {
-				if cfg.Postgres != "" {
-					return nil, fmt.Errorf("postgres at %s: %w", redact(server), err)
-				}
-				fmt.Fprintf(out, "note: PostgreSQL skipped: %s does not answer (%v); pass --postgres DSN\n", redact(server), err)
-				continue
-			}
-			engines = append(engines, postgresEngine(pg))
-		}
+	engines, err := openEngines(ctx, cfg.Engines, cfg.TempDir, cfg.Postgres, out)
+	if err != nil {
+		return nil, err
 	}
 
 	src := newEventSource(agentIDs(cfg.Agents))
@@ -213,9 +228,9 @@ func sqliteEngine(tmp string) engine {
 	}}
 }
 
-func postgresEngine(pg pgServer) engine {
+func postgresEngine(server string) engine {
 	return engine{name: EnginePostgres, open: func(ctx context.Context) (store.Store, func() error, error) {
-		dsn, drop, err := pg.tempDatabase(ctx)
+		dsn, drop, err := postgres.TempDatabase(ctx, server, "godwit_bench_")
 		if err != nil {
 			return nil, nil, err
 		}

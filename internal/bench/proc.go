@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// RaiseOpenFileLimit raises this process's soft RLIMIT_NOFILE to its hard limit (children
+// raiseOpenFileLimit raises this process's soft RLIMIT_NOFILE to its hard limit (children
 // inherit it) and returns the resulting soft limit.
-func RaiseOpenFileLimit() (uint64, error) {
+func raiseOpenFileLimit() (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, fmt.Errorf("open file limit: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -37,6 +38,9 @@ const (
 // with back-off, authorization errors included (a credential look-up can fail while the hub's
 // store is down). The first connection is not retried: its error is returned. opts are applied
 // after the defaults.
+//
+// User names and passwords in the URLs are dropped: nats.go would prefer them to the agent's own
+// credentials, and an agent must never connect as anyone but itself.
 func ConnectAgent(urls []string, agentID, password string, opts ...nats.Option) (*nats.Conn, error) {
 	if !ValidAgentID(agentID) {
 		return nil, fault.Invalid("agentID", "not a canonical UUID: %q", agentID)
@@ -44,6 +48,15 @@ func ConnectAgent(urls []string, agentID, password string, opts ...nats.Option) 
 	if len(urls) == 0 {
 		return nil, fault.Invalid("urls", "at least one NATS URL is required")
 	}
+	clean := make([]string, len(urls))
+	for i, u := range urls {
+		s, err := credential.StripUserinfo(u)
+		if err != nil {
+			return nil, fault.Invalid("urls", "%v", err)
+		}
+		clean[i] = s
+	}
+	urls = clean
 	base := []nats.Option{
 		nats.UserInfo(agentID, password),
 		nats.CustomInboxPrefix(wire.AgentInbox(agentID)),

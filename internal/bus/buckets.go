@@ -31,6 +31,8 @@ type Buckets struct {
 	// Sweep (hub writes, agent reads its key) and SweepResults (agent writes its key) carry
 	// sweep check requests and answers, the way Desired and Observed carry assignments.
 	Sweep, SweepResults jetstream.KeyValue
+	// Failover holds each failover member's assignment (hub writes, agent reads its key).
+	Failover jetstream.KeyValue
 }
 
 // EnsureBuckets creates the buckets, or updates them to the current configuration: file storage,
@@ -86,6 +88,9 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions)
 	sr.AllowRollup = false
 	sr.MaxMsgSize = 1 << 20
 
+	fo := kvStreamConfig(wire.BucketFailover, o.Replicas)
+	fo.Description = "Godwit failover group assignment per agent (key: agent ID)"
+
 	var b Buckets
 	var err error
 	if b.Heartbeats, err = ensureKV(ctx, js, wire.BucketHeartbeats, hb); err != nil {
@@ -101,6 +106,9 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions)
 		return Buckets{}, err
 	}
 	if b.SweepResults, err = ensureKV(ctx, js, wire.BucketSweepResults, sr); err != nil {
+		return Buckets{}, err
+	}
+	if b.Failover, err = ensureKV(ctx, js, wire.BucketFailover, fo); err != nil {
 		return Buckets{}, err
 	}
 	return b, nil

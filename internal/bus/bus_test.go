@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/fault"
@@ -34,7 +35,7 @@ type agentTable struct {
 	revoked map[string]bool
 }
 
-func (a *agentTable) enroll(t *testing.T) (id, password string) {
+func (a *agentTable) enroll(t testing.TB) (id, password string) {
 	t.Helper()
 	id, password = newAgentID(t), credential.New(credential.PrefixAgent)
 	a.mu.Lock()
@@ -158,7 +159,7 @@ func shortCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func newAgentID(t *testing.T) string {
+func newAgentID(t testing.TB) string {
 	t.Helper()
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -175,3 +176,20 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
+
+func mustSeeds(t testing.TB) (issuer, xkey string) {
+	t.Helper()
+	ikp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xkp, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, _ := ikp.Seed()
+	xs, _ := xkp.Seed()
+	return string(is), string(xs)
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

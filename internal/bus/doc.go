@@ -50,6 +50,12 @@
 //   - The heartbeat value is the agent's own claim: the hub must take the agent's identity from the
 //     key, never from the JSON body.
 //
-// An external NATS cluster (scale-out) is configured by its operator; it must give agents the same
-// separation (an account importing only these subjects) for these guarantees to hold.
+// # External cluster
+//
+// On an external cluster (scale-out) the operator adds ClusterConfig to every server: the same two
+// accounts, a system account, and an auth callout that sends every unknown user to the hub.
+// [Callout] answers it with the same rule as the embedded authenticator, placing each agent in
+// AccountAgents with AgentPermissions; [Probe] checks at the hub's start that the cluster enforces
+// it; [SystemClient] closes a revoked agent's connections through the system account. The table
+// of attacks in package bustest runs against both topologies.
 package bus

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -56,6 +57,12 @@ type ServerConfig struct {
 	// StartTimeout bounds start-up, including JetStream recovering its streams from StoreDir;
 	// 0 means DefaultStartTimeout.
 	StartTimeout time.Duration
+	// TLS, when set, makes the client listener require TLS with this configuration. The hub's
+	// in-process connection does not use the network, so it needs none.
+	TLS *tls.Config
+	// Cluster, when set, joins the server to the other hub replicas' embedded servers: one
+	// JetStream cluster (routes.go).
+	Cluster *Routes
 }
 
 // Server is the embedded NATS server with JetStream.
@@ -68,8 +75,7 @@ type Server struct {
 	swap      sync.Mutex
 	log       *slog.Logger
 	hubSecret string
-	auth      Authenticator
-	authTO    time.Duration
+	verify    *verifier
 	ctx       context.Context // cancelled by Stop, bounds in-flight credential look-ups
 	cancel    context.CancelFunc
 	stopOnce  sync.Once
@@ -128,12 +134,21 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	opts.StoreDir = cfg.StoreDir
 	opts.NoSigs = true
 	opts.DisableJetStreamBanner = true
+	if cfg.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = cfg.TLS.Clone()
+		opts.TLSTimeout = 5
+	}
+	if cfg.Cluster != nil {
+		if err := cfg.Cluster.apply(opts); err != nil {
+			return nil, err
+		}
+	}
 
 	s := &Server{
 		log:       cfg.Logger,
 		hubSecret: newSecret(),
-		auth:      cfg.Auth,
-		authTO:    cfg.AuthLookupTimeout,
+		verify:    &verifier{auth: cfg.Auth, timeout: cfg.AuthLookupTimeout, log: cfg.Logger, now: time.Now},
 		stopped:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -248,27 +263,8 @@ func waitReady(ns *server.Server, fatal <-chan string, timeout time.Duration) er
 }
 
 // accountsConfig is the nats-server configuration of the two accounts (see the package comment).
-// The subjects are derived from the wire package, with "*" standing for the agent ID.
 func accountsConfig() string {
-	services := []string{
-		wire.KVSubject(wire.BucketHeartbeats, "*"),
-		wire.KVSubject(wire.BucketObserved, "*"),
-		wire.KVDirectGetSubject(wire.BucketDesired, "*"),
-		wire.EventSubject("*"),
-		wire.KVSubject(wire.BucketSweepResults, "*"),
-		wire.KVDirectGetSubject(wire.BucketSweep, "*"),
-	}
-	streams := []string{wire.KVSubject(wire.BucketDesired, "*"), wire.KVSubject(wire.BucketSweep, "*")}
-
-	var exp, imp strings.Builder
-	for _, subj := range services {
-		fmt.Fprintf(&exp, "      {service: %q, accounts: [%s]}\n", subj, AccountAgents)
-		fmt.Fprintf(&imp, "      {service: {account: %s, subject: %q}}\n", AccountHub, subj)
-	}
-	for _, subj := range streams {
-		fmt.Fprintf(&exp, "      {stream: %q, accounts: [%s]}\n", subj, AccountAgents)
-		fmt.Fprintf(&imp, "      {stream: {account: %s, subject: %q}}\n", AccountHub, subj)
-	}
+	exp, imp := accountLinks("      ")
 	return fmt.Sprintf(`accounts {
   %s {
     jetstream: enabled
@@ -276,11 +272,47 @@ func accountsConfig() string {
 %s    ]
   }
   %s {
+    limits: {max_subscriptions: %d, max_payload: %d}
     imports: [
 %s    ]
   }
 }
-`, AccountHub, exp.String(), AccountAgents, imp.String())
+`, AccountHub, exp, AccountAgents, AgentMaxSubscriptions, AgentMaxPayload, imp)
+}
+
+// accountLinks returns the hub account's exports and the agents' account's imports, one per line
+// with the given indent: the only subjects agents can reach. The subjects are derived from the
+// wire package, with "*" standing for the agent ID. Both the embedded server and the external
+// cluster's configuration (ClusterConfig) are made from it.
+func accountLinks(indent string) (exports, imports string) {
+	services := []string{
+		wire.KVSubject(wire.BucketHeartbeats, "*"),
+		wire.KVSubject(wire.BucketObserved, "*"),
+		wire.KVDirectGetSubject(wire.BucketDesired, "*"),
+		wire.EventSubject("*"),
+		wire.KVSubject(wire.BucketSweepResults, "*"),
+		wire.KVDirectGetSubject(wire.BucketSweep, "*"),
+		wire.KVDirectGetSubject(wire.BucketFailover, "*"),
+		// Failover group buckets (any bucket: a user's permissions name its own group's).
+		"$JS.API.DIRECT.GET.*.$KV.*.record",
+		"$JS.API.DIRECT.GET.*.$KV.*.control",
+		"$JS.API.DIRECT.GET.*.$KV.*.member.*",
+		"$KV.*.record",
+		"$KV.*.member.*",
+	}
+	streams := []string{wire.KVSubject(wire.BucketDesired, "*"), wire.KVSubject(wire.BucketSweep, "*"),
+		wire.KVSubject(wire.BucketFailover, "*")}
+
+	var exp, imp strings.Builder
+	for _, subj := range services {
+		fmt.Fprintf(&exp, "%s{service: %q, accounts: [%s]}\n", indent, subj, AccountAgents)
+		fmt.Fprintf(&imp, "%s{service: {account: %s, subject: %q}}\n", indent, AccountHub, subj)
+	}
+	for _, subj := range streams {
+		fmt.Fprintf(&exp, "%s{stream: %q, accounts: [%s]}\n", indent, subj, AccountAgents)
+		fmt.Fprintf(&imp, "%s{stream: {account: %s, subject: %q}}\n", indent, AccountHub, subj)
+	}
+	return exp.String(), imp.String()
 }
 
 func newSecret() string {

@@ -281,8 +281,9 @@ func TestAgentPermissions(t *testing.T) {
 		"$JS.API.DIRECT.GET.KV_godwit-desired.$KV.godwit-desired." + id,
 		"$KV.godwit-sweep-results." + id,
 		"$JS.API.DIRECT.GET.KV_godwit-sweep.$KV.godwit-sweep." + id,
+		"$JS.API.DIRECT.GET.KV_godwit-failover.$KV.godwit-failover." + id,
 	}
-	wantSub := []string{"_GODWIT_INBOX." + id + ".>", "$KV.godwit-desired." + id, "$KV.godwit-sweep." + id}
+	wantSub := []string{"_GODWIT_INBOX." + id + ".>", "$KV.godwit-desired." + id, "$KV.godwit-sweep." + id, "$KV.godwit-failover." + id}
 	if !slices.Equal(p.Publish.Allow, wantPub) || len(p.Publish.Deny) != 0 {
 		t.Errorf("publish = %+v, want allow %v", p.Publish, wantPub)
 	}

@@ -55,6 +55,13 @@ type StreamOptions struct {
 	// MaxMsgSize caps one message on the events stream in bytes; 0 means
 	// DefaultEventsMaxMsgSize, -1 means the server's limit (max_payload).
 	MaxMsgSize int32
+	// MaxBytes and DeadLetterMaxBytes bound each stream on disk; past them the oldest messages
+	// go. 0 or -1 means no bound but the server's.
+	MaxBytes, DeadLetterMaxBytes int64
+	// MaxMsgsPerAgent is how many messages of one subject — one agent's events, or the hub's —
+	// the events stream keeps; a newer one pushes out that subject's oldest, never another
+	// agent's. 0 or -1 means no bound.
+	MaxMsgsPerAgent int64
 }
 
 // EnsureStreams creates the events stream (wire.StreamEvents) and the dead-letter stream
@@ -62,7 +69,9 @@ type StreamOptions struct {
 // safe to run from several hub replicas at once.
 //
 // Both streams use file storage and limits retention (messages are kept for MaxAge whatever
-// the consumers do, so a consumer recreated after an accident starts again from the backlog).
+// the consumers do, so a consumer recreated after an accident starts again from the backlog),
+// bounded by MaxBytes with the oldest discarded first; the events stream also keeps at most
+// MaxMsgsPerAgent messages of one subject, so one agent cannot fill it.
 // The events stream drops a re-publish with a Nats-Msg-Id seen within the duplicate window,
 // refuses rollup headers and purge requests (agents publish into it), and allows deleting a
 // single message, the operator's last resort for one that crashes the ingest. The dead-letter
@@ -77,6 +86,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		return fault.Invalid("DuplicateWindow", "must not be negative")
 	case o.MaxMsgSize < -1:
 		return fault.Invalid("MaxMsgSize", "must be -1 or more")
+	case o.MaxBytes < -1 || o.DeadLetterMaxBytes < -1 || o.MaxMsgsPerAgent < -1:
+		return fault.Invalid("MaxBytes", "MaxBytes, DeadLetterMaxBytes and MaxMsgsPerAgent must be -1 or more")
 	}
 	if o.Replicas == 0 {
 		o.Replicas = 1
@@ -96,6 +107,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	if o.MaxMsgSize == 0 {
 		o.MaxMsgSize = DefaultEventsMaxMsgSize
 	}
+	unbounded := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
+	o.MaxBytes, o.DeadLetterMaxBytes, o.MaxMsgsPerAgent = unbounded(o.MaxBytes), unbounded(o.DeadLetterMaxBytes), unbounded(o.MaxMsgsPerAgent)
 
 	events := jetstream.StreamConfig{
 		Name:        wire.StreamEvents,
@@ -105,11 +123,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      o.MaxAge,
 		MaxMsgs:     -1,
-		MaxBytes:    -1,
+		MaxBytes:    o.MaxBytes,
 		MaxMsgSize:  o.MaxMsgSize,
 		// Consumers are the hub's own (one shared durable); -1 is the server's "unlimited".
-		MaxConsumers:      -1,
-		MaxMsgsPerSubject: -1,
+		MaxConsumers: -1,
+		// Each agent publishes on a subject of its own: a flood from one agent pushes out its
+		// own oldest events, not another agent's.
+		MaxMsgsPerSubject: o.MaxMsgsPerAgent,
 		Storage:           jetstream.FileStorage,
 		Replicas:          o.Replicas,
 		Duplicates:        o.DuplicateWindow,
@@ -125,7 +145,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Discard:           jetstream.DiscardOld,
 		MaxAge:            o.DeadLetterMaxAge,
 		MaxMsgs:           -1,
-		MaxBytes:          -1,
+		MaxBytes:          o.DeadLetterMaxBytes,
 		MaxMsgSize:        -1, // the original payload plus the dead-letter headers
 		MaxConsumers:      -1,
 		MaxMsgsPerSubject: -1,

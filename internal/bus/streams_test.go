@@ -3,6 +3,7 @@ package bus
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,6 +64,7 @@ func TestEnsureStreamsRejectsBadOptions(t *testing.T) {
 		"MaxAge":          {MaxAge: -time.Second},
 		"DuplicateWindow": {MaxAge: time.Minute, DuplicateWindow: time.Hour},
 		"MaxMsgSize":      {MaxMsgSize: -2},
+		"MaxBytes":        {MaxMsgsPerAgent: -5},
 	} {
 		err := EnsureStreams(testCtx(t), bd.js, o)
 		var fe *fault.FieldError
@@ -167,5 +169,69 @@ func TestAgentEventReachesStream(t *testing.T) {
 	}
 	if info, _ := st.Info(ctx); info.State.Msgs != 1 {
 		t.Errorf("stream holds %d messages, want 1 (the re-publish is a duplicate)", info.State.Msgs)
+	}
+}
+
+// One agent's flood pushes out its own oldest events and nobody else's; the streams never grow
+// past their byte bounds.
+func TestStreamsBoundWhatOneAgentCanFill(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ctx := testCtx(t)
+	o := StreamOptions{MaxMsgsPerAgent: 5, MaxBytes: 8 << 20, DeadLetterMaxBytes: 1 << 20}
+	if err := EnsureStreams(ctx, bd.js, o); err != nil {
+		t.Fatal(err)
+	}
+	quiet, loud := newAgentID(t), newAgentID(t)
+	for i := range 3 {
+		if _, err := bd.js.Publish(ctx, wire.EventSubject(quiet), []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	payload := make([]byte, 32<<10)
+	for range 300 { // 9.6 MB: more than the stream's bound
+		if _, err := bd.js.Publish(ctx, wire.EventSubject(loud), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, err := bd.js.Stream(ctx, wire.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ev.Info(ctx, jetstream.WithSubjectFilter(EventSubjects))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxMsgsPerSubject != 5 || info.Config.MaxBytes != 8<<20 || info.Config.Discard != jetstream.DiscardOld {
+		t.Fatalf("events stream config = %+v", info.Config)
+	}
+	if got := info.State.Subjects[wire.EventSubject(quiet)]; got != 3 {
+		t.Errorf("the quiet agent keeps %d events, want its 3", got)
+	}
+	if got := info.State.Subjects[wire.EventSubject(loud)]; got != 5 {
+		t.Errorf("the loud agent keeps %d events, want 5", got)
+	}
+	// Many agents at once are held by the byte bound (the oldest go first).
+	for range 300 { // 9.6 MB
+		if _, err := bd.js.Publish(ctx, wire.EventSubject(newAgentID(t)), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if info, err = ev.Info(ctx); err != nil || info.State.Bytes > 8<<20 || info.State.Bytes < 7<<20 {
+		t.Errorf("events stream holds %d bytes, bound 8 MiB (%v)", info.State.Bytes, err)
+	}
+	dlq, err := bd.js.Stream(ctx, wire.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dlq.CachedInfo().Config; c.MaxBytes != 1<<20 {
+		t.Errorf("dead-letter stream MaxBytes = %d", c.MaxBytes)
+	}
+	// Zero means no bound but the server's, as before.
+	if err := EnsureStreams(ctx, bd.js, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := ev.Info(ctx); info.Config.MaxMsgsPerSubject != -1 || info.Config.MaxBytes != -1 {
+		t.Errorf("unbounded again: %+v", info.Config)
 	}
 }

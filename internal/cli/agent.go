@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"godwit.dev/godwit/internal/agent"
+	"godwit.dev/godwit/internal/agent/policy"
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/logging"
 	"godwit.dev/godwit/internal/wire"
@@ -25,6 +26,13 @@ func newAgentCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
+			}
+			// A policy the agent cannot keep is a configuration error (exit 2, which systemd does
+			// not restart): the agent loads it again when it starts.
+			if cfg.Policy != "" {
+				if _, err := policy.Load(cfg.Policy); err != nil {
+					return usageError{err}
+				}
 			}
 			log := logging.New(stdio.Err, cfg.Log.Level, cfg.Log.Format)
 			return agent.New(cfg, log).Run(cmd.Context())

@@ -6,7 +6,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -24,7 +23,7 @@ reported. Each finding is also recorded as a hub.check.finding event.`,
 			if err != nil {
 				return err
 			}
-			var l wire.List[controller.Finding]
+			var l wire.List[wire.CheckFinding]
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/check", nil, &l); err != nil {
 				return err
 			}

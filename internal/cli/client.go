@@ -16,7 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/fault"
-	"godwit.dev/godwit/internal/hub"
+	"godwit.dev/godwit/internal/pki"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -30,18 +30,27 @@ type client struct {
 type clientConfig struct {
 	Hub   string `yaml:"hub"`
 	Token string `yaml:"token"`
+	// CA is a CA certificate file (PEM) to verify the hub's TLS with.
+	CA string `yaml:"ca"`
 }
 
-// newClient finds the hub URL and admin token, first found wins for each: flags, GODWIT_HUB /
-// GODWIT_TOKEN, the client config file, then the local hub's default data dir (so a CLI on the
-// hub's own machine works with no flags at all).
+// errNoHub means no hub URL is configured anywhere newClient looks.
+var errNoHub = errors.New("no hub to talk to: pass --hub-url, set GODWIT_HUB, or write hub: in ~/.godwit/config.yaml")
+
+// newClient finds the hub URL, token (admin or API) and the CA of the hub's TLS, first found wins for
+// each: flags, GODWIT_HUB / GODWIT_TOKEN / GODWIT_HUB_CA, the client config file, then the local
+// hub's default data dir (so a CLI on the hub's own machine works with no flags at all, TLS
+// included). Without a CA the system roots verify the hub.
 func newClient(opts *rootOptions) (*client, error) {
-	hubURL, token := opts.hub, opts.token
+	hubURL, token, caFile := opts.hub, opts.token, opts.hubCA
 	if hubURL == "" {
 		hubURL = os.Getenv("GODWIT_HUB")
 	}
 	if token == "" {
 		token = os.Getenv("GODWIT_TOKEN")
+	}
+	if caFile == "" {
+		caFile = os.Getenv("GODWIT_HUB_CA")
 	}
 	cfgPath := opts.config
 	if cfgPath == "" {
@@ -49,40 +58,48 @@ func newClient(opts *rootOptions) (*client, error) {
 			cfgPath = filepath.Join(home, ".godwit", "config.yaml")
 		}
 	}
-	if hubURL == "" || token == "" {
+	if hubURL == "" || token == "" || caFile == "" {
 		if raw, err := os.ReadFile(cfgPath); err == nil {
 			var cc clientConfig
 			if err := yaml.Unmarshal(raw, &cc); err != nil {
 				return nil, usageError{fmt.Errorf("client config %s: %w", cfgPath, err)}
 			}
-			hubURL, token = first(hubURL, cc.Hub), first(token, cc.Token)
+			hubURL, token, caFile = first(hubURL, cc.Hub), first(token, cc.Token), first(caFile, cc.CA)
 		} else if opts.config != "" {
 			return nil, usageError{fmt.Errorf("client config: %w", err)}
 		}
 	}
-	if hubURL == "" || token == "" {
+	if hubURL == "" || token == "" || caFile == "" {
 		dir := first(os.Getenv("GODWIT_DATA_DIR"), config.DefaultHubDataDir())
-		if hubURL == "" {
-			if raw, err := os.ReadFile(filepath.Join(dir, hub.EndpointFile)); err == nil {
-				var ep hub.Endpoint
-				if json.Unmarshal(raw, &ep) == nil {
-					hubURL = ep.API
-				}
+		if raw, err := os.ReadFile(filepath.Join(dir, wire.HubEndpointFile)); err == nil {
+			var ep wire.HubEndpoint
+			if json.Unmarshal(raw, &ep) == nil && (hubURL == "" || hubURL == ep.API) {
+				hubURL, caFile = ep.API, first(caFile, ep.CA)
 			}
 		}
 		if token == "" {
-			if raw, err := os.ReadFile(filepath.Join(dir, hub.AdminTokenFile)); err == nil {
+			if raw, err := os.ReadFile(filepath.Join(dir, wire.AdminTokenFile)); err == nil {
 				token = strings.TrimSpace(string(raw))
 			}
 		}
 	}
 	if hubURL == "" {
-		return nil, usageError{errors.New("no hub to talk to: pass --hub-url, set GODWIT_HUB, or write hub: in ~/.godwit/config.yaml")}
+		return nil, usageError{errNoHub}
 	}
 	if token == "" {
-		return nil, usageError{errors.New("no admin token: pass --token, set GODWIT_TOKEN, or write token: in ~/.godwit/config.yaml")}
+		return nil, usageError{errors.New("no token: pass --token, set GODWIT_TOKEN, or write token: in ~/.godwit/config.yaml (the hub's admin token, or an API token from godwit token create --role)")}
 	}
-	return &client{base: strings.TrimSuffix(hubURL, "/"), token: token, http: defaultHTTP()}, nil
+	httpc := defaultHTTP()
+	if caFile != "" {
+		pool, err := pki.Pool(caFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("hub CA: %w", err)}
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = pki.ClientConfig(pool)
+		httpc.Transport = tr
+	}
+	return &client{base: strings.TrimSuffix(hubURL, "/"), token: token, http: httpc}, nil
 }
 
 func first(a, b string) string {

@@ -16,17 +16,14 @@ import (
 	"godwit.dev/godwit/examples"
 	"godwit.dev/godwit/internal/agent"
 	"godwit.dev/godwit/internal/config"
-	"godwit.dev/godwit/internal/hub"
 	"godwit.dev/godwit/internal/logging"
-	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/migration/state"
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
 const demoAgents = 3
 
-func newDemoCmd(stdio IO) *cobra.Command {
+func newDemoCmd(stdio IO, hub Hub) *cobra.Command {
 	var keep bool
 	var dir string
 	cmd := &cobra.Command{
@@ -42,7 +39,7 @@ It prints the progress, the final per-agent table and the failure events, and ex
 run played out that way. With --keep it stays up afterwards so you can look around with the CLI.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), stdio, dir, keep)
+			return runDemo(cmd.Context(), stdio, hub, dir, keep)
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the hub and agents running until interrupted")
@@ -50,7 +47,7 @@ run played out that way. With --keep it stays up afterwards so you can look arou
 	return cmd
 }
 
-func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
+func runDemo(ctx context.Context, stdio IO, hub Hub, dir string, keep bool) error {
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "godwit-demo-")
 		if err != nil {
@@ -74,17 +71,16 @@ func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	h := hub.New(cfg, log, io.Discard)
-	if err := h.Start(ctx); err != nil {
+	ep, stopHub, err := hub.Start(ctx, cfg, log)
+	if err != nil {
 		return fmt.Errorf("start hub: %w", err)
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		_ = h.Stop(sctx)
+		_ = stopHub(sctx)
 	}()
-	ep := h.Endpoint()
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminTokenFile))
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, wire.AdminTokenFile))
 	if err != nil {
 		return err
 	}
@@ -128,7 +124,7 @@ func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
 		return err
 	}
 
-	var res controller.ApplyResult
+	var res wire.MigrationApplyResult
 	if err := c.doRaw(ctx, "POST", "/api/v1/migrations", "application/yaml", examples.DemoMigration, &res); err != nil {
 		return fmt.Errorf("apply the demo migration: %w", err)
 	}
@@ -138,13 +134,13 @@ func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
 	if err := waitMigration(wctx, c, res.Name, out); err != nil && !strings.Contains(err.Error(), "ended") {
 		return err
 	}
-	var d controller.Description
+	var d wire.MigrationDescription
 	if err := c.do(ctx, "GET", "/api/v1/migrations/"+url.PathEscape(res.Name), nil, &d); err != nil {
 		return err
 	}
 	problems := demoReport(out, dir, d, agents)
 	// Events travel agent outbox → JetStream → ingest → SQL; give them a moment to land.
-	var failures wire.List[store.StoredEvent]
+	var failures wire.List[wire.EventRecord]
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if err := c.do(ctx, "GET", "/api/v1/events?severity=error&migration="+res.Name, nil, &failures); err != nil {
 			return err
@@ -174,7 +170,7 @@ func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
 		return nil
 	}
 	fmt.Fprintf(out, "still running; try:\n  GODWIT_HUB=%s GODWIT_TOKEN=$(cat %s) godwit describe migration %s\nCtrl-C to stop.\n",
-		ep.API, filepath.Join(cfg.DataDir, hub.AdminTokenFile), res.Name)
+		ep.API, filepath.Join(cfg.DataDir, wire.AdminTokenFile), res.Name)
 	<-ctx.Done()
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return nil
@@ -185,12 +181,12 @@ func runDemo(ctx context.Context, stdio IO, dir string, keep bool) error {
 func demoWaitOnline(ctx context.Context, c *client, errs <-chan error) (map[string]wire.Agent, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var list wire.List[wire.Agent]
-		if err := c.do(ctx, "GET", "/api/v1/agents", nil, &list); err != nil {
+		agents, err := listAgents(ctx, c)
+		if err != nil {
 			return nil, err
 		}
 		online := map[string]wire.Agent{}
-		for _, a := range list.Items {
+		for _, a := range agents {
 			if a.Status == wire.StatusOnline {
 				online[a.ID] = a
 			}
@@ -212,7 +208,7 @@ func demoWaitOnline(ctx context.Context, c *client, errs <-chan error) (map[stri
 }
 
 // demoReport prints the per-agent table and returns what differs from the expected outcome.
-func demoReport(out io.Writer, dir string, d controller.Description, agents map[string]wire.Agent) []string {
+func demoReport(out io.Writer, dir string, d wire.MigrationDescription, agents map[string]wire.Agent) []string {
 	var problems []string
 	if d.Migration.State != string(state.MigrationPartiallySucceeded) {
 		problems = append(problems, fmt.Sprintf("migration ended %s, want partially_succeeded", d.Migration.State))

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"godwit.dev/godwit/internal/wire"
@@ -121,7 +122,7 @@ func newStatusCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Hub status: store, agents by status, event pipeline lag and dead letters",
+		Short: "Hub status: store, agents by status, event pipeline lag, dead letters, the leader and the replicas",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newClient(opts)
@@ -142,6 +143,28 @@ func newStatusCmd(stdio IO, opts *rootOptions) *cobra.Command {
 					fmt.Fprintf(tw, "dead letters\t%d\n", st.Ingest.DeadLetters)
 				} else {
 					fmt.Fprintf(tw, "ingest\tunavailable: %s\n", st.IngestError)
+				}
+				if l := st.Leadership; l != nil {
+					leader := l.Leader
+					if leader == "" {
+						leader = "none"
+					}
+					fmt.Fprintf(tw, "leader\t%s (epoch %d)\n", leader, l.Epoch)
+					if !l.Since.IsZero() {
+						fmt.Fprintf(tw, "leading since\t%s\n", l.Since.UTC().Format(time.RFC3339))
+					}
+					fmt.Fprintf(tw, "answered by\t%s\n", l.Replica)
+					if l.Degraded {
+						fmt.Fprintf(tw, "lease\tdegraded: this replica's calls to NATS are failing\n")
+					}
+					if l.Waiting != "" {
+						fmt.Fprintf(tw, "waiting for\t%s\n", l.Waiting)
+					}
+				}
+				fmt.Fprintf(tw, "\nREPLICA\tADDRESS\tROLE\tEPOCH\tSINCE\tLAST SEEN\n")
+				for _, r := range st.Replicas {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Address, r.Role, r.Epoch,
+						r.Since.UTC().Format(time.RFC3339), r.LastSeen.UTC().Format(time.RFC3339))
 				}
 			})
 		},

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -50,7 +50,7 @@ func newEventsCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			if f.follow {
 				return followEvents(cmd.Context(), c, f, stdio.Out)
 			}
-			var page wire.List[store.StoredEvent]
+			var page wire.List[wire.EventRecord]
 			if err := c.do(cmd.Context(), "GET", "/api/v1/events?"+f.query().Encode(), nil, &page); err != nil {
 				return err
 			}
@@ -83,14 +83,14 @@ func followEvents(ctx context.Context, c *client, f *eventFlags, w io.Writer) er
 	header := true
 	q := f.query()
 	for {
-		var page wire.List[store.StoredEvent]
+		var page wire.List[wire.EventRecord]
 		if err := c.do(ctx, "GET", "/api/v1/events?"+q.Encode(), nil, &page); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		var fresh []store.StoredEvent
+		var fresh []wire.EventRecord
 		for i := len(page.Items) - 1; i >= 0; i-- {
 			if e := page.Items[i]; !seen[e.ID] {
 				seen[e.ID] = true
@@ -118,10 +118,11 @@ func followEvents(ctx context.Context, c *client, f *eventFlags, w io.Writer) er
 	}
 }
 
-func printEvents(w io.Writer, format string, events []store.StoredEvent, header bool) error {
+func printEvents(w io.Writer, format string, events []wire.EventRecord, header bool) error {
 	if format == "jsonl" {
+		enc := json.NewEncoder(w)
 		for _, e := range events {
-			if _, err := fmt.Fprintln(w, string(e.Raw)); err != nil {
+			if err := enc.Encode(e); err != nil {
 				return err
 			}
 		}

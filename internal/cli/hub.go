@@ -3,11 +3,10 @@ package cli
 import (
 	"github.com/spf13/cobra"
 	"godwit.dev/godwit/internal/config"
-	"godwit.dev/godwit/internal/hub"
 	"godwit.dev/godwit/internal/logging"
 )
 
-func newHubCmd(stdio IO) *cobra.Command {
+func newHubCmd(stdio IO, hub Hub) *cobra.Command {
 	var cfgFile string
 	cfg := config.DefaultHub()
 	cmd := &cobra.Command{
@@ -22,7 +21,7 @@ func newHubCmd(stdio IO) *cobra.Command {
 				return usageError{err}
 			}
 			log := logging.New(stdio.Err, cfg.Log.Level, cfg.Log.Format)
-			return hub.New(cfg, log, stdio.Err).Run(cmd.Context())
+			return hub.Run(cmd.Context(), cfg, log, stdio.Err)
 		},
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", "", "YAML config file (settings: defaults < file < GODWIT_* env < flags)")

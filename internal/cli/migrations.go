@@ -15,10 +15,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"godwit.dev/godwit/internal/migration/controller"
+	"godwit.dev/godwit/internal/human"
+	"godwit.dev/godwit/internal/manifest"
 	"godwit.dev/godwit/internal/migration/state"
-	"godwit.dev/godwit/internal/store"
-	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/wire"
 	"golang.org/x/term"
 )
@@ -29,7 +28,7 @@ func newApplyCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Apply a migration or sweep spec (idempotent); --dry-run shows which agent falls in which batch",
+		Short: "Apply a migration, sweep or failover group spec (idempotent); --dry-run shows which agent falls in which batch",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -49,13 +48,19 @@ func newApplyCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if sweep.KindOf(body) == sweep.Kind {
+			if manifest.KindOf(body) == kindFailoverGroup {
+				if wait {
+					return usageError{fmt.Errorf("--wait follows a migration; a failover group has no rollout to follow")}
+				}
+				return applyFailoverGroup(cmd.Context(), c, body, dry, output, stdio)
+			}
+			if manifest.KindOf(body) == kindSweep {
 				if wait {
 					return usageError{fmt.Errorf("--wait follows a migration; a sweep runs on its schedule (or: godwit sweep run NAME --wait)")}
 				}
 				return applySweep(cmd.Context(), c, body, dry, output, stdio)
 			}
-			var res controller.ApplyResult
+			var res wire.MigrationApplyResult
 			if err := c.doRaw(cmd.Context(), http.MethodPost, "/api/v1/migrations?dry_run="+fmt.Sprint(dry), "application/yaml", body, &res); err != nil {
 				return err
 			}
@@ -82,7 +87,7 @@ func newApplyCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	return cmd
 }
 
-func printApply(w io.Writer, res controller.ApplyResult) {
+func printApply(w io.Writer, res wire.MigrationApplyResult) {
 	switch res.Outcome {
 	case "planned":
 		fmt.Fprintf(w, "migration %s (dry run): %d agents in %d batches, failure budget %d\n", res.Name, res.Matched, len(res.Batches), res.Budget)
@@ -106,7 +111,7 @@ func waitMigration(ctx context.Context, c *client, name string, w io.Writer) err
 	}
 	last := ""
 	for {
-		var d controller.Description
+		var d wire.MigrationDescription
 		if err := c.do(ctx, http.MethodGet, "/api/v1/migrations/"+url.PathEscape(name), nil, &d); err != nil {
 			return err
 		}
@@ -137,7 +142,7 @@ func waitMigration(ctx context.Context, c *client, name string, w io.Writer) err
 	}
 }
 
-func progressLine(d controller.Description) string {
+func progressLine(d wire.MigrationDescription) string {
 	counts := map[string]int{}
 	total := 0
 	for _, b := range d.Batches {
@@ -185,7 +190,7 @@ func newMigrationGetCmd(stdio IO, opts *rootOptions, output *string) *cobra.Comm
 			if err != nil {
 				return err
 			}
-			var l wire.List[store.Migration]
+			var l wire.List[wire.Migration]
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/migrations", nil, &l); err != nil {
 				return err
 			}
@@ -193,7 +198,7 @@ func newMigrationGetCmd(stdio IO, opts *rootOptions, output *string) *cobra.Comm
 			return printOutput(stdio.Out, *output, l.Items, func(tw *tabwriter.Writer) {
 				fmt.Fprintln(tw, "NAME\tSTATE\tBATCH\tAGE\tREASON")
 				for _, m := range l.Items {
-					fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", m.Name, m.State, m.CurrentBatch+1, m.Batches, strings.TrimSuffix(ago(m.CreatedAt, now), " ago"), m.Reason)
+					fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", m.Name, m.State, m.CurrentBatch+1, m.Batches, strings.TrimSuffix(human.Ago(m.CreatedAt, now), " ago"), m.Reason)
 				}
 			})
 		},
@@ -211,19 +216,19 @@ func newMigrationDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var d controller.Description
+			var d wire.MigrationDescription
 			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/migrations/"+url.PathEscape(args[0]), nil, &d); err != nil {
 				return err
 			}
-			var agents wire.List[wire.Agent]
-			if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/agents", nil, &agents); err != nil {
+			agents, err := listAgents(cmd.Context(), c)
+			if err != nil {
 				return err
 			}
 			if output != "" {
 				return printOutput(stdio.Out, output, d, nil)
 			}
 			names := map[string]string{}
-			for _, a := range agents.Items {
+			for _, a := range agents {
 				names[a.ID] = a.Name
 			}
 			printDescription(stdio.Out, d, names)
@@ -234,7 +239,7 @@ func newMigrationDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	return cmd
 }
 
-func printDescription(w io.Writer, d controller.Description, names map[string]string) {
+func printDescription(w io.Writer, d wire.MigrationDescription, names map[string]string) {
 	m := d.Migration
 	fmt.Fprintf(w, "Name:     %s\nState:    %s\n", m.Name, m.State)
 	if m.Reason != "" {
@@ -286,21 +291,21 @@ func firstLine(s string) string {
 	return ""
 }
 
-func newActionCmd(stdio IO, opts *rootOptions, act controller.Action, short string) *cobra.Command {
+func newActionCmd(stdio IO, opts *rootOptions, act wire.MigrationAction, short string) *cobra.Command {
 	var failed bool
 	cmd := &cobra.Command{
 		Use:   string(act) + " NAME",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if act == controller.RetryFailed && !failed {
+			if act == wire.MigrationRetry && !failed {
 				return usageError{fmt.Errorf("retry needs --failed (only failed agents are retried, with a new attempt)")}
 			}
 			c, err := newClient(opts)
 			if err != nil {
 				return err
 			}
-			var m store.Migration
+			var m wire.Migration
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/migrations/"+url.PathEscape(args[0])+"/"+string(act), nil, &m); err != nil {
 				return err
 			}
@@ -308,7 +313,7 @@ func newActionCmd(stdio IO, opts *rootOptions, act controller.Action, short stri
 			return nil
 		},
 	}
-	if act == controller.RetryFailed {
+	if act == wire.MigrationRetry {
 		cmd.Flags().BoolVar(&failed, "failed", false, "retry the agents whose latest attempt failed or timed out")
 	}
 	return cmd
@@ -316,12 +321,12 @@ func newActionCmd(stdio IO, opts *rootOptions, act controller.Action, short stri
 
 func migrationActionCmds(stdio IO, opts *rootOptions) []*cobra.Command {
 	return []*cobra.Command{
-		newActionCmd(stdio, opts, controller.Pause, "Pause a migration: no new agent starts; running steps finish"),
-		newActionCmd(stdio, opts, controller.Resume, "Resume a paused migration"),
-		newActionCmd(stdio, opts, controller.Approve, "Approve the next batch of a migration with manual approval"),
-		newActionCmd(stdio, opts, controller.Abort, "Abort a migration: nothing new starts, running steps are stopped"),
-		newActionCmd(stdio, opts, controller.Rollback, "Roll back every agent the migration changed (steps in reverse order); resumes a failed rollback"),
-		newActionCmd(stdio, opts, controller.RetryFailed, "Retry failed agents with a new attempt (--failed)"),
+		newActionCmd(stdio, opts, wire.MigrationPause, "Pause a migration: no new agent starts; running steps finish"),
+		newActionCmd(stdio, opts, wire.MigrationResume, "Resume a paused migration"),
+		newActionCmd(stdio, opts, wire.MigrationApprove, "Approve the next batch of a migration with manual approval"),
+		newActionCmd(stdio, opts, wire.MigrationAbort, "Abort a migration: nothing new starts, running steps are stopped"),
+		newActionCmd(stdio, opts, wire.MigrationRollback, "Roll back every agent the migration changed (steps in reverse order); resumes a failed rollback"),
+		newActionCmd(stdio, opts, wire.MigrationRetry, "Retry failed agents with a new attempt (--failed)"),
 	}
 }
 
@@ -329,3 +334,7 @@ func migrationActionCmds(stdio IO, opts *rootOptions) []*cobra.Command {
 func (c *client) doRaw(ctx context.Context, method, path, contentType string, body []byte, out any) error {
 	return c.send(ctx, method, path, contentType, bytes.NewReader(body), out)
 }
+
+// kindSweep is the kind of a sweep spec; apply sends every other document to the migrations
+// endpoint, which names what is wrong with it.
+const kindSweep = "Sweep"

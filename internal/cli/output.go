@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -41,26 +40,6 @@ func printOutput(w io.Writer, format string, v any, table func(*tabwriter.Writer
 		return err
 	default:
 		return usageError{fmt.Errorf("-o/--output: %q is not one of table, json, yaml", format)}
-	}
-}
-
-// ago renders a past instant relative to now, kubectl style ("12s", "5m", "3h", "2d").
-func ago(t, now time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	switch {
-	case d < 0:
-		return "now"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 	}
 }
 

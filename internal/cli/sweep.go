@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"godwit.dev/godwit/internal/human"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -37,7 +38,9 @@ func newSweepCmd(stdio IO, opts *rootOptions) *cobra.Command {
 records the answer. Apply one with godwit apply -f (kind: Sweep); list them with godwit get sweeps
 and their runs with godwit get runs --sweep NAME.`,
 	}
-	cmd.AddCommand(newSweepRunCmd(stdio, opts), &cobra.Command{
+	cmd.AddCommand(newSweepRunCmd(stdio, opts), newSweepSuspendCmd(stdio, opts, true), newSweepSuspendCmd(stdio, opts, false),
+		newSweepRunsCmd(stdio, opts))
+	cmd.AddCommand(&cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a sweep: it fires no more; its runs stay as the audit trail",
 		Args:  cobra.ExactArgs(1),
@@ -110,6 +113,114 @@ run until it ends and exits non-zero if the run itself failed (drift found is no
 	cmd.Flags().DurationVar(&timeout, "timeout", 25*time.Hour, "how long --wait waits")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml instead of the summary")
 	return cmd
+}
+
+func newSweepSuspendCmd(stdio IO, opts *rootOptions, suspend bool) *cobra.Command {
+	var reason, output string
+	cmd := &cobra.Command{
+		Use:   "suspend NAME",
+		Short: "Suspend a sweep: no scheduled run fires until it is resumed (godwit sweep run still runs it)",
+		Long: `Suspends a sweep on every hub: no scheduled firing runs until it is resumed. A run in progress
+goes on, and godwit sweep run still runs it (the canary before a cutover). The suspension is stored
+with the sweep, so it holds across hub restarts. Applying a spec that sets spec.suspended overrides
+it (docs/sweeps.md); a spec that leaves the field out keeps it.`,
+		Example: `  godwit sweep suspend tls-drift --reason "canary first, cutover on Friday"`,
+		Args:    cobra.ExactArgs(1),
+	}
+	path := "/suspend"
+	if !suspend {
+		cmd.Use, path = "resume NAME", "/resume"
+		cmd.Short = "Resume a suspended sweep; its resumePolicy decides what happens to the firings held back"
+		cmd.Long = `Resumes a suspended sweep. The scheduled firings that came due while it was suspended are not
+run when its spec says resumePolicy: skip (the default): the schedule goes on from now. With
+resumePolicy: misfire they are missed firings and the misfire policy decides at once (skip: one
+missed record; run_once: one catch-up run).`
+		cmd.Example = `  godwit sweep resume tls-drift`
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := newClient(opts)
+		if err != nil {
+			return err
+		}
+		req := wire.SweepSuspendRequest{Reason: reason, Via: wire.SuspendViaCLI, By: whoAmI()}
+		var res wire.SweepSuspendResult
+		if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/sweeps/"+url.PathEscape(args[0])+path, req, &res); err != nil {
+			return err
+		}
+		if output != "" {
+			return printOutput(stdio.Out, output, res, nil)
+		}
+		printSuspendResult(stdio.Out, res)
+		return nil
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, for the audit record (operator.action event)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml instead of the summary")
+	return cmd
+}
+
+func printSuspendResult(w io.Writer, res wire.SweepSuspendResult) {
+	switch res.Outcome {
+	case "suspended":
+		fmt.Fprintf(w, "sweep %s suspended: no scheduled run fires until it is resumed (godwit sweep resume %s); godwit sweep run still runs it\n",
+			res.Name, res.Name)
+	case "resumed":
+		fmt.Fprintf(w, "sweep %s resumed", res.Name)
+		switch {
+		case res.HeldFirings == 0:
+			fmt.Fprintln(w, ": no scheduled firing came due while it was suspended")
+		case res.ResumePolicy == "misfire":
+			fmt.Fprintf(w, ": %s came due while it was suspended; handed to the misfire policy (resumePolicy: misfire)\n", countText(res.HeldFirings, "firing"))
+		default:
+			fmt.Fprintf(w, ": %s came due while it was suspended; not run (resumePolicy: skip)\n", countText(res.HeldFirings, "firing"))
+		}
+		for _, r := range res.CatchUp {
+			fmt.Fprintln(w, "  "+runLine(r))
+		}
+	case "unchanged":
+		if res.Suspended {
+			fmt.Fprintf(w, "sweep %s is already suspended%s\n", res.Name, suspensionText(res.Suspension))
+		} else {
+			fmt.Fprintf(w, "sweep %s is not suspended; nothing changed\n", res.Name)
+		}
+	}
+	for i, t := range res.NextFirings {
+		if i == 0 {
+			fmt.Fprint(w, "  next firings:")
+		}
+		fmt.Fprintf(w, " %s", t.Local().Format(time.RFC3339))
+		if i == len(res.NextFirings)-1 {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// suspensionText is " since T by WHO via VIA: REASON", or "" without a suspension.
+func suspensionText(p *wire.SweepSuspension) string {
+	if p == nil {
+		return ""
+	}
+	out := " since " + p.Since.Local().Format(time.RFC3339)
+	if p.By != "" {
+		out += " by " + p.By
+	}
+	out += " via " + p.Via
+	if p.Via == wire.SuspendViaSpec {
+		out += " (spec.suspended: true)"
+	}
+	if p.Reason != "" {
+		out += ": " + p.Reason
+	}
+	return out
+}
+
+func countText(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if n >= wire.MaxHeldFiringsCounted {
+		return fmt.Sprintf("at least %d %ss", n, what)
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // whoAmI names the person running the CLI for the run's audit record.
@@ -201,12 +312,17 @@ func newSweepGetCmd(stdio IO, opts *rootOptions) *cobra.Command {
 				fmt.Fprintln(tw, "NAME\tSCHEDULE\tTIMEZONE\tACTION\tNEXT\tLAST RUN")
 				for _, s := range l.Items {
 					next := "-"
-					if !s.NextFireAt.IsZero() {
+					switch {
+					case s.Suspended && s.Schedule != "":
+						next = fmt.Sprintf("suspended (%d held)", s.HeldFirings)
+					case s.Suspended:
+						next = "suspended"
+					case !s.NextFireAt.IsZero():
 						next = s.NextFireAt.Local().Format(time.RFC3339)
 					}
 					lastRun := "never"
 					if s.LastRun != nil {
-						lastRun = fmt.Sprintf("%s %s", runStatus(*s.LastRun), ago(s.LastRun.FiredAt, now))
+						lastRun = fmt.Sprintf("%s %s", runStatus(*s.LastRun), human.Ago(s.LastRun.FiredAt, now))
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, dash(s.Schedule), s.Timezone, actionText(s), next, lastRun)
 				}
@@ -235,47 +351,112 @@ func runStatus(r wire.SweepRun) string {
 
 func newRunsGetCmd(stdio IO, opts *rootOptions) *cobra.Command {
 	var sweepName string
-	var limit int
+	var page runPage
 	cmd := &cobra.Command{
 		Use:     "runs --sweep NAME",
 		Aliases: []string{"run"},
-		Short:   "List a sweep's runs (the audit trail), newest first",
+		Short:   "List a sweep's runs (the audit trail), newest first, a page at a time",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if sweepName == "" {
 				return usageError{fmt.Errorf("--sweep is required")}
 			}
 			output, _ := cmd.Flags().GetString("output")
-			c, err := newClient(opts)
-			if err != nil {
-				return err
-			}
-			var l wire.List[wire.SweepRun]
-			path := fmt.Sprintf("/api/v1/sweeps/%s/runs?limit=%d", url.PathEscape(sweepName), limit)
-			if err := c.do(cmd.Context(), http.MethodGet, path, nil, &l); err != nil {
-				return err
-			}
-			return printOutput(stdio.Out, output, l.Items, func(tw *tabwriter.Writer) {
-				fmt.Fprintln(tw, "RUN\tTRIGGER\tBY\tSCHEDULED FOR\tFIRED\tSTATUS\tMATCHED\tDRIFTED\tCLEAN\tMISSING\tBUDGET\tERRORS\tEXIT")
-				for _, r := range l.Items {
-					scheduled := "-"
-					if !r.ScheduledFor.IsZero() {
-						scheduled = r.ScheduledFor.Local().Format(time.RFC3339)
-					}
-					exit := "-"
-					if r.ExitCode != nil {
-						exit = fmt.Sprint(*r.ExitCode)
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.Trigger, dash(r.TriggeredBy), scheduled,
-						r.FiredAt.Local().Format(time.RFC3339), runStatus(r), r.Matched, r.Drifted, r.SkippedClean, r.SkippedMissing,
-						r.SkippedBudget, r.Errors, exit)
-				}
-			})
+			return listRuns(cmd, stdio, opts, sweepName, page, output)
 		},
 	}
 	cmd.Flags().StringVar(&sweepName, "sweep", "", "the sweep whose runs to list (required)")
-	cmd.Flags().IntVar(&limit, "limit", 20, "how many (1-1000)")
+	page.flags(cmd)
 	return cmd
+}
+
+func newSweepRunsCmd(stdio IO, opts *rootOptions) *cobra.Command {
+	var page runPage
+	var output string
+	cmd := &cobra.Command{
+		Use:   "runs NAME",
+		Short: "List a sweep's runs (the audit trail), newest first, a page at a time (as godwit get runs --sweep NAME)",
+		Long: `Lists a sweep's runs newest first, --limit at a time. When there are older runs, the command
+says on stderr how to get the next page (--cursor); --all follows every page.`,
+		Example: `  godwit sweep runs tls-drift --limit 50
+  godwit sweep runs tls-drift --limit 50 --cursor MTc0NjA5…
+  godwit sweep runs tls-drift --all -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return listRuns(cmd, stdio, opts, args[0], page, output)
+		},
+	}
+	page.flags(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml (the runs, as a list) instead of the table")
+	return cmd
+}
+
+// runPage is which runs a listing asks for.
+type runPage struct {
+	limit  int
+	cursor string
+	all    bool
+}
+
+func (p *runPage) flags(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&p.limit, "limit", 20, "runs per page (1-1000)")
+	cmd.Flags().StringVar(&p.cursor, "cursor", "", "start after this cursor (printed after a page that has older runs)")
+	cmd.Flags().BoolVar(&p.all, "all", false, "follow every page to the oldest run")
+}
+
+// listRuns prints a sweep's runs, newest first: one page, or with --all every page; the cursor
+// of the next page goes to stderr.
+func listRuns(cmd *cobra.Command, stdio IO, opts *rootOptions, sweepName string, page runPage, output string) error {
+	if page.limit < 1 || page.limit > 1000 {
+		return usageError{fmt.Errorf("--limit must be from 1 to 1000, not %d", page.limit)}
+	}
+	c, err := newClient(opts)
+	if err != nil {
+		return err
+	}
+	items := []wire.SweepRun{}
+	cursor := page.cursor
+	for {
+		var l wire.List[wire.SweepRun]
+		q := url.Values{"limit": {fmt.Sprint(page.limit)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if err := c.do(cmd.Context(), http.MethodGet, "/api/v1/sweeps/"+url.PathEscape(sweepName)+"/runs?"+q.Encode(), nil, &l); err != nil {
+			return err
+		}
+		items, cursor = append(items, l.Items...), l.NextCursor
+		if !page.all || cursor == "" {
+			break
+		}
+	}
+	if err := printRuns(stdio.Out, output, items); err != nil {
+		return err
+	}
+	if cursor != "" {
+		fmt.Fprintf(stdio.Err, "older runs: --cursor %s (or --all)\n", cursor)
+	}
+	return nil
+}
+
+// printRuns prints runs as a table, or as a JSON or YAML list.
+func printRuns(w io.Writer, output string, runs []wire.SweepRun) error {
+	return printOutput(w, output, runs, func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "RUN\tTRIGGER\tBY\tSCHEDULED FOR\tFIRED\tSTATUS\tMATCHED\tDRIFTED\tCLEAN\tMISSING\tBUDGET\tERRORS\tEXIT")
+		for _, r := range runs {
+			scheduled := "-"
+			if !r.ScheduledFor.IsZero() {
+				scheduled = r.ScheduledFor.Local().Format(time.RFC3339)
+			}
+			exit := "-"
+			if r.ExitCode != nil {
+				exit = fmt.Sprint(*r.ExitCode)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.Trigger, dash(r.TriggeredBy), scheduled,
+				r.FiredAt.Local().Format(time.RFC3339), runStatus(r), r.Matched, r.Drifted, r.SkippedClean, r.SkippedMissing,
+				r.SkippedBudget, r.Errors, exit)
+		}
+	})
 }
 
 func newSweepDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
@@ -301,8 +482,17 @@ func newSweepDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
 				return printOutput(stdio.Out, output, map[string]any{"sweep": s, "runs": runs.Items}, nil)
 			}
 			w := stdio.Out
-			fmt.Fprintf(w, "Name:      %s\nSchedule:  %s (%s, misfire %s)\nBudget:    %ds\nAction:    %s\n",
-				s.Name, dash(s.Schedule), s.Timezone, s.Misfire, s.MaxSeconds, actionText(s))
+			fmt.Fprintf(w, "Name:      %s\nSchedule:  %s (%s, misfire %s, resumePolicy %s)\nBudget:    %ds\nAction:    %s\n",
+				s.Name, dash(s.Schedule), s.Timezone, s.Misfire, s.ResumePolicy, s.MaxSeconds, actionText(s))
+			if s.Suspended {
+				fmt.Fprintf(w, "Suspended: yes%s\n", suspensionText(s.Suspension))
+				if s.Schedule != "" {
+					fmt.Fprintf(w, "           no scheduled run fires; %s held back so far (first %s); on resume: %s\n",
+						countText(s.HeldFirings, "firing"), s.NextFireAt.Local().Format(time.RFC3339), resumeText(s))
+				}
+			} else {
+				fmt.Fprintln(w, "Suspended: no")
+			}
 			for i, t := range s.NextFirings {
 				label := ""
 				if i == 0 {
@@ -402,6 +592,14 @@ func applySweep(ctx context.Context, c *client, body []byte, dry bool, output st
 	default:
 		fmt.Fprintf(stdio.Out, "sweep %s %s: %d agents match now\n", res.Name, res.Outcome, res.Matched)
 	}
+	switch {
+	case res.Suspension != "" && res.DryRun:
+		fmt.Fprintf(stdio.Out, "  would be %s (spec.suspended)\n", res.Suspension)
+	case res.Suspension != "":
+		fmt.Fprintf(stdio.Out, "  %s by this apply (spec.suspended)\n", res.Suspension)
+	case res.Suspended:
+		fmt.Fprintln(stdio.Out, "  suspended")
+	}
 	for i, t := range res.NextFirings {
 		if i == 0 {
 			fmt.Fprint(stdio.Out, "  next firings:")
@@ -415,4 +613,12 @@ func applySweep(ctx context.Context, c *client, body []byte, dry bool, output st
 		fmt.Fprintln(stdio.Err, "warning:", w)
 	}
 	return nil
+}
+
+// resumeText says what resuming a suspended sweep does with the firings held back.
+func resumeText(s wire.SweepSummary) string {
+	if s.ResumePolicy == "misfire" {
+		return "handed to misfire " + s.Misfire + " (resumePolicy: misfire)"
+	}
+	return "not run (resumePolicy: skip)"
 }

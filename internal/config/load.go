@@ -193,6 +193,10 @@ func RegisterFlags(fs *pflag.FlagSet, cfg any) {
 			fs.StringArray(f.flag, nil, usage)
 			continue
 		}
+		if f.value.Kind() == reflect.Bool {
+			fs.Bool(f.flag, f.value.Bool(), usage)
+			continue
+		}
 		def := fmt.Sprint(f.value.Interface())
 		if f.value.Kind() == reflect.Int || f.value.Kind() == reflect.Int64 {
 			if f.value.Type() != reflect.TypeOf(Duration(0)) {

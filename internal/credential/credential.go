@@ -1,5 +1,5 @@
-// Package credential makes and checks the secrets Godwit hands out: the admin token, enrollment
-// tokens and agents' NATS passwords.
+// Package credential makes and checks the secrets Godwit hands out: the admin token, API tokens,
+// enrollment tokens and agents' NATS passwords.
 //
 // Every secret is 256 random bits, so a single SHA-256 is a sound way to store it: there is nothing
 // to brute-force that a slow hash would protect. Only hashes are stored; the secret is shown once.
@@ -16,7 +16,8 @@ import (
 
 // Prefixes make a leaked secret recognisable (and greppable) for what it is.
 const (
-	PrefixAdmin  = "gwa_"
+	PrefixAdmin  = "gwa_" // the hub's own admin token, made at its first start
+	PrefixAPI    = "gwt_" // API tokens with a role (godwit token create --role)
 	PrefixEnroll = "gwe_"
 	PrefixAgent  = "gwn_"
 )

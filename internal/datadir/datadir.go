@@ -4,6 +4,11 @@
 // A directory is claimed with a marker file naming its kind, and held with an exclusive lock for
 // as long as the process runs. A directory that holds something else — another program's files,
 // the other kind's state, a corrupt marker — is refused with a clear error and never written to.
+//
+// The directory holds secrets (tokens, credentials, keys, databases), so it is kept 0700: one
+// that group or others can read, write or enter is tightened to 0700 when it is opened, and the
+// caller is told (Dir.Tightened) so it can say so in its log. Secrets and databases in it are
+// written 0600 (WriteFile, PrivateSQLite), whatever the umask.
 package datadir
 
 import (
@@ -34,12 +39,18 @@ type marker struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// ErrInUse is the refusal of a directory another process holds.
+var ErrInUse = errors.New("directory in use")
+
 // Dir is a claimed, locked state directory.
 type Dir struct {
 	Path string
 	lock *os.File
 	// Fresh is true when this call created the marker (first start).
 	Fresh bool
+	// Tightened is the mode the directory had when Open found it open to group or others and
+	// set it to 0700; zero otherwise.
+	Tightened os.FileMode
 }
 
 // Open claims path for kind: it creates the directory (0700) and marker when absent, checks the
@@ -56,6 +67,19 @@ func Open(path, kind string) (*Dir, error) {
 		return nil, fmt.Errorf("create %s: %w", abs, err)
 	}
 	d := &Dir{Path: abs}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", abs)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(abs, 0o700); err != nil {
+			return nil, fmt.Errorf("%s is open to other users (mode %#o) and could not be tightened to 0700: %w", abs, perm, err)
+		}
+		d.Tightened = perm
+	}
 	mpath := filepath.Join(abs, markerName)
 	raw, err := os.ReadFile(mpath)
 	switch {
@@ -88,7 +112,7 @@ func Open(path, kind string) (*Dir, error) {
 	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		_ = lf.Close()
-		return nil, fmt.Errorf("%s is in use by another godwit process (%w)", abs, err)
+		return nil, fmt.Errorf("%s is in use by another godwit process (%w): %w", abs, err, ErrInUse)
 	}
 	d.lock = lf
 	if d.Fresh {
@@ -116,7 +140,7 @@ func (d *Dir) WriteFile(name string, data []byte) error {
 	return WriteFileAtomic(d.Join(name), data)
 }
 
-// WriteFileAtomic writes path atomically with mode 0600.
+// WriteFileAtomic writes path atomically with mode 0600 (also for files outside a data dir, e.g. TLS material).
 func WriteFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -139,6 +163,44 @@ func WriteFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// sqliteCompanions are the files SQLite keeps beside a database.
+var sqliteCompanions = []string{"", "-wal", "-shm", "-journal"}
+
+// PrivateSQLite makes the SQLite database at path and its companion files (-wal, -shm, -journal)
+// readable by this user only, before the database is opened: an absent database is created
+// empty with mode 0600 (SQLite gives the files it creates later the database's mode), and
+// existing files — from an older version, or made under a lax umask — are set to 0600.
+func PrivateSQLite(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	switch {
+	case err == nil:
+		if err := f.Close(); err != nil {
+			return err
+		}
+	case !errors.Is(err, os.ErrExist):
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	for _, suffix := range sqliteCompanions {
+		p := path + suffix
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file; refusing to use it", p)
+		}
+		if st.Mode().Perm() != 0o600 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return fmt.Errorf("make %s private: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Close releases the lock. Safe to call twice.

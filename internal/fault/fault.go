@@ -8,6 +8,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinels. Their Error() text doubles as the stable machine-readable code in API responses.
@@ -19,12 +20,15 @@ var (
 	ErrForbidden       = errors.New("forbidden")
 	ErrTooLarge        = errors.New("too_large")
 	ErrUnavailable     = errors.New("unavailable")
+	// ErrRateLimited is returned to a client address that failed to authenticate too often; it
+	// may try again after a wait (RateLimited carries how long).
+	ErrRateLimited = errors.New("rate_limited")
 	// ErrFenced is returned when a write carries a leadership epoch that is no longer current.
 	ErrFenced = errors.New("fenced")
 )
 
 // All lists every sentinel, so clients can turn an API error code back into the sentinel.
-var All = []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnauthenticated, ErrForbidden, ErrTooLarge, ErrUnavailable, ErrFenced}
+var All = []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnauthenticated, ErrForbidden, ErrTooLarge, ErrUnavailable, ErrFenced, ErrRateLimited}
 
 // Code returns the API error code for err: the first sentinel it wraps, or "internal".
 func Code(err error) string {
@@ -67,3 +71,15 @@ func (e *FieldError) Unwrap() error { return ErrInvalid }
 func Invalid(field, format string, args ...any) error {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
+
+// RateLimited is an ErrRateLimited that says when the client may try again.
+type RateLimited struct {
+	RetryAfter time.Duration
+}
+
+func (e *RateLimited) Error() string {
+	return fmt.Sprintf("too many failed attempts from this address; try again in %s", e.RetryAfter.Round(time.Second))
+}
+
+// Unwrap makes every RateLimited an ErrRateLimited.
+func (e *RateLimited) Unwrap() error { return ErrRateLimited }

@@ -7,6 +7,7 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,32 +31,32 @@ import (
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/datadir"
+	"godwit.dev/godwit/internal/failover/groups"
 	"godwit.dev/godwit/internal/ingest"
 	"godwit.dev/godwit/internal/lease"
 	"godwit.dev/godwit/internal/liveness"
 	"godwit.dev/godwit/internal/migration/controller"
+	"godwit.dev/godwit/internal/pki"
+	"godwit.dev/godwit/internal/ratelimit"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/ui"
 	"godwit.dev/godwit/internal/wire"
+	"godwit.dev/godwit/internal/worker"
+	"golang.org/x/term"
 )
 
-// File names inside the data dir.
+// File names inside the data dir, besides wire.AdminTokenFile and wire.HubEndpointFile, which
+// local clients read.
 const (
-	AdminTokenFile = "admin.token"
-	EndpointFile   = "endpoint.json"
-	sqliteFile     = "hub.db"
-	jetstreamDir   = "jetstream"
+	// ClusterConfigFile is the external cluster's configuration with this hub's callout keys
+	// filled in (bus.ClusterConfig), written on every start with an external cluster.
+	ClusterConfigFile = "nats-cluster.conf"
+	sqliteFile        = "hub.db"
+	jetstreamDir      = "jetstream"
 )
-
-// Endpoint is written to the data dir on start so local clients (the CLI, tests) find the hub.
-type Endpoint struct {
-	API  string   `json:"api"`
-	NATS []string `json:"nats"`
-	PID  int      `json:"pid"`
-}
 
 // Hub is one hub replica.
 type Hub struct {
@@ -63,23 +65,35 @@ type Hub struct {
 	// Out receives the one-time admin token notice.
 	out io.Writer
 
-	mu       sync.Mutex
-	started  bool
-	dir      *datadir.Dir
-	store    store.Store
-	server   *bus.Server
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	buckets  bus.Buckets
-	live     *liveness.Controller
-	ingest   *ingest.Ingester
-	migrate  *controller.Controller
-	sweeps   *sweep.Service
-	id       string
-	http     *http.Server
-	listener net.Listener
-	registry *prometheus.Registry
-	endpoint Endpoint
+	mu          sync.Mutex
+	started     bool
+	dir         *datadir.Dir
+	store       store.Store
+	tls         *pki.Bundle // nil when the hub serves plaintext
+	natsCA      []byte      // PEM of the external cluster's CA (nats.ca)
+	server      *bus.Server
+	nc          *nats.Conn
+	callout     *bus.Callout      // external cluster only
+	calloutKeys *bus.CalloutKeys  // external cluster only
+	sysNC       *nats.Conn        // external cluster only: the system account
+	system      *bus.SystemClient // external cluster only
+	js          jetstream.JetStream
+	buckets     bus.Buckets
+	live        *liveness.Controller
+	ingest      *ingest.Ingester
+	migrate     *controller.Controller
+	sweeps      *sweep.Service
+	exits       chan worker.Exit            // leader-only workers that ended by themselves
+	lease       atomic.Pointer[lease.Lease] // set while contending
+	leader      *leader
+	natsID      string // the NATS cluster's identity (docs/ha.md)
+	replica     replicaRow
+	failover    *groups.Service
+	id          string
+	http        *http.Server
+	listener    net.Listener
+	registry    *prometheus.Registry
+	endpoint    wire.HubEndpoint
 
 	clock     controller.Clock
 	wrapStore func(store.Store) store.Store
@@ -119,7 +133,14 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		}
 	}()
 	if h.dir, err = datadir.Open(h.cfg.DataDir, datadir.KindHub); err != nil {
+		if errors.Is(err, datadir.ErrInUse) && h.cfg.Database == "" {
+			return fmt.Errorf("%w; its SQLite store serves one hub only: run hub replicas on PostgreSQL (--database, docs/ha.md)", err)
+		}
 		return err
+	}
+	if h.dir.Tightened != 0 {
+		h.log.Warn("data dir was open to other users; tightened to 0700", "data_dir", h.dir.Path,
+			"was", fmt.Sprintf("%#o", h.dir.Tightened))
 	}
 	if h.id == "" {
 		host, _ := os.Hostname()
@@ -131,42 +152,84 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if err = h.initAdminToken(ctx); err != nil {
 		return err
 	}
+	if err = h.setupTLS(); err != nil {
+		return err
+	}
 	if err = h.startBus(ctx); err != nil {
 		return err
 	}
 	h.registry = prometheus.NewRegistry()
-	h.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h.live = liveness.New(h.buckets.Heartbeats, h.store, h.log, h.cfg.Liveness.HeartbeatInterval.D(), h.cfg.Liveness.Grace.D())
-	if err = h.live.Start(ctx); err != nil {
-		return err
+	h.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newFleetCollector(h.store, h.log))
+	lim := h.cfg.AgentLimits
+	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry, EnsureStreams: h.ensureStreams,
+		ClockSkew: lim.ClockSkew.D(), Quota: ingest.Quota{EventsPerSecond: float64(lim.EventRate), EventBurst: float64(lim.EventBurst),
+			BytesPerSecond: float64(lim.ByteRate), ByteBurst: float64(lim.ByteBurst)}})
+	for attempt := 1; ; attempt++ {
+		if err = h.ingest.Start(ctx); err == nil {
+			break
+		}
+		// On a cluster that just lost or regained a server, the consumer's leader may be
+		// being elected: try again for a while.
+		if !h.cfg.Clustered() || attempt >= 30 || ctx.Err() != nil {
+			return fmt.Errorf("event ingest: %w", err)
+		}
+		h.log.Warn("event ingest not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry})
-	if err = h.ingest.Start(ctx); err != nil {
-		return fmt.Errorf("event ingest: %w", err)
-	}
+	h.exits = make(chan worker.Exit, 8)
+	h.leader = newLeader(h)
+	// The leader-only workers write through the term's checks; the API's writes (operators')
+	// are not fenced and go to the store directly.
+	leaderStore := fencedStore{Store: h.store, check: h.leader.check}
+	h.live = liveness.New(liveness.Config{KV: h.buckets.Heartbeats, Store: h.store, Logger: h.log.With("component", "liveness"),
+		Interval: h.cfg.Liveness.HeartbeatInterval.D(), Grace: h.cfg.Liveness.Grace.D(), LastSeenEvery: h.cfg.Liveness.LastSeenEvery.D(),
+		OnExit: h.workerExited, Registry: h.registry,
+		Publish: h.publishEvent, HubID: h.id})
 	h.migrate = controller.New(controller.Config{
-		Store: h.store, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
-		Leader: lease.StoreEpoch{Store: h.store, Name: controller.LeadershipName, Holder: h.id}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
-		Settle:    h.cfg.Liveness.Settle.D(),
-		Registry:  h.registry,
-		Connected: h.nc.IsConnected,
+		Store: leaderStore, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
+		Leader: termLeadership{l: h.leader, name: controller.LeadershipName}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
+		Settle:     h.cfg.Liveness.Settle.D(),
+		Registry:   h.registry,
+		Connected:  h.nc.IsConnected,
+		MaxPayload: h.nc.MaxPayload,
+		Referenced: func(ctx context.Context, migration string) ([]string, error) {
+			return h.sweeps.RemediatingWith(ctx, migration)
+		},
+		OnExit: h.workerExited,
 	})
-	if err = h.migrate.Start(ctx); err != nil {
-		return err
-	}
-	h.sweeps = sweep.New(sweep.Config{Store: h.store, Requests: h.buckets.Sweep, Results: h.buckets.SweepResults,
-		Leader: lease.StoreEpoch{Store: h.store, Name: sweep.LeadershipName, Holder: h.id}, Logger: h.log.With("component", "sweeps"),
-		Publish: h.publishEvent, HubID: h.id, Registry: h.registry, NudgeMigrations: h.migrate.Nudge})
-	if err = h.sweeps.Start(ctx); err != nil {
-		return err
+	h.sweeps = sweep.New(sweep.Config{Store: leaderStore, Requests: h.buckets.Sweep, Results: h.buckets.SweepResults,
+		Leader: termLeadership{l: h.leader, name: sweep.LeadershipName}, Logger: h.log.With("component", "sweeps"),
+		Publish: h.publishEvent, HubID: h.id, Registry: h.registry, NudgeMigrations: h.migrate.Nudge, OnExit: h.workerExited})
+	h.failover = &groups.Service{Store: h.store, Publisher: &groups.Bus{Store: h.store, JS: h.js, Assignments: h.buckets.Failover,
+		Replicas: h.cfg.NATS.Replicas}}
+	// Members learn their groups from the bus: a hub that starts publishes them all again.
+	if err := h.failover.Publisher.Publish(ctx, wire.FailoverGroup{}); err != nil {
+		h.log.Warn("failover groups could not be published to their members yet (apply again to retry)", "err", err)
 	}
 	if err = h.startHTTP(); err != nil {
+		return err
+	}
+	// The API serves from here on; the leader-only workers run while this replica holds the
+	// lease.
+	if err = h.startLease(ctx); err != nil {
 		return err
 	}
 	h.started = true
 	h.log.Info("hub started", "version", buildinfo.String(), "api", h.endpoint.API, "nats", strings.Join(h.endpoint.NATS, ","),
 		"store", h.store.Engine(), "data_dir", h.dir.Path)
 	return nil
+}
+
+// agentAuth is the store as the NATS server's authenticator: credentials, and the failover
+// group whose bucket an agent may reach (bus.FailoverGroups).
+type agentAuth struct{ store.Store }
+
+func (a agentAuth) FailoverBucket(ctx context.Context, agentID string) (string, error) {
+	return groups.FailoverBucket(ctx, a.Store, agentID)
 }
 
 func (h *Hub) openStore(ctx context.Context) error {
@@ -188,7 +251,9 @@ func (h *Hub) openStore(ctx context.Context) error {
 }
 
 // initAdminToken creates the admin token on the first start of a hub (or of the first hub of a
-// shared database): stored hashed, printed once, and saved 0600 in the data dir for the local CLI.
+// shared database): stored hashed and saved 0600 in the data dir for the local CLI. It is printed
+// once, and only to a terminal: output that goes to a file or a log collector never holds it, and
+// the log says where the file is instead.
 func (h *Hub) initAdminToken(ctx context.Context) error {
 	tok := credential.New(credential.PrefixAdmin)
 	created, err := h.store.InitAdminToken(ctx, credential.Hash(tok), time.Now())
@@ -198,12 +263,22 @@ func (h *Hub) initAdminToken(ctx context.Context) error {
 	if !created {
 		return nil
 	}
-	path := h.dir.Join(AdminTokenFile)
-	if err := h.dir.WriteFile(AdminTokenFile, []byte(tok+"\n")); err != nil {
+	path := h.dir.Join(wire.AdminTokenFile)
+	if err := h.dir.WriteFile(wire.AdminTokenFile, []byte(tok+"\n")); err != nil {
 		return fmt.Errorf("save admin token: %w", err)
 	}
-	fmt.Fprintf(h.out, "Admin token (shown once; also saved to %s):\n  %s\n", path, tok)
+	if isTerminal(h.out) {
+		fmt.Fprintf(h.out, "Admin token (shown once; also saved to %s):\n  %s\n", path, tok)
+		return nil
+	}
+	h.log.Info("admin token created; not printed because the output is not a terminal: read it from its file (mode 0600)", "path", path)
 	return nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func (h *Hub) startBus(ctx context.Context) error {
@@ -225,31 +300,35 @@ func (h *Hub) startBus(ctx context.Context) error {
 		nats.ReconnectHandler(func(*nats.Conn) { h.log.Info("nats reconnected") }),
 	}
 	if h.cfg.NATS.URL == "" {
-		h.server, err = bus.StartServer(bus.ServerConfig{
-			StoreDir: h.dir.Join(jetstreamDir), Listen: h.cfg.NATS.Listen, Auth: h.store, Logger: h.log,
-		})
+		sc := bus.ServerConfig{StoreDir: h.dir.Join(jetstreamDir), Listen: h.cfg.NATS.Listen, Auth: agentAuth{h.store}, Logger: h.log,
+			Verbose: h.log.Enabled(ctx, slog.LevelDebug)}
+		if h.tls != nil {
+			sc.TLS = h.tls.ServerConfig()
+		}
+		if sc.Cluster, err = h.routes(ctx); err != nil {
+			return err
+		}
+		h.server, err = bus.StartServer(sc)
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
 		h.nc, err = h.server.ConnectHub("godwit-hub", opts...)
 	} else {
-		h.nc, err = nats.Connect(h.cfg.NATS.URL, append(opts, nats.Name("godwit-hub"))...)
+		h.nc, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub", opts...)
 	}
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
 	}
+	if h.server == nil {
+		if err = h.startCallout(ctx); err != nil {
+			return err
+		}
+	}
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		return err
 	}
-	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: h.cfg.Retention.Heartbeats.D()})
-	if err != nil {
-		return fmt.Errorf("jetstream buckets: %w", err)
-	}
-	if err = bus.EnsureStreams(bctx, h.js, bus.StreamOptions{Replicas: h.cfg.NATS.Replicas,
-		MaxAge: h.cfg.Retention.Events.D(), DeadLetterMaxAge: h.cfg.Retention.DeadLetters.D()}); err != nil {
-		return fmt.Errorf("jetstream streams: %w", err)
+	if err = h.ensureJetStream(ctx); err != nil {
+		return err
 	}
 	h.endpoint.NATS = h.cfg.NATS.Advertise
 	if len(h.endpoint.NATS) == 0 {
@@ -259,18 +338,107 @@ func (h *Hub) startBus(ctx context.Context) error {
 			h.endpoint.NATS = strings.Split(h.cfg.NATS.URL, ",")
 		}
 	}
+	// What agents are handed (and the endpoint file holds) never carries the hub's credentials.
+	for i, u := range h.endpoint.NATS {
+		if h.endpoint.NATS[i], err = credential.StripUserinfo(strings.TrimSpace(u)); err != nil {
+			return err
+		}
+	}
+	if h.server == nil {
+		return h.probeExternal(ctx)
+	}
+	return nil
+}
+
+// ensureJetStream declares the buckets and streams. On a clustered embedded NATS it waits
+// for the JetStream cluster (a quorum of the replicas' servers), saying which peers it waits
+// for; a replica that cannot reach its peers never leads alone.
+func (h *Hub) ensureJetStream(ctx context.Context) error {
+	// A request sent before the cluster has a meta leader, or racing the same request of another
+	// replica starting at the same time, may never be answered: on a cluster each try is short,
+	// and tried again (what the last try created is found at once).
+	timeout := 30 * time.Second
+	if h.cfg.Clustered() {
+		timeout = 3 * time.Second
+	}
+	try := func() error {
+		bctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var err error
+		h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: h.cfg.Retention.Heartbeats.D()})
+		if err != nil {
+			return fmt.Errorf("jetstream buckets: %w", err)
+		}
+		return h.ensureStreams(bctx)
+	}
+	if !h.cfg.Clustered() {
+		err := try()
+		if err != nil && h.cfg.NATS.Replicas > 1 {
+			return fmt.Errorf("%w (nats.replicas is %d: the NATS cluster must have at least that many JetStream servers)", err, h.cfg.NATS.Replicas)
+		}
+		return err
+	}
+	for {
+		n, missing := h.server.PeerStatus()
+		if len(missing) > 0 {
+			h.log.Warn("waiting for the other hub replicas' NATS servers: this replica follows until the JetStream cluster has a quorum",
+				"waiting_for", strings.Join(missing, ","), "connected", n)
+		}
+		err := try()
+		if err == nil {
+			return nil
+		}
+		h.log.Warn("jetstream cluster not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jetstream cluster: %w (waiting for %s)", ctx.Err(), strings.Join(missing, ","))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// routes is the embedded server's cluster configuration; nil for a one-server NATS. The
+// routes' password is shared through the database, so only replicas of one database route to
+// each other.
+func (h *Hub) routes(ctx context.Context) (*bus.Routes, error) {
+	if !h.cfg.Clustered() {
+		return nil, nil
+	}
+	pw, err := h.store.EnsureSetting(ctx, "nats_route_password", newID(), time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("nats routes: %w", err)
+	}
+	cl := h.cfg.NATS.Cluster
+	return &bus.Routes{Name: cl.Name, Listen: cl.Listen, Peers: cl.Routes, ServerName: cl.ServerName,
+		User: "godwit-route", Password: pw}, nil
+}
+
+// ensureStreams declares the events and dead-letter streams; the ingest calls it again if the
+// events stream goes missing.
+func (h *Hub) ensureStreams(ctx context.Context) error {
+	if err := bus.EnsureStreams(ctx, h.js, bus.StreamOptions{Replicas: h.cfg.NATS.Replicas,
+		MaxAge: h.cfg.Retention.Events.D(), DeadLetterMaxAge: h.cfg.Retention.DeadLetters.D(),
+		MaxBytes: h.cfg.Retention.EventsMaxBytes, DeadLetterMaxBytes: h.cfg.Retention.DeadLettersMaxBytes,
+		MaxMsgsPerAgent: h.cfg.AgentLimits.StreamEvents}); err != nil {
+		return fmt.Errorf("jetstream streams: %w", err)
+	}
 	return nil
 }
 
 func (h *Hub) startHTTP() error {
 	pipe := pipeline{h: h, ing: h.ingest}
+	access, err := h.access()
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Config{
-		Store: h.store, Bus: busAdapter{h}, Pipeline: pipe, Migrations: h.migrate, Sweeps: h.sweeps,
+		Store: h.store, Bus: busAdapter{h}, Pipeline: pipe, Migrations: h.migrate, Sweeps: h.sweeps, Failover: h.failover,
 		Logger: h.log, Registry: h.registry,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
+		CAFingerprint: h.caFingerprint(), NATSCA: h.agentNATSCA(), Access: access, Leadership: h.leadership,
 	})
 	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Sweeps: h.sweeps, Logger: h.log.With("component", "ui"),
-		Version: buildinfo.String()})
+		Version: buildinfo.String(), Access: access, Leadership: h.leadership})
 	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", web)
@@ -280,23 +448,46 @@ func (h *Hub) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", h.cfg.Listen, err)
 	}
+	scheme := "http"
+	if h.tls != nil {
+		ln = tls.NewListener(ln, h.tls.ServerConfig())
+		scheme = "https"
+		h.endpoint.CA = h.tls.CAFile
+	}
 	h.listener = ln
-	h.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	h.http = hs
 	// Live UI streams never end by themselves: Shutdown would wait for them until its deadline.
-	h.http.RegisterOnShutdown(web.Close)
+	hs.RegisterOnShutdown(web.Close)
+	// The server, not h.http, which Stop clears (possibly before this goroutine runs).
 	go func() {
-		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server stopped", "err", err)
 		}
 	}()
-	h.endpoint.API = "http://" + ln.Addr().String()
+	h.endpoint.API = scheme + "://" + ln.Addr().String()
 	h.endpoint.PID = os.Getpid()
 	b, _ := json.MarshalIndent(h.endpoint, "", "  ")
-	return h.dir.WriteFile(EndpointFile, b)
+	return h.dir.WriteFile(wire.HubEndpointFile, b)
+}
+
+// access is the one authority on callers the API and the web UI share: tokens and roles, the
+// failed-attempt limit per client address, and the audit log.
+func (h *Hub) access() (*api.Access, error) {
+	limiter, err := ratelimit.New(ratelimit.Config{Burst: h.cfg.Auth.FailureBurst, Interval: h.cfg.Auth.FailureInterval.D()})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	proxies, err := h.cfg.TrustedProxyPrefixes()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewAccess(api.AccessConfig{Store: h.store, Limiter: limiter, TrustedProxies: proxies,
+		Logger: h.log.With("component", "access"), Registry: h.registry}), nil
 }
 
 // Endpoint returns where the hub listens (valid after Start).
-func (h *Hub) Endpoint() Endpoint {
+func (h *Hub) Endpoint() wire.HubEndpoint {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.endpoint
@@ -322,23 +513,24 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 		errs = append(errs, h.http.Shutdown(ctx))
 		h.http = nil
 	}
-	if h.sweeps != nil {
-		errs = append(errs, h.sweeps.Stop(ctx))
-		h.sweeps = nil
-	}
-	if h.migrate != nil {
-		errs = append(errs, h.migrate.Stop(ctx))
-		h.migrate = nil
-	}
-	// Stop taking new work first: the ingester finishes its in-flight batch and acks what
-	// committed, within the budget of ctx.
+	// The lease first: its term ends, the leader-only workers stop, and the key is handed on
+	// to another replica at once.
+	errs = append(errs, h.stopLease(ctx))
+	errs = append(errs, worker.StopAll(ctx, h.leaderWorkers()...))
+	h.sweeps, h.migrate, h.live = nil, nil, nil
+	// The ingester finishes its in-flight batch and acks what committed, within the budget of
+	// ctx.
 	if h.ingest != nil {
 		errs = append(errs, h.ingest.Stop(ctx))
 		h.ingest = nil
 	}
-	if h.live != nil {
-		errs = append(errs, h.live.Stop(ctx))
-		h.live = nil
+	if h.callout != nil {
+		errs = append(errs, h.callout.Stop(ctx))
+		h.callout = nil
+	}
+	if h.sysNC != nil {
+		h.sysNC.Close()
+		h.sysNC, h.system = nil, nil
 	}
 	if h.nc != nil {
 		// Everything that consumed from this connection has stopped above; flush what was
@@ -362,19 +554,65 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// leaderWorkers are the workers that run on the leading hub only, in start order: liveness,
+// the migration controller and the sweep scheduler. They start and stop together.
+func (h *Hub) leaderWorkers() []worker.Worker {
+	var ws []worker.Worker
+	if h.live != nil {
+		ws = append(ws, h.live)
+	}
+	if h.migrate != nil {
+		ws = append(ws, h.migrate)
+	}
+	if h.sweeps != nil {
+		ws = append(ws, h.sweeps)
+	}
+	return ws
+}
+
+// workerExited hears of a worker that ended by itself: a fenced one ends this replica's term
+// (leader.exited); anything else is for Run to act on.
+func (h *Hub) workerExited(e worker.Exit) {
+	if h.leader != nil && h.leader.exited(e) {
+		return
+	}
+	select {
+	case h.exits <- e:
+	default:
+		// Only if Run is not reading (the hub is stopping anyway); the worker logged its end.
+		h.log.Warn("worker exit not handled: the hub is busy stopping", "worker", e.Worker, "err", e.Err)
+	}
+}
+
 // Run starts the hub, waits for ctx to end (SIGTERM/SIGINT), then stops within the configured
-// shutdown budget.
+// shutdown budget. A worker that panics, or ends by itself for any reason but being deposed,
+// stops the hub with an error (exit non-zero, so a supervisor restarts it rather than leaving
+// it half alive); a deposed one ends this replica's term (leader.go), and the hub goes on as a
+// follower.
 func (h *Hub) Run(ctx context.Context) error {
 	if err := h.Start(ctx); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Asked to stop (SIGTERM) while it was still starting: Start undid what it had
+			// begun; that is a clean stop, not a failure.
+			h.log.Info("hub stopped while it was starting", "reason", err)
+			return nil
+		}
 		return err
 	}
 	var fatal error
-	select {
-	case <-ctx.Done():
-	case fatal = <-h.ingest.Fatal():
-		// A worker panicked: its stack is logged; stop cleanly, then exit non-zero so a
-		// supervisor restarts the hub rather than leaving it half alive.
-		h.log.Error("hub stopping after a worker panic", "err", fatal)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case fatal = <-h.ingest.Fatal():
+			h.log.Error("hub stopping after a worker panic", "err", fatal)
+			break wait
+		case e := <-h.exits:
+			fatal = e
+			h.log.Error("hub stopping: a worker ended by itself", "worker", e.Worker, "err", e.Err)
+			break wait
+		}
 	}
 	h.log.Info("hub stopping", "budget", h.cfg.ShutdownTimeout.D())
 	sctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout.D())
@@ -409,14 +647,26 @@ func (b busAdapter) Ready(ctx context.Context) error {
 	if _, err := b.h.js.AccountInfo(ctx); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	if ing := b.h.ingest; ing != nil {
+		if err := ing.Health(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 func (b busAdapter) AgentURLs() []string { return b.h.endpoint.NATS }
 
-func (b busAdapter) DisconnectAgent(id string) int {
-	if b.h.server == nil {
-		return 0
+// DisconnectAgent closes the agent's live connections: on the embedded server directly, on an
+// external cluster through its system account.
+func (b busAdapter) DisconnectAgent(ctx context.Context, id string) (int, error) {
+	if b.h.server != nil {
+		return b.h.server.DisconnectAgent(id), nil
 	}
-	return b.h.server.DisconnectAgent(id)
+	if b.h.system == nil {
+		return 0, errors.New("no system-account connection to the NATS cluster")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return b.h.system.DisconnectAgent(ctx, id)
 }

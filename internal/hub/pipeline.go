@@ -32,26 +32,12 @@ func (p pipeline) Status(ctx context.Context) (wire.IngestStatus, error) {
 	return st, nil
 }
 
-func toWire(d ingest.DeadLetter) wire.DeadLetter {
-	return wire.DeadLetter{Seq: d.Seq, Subject: d.Subject, Reason: d.Reason, Error: d.Error, Deliveries: d.Deliveries,
-		StreamSeq: d.StreamSeq, Time: d.Time, OriginalTime: d.OriginalTime, Headers: d.Headers, Payload: string(d.Payload)}
-}
-
 func (p pipeline) DeadLetters(ctx context.Context, afterSeq uint64, limit int) ([]wire.DeadLetter, error) {
-	ds, err := p.ing.DeadLetters(ctx, afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]wire.DeadLetter, len(ds))
-	for i, d := range ds {
-		out[i] = toWire(d)
-	}
-	return out, nil
+	return p.ing.DeadLetters(ctx, afterSeq, limit)
 }
 
 func (p pipeline) DeadLetter(ctx context.Context, seq uint64) (wire.DeadLetter, error) {
-	d, err := p.ing.DeadLetter(ctx, seq)
-	return toWire(d), err
+	return p.ing.DeadLetter(ctx, seq)
 }
 
 func (p pipeline) Replay(ctx context.Context, seq uint64) error { return p.ing.Replay(ctx, seq) }

@@ -77,6 +77,19 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
 			continue
 		}
 		it := c.item
+		if it.agent != "" {
+			if it.ev.AgentTime != nil {
+				i.m.clamped.Inc()
+				i.quota.warnClamped(i.log, it)
+			}
+			// Charged on first delivery only: a redelivery is the hub's doing, not the agent's.
+			if c.md.NumDelivered == 1 {
+				if err := i.quota.take(it.agent, len(msg.Data()), c.md.Timestamp); err != nil {
+					i.deadLetter(ctx, msg, c.md, ReasonQuota, err)
+					continue
+				}
+			}
+		}
 		if n, ok := byID[it.ev.ID]; ok {
 			groups[n] = append(groups[n], it)
 			continue
@@ -210,6 +223,9 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 		return nil, ReasonDecode, fmt.Errorf("not a JSON event: %w", err)
 	}
 	if err := ev.Validate(subjectAgent); err != nil {
+		if errors.Is(err, wire.ErrHubOnlyType) {
+			return nil, ReasonHubOnly, err
+		}
 		return nil, ReasonInvalid, err
 	}
 	if subjectAgent != "" && ev.Data.AgentID == "" {
@@ -221,12 +237,15 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 	if received.IsZero() {
 		received = i.cfg.Now()
 	}
-	return &item{
-		msg:   msg,
-		md:    md,
-		ev:    store.StoredEvent{Event: ev, Raw: data, ReceivedAt: received.UTC()},
-		agent: subjectAgent,
-	}, "", nil
+	stored := store.StoredEvent{Event: ev, Raw: data, ReceivedAt: received.UTC()}
+	// An agent's clock ahead of the stream's moves its events to the top of every listing and
+	// freezes its derived state (which only moves forward in time): such a time is replaced by
+	// the receipt time, and the agent's is kept (the body holds it too) to show it was.
+	if subjectAgent != "" && ev.Time.After(received.Add(i.cfg.ClockSkew)) {
+		agentTime := ev.Time
+		stored.Time, stored.AgentTime = received.UTC(), &agentTime
+	}
+	return &item{msg: msg, md: md, ev: stored, agent: subjectAgent}, "", nil
 }
 
 // commit writes the groups' events and the state rows they advance in one transaction, then

@@ -34,22 +34,6 @@ const (
 // maxHeaderError bounds the error text carried in a header.
 const maxHeaderError = 2048
 
-// DeadLetter is one message of the dead-letter stream.
-type DeadLetter struct {
-	Seq        uint64 `json:"seq"`        // in the dead-letter stream
-	Subject    string `json:"subject"`    // the original subject
-	Reason     string `json:"reason"`     // decode | invalid | too_large | max_deliveries
-	Error      string `json:"error"`      // what exactly was wrong
-	Deliveries int    `json:"deliveries"` // deliveries of the original when it was dead-lettered
-	StreamSeq  uint64 `json:"stream_seq"` // the original's sequence in the events stream
-	// Time is when the message was dead-lettered; OriginalTime when the original was stored in
-	// the events stream. Both are the streams' timestamps.
-	Time         time.Time           `json:"time"`
-	OriginalTime time.Time           `json:"original_time"`
-	Headers      map[string][]string `json:"headers,omitempty"` // the original headers
-	Payload      []byte              `json:"payload"`           // the original payload, byte for byte
-}
-
 // deadLetter publishes msg to the dead-letter stream with the reason, then terminates it. If the
 // publish fails the message is handed back instead: it is never terminated without a copy.
 func (i *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {
@@ -119,7 +103,7 @@ func (i *Ingester) dlqStream(ctx context.Context) (jetstream.Stream, error) {
 
 // DeadLetters lists up to limit (1..1000) dead letters with a sequence above afterSeq, oldest
 // first. Page on with the last one's Seq.
-func (i *Ingester) DeadLetters(ctx context.Context, afterSeq uint64, limit int) ([]DeadLetter, error) {
+func (i *Ingester) DeadLetters(ctx context.Context, afterSeq uint64, limit int) ([]wire.DeadLetter, error) {
 	if limit < 1 || limit > 1000 {
 		return nil, fault.Invalid("limit", "must be between 1 and 1000 (got %d)", limit)
 	}
@@ -127,7 +111,7 @@ func (i *Ingester) DeadLetters(ctx context.Context, afterSeq uint64, limit int) 
 	if err != nil {
 		return nil, err
 	}
-	var out []DeadLetter
+	var out []wire.DeadLetter
 	for seq := afterSeq + 1; len(out) < limit; {
 		raw, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(bus.DeadLetterSubjects))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -143,33 +127,33 @@ func (i *Ingester) DeadLetters(ctx context.Context, afterSeq uint64, limit int) 
 }
 
 // DeadLetter returns the dead letter with sequence seq, or an error wrapping fault.ErrNotFound.
-func (i *Ingester) DeadLetter(ctx context.Context, seq uint64) (DeadLetter, error) {
+func (i *Ingester) DeadLetter(ctx context.Context, seq uint64) (wire.DeadLetter, error) {
 	if seq == 0 {
-		return DeadLetter{}, fmt.Errorf("dead letter 0: %w", fault.ErrNotFound)
+		return wire.DeadLetter{}, fmt.Errorf("dead letter 0: %w", fault.ErrNotFound)
 	}
 	st, err := i.dlqStream(ctx)
 	if err != nil {
-		return DeadLetter{}, err
+		return wire.DeadLetter{}, err
 	}
 	raw, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, fault.ErrNotFound)
+		return wire.DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, fault.ErrNotFound)
 	}
 	if err != nil {
-		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+		return wire.DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
 	}
 	return parseDeadLetter(raw), nil
 }
 
-func parseDeadLetter(raw *jetstream.RawStreamMsg) DeadLetter {
+func parseDeadLetter(raw *jetstream.RawStreamMsg) wire.DeadLetter {
 	h := raw.Header
-	dl := DeadLetter{
+	dl := wire.DeadLetter{
 		Seq:     raw.Sequence,
 		Subject: h.Get(HeaderSubject),
 		Reason:  h.Get(HeaderReason),
 		Error:   h.Get(HeaderError),
 		Time:    raw.Time.UTC(),
-		Payload: raw.Data,
+		Payload: string(raw.Data),
 	}
 	dl.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeliveries))
 	dl.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderStreamSeq), 10, 64)
@@ -200,7 +184,7 @@ func (i *Ingester) Replay(ctx context.Context, seq uint64) error {
 		return fmt.Errorf("replay: dead letter %d: original subject %q is not an event subject: %w", seq, dl.Subject, fault.ErrInvalid)
 	}
 	m := nats.NewMsg(dl.Subject)
-	m.Data = dl.Payload
+	m.Data = []byte(dl.Payload)
 	for k, v := range dl.Headers {
 		if strings.HasPrefix(strings.ToLower(k), "nats-") {
 			continue
@@ -212,7 +196,7 @@ func (i *Ingester) Replay(ctx context.Context, seq uint64) error {
 	var probe struct {
 		ID string `json:"id"`
 	}
-	if json.Unmarshal(dl.Payload, &probe) == nil && probe.ID != "" && !strings.ContainsAny(probe.ID, " \r\n") {
+	if json.Unmarshal([]byte(dl.Payload), &probe) == nil && probe.ID != "" && !strings.ContainsAny(probe.ID, " \r\n") {
 		id = probe.ID
 	}
 	ack, err := i.cfg.JS.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("%s:replay:%d", id, seq)),

@@ -76,7 +76,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	}
 
 	bd.waitDrained(t, int64(len(goods)))
-	var dls []DeadLetter
+	var dls []wire.DeadLetter
 	waitFor(t, 10*time.Second, func() error {
 		var err error
 		dls, err = ing.DeadLetters(ctx, 0, 100)
@@ -90,7 +90,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 		if dl.Reason != p.reason || !strings.Contains(dl.Error, p.errText) {
 			t.Errorf("%s: reason %q, error %q; want %q containing %q", p.name, dl.Reason, dl.Error, p.reason, p.errText)
 		}
-		if !bytes.Equal(dl.Payload, p.data) || dl.Subject != subj || dl.Deliveries != 1 || dl.StreamSeq == 0 ||
+		if dl.Payload != string(p.data) || dl.Subject != subj || dl.Deliveries != 1 || dl.StreamSeq == 0 ||
 			dl.Time.IsZero() || dl.OriginalTime.IsZero() {
 			t.Errorf("%s: dead letter %+v", p.name, dl)
 		}
@@ -122,7 +122,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 
 	// One by sequence; paging.
 	one, err := ing.DeadLetter(ctx, dls[3].Seq)
-	if err != nil || one.Reason != ReasonInvalid || !bytes.Equal(one.Payload, poisons[3].data) {
+	if err != nil || one.Reason != ReasonInvalid || one.Payload != string(poisons[3].data) {
 		t.Errorf("DeadLetter(%d) = %+v, %v", dls[3].Seq, one, err)
 	}
 	if _, err := ing.DeadLetter(ctx, 9999); !errors.Is(err, fault.ErrNotFound) {
@@ -145,7 +145,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 		if err != nil || len(again) != 1 {
 			return fmt.Errorf("%d new dead letters (%v)", len(again), err)
 		}
-		if !strings.Contains(again[0].Error, "forged source") || !bytes.Equal(again[0].Payload, poisons[3].data) ||
+		if !strings.Contains(again[0].Error, "forged source") || again[0].Payload != string(poisons[3].data) ||
 			again[0].Headers[HeaderReplayOf] == nil {
 			return fmt.Errorf("re-dead-lettered as %+v", again[0])
 		}
@@ -241,7 +241,7 @@ func TestRefusedEventIsDeadLetteredAndReplayed(t *testing.T) {
 	// The same event once more, as an outbox would resend it after the duplicate window.
 	bd.publishRaw(t, wire.EventSubject(a), b, nats.Header{"Nats-Msg-Id": {bad.ID + ":resend"}})
 
-	var dls []DeadLetter
+	var dls []wire.DeadLetter
 	waitFor(t, 20*time.Second, func() error {
 		var err error
 		if dls, err = ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 2 {

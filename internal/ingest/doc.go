@@ -33,6 +33,10 @@
 //     max_deliveries). The delivery limit is enforced here, not by the server: a server-side
 //     MaxDeliver silently abandons a message whose last delivery went to a crashed replica,
 //     whereas here every message that gives up reaches the dead-letter stream.
+//   - The consumer or the events stream itself deleted under a running ingester (an operator's
+//     mistake: agents' permissions forbid it) is declared again — the stream through
+//     Config.EnsureStreams. Until it is back, Health reports the fault (the hub's /readyz answers
+//     503) and godwit_ingest_stream_missing_total counts it; it is never a silent retry loop.
 //
 // A dead letter keeps the original payload byte for byte and the original headers (renamed with
 // the Godwit-Orig- prefix, so that none of them — Nats-Msg-Id, Nats-Expected-*, Nats-TTL — can

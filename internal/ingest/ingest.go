@@ -27,6 +27,7 @@ const (
 	DefaultAckWait    = 30 * time.Second
 	DefaultMaxDeliver = 5
 	DefaultNakDelay   = 2 * time.Second
+	DefaultClockSkew  = 5 * time.Minute
 )
 
 // lagInterval is how often the consumer gauges are refreshed from the server.
@@ -41,7 +42,7 @@ type Config struct {
 	Store  store.Store         // required
 	Logger *slog.Logger
 	// Registry receives the metrics; nil keeps them unexported.
-	Registry *prometheus.Registry
+	Registry prometheus.Registerer
 
 	// Consumer is the durable consumer shared by every hub replica.
 	Consumer string
@@ -65,6 +66,16 @@ type Config struct {
 	// Now is the clock, used only where a message lacks JetStream metadata. Received times
 	// come from the stream.
 	Now func() time.Time
+	// EnsureStreams declares the events and dead-letter streams again (bus.EnsureStreams with
+	// the hub's options). The ingester calls it when it finds the events stream gone; nil leaves
+	// the stream missing, reported by Health until someone declares it.
+	EnsureStreams func(ctx context.Context) error
+	// ClockSkew is how far ahead of its receipt (the stream's timestamp) an agent's event time
+	// may be; a later one is replaced by the receipt time and kept as the event's agent time.
+	// 0 means DefaultClockSkew.
+	ClockSkew time.Duration
+	// Quota bounds what one agent may send; the zero Quota bounds nothing.
+	Quota Quota
 }
 
 // Ingester consumes the events stream into the store. See the package comment.
@@ -80,6 +91,11 @@ type Ingester struct {
 
 	mu     sync.Mutex
 	agents map[string]*agentState // derived-state cache, see state.go
+
+	quota *quotas // per-agent quota and clock-skew warnings, see quota.go
+
+	healthMu sync.Mutex
+	health   error // why the ingester cannot fetch; nil while it can
 }
 
 // run is one Start..Stop cycle.
@@ -122,12 +138,16 @@ func New(cfg Config) *Ingester {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = DefaultClockSkew
+	}
 	return &Ingester{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "ingest"),
 		m:      newMetrics(cfg.Registry),
 		fatal:  make(chan error, 1),
 		agents: map[string]*agentState{},
+		quota:  newQuotas(cfg.Quota),
 	}
 }
 
@@ -149,6 +169,11 @@ func (c *Config) validate() error {
 		return fault.Invalid("MaxDeliver", "must be at least 1 (got %d)", c.MaxDeliver)
 	case c.NakDelay < 0:
 		return fault.Invalid("NakDelay", "must not be negative")
+	case c.ClockSkew < 0:
+		return fault.Invalid("ClockSkew", "must not be negative")
+	}
+	if err := c.Quota.validate(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -343,28 +368,70 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 			pause = i.cfg.NakDelay
 		}
 		batch = nil
-		if err != nil {
-			if soft.Err() != nil {
-				continue // a batch fetched ahead is still stored; then the loop returns
+		if err == nil {
+			i.setHealth(nil)
+			continue
+		}
+		if soft.Err() != nil {
+			continue // a batch fetched ahead is still stored; then the loop returns
+		}
+		i.log.Warn("ingest: fetch failed", "err", err)
+		pause = max(pause, i.cfg.NakDelay, time.Second)
+		if consumerGone(err) {
+			// Someone deleted the consumer, or the stream: declare them again rather than fetch
+			// from nothing until a restart.
+			ctx, cancel := context.WithTimeout(soft, i.cfg.AckWait)
+			if c, err := i.redeclare(ctx); err != nil {
+				i.setHealth(err)
+				i.log.Error("ingest: cannot fetch events", "err", err)
+			} else {
+				cons = c
+				i.lifecycle.Lock()
+				i.cons = c
+				i.lifecycle.Unlock()
 			}
-			i.log.Warn("ingest: fetch failed", "err", err)
-			pause = max(pause, i.cfg.NakDelay, time.Second)
-			if consumerGone(err) {
-				// Someone deleted the consumer (or the stream was recreated): declare it again
-				// rather than fetch from nothing until a restart.
-				ctx, cancel := context.WithTimeout(soft, i.cfg.AckWait)
-				if c, err := i.ensureConsumer(ctx); err != nil {
-					i.log.Warn("ingest: recreate consumer", "err", err)
-				} else {
-					cons = c
-					i.lifecycle.Lock()
-					i.cons = c
-					i.lifecycle.Unlock()
-				}
-				cancel()
-			}
+			cancel()
 		}
 	}
+}
+
+// redeclare declares the consumer again, and first the streams when the events stream is gone.
+// A missing stream is a fault (reported by Health until the consumer is back), never a silent
+// loop: events published meanwhile had nowhere to go, and agents keep them in their outboxes.
+func (i *Ingester) redeclare(ctx context.Context) (jetstream.Consumer, error) {
+	c, err := i.ensureConsumer(ctx)
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	missing := fmt.Errorf("ingest: the events stream %s is missing: %w", wire.StreamEvents, err)
+	i.setHealth(missing)
+	i.m.streamMissing.Inc()
+	if i.cfg.EnsureStreams == nil {
+		return nil, missing
+	}
+	i.log.Error("ingest: the events stream is missing; declaring it again", "stream", wire.StreamEvents)
+	if err := i.cfg.EnsureStreams(ctx); err != nil {
+		return nil, fmt.Errorf("%w; declaring it again failed: %w", missing, err)
+	}
+	return i.ensureConsumer(ctx)
+}
+
+func (i *Ingester) setHealth(err error) {
+	i.healthMu.Lock()
+	defer i.healthMu.Unlock()
+	i.health = err
+}
+
+// Health returns why the ingester cannot fetch events right now (the events stream or its
+// consumer is missing and could not be declared again), nil while it can. The hub's /readyz
+// reports it.
+func (i *Ingester) Health() error {
+	i.healthMu.Lock()
+	defer i.healthMu.Unlock()
+	return i.health
 }
 
 // fetchAhead is a batch being fetched and prepared while the one before it is stored.

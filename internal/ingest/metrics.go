@@ -1,9 +1,9 @@
 package ingest
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+	"godwit.dev/godwit/internal/collector"
+	"godwit.dev/godwit/internal/worker"
 )
 
 // Dead-letter reasons: the value of the Godwit-Dlq-Reason header, DeadLetter.Reason and the
@@ -11,11 +11,13 @@ import (
 const (
 	ReasonDecode        = "decode"         // the payload is not a JSON event
 	ReasonInvalid       = "invalid"        // wire.Event.Validate refused it, or the subject is not an event subject
+	ReasonHubOnly       = "hub_only"       // an agent sent a type only the hub emits (wire.ErrHubOnlyType)
+	ReasonQuota         = "quota"          // the agent sent more than its quota (Config.Quota)
 	ReasonTooLarge      = "too_large"      // larger than wire.MaxEventBytes
 	ReasonMaxDeliveries = "max_deliveries" // the store kept refusing it until the delivery limit
 )
 
-var reasons = []string{ReasonDecode, ReasonInvalid, ReasonTooLarge, ReasonMaxDeliveries}
+var reasons = []string{ReasonDecode, ReasonInvalid, ReasonHubOnly, ReasonQuota, ReasonTooLarge, ReasonMaxDeliveries}
 
 type metrics struct {
 	ingested     prometheus.Counter
@@ -27,69 +29,59 @@ type metrics struct {
 	deadLetters  *prometheus.CounterVec
 	rehydrations prometheus.Counter
 	panics       prometheus.Counter
+	// streamMissing counts the times the events stream was found missing.
+	streamMissing prometheus.Counter
+	// clamped counts agents' events whose time was replaced by the receipt time.
+	clamped prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry) *metrics {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		ingested: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		ingested: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_ingest_events_ingested_total",
 			Help: "Events stored in SQL for the first time.",
 		})),
-		duplicates: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		duplicates: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_ingest_events_duplicate_total",
 			Help: "Valid events that were already stored (redeliveries, re-publishes, replays) and were skipped.",
 		})),
-		batchSize: register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+		batchSize: collector.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "godwit_ingest_batch_size",
 			Help:    "Messages per fetched batch.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
 		})),
-		pending: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		pending: collector.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "godwit_ingest_consumer_pending",
 			Help: "Events in the stream not yet delivered to the ingest consumer (lag), as of the last refresh.",
 		})),
-		ackPending: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		ackPending: collector.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "godwit_ingest_consumer_ack_pending",
 			Help: "Events delivered to some hub replica and not yet acknowledged, as of the last refresh.",
 		})),
-		redeliveries: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		redeliveries: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_ingest_redeliveries_total",
 			Help: "Messages received that had been delivered before (crashed replica, ack wait expired, negative ack).",
 		})),
-		deadLetters: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		deadLetters: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_ingest_dead_letters_total",
 			Help: "Messages moved to the dead-letter stream, by reason.",
 		}, []string{"reason"})),
-		rehydrations: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		rehydrations: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_ingest_rehydrations_total",
 			Help: "Agents whose derived event state was loaded from SQL (first event after a start or a Rehydrate).",
 		})),
-		panics: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "godwit_worker_panics_total",
-			Help: "Panics recovered in background workers; each one ends the process.",
-		}, []string{"worker"})).WithLabelValues("ingest"),
+		streamMissing: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "godwit_ingest_stream_missing_total",
+			Help: "Times the ingest found the events stream missing (and declared it again when it could).",
+		})),
+		clamped: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "godwit_ingest_clock_skew_clamped_total",
+			Help: "Agents' events further ahead of their receipt than the allowed clock skew, stored at the receipt time.",
+		})),
+		panics: worker.Panics(reg).WithLabelValues("ingest"),
 	}
 	for _, r := range reasons {
 		m.deadLetters.WithLabelValues(r)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under the same
-// description (several ingesters, or another worker sharing godwit_worker_panics_total). With a
-// nil registry the metrics are kept but not exported.
-func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("ingest: register metric: " + err.Error())
-	}
-	return c
 }

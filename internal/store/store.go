@@ -28,6 +28,10 @@ type Store interface {
 	InitAdminToken(ctx context.Context, hash string, now time.Time) (created bool, err error)
 	// CheckAdminToken returns nil if hash is the admin token hash, else ErrUnauthenticated.
 	CheckAdminToken(ctx context.Context, hash string) error
+	// EnsureSetting stores value under key unless a value is stored there already, and returns
+	// the stored value: of several hubs starting at once on the same database, the first one's
+	// value wins and every hub gets it (the auth-callout keys every replica must share).
+	EnsureSetting(ctx context.Context, key, value string, now time.Time) (stored string, err error)
 
 	CreateEnrollToken(ctx context.Context, t wire.EnrollToken, hash string) error
 	ListEnrollTokens(ctx context.Context) ([]wire.EnrollToken, error)
@@ -35,7 +39,8 @@ type Store interface {
 
 	// Enroll consumes one use of the enrollment token with the given hash and creates the agent,
 	// in one transaction. Unknown token: ErrUnauthenticated. Expired or used up: ErrForbidden.
-	// On error nothing is created and no use is consumed.
+	// An unrevoked agent of the same name, in any case: ErrConflict. On error nothing is created
+	// and no use is consumed.
 	Enroll(ctx context.Context, tokenHash string, now time.Time, a wire.Agent, credHash string) error
 
 	GetAgent(ctx context.Context, id string) (wire.Agent, error)
@@ -65,22 +70,54 @@ type Store interface {
 	Leader(ctx context.Context, name string) (holder string, epoch int64, seen time.Time, err error)
 	// TouchEpoch records that the holder of fence is alive at now; ErrFenced if it no longer holds.
 	TouchEpoch(ctx context.Context, fence Fence, now time.Time) error
+	// AdoptEpoch makes holder the holder of the named leadership under epoch, an epoch handed
+	// out elsewhere (the hub's lease): only if no newer epoch was adopted (else ErrFenced).
+	// Adopting the current epoch again is allowed (it refreshes holder and time).
+	AdoptEpoch(ctx context.Context, name, holder string, epoch int64, now time.Time) error
+	// AdoptNATS records identity as the NATS cluster of this database's hubs and drops every
+	// leadership epoch (a new NATS cluster counts its lease epochs afresh), in one transaction.
+	AdoptNATS(ctx context.Context, identity string, now time.Time) error
+
+	// SaveReplica inserts or replaces a hub replica's row; ListReplicas returns them by id;
+	// DeleteReplica removes one (unknown id: nothing happens).
+	SaveReplica(ctx context.Context, r wire.HubReplica) error
+	ListReplicas(ctx context.Context) ([]wire.HubReplica, error)
+	DeleteReplica(ctx context.Context, id string) error
 
 	// CreateMigration stores a new migration with its planned assignments. A migration of the
-	// same name: ErrConflict.
-	CreateMigration(ctx context.Context, m Migration, as []Assignment) error
-	GetMigration(ctx context.Context, name string) (Migration, error)
-	ListMigrations(ctx context.Context) ([]Migration, error)
+	// same name, or a deleted one's name: ErrConflict.
+	CreateMigration(ctx context.Context, m wire.Migration, as []wire.Assignment) error
+	// DeleteMigration deletes a migration and its assignments in one transaction, only if the
+	// stored version is still version (else ErrConflict), and keeps its name as deleted at at:
+	// CreateMigration refuses it from then on. Events stay. Unknown name: ErrNotFound.
+	DeleteMigration(ctx context.Context, name string, version int64, at time.Time) error
+	GetMigration(ctx context.Context, name string) (wire.Migration, error)
+	ListMigrations(ctx context.Context) ([]wire.Migration, error)
 	// ListAssignments returns every attempt of every agent of a migration.
-	ListAssignments(ctx context.Context, migration string) ([]Assignment, error)
+	ListAssignments(ctx context.Context, migration string) ([]wire.Assignment, error)
 	// SaveMigration writes m and upserts the given assignments in one transaction, only if the
 	// stored version is still m.Version (else ErrConflict) and, when fence.Epoch is not zero,
 	// the named leadership still has that epoch (else ErrFenced). The stored version becomes
 	// m.Version+1.
-	SaveMigration(ctx context.Context, fence Fence, m Migration, changed []Assignment) error
+	SaveMigration(ctx context.Context, fence Fence, m wire.Migration, changed []wire.Assignment) error
+	// ReconcileFindings makes current the open findings of the consistency check, in one
+	// transaction fenced like SaveMigration: it returns the findings that are new (stored with
+	// now as when first seen) and the open ones no longer found (removed). Findings are the same
+	// when their kind, migration, agent and attempt are.
+	ReconcileFindings(ctx context.Context, fence Fence, current []wire.CheckFinding, now time.Time) (opened []wire.CheckFinding, resolved []OpenFinding, err error)
 
 	SweepStore
 	UIStore
+	FleetStore
+	AccessStore
+	FailoverStore
+}
+
+// OpenFinding is a finding of the consistency check that has not been resolved, with when it
+// was first found.
+type OpenFinding struct {
+	wire.CheckFinding
+	FirstSeen time.Time
 }
 
 // Fence carries a leader's epoch into a write. The zero Fence is an operator's write.
@@ -89,54 +126,21 @@ type Fence struct {
 	Epoch int64
 }
 
-// Migration is the stored record of a migration.
-type Migration struct {
-	Name          string    `json:"name"`
-	Spec          string    `json:"spec"` // the YAML as applied
-	SpecHash      string    `json:"spec_hash"`
-	State         string    `json:"state"`
-	Reason        string    `json:"reason,omitempty"`
-	Batches       int       `json:"batches"`
-	CurrentBatch  int       `json:"current_batch"`  // highest batch dispatched; -1 before the first
-	ApprovedBatch int       `json:"approved_batch"` // highest batch allowed to start
-	ActiveMS      int64     `json:"active_ms"`      // deadline time counted so far
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-	FinishedAt    time.Time `json:"finished_at,omitzero"`
-	Version       int64     `json:"version"`
-}
-
-// Assignment is one (migration, agent, attempt).
-type Assignment struct {
-	Migration  string `json:"migration"`
-	AgentID    string `json:"agent_id"`
-	Attempt    int    `json:"attempt"`
-	Batch      int    `json:"batch"`
-	State      string `json:"state"`
-	Generation int    `json:"generation"`
-	Action     string `json:"action"`
-	Step       int    `json:"step"`
-	StepName   string `json:"step_name,omitempty"`
-	Error      string `json:"error,omitempty"`
-	// Failure keeps why the attempt failed, even after its agent was rolled back.
-	Failure         string    `json:"failure,omitempty"`
-	FailedStep      string    `json:"failed_step,omitempty"` // the step it failed at
-	ExitCode        *int      `json:"exit_code,omitempty"`
-	PreviousAttempt int       `json:"previous_attempt,omitempty"`
-	Applied         int       `json:"applied"` // steps whose run started
-	ActiveMS        int64     `json:"active_ms"`
-	DispatchedAt    time.Time `json:"dispatched_at,omitzero"`
-	CreatedAt       time.Time `json:"created_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
-	FinishedAt      time.Time `json:"finished_at,omitzero"`
-}
-
-// StoredEvent is an event with what the hub adds on receipt.
+// StoredEvent is an event as the store keeps it: with its body exactly as received and when the
+// hub received it.
 type StoredEvent struct {
 	wire.Event
 	// Raw is the event exactly as received (JSON); stored as the body.
 	Raw        []byte    `json:"-"`
 	ReceivedAt time.Time `json:"received_at"`
+	// AgentTime is the time the agent gave the event when the ingest replaced it (Time) with the
+	// receipt time because it was too far ahead; nil otherwise. The body keeps the agent's.
+	AgentTime *time.Time `json:"agent_time,omitempty"`
+}
+
+// Record is the event as the API returns it.
+func (e StoredEvent) Record() wire.EventRecord {
+	return wire.EventRecord{Event: e.Event, ReceivedAt: e.ReceivedAt, AgentTime: e.AgentTime}
 }
 
 // EventState is one derived-state row: an agent's latest event overall (Migration "") or for
@@ -157,10 +161,12 @@ type EventQuery struct {
 	// Types match exactly, or by prefix when they end in "*" ("migration.rollback.*").
 	Types      []string
 	Severities []string
-	Since      time.Time // inclusive
-	Until      time.Time // exclusive
-	Limit      int       // 1..1000
-	Cursor     string    // from a previous page's next
+	// HubOnly keeps the hub's own events (no agent: state changes, operator actions).
+	HubOnly bool
+	Since   time.Time // inclusive
+	Until   time.Time // exclusive
+	Limit   int       // 1..1000
+	Cursor  string    // from a previous page's next
 }
 
 // Liveness is one agent's heartbeat-derived state.
@@ -170,4 +176,7 @@ type Liveness struct {
 	Status   string
 	Version  string // empty keeps the stored value
 	System   *wire.SystemInfo
+	// Degraded is the heartbeat's degraded reason ("" when the agent takes work); nil keeps the
+	// stored value.
+	Degraded *string
 }

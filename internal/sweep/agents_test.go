@@ -79,7 +79,7 @@ spec:
 		t.Fatalf("run = %+v", r)
 	}
 	// The withdrawn check is stopped: the slow agent's answers no longer mention the run.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		e, err := h.bk.SweepResults.Get(t.Context(), h.agents[3].ID)
 		var doc wire.SweepResults

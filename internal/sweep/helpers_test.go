@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"godwit.dev/godwit/internal/lease"
+	"godwit.dev/godwit/internal/lease/leasetest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -101,7 +101,7 @@ func newHarness(t *testing.T, n int, start time.Time) *harness {
 
 func (h *harness) config() Config {
 	return Config{Store: h.store, Requests: h.bk.Sweep, Results: h.bk.SweepResults, Clock: h.clock, HubID: "test",
-		Leader: lease.StoreEpoch{Store: h.store, Name: LeadershipName, Holder: "test", Now: h.clock.Now}, Logger: logging.Discard(), Registry: h.reg,
+		Leader: leasetest.StoreEpoch{Store: h.store, Name: LeadershipName, Holder: "test", Now: h.clock.Now}, Logger: logging.Discard(), Registry: h.reg,
 		Publish: func(_ context.Context, e wire.Event) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()
@@ -128,7 +128,7 @@ func (h *harness) restart() {
 	select {
 	case <-h.svc.synced:
 	case <-time.After(10 * time.Second):
-		h.t.Fatal("results watch not synced within 10s")
+		h.t.Fatal("results watch not synced within 30s")
 	}
 }
 
@@ -148,14 +148,14 @@ func (h *harness) pass() {
 // passUntil runs passes until cond holds (answers reach the service through its watch).
 func (h *harness) passUntil(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		h.pass()
 		if cond() {
 			return
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("not reached within 10s: %s", what)
+			h.t.Fatalf("not reached within 30s: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -190,7 +190,7 @@ func (h *harness) run(id string) wire.SweepRun {
 
 func (h *harness) runs(sweep string) []wire.SweepRun {
 	h.t.Helper()
-	rs, err := h.store.ListRuns(h.t.Context(), sweep, 1000)
+	rs, _, err := h.store.ListRuns(h.t.Context(), store.RunQuery{Sweep: sweep, Limit: 1000})
 	if err != nil {
 		h.t.Fatal(err)
 	}

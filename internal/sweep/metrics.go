@@ -1,9 +1,8 @@
 package sweep
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+	"godwit.dev/godwit/internal/collector"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -16,19 +15,19 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
-		runs: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		runs: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_sweep_runs_total",
 			Help: "Sweep firings by outcome: completed, failed, lock_skipped (a run of the sweep was in progress) or missed (due while no hub ran, misfire: skip).",
 		}, []string{"sweep", "outcome"})),
-		lockSkips: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		lockSkips: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_sweep_lock_skips_total",
 			Help: "Sweep firings (scheduled or triggered) that did not run because a run of the same sweep held the lock.",
 		}, []string{"sweep"})),
-		missed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		missed: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_sweep_missed_firings_total",
 			Help: "Scheduled sweep firings that were due while no hub was running, by misfire policy (skip: not run; run_once: caught up by one run).",
 		}, []string{"sweep", "misfire"})),
-		agents: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		agents: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_sweep_agent_checks_total",
 			Help: "Agents settled in sweep runs, by result: clean, drifted, error, missing or budget.",
 		}, []string{"sweep", "result"})),
@@ -43,20 +42,4 @@ func (m *metrics) finished(r wire.SweepRun) {
 		m.lockSkips.WithLabelValues(r.Sweep).Inc()
 	}
 	m.runs.WithLabelValues(r.Sweep, outcome).Inc()
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("sweep: register metric: " + err.Error())
-	}
-	return c
 }

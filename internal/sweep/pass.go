@@ -39,6 +39,7 @@ func (s *Service) Pass(ctx context.Context) error {
 	if s.fence().Epoch == 0 {
 		return fmt.Errorf("sweeps: not leading (Start first): %w", fault.ErrUnavailable)
 	}
+	s.events.Flush(ctx)
 	now := s.clock.Now().UTC()
 	sweeps, err := s.cfg.Store.ListSweeps(ctx)
 	if err != nil {
@@ -46,19 +47,19 @@ func (s *Service) Pass(ctx context.Context) error {
 	}
 	var errs []error
 	for _, sw := range sweeps {
-		if sw.NextFireAt.IsZero() || sw.NextFireAt.After(now) {
+		// A suspended sweep's firings are held: its next firing stays where it was until it is
+		// resumed (and the claim would be refused anyway, see store.SweepStore.StartRun).
+		if sw.Suspended || sw.NextFireAt.IsZero() || sw.NextFireAt.After(now) {
 			continue
 		}
-		if err := s.fire(ctx, sw, now); err != nil {
+		if _, err := s.fire(ctx, s.fence(), sw, now, causeNoHub); err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				return err
 			}
 			errs = append(errs, fmt.Errorf("sweep %s: %w", sw.Name, err))
 		}
 	}
-	select {
-	case <-s.synced:
-	default:
+	if !s.isSynced() {
 		return errors.Join(errs...) // runs wait for every agent's stored answers
 	}
 	agents, err := s.cfg.Store.ListAgents(ctx)
@@ -94,20 +95,38 @@ func (s *Service) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Why firings were missed, for their records (firing.cause).
+const (
+	causeNoHub     = "no_hub"    // no hub ran (the leader's pass finds them late)
+	causeSuspended = "suspended" // the sweep was suspended (resumePolicy: misfire)
+)
+
 // fire handles a sweep whose next firing is due. The firings due since the stored next firing
 // are counted: the latest is on time if found within MisfireGrace, and every other one was
-// missed while no hub ran. misfire: skip records the missed ones (one record, no run) and runs
-// the latest only if it is on time; run_once runs the latest once, late or not, as a catch-up.
-// Each step claims its firings by moving the stored next firing with compare-and-set, so a
-// firing is never run twice and a restart never forgets one.
-func (s *Service) fire(ctx context.Context, sw wire.Sweep, now time.Time) error {
+// missed (cause says why: no hub ran, or the sweep was suspended). misfire: skip records the
+// missed ones (one record, no run) and runs the latest only if it is on time; run_once runs the
+// latest once, late or not, as a catch-up. Each step claims its firings by moving the stored
+// next firing with compare-and-set, so a firing is never run twice and a restart never forgets
+// one. It returns the records it stored.
+//
+// With cause causeSuspended the sweep is being resumed: the first claim also resumes it
+// (store.SweepFiring.Resume), and a first claim lost to a change meanwhile is returned
+// (ErrConflict) for the caller to read the sweep again.
+func (s *Service) fire(ctx context.Context, fence store.Fence, sw wire.Sweep, now time.Time, cause string) ([]wire.SweepRun, error) {
+	resume := cause == causeSuspended
+	lost := func(err error) error {
+		if resume {
+			return err
+		}
+		return ignoreLostClaim(err)
+	}
 	sp, err := s.parseStored(sw.Spec, sw.SpecHash)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c := sp.Cron()
 	if c == nil {
-		return nil // no schedule: Apply never stores a next firing for it
+		return nil, nil // no schedule: Apply never stores a next firing for it
 	}
 	n := 0
 	var prev, last time.Time
@@ -126,26 +145,36 @@ func (s *Service) fire(ctx context.Context, sw wire.Sweep, now time.Time) error 
 	if late {
 		missed, missedLast = n, last
 	}
-	fence := s.fence()
+	var out []wire.SweepRun
 	if missed > 0 && sp.Misfire == MisfireSkip {
 		to := next
 		if !late {
 			to = last // the on-time firing is claimed next, on its own
 		}
-		rec := firing{kind: wire.TriggerSchedule, scheduledFor: missedLast, missed: missed, missedFirst: sw.NextFireAt, missedLast: missedLast, onlyRecord: true}
-		claim := &store.SweepFiring{Sweep: sw.Name, SpecHash: sw.SpecHash, From: sw.NextFireAt, Next: to}
-		if _, err := s.startRun(ctx, fence, claim, sw, sp, rec); err != nil || late {
-			return ignoreLostClaim(err)
+		rec := firing{kind: wire.TriggerSchedule, scheduledFor: missedLast, missed: missed, missedFirst: sw.NextFireAt, missedLast: missedLast,
+			onlyRecord: true, cause: cause}
+		claim := &store.SweepFiring{Sweep: sw.Name, SpecHash: sw.SpecHash, From: sw.NextFireAt, Next: to, Resume: resume}
+		sw.Suspended = sw.Suspended && !resume
+		r, err := s.startRun(ctx, fence, claim, sw, sp, rec)
+		if err != nil {
+			return out, lost(err)
 		}
-		sw.NextFireAt, missed = last, 0
+		if out = append(out, r); late {
+			return out, nil
+		}
+		sw.NextFireAt, missed, resume = last, 0, false
 	}
-	f := firing{kind: wire.TriggerSchedule, scheduledFor: last}
+	f := firing{kind: wire.TriggerSchedule, scheduledFor: last, cause: cause}
 	if missed > 0 {
 		f.missed, f.missedFirst, f.missedLast = missed, sw.NextFireAt, missedLast
 	}
-	claim := &store.SweepFiring{Sweep: sw.Name, SpecHash: sw.SpecHash, From: sw.NextFireAt, Next: next}
-	_, err = s.startRun(ctx, fence, claim, sw, sp, f)
-	return ignoreLostClaim(err)
+	claim := &store.SweepFiring{Sweep: sw.Name, SpecHash: sw.SpecHash, From: sw.NextFireAt, Next: next, Resume: resume}
+	sw.Suspended = sw.Suspended && !resume
+	r, err := s.startRun(ctx, fence, claim, sw, sp, f)
+	if err != nil {
+		return out, lost(err)
+	}
+	return append(out, r), nil
 }
 
 // ignoreLostClaim: a claim lost to another hub, or to an Apply that rescheduled the sweep, is

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/manifest"
 	"godwit.dev/godwit/internal/migration/controller"
 	migspec "godwit.dev/godwit/internal/migration/spec"
 	"godwit.dev/godwit/internal/store"
@@ -72,7 +73,7 @@ func RemediationName(migration, runID string) string {
 	id := strings.ReplaceAll(runID, "-", "")
 	suffix := id[max(0, len(id)-8):]
 	base := migration
-	if limit := migspec.MaxNameLength - len(suffix) - 1; len(base) > limit {
+	if limit := manifest.MaxNameLength - len(suffix) - 1; len(base) > limit {
 		base = strings.TrimRight(base[:limit], "-")
 	}
 	return base + "-" + suffix

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"godwit.dev/godwit/internal/lease"
 	"log/slog"
 	"sync"
 	"time"
@@ -14,8 +13,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/hubevent"
+	"godwit.dev/godwit/internal/lease"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
+	"godwit.dev/godwit/internal/worker"
 )
 
 // Clock tells the time. Firings, budgets and progress pacing all read it, so a test clock that
@@ -54,7 +56,8 @@ type Config struct {
 	Leader  Leadership
 	Logger  *slog.Logger
 	Clock   Clock
-	// Publish records a hub event (sweep.progress, operator.action); nil drops them.
+	// Publish records a hub event (sweep.progress, operator.action); nil drops them. An event it
+	// cannot record is kept and offered again (package hubevent).
 	Publish func(ctx context.Context, e wire.Event) error
 	// HubID names this hub in event sources and run snapshots.
 	HubID string
@@ -63,6 +66,9 @@ type Config struct {
 	// NudgeMigrations, if set, is called after a remediation created a migration, so that the
 	// migration controller starts it without waiting for its next pass (controller.Nudge).
 	NudgeMigrations func()
+	// OnExit is told when the leader side stops by itself: deposed (fault.ErrFenced, another
+	// hub holds a newer epoch) or panicked. See package worker.
+	OnExit func(worker.Exit)
 	// Interval between the leader's passes; Nudge runs one sooner. Default 1s.
 	Interval time.Duration
 	// MisfireGrace is how late a scheduled firing may be found and still run as on time; a
@@ -80,7 +86,6 @@ type Service struct {
 	log     *slog.Logger
 	clock   Clock
 	metrics *metrics
-	nudge   chan struct{}
 
 	mu       sync.Mutex
 	epoch    int64
@@ -92,12 +97,10 @@ type Service struct {
 	// synced is closed once the results watch has delivered every stored document: until then
 	// the leader fires schedules but does not judge runs, so answers agents gave while no hub
 	// ran are never mistaken for silence.
-	synced     chan struct{}
-	syncedOnce sync.Once
+	synced chan struct{}
 
-	startStop sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
+	events *hubevent.Sender
+	life   *worker.Lifecycle
 }
 
 // New returns a service. Start makes it lead.
@@ -117,28 +120,33 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, metrics: newMetrics(cfg.Registry), nudge: make(chan struct{}, 1),
+	return &Service{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, metrics: newMetrics(cfg.Registry),
 		results: map[string]wire.SweepResults{}, written: map[string]string{}, specs: map[string]*Spec{}, progress: map[string]time.Time{},
-		synced: make(chan struct{})}
+		synced: make(chan struct{}), events: hubevent.New(cfg.Publish, cfg.Logger),
+		life: worker.New(worker.Config{Name: "sweeps", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
 
-// Start acquires leadership and runs the scheduler and the runs until Stop. Safe to call twice.
+// Start acquires leadership and runs the scheduler and the runs until Stop. Safe to call twice;
+// Start after Stop leads again (package worker).
 func (s *Service) Start(ctx context.Context) error {
-	s.startStop.Lock()
-	defer s.startStop.Unlock()
-	if s.cancel != nil {
-		return nil
-	}
+	return s.life.Start(ctx, s.begin, s.run, s.watchResults)
+}
+
+// Stop ends the scheduler and waits for its pass to finish. Runs in progress stay running in
+// the store; the next leader picks them up. Safe to call twice.
+func (s *Service) Stop(ctx context.Context) error { return s.life.Stop(ctx) }
+
+// begin sets a run up: nothing the last run learned carries over (another hub may have led in
+// between), then it takes the lead.
+func (s *Service) begin(ctx context.Context) error {
 	if s.cfg.Store == nil || s.cfg.Requests == nil || s.cfg.Results == nil || s.cfg.Leader == nil {
 		return fmt.Errorf("sweeps: Start needs Store, Requests, Results and Leader: %w", fault.ErrInvalid)
 	}
-	if err := s.lead(ctx); err != nil {
-		return err
-	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.done = cancel, make(chan struct{})
-	go s.run(rctx)
-	return nil
+	s.mu.Lock()
+	s.results, s.written, s.progress = map[string]wire.SweepResults{}, map[string]string{}, map[string]time.Time{}
+	s.synced = make(chan struct{})
+	s.mu.Unlock()
+	return s.lead(ctx)
 }
 
 // lead takes leadership and marks every request document left in the bucket for rewriting, so
@@ -166,44 +174,18 @@ func (s *Service) lead(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the scheduler and waits for its pass to finish. Runs in progress stay running in
-// the store; the next leader picks them up. Safe to call twice.
-func (s *Service) Stop(ctx context.Context) error {
-	s.startStop.Lock()
-	defer s.startStop.Unlock()
-	if s.cancel == nil {
-		return nil
-	}
-	s.cancel()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	s.cancel = nil
-	return nil
-}
-
 // Nudge asks the leader for a pass as soon as possible.
-func (s *Service) Nudge() {
-	select {
-	case s.nudge <- struct{}{}:
-	default:
-	}
-}
+func (s *Service) Nudge() { s.life.Nudge() }
 
-func (s *Service) run(ctx context.Context) {
-	defer close(s.done)
-	var wg sync.WaitGroup
-	wg.Go(func() { s.watchResults(ctx) })
-	defer wg.Wait()
+// run is one run of the leader side, until Stop or until it is deposed; watchResults runs
+// beside it.
+func (s *Service) run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
 	for {
 		if err := s.Pass(ctx); err != nil {
 			if errors.Is(err, fault.ErrFenced) {
-				s.log.Error("sweep scheduler deposed: another hub holds a newer epoch; stopping", "err", err)
-				return
+				return fmt.Errorf("sweep scheduler deposed: another hub holds a newer epoch: %w", err)
 			}
 			if ctx.Err() == nil {
 				s.log.Warn("sweep pass failed", "err", err)
@@ -211,9 +193,9 @@ func (s *Service) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
-		case <-s.nudge:
+		case <-s.life.Nudged():
 		}
 	}
 }
@@ -234,7 +216,7 @@ func (s *Service) watchResults(ctx context.Context) {
 		}
 		for e := range w.Updates() {
 			if e == nil {
-				s.syncedOnce.Do(func() { close(s.synced) })
+				s.markSynced()
 				s.Nudge()
 				continue
 			}
@@ -253,20 +235,35 @@ func (s *Service) watchResults(ctx context.Context) {
 	}
 }
 
+func (s *Service) markSynced() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.synced:
+	default:
+		close(s.synced)
+	}
+}
+
+// isSynced reports whether the results watch has delivered every stored document.
+func (s *Service) isSynced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *Service) fence() store.Fence {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return store.Fence{Name: LeadershipName, Epoch: s.epoch}
 }
 
-func (s *Service) publish(ctx context.Context, e wire.Event) {
-	if s.cfg.Publish == nil {
-		return
-	}
-	if err := s.cfg.Publish(ctx, e); err != nil {
-		s.log.Warn("sweeps: event not recorded", "type", e.Type, "err", err)
-	}
-}
+func (s *Service) publish(ctx context.Context, e wire.Event) { s.events.Send(ctx, e) }
 
 func (s *Service) hubEvent(typ, severity, subject string, data wire.EventData) wire.Event {
 	e := wire.NewEvent(wire.HubSource(s.cfg.HubID), typ, severity, data)
@@ -299,6 +296,11 @@ func (s *Service) parseStored(text, hash string) (*Spec, error) {
 // Apply stores a sweep from its YAML spec, or with dryRun only validates it. The same spec again
 // changes nothing; a changed spec replaces the stored one (a changed schedule or time zone
 // reschedules from now). A remediating sweep must name a migration that exists.
+//
+// spec.suspended follows kubectl's apply of a field that a command can also change (CronJob
+// spec.suspend): a document that sets it wins, so applying it again undoes a suspend or resume
+// command; a document that leaves it out keeps the sweep's state, unless the document applied
+// before set it (then the field was removed, and the sweep is not suspended). See suspension.
 func (s *Service) Apply(ctx context.Context, data []byte, dryRun bool) (wire.SweepApplyResult, error) {
 	sp, err := Parse(data)
 	if err != nil {
@@ -310,7 +312,7 @@ func (s *Service) Apply(ctx context.Context, data []byte, dryRun bool) (wire.Swe
 	if sp.Action == ActionRemediate {
 		if _, err := s.cfg.Store.GetMigration(ctx, sp.Remediate.Migration); err != nil {
 			if errors.Is(err, fault.ErrNotFound) {
-				return wire.SweepApplyResult{}, &fault.FieldError{Field: "spec.remediate.migration", Line: sp.lineOf("spec.remediate.migration"),
+				return wire.SweepApplyResult{}, &fault.FieldError{Field: "spec.remediate.migration", Line: sp.lines.Of("spec.remediate.migration"),
 					Message: fmt.Sprintf("migration %q does not exist: apply it first (its spec is what remediation runs on the drifted agents)", sp.Remediate.Migration)}
 			}
 			return wire.SweepApplyResult{}, err
@@ -320,39 +322,104 @@ func (s *Service) Apply(ctx context.Context, data []byte, dryRun bool) (wire.Swe
 	if err != nil {
 		return wire.SweepApplyResult{}, err
 	}
+	// A suspend or resume between reading the sweep and writing it makes the write lose
+	// (versions); read it again and decide again.
+	for attempt := 1; ; attempt++ {
+		res, err := s.apply(ctx, data, sp, len(selectAgents(sp, agents)), dryRun)
+		if !errors.Is(err, fault.ErrConflict) || attempt == 3 {
+			return res, err
+		}
+	}
+}
+
+func (s *Service) apply(ctx context.Context, data []byte, sp *Spec, matched int, dryRun bool) (wire.SweepApplyResult, error) {
 	now := s.clock.Now().UTC()
-	res := wire.SweepApplyResult{Name: sp.Name, DryRun: dryRun, Matched: len(selectAgents(sp, agents)), Warnings: sp.Warnings(),
+	res := wire.SweepApplyResult{Name: sp.Name, DryRun: dryRun, Matched: matched, Warnings: sp.Warnings(),
 		NextFirings: nextFirings(sp.Cron(), now, 3)}
 	existing, err := s.cfg.Store.GetSweep(ctx, sp.Name)
 	found := err == nil
 	if err != nil && !errors.Is(err, fault.ErrNotFound) {
 		return res, err
 	}
+	var old *Spec
+	if found {
+		old, _ = Parse([]byte(existing.Spec)) // nil if it no longer parses: nothing to compare
+	}
+	suspended := appliedSuspension(sp, found, existing, old)
+	res.Suspended = suspended
+	switch wasSuspended := found && existing.Suspended; {
+	case suspended && !wasSuspended:
+		res.Suspension = "suspended"
+	case !suspended && wasSuspended:
+		res.Suspension = "resumed"
+	}
+	if suspended {
+		res.NextFirings = nil
+		w := "suspended: no scheduled run fires until it is resumed (godwit sweep resume " + sp.Name + ", or spec.suspended: false); godwit sweep run still runs it"
+		if sp.Suspended == nil && found && existing.Suspension != nil {
+			w = fmt.Sprintf("stays suspended (since %s, via %s): spec.suspended is not set, so applying keeps the sweep's state; %s",
+				existing.Suspension.Since.UTC().Format(time.RFC3339), existing.Suspension.Via, w)
+		}
+		res.Warnings = append(res.Warnings, w)
+	}
 	switch {
-	case found && existing.SpecHash == sp.Hash():
+	case found && existing.SpecHash == sp.Hash() && sameField(old, sp) && suspended == existing.Suspended:
 		res.Outcome = "unchanged"
 		return res, nil
 	case dryRun:
 		res.Outcome = "planned"
 		return res, nil
 	}
-	sw := wire.Sweep{Name: sp.Name, Spec: string(data), SpecHash: sp.Hash(), NextFireAt: firstFiring(sp.Cron(), now), CreatedAt: now, UpdatedAt: now}
+	sw := wire.Sweep{Name: sp.Name, Spec: string(data), SpecHash: sp.Hash(), NextFireAt: firstFiring(sp.Cron(), now), CreatedAt: now, UpdatedAt: now,
+		Suspended: suspended}
+	resuming := found && existing.Suspended && !suspended
 	if !found {
+		if suspended {
+			sw.Suspension = &wire.SweepSuspension{Since: now, Via: wire.SuspendViaSpec}
+		}
 		if err := s.cfg.Store.CreateSweep(ctx, sw); err != nil {
 			return res, err
 		}
 		res.Outcome = "created"
 	} else {
-		old, err := Parse([]byte(existing.Spec))
-		reschedule := err != nil || old.Schedule != sp.Schedule || old.Timezone != sp.Timezone
+		reschedule := old == nil || old.Schedule != sp.Schedule || old.Timezone != sp.Timezone
 		sw.Version, sw.CreatedAt = existing.Version, existing.CreatedAt
+		switch {
+		case suspended && existing.Suspended:
+			sw.Suspension = existing.Suspension
+		case suspended:
+			sw.Suspension = &wire.SweepSuspension{Since: now, Via: wire.SuspendViaSpec}
+		case resuming && sp.ResumePolicy == ResumeSkip:
+			reschedule = true // what came due while suspended is not run: continue from now
+		case resuming && !reschedule:
+			// resumePolicy: misfire with the same schedule: the spec is stored with the sweep
+			// still suspended, and resume hands the held firings to the misfire policy below.
+			sw.Suspended, sw.Suspension = true, existing.Suspension
+		}
+		if !reschedule {
+			sw.NextFireAt = existing.NextFireAt
+		}
 		if err := s.cfg.Store.UpdateSweep(ctx, sw, reschedule); err != nil {
 			return res, err
 		}
+		sw.Version++
 		res.Outcome = "updated"
 	}
 	s.publish(ctx, s.hubEvent(wire.EventOperatorAction, wire.SeverityInfo, "sweep/"+sp.Name, wire.EventData{
 		Message: fmt.Sprintf("sweep %s %s (schedule %q in %s, action %s)", sp.Name, res.Outcome, sp.Schedule, sp.Timezone, sp.Action)}))
+	switch {
+	case resuming:
+		var catchUp []wire.SweepRun
+		if sw.Suspended {
+			if catchUp, err = s.resume(ctx, sw, sp, now); err != nil {
+				return res, fmt.Errorf("sweep %s: the spec is stored, but resuming it failed: %w", sp.Name, err)
+			}
+		}
+		res.NextFirings = s.resumed(ctx, existing, sp, catchUp, now, "", wire.SuspendViaSpec, "").NextFirings
+	case res.Suspension != "":
+		s.suspensionEvent(ctx, sp.Name, suspensionExtra("suspend", sp.Name, sw.Suspension),
+			fmt.Sprintf("sweep %s suspended by applying spec.suspended: true", sp.Name))
+	}
 	s.Nudge()
 	return res, nil
 }
@@ -397,6 +464,26 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
+// RemediatingWith names the sweeps that remediate drift with the given migration's spec ("sweep
+// NAME"): deleting that migration would make their remediation fail.
+func (s *Service) RemediatingWith(ctx context.Context, migration string) ([]string, error) {
+	sws, err := s.cfg.Store.ListSweeps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, sw := range sws {
+		sp, err := s.parseStored(sw.Spec, sw.SpecHash)
+		if err != nil {
+			continue // a sweep that does not validate remediates nothing
+		}
+		if sp.Action == ActionRemediate && sp.Remediate.Migration == migration {
+			out = append(out, "sweep "+sw.Name)
+		}
+	}
+	return out, nil
+}
+
 // Get returns a sweep with its settings, next firings and latest run.
 func (s *Service) Get(ctx context.Context, name string) (wire.SweepSummary, error) {
 	sw, err := s.cfg.Store.GetSweep(ctx, name)
@@ -426,13 +513,17 @@ func (s *Service) List(ctx context.Context) ([]wire.SweepSummary, error) {
 func (s *Service) summary(ctx context.Context, sw wire.Sweep) (wire.SweepSummary, error) {
 	sum := wire.SweepSummary{Sweep: sw}
 	if sp, err := s.parseStored(sw.Spec, sw.SpecHash); err == nil {
-		sum.Schedule, sum.Timezone, sum.Misfire, sum.Action, sum.Remediate, sum.MaxSeconds =
-			sp.Schedule, sp.Timezone, sp.Misfire, sp.Action, sp.Remediate.Migration, sp.MaxSeconds
-		if !sw.NextFireAt.IsZero() {
+		sum.Schedule, sum.Timezone, sum.Misfire, sum.ResumePolicy, sum.Action, sum.Remediate, sum.MaxSeconds =
+			sp.Schedule, sp.Timezone, sp.Misfire, sp.ResumePolicy, sp.Action, sp.Remediate.Migration, sp.MaxSeconds
+		switch {
+		case sw.Suspended:
+			// Nothing fires until it is resumed; what has been held back so far is counted.
+			sum.HeldFirings = countDue(sp.Cron(), sw.NextFireAt, s.clock.Now())
+		case !sw.NextFireAt.IsZero():
 			sum.NextFirings = append([]time.Time{sw.NextFireAt}, nextFirings(sp.Cron(), sw.NextFireAt, 2)...)
 		}
 	}
-	runs, err := s.cfg.Store.ListRuns(ctx, sw.Name, 1)
+	runs, _, err := s.cfg.Store.ListRuns(ctx, store.RunQuery{Sweep: sw.Name, Limit: 1})
 	if err != nil {
 		return sum, err
 	}
@@ -442,19 +533,20 @@ func (s *Service) summary(ctx context.Context, sw wire.Sweep) (wire.SweepSummary
 	return sum, nil
 }
 
-// Runs returns a sweep's runs, newest first. A sweep that never existed is not found; a deleted
-// one's runs are still listed.
-func (s *Service) Runs(ctx context.Context, name string, limit int) ([]wire.SweepRun, error) {
-	runs, err := s.cfg.Store.ListRuns(ctx, name, limit)
+// Runs returns a page of a sweep's runs, newest first, without their context snapshots (Run
+// has it), and the cursor of the next page ("" after the last). A sweep that never existed is
+// not found; a deleted one's runs are still listed.
+func (s *Service) Runs(ctx context.Context, name string, limit int, cursor string) ([]wire.SweepRun, string, error) {
+	runs, next, err := s.cfg.Store.ListRuns(ctx, store.RunQuery{Sweep: name, Limit: limit, Cursor: cursor})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if len(runs) == 0 {
+	if len(runs) == 0 && cursor == "" {
 		if _, err := s.cfg.Store.GetSweep(ctx, name); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return runs, nil
+	return runs, next, nil
 }
 
 // Run returns one run of a sweep with every agent's part.
@@ -475,7 +567,8 @@ func (s *Service) Run(ctx context.Context, name, id string) (wire.SweepRunDetail
 
 // Trigger starts a run of a sweep now, for the API or the CLI, under the same lock as the
 // schedule: if a run of the sweep is in progress, the answer is a run record with
-// lock_skipped: true. It works on any hub replica; the leader drives the run.
+// lock_skipped: true. A suspended sweep runs too (the canary; its context records that it was
+// suspended). It works on any hub replica; the leader drives the run.
 func (s *Service) Trigger(ctx context.Context, name string, req wire.SweepTriggerRequest) (wire.SweepRun, error) {
 	trig := firing{kind: wire.TriggerAPI, by: req.By}
 	switch req.Trigger {
@@ -521,6 +614,8 @@ type firing struct {
 	missed                  int
 	missedFirst, missedLast time.Time
 	onlyRecord              bool
+	// cause says why the firings were missed: causeNoHub or causeSuspended.
+	cause string
 }
 
 // runContext is the snapshot a run is made with (the run's context field): everything needed to
@@ -536,6 +631,8 @@ type runContext struct {
 	MaxSeconds   int        `json:"max_seconds"`
 	Matched      []string   `json:"matched_agents"`
 	Misfire      *misfireAt `json:"misfire,omitempty"`
+	// Suspended: the sweep was suspended when this run was triggered (a canary run).
+	Suspended bool `json:"suspended,omitempty"`
 }
 
 type misfireAt struct {
@@ -543,6 +640,9 @@ type misfireAt struct {
 	Missed int       `json:"missed"`
 	First  time.Time `json:"first"`
 	Last   time.Time `json:"last"`
+	// Cause is "suspended" when the firings were held by a suspension (resumePolicy: misfire),
+	// absent when no hub ran.
+	Cause string `json:"cause,omitempty"`
 }
 
 // startRun records a run (or, under the lock, its lock-skipped record) with its agents: those
@@ -568,16 +668,23 @@ func (s *Service) startRun(ctx context.Context, fence store.Fence, claim *store.
 		ScheduledFor: f.scheduledFor, FiredAt: now, Deadline: now.Add(time.Duration(maxSeconds) * time.Second), MaxSeconds: maxSeconds,
 		Status: wire.SweepRunRunning, MissedFirings: f.missed, DriftedAgents: []wire.SweepAgentRef{}, UpdatedAt: now}
 	rc := runContext{Spec: sw.Spec, SpecHash: sw.SpecHash, Settings: sp.canonical(), SweepVersion: sw.Version, Hub: s.cfg.HubID,
-		Trigger: f.kind, By: by, MaxSeconds: maxSeconds, Matched: []string{}}
+		Trigger: f.kind, By: by, MaxSeconds: maxSeconds, Matched: []string{}, Suspended: sw.Suspended}
 	if f.missed > 0 {
 		rc.Misfire = &misfireAt{Policy: sp.Misfire, Missed: f.missed, First: f.missedFirst, Last: f.missedLast}
+		if f.cause == causeSuspended {
+			rc.Misfire.Cause = causeSuspended
+		}
 	}
 	var targets []wire.SweepRunAgent
 	if f.onlyRecord {
 		zero := 0
+		why := "no hub was running"
+		if f.cause == causeSuspended {
+			why = "the sweep was suspended (resumePolicy: misfire)"
+		}
 		run.Status, run.ExitCode, run.FinishedAt, run.Deadline = wire.SweepRunMissed, &zero, now, now
-		run.Error = fmt.Sprintf("%d scheduled firings (%s to %s) were due while no hub was running; skipped (misfire: skip)",
-			f.missed, f.missedFirst.UTC().Format(time.RFC3339), f.missedLast.UTC().Format(time.RFC3339))
+		run.Error = fmt.Sprintf("%d scheduled firings (%s to %s) were due while %s; skipped (misfire: skip)",
+			f.missed, f.missedFirst.UTC().Format(time.RFC3339), f.missedLast.UTC().Format(time.RFC3339), why)
 	} else {
 		for _, a := range selectAgents(sp, agents) {
 			t := wire.SweepRunAgent{RunID: run.ID, AgentID: a.ID, AgentName: a.Name, State: wire.CheckPending}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"godwit.dev/godwit/internal/lease"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/lease/leasetest"
 	"godwit.dev/godwit/internal/logging"
 	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/wire"
@@ -316,13 +316,13 @@ func TestRemediateMigratesOnlyDriftedAgents(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 4, t0)
 	ctrl := controller.New(controller.Config{Store: h.store, Desired: h.bk.Desired, Observed: h.bk.Observed, Clock: h.clock,
-		Leader: lease.StoreEpoch{Store: h.store, Name: controller.LeadershipName, Holder: "test"}, Logger: logging.Discard(), HubID: "test",
+		Leader: leasetest.StoreEpoch{Store: h.store, Name: controller.LeadershipName, Holder: "test"}, Logger: logging.Discard(), HubID: "test",
 		Settle: -1}) // the fake clock stands still: start at once
 	if _, err := ctrl.Apply(t.Context(), []byte(migrationYAML), false); err != nil {
 		t.Fatal(err)
 	}
 	// The template migration is not what this test is about: abort it so it dispatches nothing.
-	if _, err := ctrl.Act(t.Context(), "web-tls", controller.Abort, "test"); err != nil {
+	if _, err := ctrl.Act(t.Context(), "web-tls", wire.MigrationAbort, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.apply(sweepYAML("drift", "action: remediate", "remediate: {migration: web-tls}"))
@@ -363,10 +363,10 @@ func TestRemediateMigratesOnlyDriftedAgents(t *testing.T) {
 		e, err := h.bk.Desired.Get(t.Context(), h.agents[i].ID)
 		return err == nil && strings.Contains(string(e.Value()), `"migration":"`+want+`"`)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !hasRemediation(1) || !hasRemediation(3) {
 		if time.Now().After(deadline) {
-			t.Fatal("the drifted agents were not sent the remediation within 10s")
+			t.Fatal("the drifted agents were not sent the remediation within 30s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -541,11 +541,11 @@ func TestDeleteKeepsRuns(t *testing.T) {
 	h.passUntil("run ended", func() bool { return h.run(run.ID).Final() })
 	h.clock.Add(time.Hour)
 	h.pass()
-	rs, err := h.svc.Runs(t.Context(), "drift", 10)
+	rs, _, err := h.svc.Runs(t.Context(), "drift", 10, "")
 	if err != nil || len(rs) != 1 || rs[0].Status != wire.SweepRunCompleted {
 		t.Fatalf("runs of the deleted sweep = %+v, %v", rs, err)
 	}
-	if _, err := h.svc.Runs(t.Context(), "never", 10); !errors.Is(err, fault.ErrNotFound) {
+	if _, _, err := h.svc.Runs(t.Context(), "never", 10, ""); !errors.Is(err, fault.ErrNotFound) {
 		t.Fatalf("runs of a sweep that never existed: %v", err)
 	}
 	if _, err := h.svc.Run(t.Context(), "other", run.ID); !errors.Is(err, fault.ErrNotFound) {

@@ -9,11 +9,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
+	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
 )
 
 const (
@@ -32,9 +36,24 @@ type current struct {
 	store.Session
 }
 
-// Actor names who did an operator action. The admin token has no user name, so the actor is the
-// session: "ui:" and the first 8 hex digits of the session id's hash (the id itself is secret).
+// Actor names who did an operator action: the session, "ui:" and the first 8 hex digits of the
+// session id's hash (the id itself is secret). The audit log and the hub's log tie it to the
+// token the session was made with.
 func (c *current) Actor() string { return "ui:" + c.IDHash[:8] }
+
+// Who is the session as the audit log names it: the token's actor and the session.
+func (c *current) Who() string { return c.Session.Actor + " (" + c.Actor() + ")" }
+
+// May reports whether the session's role may do what a capability (see capabilities) needs;
+// templates use it to leave out what the role cannot do.
+func (c *current) May(capability string) bool {
+	route, ok := capabilities[capability]
+	if !ok {
+		return false
+	}
+	need, public := api.RoleFor(route)
+	return public || c.Role.Allows(need)
+}
 
 func sessionFrom(ctx context.Context) *current {
 	c, _ := ctx.Value(ctxKey{}).(*current)
@@ -119,6 +138,11 @@ func (s *Server) view(fn pageFunc) http.Handler {
 			s.toLogin(w, r)
 			return
 		}
+		if capability, ok := routeCapabilities[r.Pattern]; ok && !c.May(capability) {
+			route, need := s.need(r.Pattern)
+			s.fail(w, r, c, api.Forbidden(api.Principal{Role: c.Role}, need, "see this page (the data of "+route+")"))
+			return
+		}
 		v, err := fn(w, r, c)
 		if err != nil {
 			s.fail(w, r, c, err)
@@ -133,37 +157,66 @@ func (s *Server) view(fn pageFunc) http.Handler {
 // actionFunc performs a state change and answers (normally with a redirect).
 type actionFunc func(w http.ResponseWriter, r *http.Request, c *current) error
 
-// action serves a POST: it needs a session, a same-origin request and the session's CSRF token.
+// action serves a POST: it needs a session, a same-origin request, the session's CSRF token and
+// the role of the API route the action does the work of (actionRoutes). Every post is audited,
+// whatever its outcome.
 func (s *Server) action(fn actionFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := sameOrigin(r); err != nil {
-			s.log.Warn("ui: cross-origin post refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			s.renderError(w, r, nil, http.StatusForbidden, "This request came from another site and was refused.")
-			return
-		}
-		c, err := s.session(r)
-		if err != nil {
-			if !errors.Is(err, fault.ErrUnauthenticated) {
-				s.renderError(w, r, nil, http.StatusServiceUnavailable, "The hub's store did not answer; try again.")
-				return
-			}
-			s.toLogin(w, r)
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		if err := r.ParseForm(); err != nil {
-			s.renderError(w, r, c, http.StatusBadRequest, "The form could not be read.")
-			return
-		}
-		if !sameSecret(r.PostForm.Get(csrfField), c.CSRF) {
-			s.log.Warn("ui: post without a valid csrf token refused", "path", r.URL.Path, "remote", r.RemoteAddr)
-			s.renderError(w, r, c, http.StatusForbidden, "This form has expired or did not come from this page. Go back, reload the page and try again.")
-			return
-		}
-		if err := fn(w, r, c); err != nil {
-			s.fail(w, r, c, err)
-		}
+		rec := newRecorder()
+		var c *current
+		s.serveAction(rec, r, fn, &c)
+		s.audit(r, c, rec.code)
+		rec.replay(w)
 	})
+}
+
+// audit writes the audit entry of a web UI post (c is nil when there was no session).
+func (s *Server) audit(r *http.Request, c *current, code int) {
+	if code == http.StatusTooManyRequests {
+		return // counted, not audited: see api.Access
+	}
+	e := wire.AuditEntry{Method: r.Method, Path: r.URL.Path, Route: r.Pattern, Status: code,
+		Remote: s.access.Client(r).String(), Via: wire.ViaUI}
+	if c != nil {
+		e.TokenID, e.Actor, e.Role = c.TokenID, c.Who(), c.Role
+	}
+	s.access.Audit(r.Context(), e)
+}
+
+func (s *Server) serveAction(w http.ResponseWriter, r *http.Request, fn actionFunc, cur **current) {
+	if err := sameOrigin(r); err != nil {
+		s.log.Warn("ui: cross-origin post refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+		s.renderError(w, r, nil, http.StatusForbidden, "This request came from another site and was refused.")
+		return
+	}
+	c, err := s.session(r)
+	if err != nil {
+		if !errors.Is(err, fault.ErrUnauthenticated) {
+			s.renderError(w, r, nil, http.StatusServiceUnavailable, "The hub's store did not answer; try again.")
+			return
+		}
+		s.toLogin(w, r)
+		return
+	}
+	*cur = c
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		s.renderError(w, r, c, http.StatusBadRequest, "The form could not be read.")
+		return
+	}
+	if !sameSecret(r.PostForm.Get(csrfField), c.CSRF) {
+		s.log.Warn("ui: post without a valid csrf token refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+		s.renderError(w, r, c, http.StatusForbidden, "This form has expired or did not come from this page. Go back, reload the page and try again.")
+		return
+	}
+	if route, need := s.need(r.Pattern); !c.Role.Allows(need) {
+		s.log.Warn("ui: action refused to the session's role", "path", r.URL.Path, "session", c.Actor(), "role", c.Role, "needs", need)
+		s.fail(w, r, c, api.Forbidden(api.Principal{Role: c.Role}, need, "do this (the work of "+route+")"))
+		return
+	}
+	if err := fn(w, r, c); err != nil {
+		s.fail(w, r, c, err)
+	}
 }
 
 // sameOrigin refuses requests a browser marks as coming from another site. Browsers send
@@ -220,8 +273,17 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, code int, m
 	s.render(w, r, nil, code, "login", loginData{Next: safeNext(r.FormValue("next")), CSRF: token, Error: msg})
 }
 
-// login checks the admin token and starts a session.
+// login checks a token and starts a session with its role. Every attempt is audited (those
+// refused by the rate limit excepted).
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	rec := newRecorder()
+	var c *current
+	s.serveLogin(rec, r, &c)
+	s.audit(r, c, rec.code)
+	rec.replay(w)
+}
+
+func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request, cur **current) {
 	if err := sameOrigin(r); err != nil {
 		s.log.Warn("ui: cross-origin login refused", "remote", r.RemoteAddr, "err", err)
 		s.renderError(w, r, nil, http.StatusForbidden, "This request came from another site and was refused.")
@@ -239,17 +301,25 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	token := strings.TrimSpace(r.PostForm.Get("token"))
 	if token == "" {
-		s.renderLogin(w, r, http.StatusUnauthorized, "Enter the admin token.")
+		s.renderLogin(w, r, http.StatusUnauthorized, "Enter a token.")
 		return
 	}
-	if err := s.cfg.Store.CheckAdminToken(r.Context(), credential.Hash(token)); err != nil {
-		if !errors.Is(err, fault.ErrUnauthenticated) {
-			s.log.Error("ui: admin token check failed", "err", err)
+	client := s.access.Client(r)
+	p, err := s.access.Authenticate(r.Context(), client, wire.ViaUI, "Bearer "+token)
+	if err != nil {
+		var rl *fault.RateLimited
+		switch {
+		case errors.As(err, &rl):
+			w.Header().Set("Retry-After", strconv.Itoa(api.RetryAfterSeconds(rl.RetryAfter)))
+			s.renderLogin(w, r, http.StatusTooManyRequests, "Too many failed attempts from your address. Try again in "+
+				rl.RetryAfter.Round(time.Second).String()+".")
+		case errors.Is(err, fault.ErrUnauthenticated):
+			s.log.Warn("ui: login refused", "remote", client, "err", err)
+			s.renderLogin(w, r, http.StatusUnauthorized, "That is not a valid token (or it expired, or was revoked).")
+		default:
+			s.log.Error("ui: token check failed", "err", err)
 			s.renderLogin(w, r, http.StatusServiceUnavailable, "The hub's store did not answer; try again.")
-			return
 		}
-		s.log.Warn("ui: login refused", "remote", r.RemoteAddr)
-		s.renderLogin(w, r, http.StatusUnauthorized, "That is not the admin token.")
 		return
 	}
 	// A fresh id on every login (no session fixation); an older session of this browser ends.
@@ -263,15 +333,22 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	id := randomToken()
 	now := s.now().UTC()
-	sess := store.Session{IDHash: credential.Hash(id), CSRF: randomToken(), CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
+	expires := now.Add(s.cfg.SessionTTL)
+	if !p.ExpiresAt.IsZero() && p.ExpiresAt.Before(expires) {
+		expires = p.ExpiresAt // a session never outlives its token
+	}
+	sess := store.Session{IDHash: credential.Hash(id), CSRF: randomToken(), CreatedAt: now, ExpiresAt: expires,
+		TokenID: p.TokenID, Role: p.Role, Actor: p.Actor}
 	if err := s.cfg.Store.CreateSession(r.Context(), sess); err != nil {
 		s.log.Error("ui: create session failed", "err", err)
 		s.renderLogin(w, r, http.StatusServiceUnavailable, "The session could not be stored; try again.")
 		return
 	}
-	c := current{Session: sess}
-	s.log.Info("ui: logged in", "session", c.Actor(), "remote", r.RemoteAddr, "expires", sess.ExpiresAt)
-	http.SetCookie(w, s.cookie(r, sessionCookie, id, int(s.cfg.SessionTTL.Seconds())))
+	c := &current{Session: sess}
+	*cur = c
+	s.log.Info("ui: logged in", "session", c.Actor(), "token", p.TokenID, "actor", p.Actor, "role", p.Role, "remote", client,
+		"expires", sess.ExpiresAt)
+	http.SetCookie(w, s.cookie(r, sessionCookie, id, int(expires.Sub(now).Seconds())))
 	http.SetCookie(w, s.cookie(r, loginCookie, "", -1))
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }

@@ -31,20 +31,41 @@ spec:
     command: test ! -e simulate-disk-full
 `
 
+// nightlySweep has a schedule (once a year, so that it never fires by itself during the test):
+// the suspend/resume toggle is about it.
+const nightlySweep = `apiVersion: godwit.dev/v1
+kind: Sweep
+metadata:
+  name: nightly-drift
+spec:
+  schedule: "0 3 1 1 *"
+  selector:
+    matchLabels: {demo: "true"}
+  check:
+    command: test ! -e simulate-disk-full
+`
+
 // The browser tests drive Debian's Chromium with chromedp against a real hub with real agents.
-// Without Chromium they skip, except under CI=true, where they must run (.ci/run installs it).
+// GODWIT_TEST_CHROMIUM names the browser; scripts/test sets it to the Chromium it found or
+// installed, and when it is set the tests must run: a browser it names that is not there fails
+// them. Without it they look for Chromium on PATH and skip when there is none, except under
+// CI=true, where they must run.
 
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{os.Getenv("GODWIT_TEST_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
-		if name == "" {
-			continue
+	if name := os.Getenv("GODWIT_TEST_CHROMIUM"); name != "" {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			t.Fatalf("GODWIT_TEST_CHROMIUM=%s: %v (the browser tests must run with the browser it names)", name, err)
 		}
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
-	msg := "no Chromium found (install it: apt-get install chromium, or set GODWIT_TEST_CHROMIUM); the browser tests need it"
+	msg := "no Chromium found (install it: apt-get install chromium, or run ./scripts/test, which does; or set GODWIT_TEST_CHROMIUM); the browser tests need it"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + " (CI=true: the browser tests are mandatory)")
 	}
@@ -235,6 +256,25 @@ type (
 	css = chromedp.CSS
 )
 
+// click clicks what sel finds, and finds it again when a live update replaced the element between
+// the finding and the click (the pages re-render parts of themselves over server-sent events, and
+// the browser then reports the node it was given as gone).
+func click[S chromedp.Selectable](sel S) chromedp.Action[void] {
+	return func(ctx context.Context, t *chromedp.Target) (void, error) {
+		for {
+			_, err := chromedp.Click(sel)(ctx, t)
+			if err == nil || !strings.Contains(err.Error(), "Could not find node with given id") {
+				return void{}, err
+			}
+			select {
+			case <-ctx.Done():
+				return void{}, fmt.Errorf("click: %w (last error: %v)", ctx.Err(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
 func TestBrowser(t *testing.T) {
 	exe := chromium(t)
 	f := startFleet(t)
@@ -287,12 +327,12 @@ func TestBrowser(t *testing.T) {
 		b := b.with(t)
 		b.do("log in with a wrong token",
 			chromedp.SendKeys(id("token"), "gwa_not-the-token"),
-			chromedp.Click(id("login-submit")),
+			click(id("login-submit")),
 			chromedp.WaitVisible(css(`.login .flash-error`)),
 		)
 		b.do("log in with the admin token",
 			chromedp.SendKeys(id("token"), f.token),
-			chromedp.Click(id("login-submit")),
+			click(id("login-submit")),
 			// next= takes the browser where it wanted to go.
 			chromedp.WaitVisible(id("migration-state")),
 		)
@@ -331,7 +371,7 @@ func TestBrowser(t *testing.T) {
 		b.do("open web-2's history and expand its error",
 			chromedp.Navigate(f.base+"/ui/agents/"+web2),
 			chromedp.WaitVisible(css(`#history tr.sev-error`)),
-			chromedp.Click(css(`#history tr.sev-error details.err-details summary`)),
+			click(css(`#history tr.sev-error details.err-details summary`)),
 			chromedp.WaitVisible(css(`#history tr.sev-error details.err-details pre.error-text`)),
 		)
 		errText := get(b, "error text", chromedp.Text(css(`#history tr.sev-error details.err-details pre.error-text`)))
@@ -351,7 +391,7 @@ func TestBrowser(t *testing.T) {
 		b := b.with(t)
 		all := js[int](b, `document.querySelectorAll('#history tr.ev').length`)
 		b.do("filter by severity error",
-			chromedp.Click(css(`input[name="severity"][value="error"]`)),
+			click(css(`input[name="severity"][value="error"]`)),
 			chromedp.Submit(css(`input[name="severity"][value="error"]`)),
 			until(`location.search.includes('severity=error')`),
 			chromedp.WaitVisible(css(`#history tr.ev`)),
@@ -375,12 +415,12 @@ func TestBrowser(t *testing.T) {
 		js[bool](b, `window.__sameDocument = true`)
 		b.shot("06-migration-running")
 		b.do("pause asks for confirmation",
-			chromedp.Click(id("action-pause")),
+			click(id("action-pause")),
 			chromedp.WaitVisible(id("confirm-dialog")),
 		)
 		b.shot("07-confirm-pause")
 		b.do("confirm the pause",
-			chromedp.Click(id("confirm-ok")),
+			click(id("confirm-ok")),
 			until(`document.querySelector('#migration-state').dataset.state === 'paused'`),
 			chromedp.WaitVisible(id("action-resume")),
 		)
@@ -389,9 +429,9 @@ func TestBrowser(t *testing.T) {
 		)
 		b.shot("08-migration-paused")
 		b.do("resume, confirmed",
-			chromedp.Click(id("action-resume")),
+			click(id("action-resume")),
 			chromedp.WaitVisible(id("confirm-dialog")),
-			chromedp.Click(id("confirm-ok")),
+			click(id("confirm-ok")),
 			until(`document.querySelector('#migration-state').dataset.state === 'running'`),
 		)
 		// A change made elsewhere (the CLI, another operator) arrives over the live stream.
@@ -428,16 +468,16 @@ func TestBrowser(t *testing.T) {
 		b.do("open the sweeps list and the sweep",
 			chromedp.Navigate(f.base+"/ui/sweeps"),
 			chromedp.WaitVisible(css(`table.sweeps tr[data-sweep="disk-drift"]`)),
-			chromedp.Click(css(`table.sweeps tr[data-sweep="disk-drift"] a`)),
+			click(css(`table.sweeps tr[data-sweep="disk-drift"] a`)),
 			chromedp.WaitVisible(id("run-now")),
 			until(`document.querySelector('#live-indicator').dataset.state === 'on'`),
 		)
 		js[bool](b, `window.__sameDocument = true`)
 		b.do("run it now with a budget, confirmed",
 			chromedp.SendKeys(id("max-seconds"), "60"),
-			chromedp.Click(id("run-now")),
+			click(id("run-now")),
 			chromedp.WaitVisible(id("confirm-dialog")),
-			chromedp.Click(id("confirm-ok")),
+			click(id("confirm-ok")),
 			until(`/Run [0-9a-f-]+ started\./.test(document.querySelector('#flash').textContent)`),
 		)
 		// The real agents answer; the runs table follows the run over the live stream.
@@ -462,9 +502,9 @@ func TestBrowser(t *testing.T) {
 		// here it is made a text field so that the hub sees a bad one).
 		js[bool](b, `(() => { const i = document.querySelector('#max-seconds'); i.type = 'text'; i.value = 'soon'; return true })()`)
 		b.do("a bad budget is refused with the reason, in place",
-			chromedp.Click(id("run-now")),
+			click(id("run-now")),
 			chromedp.WaitVisible(id("confirm-dialog")),
-			chromedp.Click(id("confirm-ok")),
+			click(id("confirm-ok")),
 			until(`/Max_seconds: must be a whole number/.test(document.querySelector('#flash .flash-error')?.textContent || '')`),
 		)
 		if !js[bool](b, `window.__sameDocument === true && location.pathname === '/ui/sweeps/disk-drift'`) {
@@ -477,6 +517,124 @@ func TestBrowser(t *testing.T) {
 		b.shot("13-sweeps")
 	})
 
+	t.Run("SweepSuspendToggle", func(t *testing.T) {
+		b := b.with(t)
+		f.api("POST", "/api/v1/sweeps", "application/yaml", nightlySweep, nil)
+		b.do("open the scheduled sweep",
+			chromedp.Navigate(f.base+"/ui/sweeps/nightly-drift"),
+			chromedp.WaitVisible(id("suspend-sweep")),
+			chromedp.WaitVisible(css(`#next-firings li`)),
+			until(`document.querySelector('#live-indicator').dataset.state === 'on'`),
+		)
+		js[bool](b, `window.__sameDocument = true`)
+		b.do("suspend it with a reason: the dialog says what it does",
+			chromedp.SendKeys(id("suspend-reason"), "canary first"),
+			click(id("suspend-sweep")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			until(`document.querySelector('#confirm-title').textContent === 'Suspend sweep nightly-drift?'`),
+			until(`/No scheduled run fires/.test(document.querySelector('#confirm-detail').textContent)`),
+		)
+		b.shot("15-sweep-suspend-confirm")
+		b.do("confirm: the page shows it suspended, in place",
+			click(id("confirm-ok")),
+			until(`/Sweep nightly-drift suspended/.test(document.querySelector('#flash').textContent)`),
+			chromedp.WaitVisible(id("suspended-banner")),
+			chromedp.WaitVisible(id("resume-sweep")),
+		)
+		banner := get(b, "banner", chromedp.Text(id("suspended-banner")))
+		if !regexp.MustCompile(`Suspended since .* by ui:[0-9a-f]{8} via ui: \W?canary first\W?\. No scheduled run fires until it is resumed`).MatchString(banner) {
+			t.Fatalf("banner %q does not say who suspended it, how, why, and what it means", banner)
+		}
+		if !js[bool](b, `window.__sameDocument === true && document.querySelector('#suspend-sweep') === null`) {
+			t.Fatal("the page was reloaded, or still offers suspend")
+		}
+		var sum struct {
+			Suspended  bool
+			Suspension struct{ By, Via, Reason string }
+		}
+		f.api("GET", "/api/v1/sweeps/nightly-drift", "", "", &sum)
+		if !sum.Suspended || sum.Suspension.Via != "ui" || sum.Suspension.Reason != "canary first" || !strings.HasPrefix(sum.Suspension.By, "ui:") {
+			t.Fatalf("the hub has %+v", sum)
+		}
+		b.shot("16-sweep-suspended")
+
+		// The canary: Run now runs the suspended sweep, recorded as a manual run.
+		b.do("run the canary while suspended",
+			click(id("run-now")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			click(id("confirm-ok")),
+			until(`/Run [0-9a-f-]+ started\./.test(document.querySelector('#flash').textContent)`),
+		)
+		ctx, cancel := context.WithTimeout(b.ctx, 90*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, until(`document.querySelector('#runs tr.run[data-status="completed"]') !== null`)); err != nil {
+			b.fail("the canary completes", err)
+		}
+		if row := get(b, "canary row", chromedp.Text(css(`#runs tr.run`))); !regexp.MustCompile(`api by ui:[0-9a-f]{8}`).MatchString(row) {
+			t.Fatalf("canary row %q: want a manual (api) run by the session", row)
+		}
+
+		// Cancelling the dialog changes nothing.
+		b.do("start a resume and cancel it",
+			click(id("resume-sweep")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			until(`/resumePolicy|no scheduled firing came due|No scheduled firing came due/i.test(document.querySelector('#confirm-detail').textContent)`),
+			click(id("confirm-cancel")),
+			chromedp.WaitNotVisible(id("confirm-dialog")),
+		)
+		f.api("GET", "/api/v1/sweeps/nightly-drift", "", "", &sum)
+		if !sum.Suspended {
+			t.Fatal("a cancelled resume resumed the sweep")
+		}
+		b.do("the sweeps list shows it suspended",
+			chromedp.Navigate(f.base+"/ui/sweeps"),
+			chromedp.WaitVisible(css(`table.sweeps tr[data-sweep="nightly-drift"] .badge-muted`)),
+		)
+		if txt := get(b, "list row", chromedp.Text(css(`table.sweeps tr[data-sweep="nightly-drift"]`))); !strings.Contains(strings.ToLower(txt), "suspended") {
+			t.Fatalf("sweeps list row %q does not say suspended", txt)
+		}
+		b.do("resume it from its page",
+			chromedp.Navigate(f.base+"/ui/sweeps/nightly-drift"),
+			chromedp.WaitVisible(id("resume-sweep")),
+			click(id("resume-sweep")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			click(id("confirm-ok")),
+			until(`/Sweep nightly-drift resumed\./.test(document.querySelector('#flash').textContent)`),
+			chromedp.WaitVisible(id("suspend-sweep")),
+			chromedp.WaitVisible(css(`#next-firings li`)),
+		)
+		if js[bool](b, `document.querySelector('#suspended-banner') !== null`) {
+			t.Fatal("the banner is still shown after the resume")
+		}
+		f.api("GET", "/api/v1/sweeps/nightly-drift", "", "", &sum)
+		if sum.Suspended {
+			t.Fatal("the hub still has the sweep suspended")
+		}
+		b.shot("17-sweep-resumed")
+		// Both are operator actions in the events (which the ingest stores asynchronously).
+		f.eventually(20*time.Second, "the suspend and the resume are operator.action events", func() error {
+			var evs struct {
+				Items []struct {
+					Subject string
+					Data    struct {
+						Extra struct{ Action, Actor, Via string }
+					}
+				}
+			}
+			f.api("GET", "/api/v1/events?type=operator.action&limit=50", "", "", &evs)
+			var acts []string
+			for _, e := range evs.Items {
+				if x := e.Data.Extra; e.Subject == "sweep/nightly-drift" && x.Action != "" {
+					acts = append(acts, x.Action+"/"+x.Via)
+				}
+			}
+			if strings.Join(acts, " ") != "resume/ui suspend/ui" {
+				return fmt.Errorf("operator.action events (newest first) = %v, want a resume and a suspend via the UI", acts)
+			}
+			return nil
+		})
+	})
+
 	t.Run("DeadLetters", func(t *testing.T) {
 		b := b.with(t)
 		f.deadLetter(`not an event <script>alert("x")</script>`)
@@ -487,7 +645,7 @@ func TestBrowser(t *testing.T) {
 		)
 		b.shot("11-dead-letters")
 		b.do("inspect it",
-			chromedp.Click(css(`table.deadletters tbody tr a`)),
+			click(css(`table.deadletters tbody tr a`)),
 			chromedp.WaitVisible(id("payload")),
 		)
 		payload := get(b, "payload", chromedp.Text(id("payload")))
@@ -496,9 +654,9 @@ func TestBrowser(t *testing.T) {
 		}
 		b.shot("12-dead-letter")
 		b.do("purge it, confirmed",
-			chromedp.Click(id("purge")),
+			click(id("purge")),
 			chromedp.WaitVisible(id("confirm-dialog")),
-			chromedp.Click(id("confirm-ok")),
+			click(id("confirm-ok")),
 			until(`location.pathname === '/ui/dead-letters' && document.querySelector('.flash-ok') !== null`),
 			until(`document.querySelector('table.deadletters') === null`),
 		)
@@ -508,7 +666,7 @@ func TestBrowser(t *testing.T) {
 		b := b.with(t)
 		b.do("log out",
 			chromedp.Navigate(f.base+"/ui/"),
-			chromedp.Click(css(`.logout button`)),
+			click(css(`.logout button`)),
 			chromedp.WaitVisible(id("token")),
 			chromedp.Navigate(f.base+"/ui/agents"),
 			chromedp.WaitVisible(id("token")),

@@ -22,7 +22,6 @@ import (
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
-	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -89,7 +88,7 @@ func startFleet(t *testing.T) *fleet {
 		}
 	})
 	f.base = h.Endpoint().API
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminTokenFile))
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, wire.AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +153,7 @@ func startFleet(t *testing.T) *fleet {
 	f.api("POST", "/api/v1/migrations", "application/yaml", string(examples.DemoMigration), nil)
 	f.api("POST", "/api/v1/migrations", "application/yaml", slowMigration, nil)
 	f.eventually(90*time.Second, "demo migration partially succeeded and db-slow-upgrade applying", func() error {
-		var d controller.Description
+		var d wire.MigrationDescription
 		f.api("GET", "/api/v1/migrations/demo-config-v2", "", "", &d)
 		if d.Migration.State != "partially_succeeded" {
 			return fmt.Errorf("demo-config-v2 is %s", d.Migration.State)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -13,7 +14,9 @@ import (
 
 	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/manifest"
 	"godwit.dev/godwit/internal/migration/controller"
+	"godwit.dev/godwit/internal/migration/plan"
 	"godwit.dev/godwit/internal/migration/spec"
 	"godwit.dev/godwit/internal/migration/state"
 	"godwit.dev/godwit/internal/store"
@@ -50,7 +53,24 @@ type dashboardData struct {
 	Names       map[string]string
 	Ingest      *wire.IngestStatus
 	IngestError string
+	// Attention lists agents whose rollback failed (first attentionShown), AttentionTotal all.
+	Attention      []attentionAgent
+	AttentionTotal int
+	AttentionMore  int
+	// Drift lists the sweeps whose latest finished run found drift, errors or missing agents.
+	Drift      []wire.SweepSummary
+	SweepError string
+	Chart      *errorChart
+	Leadership *wire.HubLeadership
+	Replicas   []wire.HubReplica
 }
+
+type attentionAgent struct {
+	ID, Name   string
+	Migrations []string
+}
+
+const attentionShown = 10
 
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, c *current) (*view, error) {
 	ctx := r.Context()
@@ -83,6 +103,50 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request, c *current) (
 		return nil, err
 	}
 	d.Ingest, d.IngestError = s.ingestStatus(ctx)
+	if d.Replicas, err = s.cfg.Store.ListReplicas(ctx); err != nil {
+		return nil, err
+	}
+	if s.cfg.Leadership != nil {
+		d.Leadership = s.cfg.Leadership()
+	}
+	if d.Chart, err = s.errorsChart(ctx, r, "/ui/", ""); err != nil {
+		return nil, err
+	}
+	broken, err := s.cfg.Store.RollbackFailures(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.AttentionTotal = len(broken)
+	d.AttentionMore = max(0, len(broken)-attentionShown)
+	ids := make([]string, 0, len(broken))
+	for id := range broken {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ids = ids[:min(len(ids), attentionShown)]
+	states, err := s.agentStates(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		d.Attention = append(d.Attention, attentionAgent{ID: id, Name: nameOr(map[string]string{id: states[id].Name}, id), Migrations: broken[id]})
+	}
+	if s.cfg.Sweeps == nil {
+		d.SweepError = "the sweep service is not running on this hub"
+	} else if sweeps, err := s.cfg.Sweeps.List(ctx); err != nil {
+		d.SweepError = message(err)
+	} else {
+		for _, sw := range sweeps {
+			r, err := s.lastCheck(ctx, sw)
+			if err != nil {
+				return nil, err
+			}
+			if r != nil && (r.Drifted > 0 || r.Errors > 0 || r.SkippedMissing > 0 || r.Status == wire.SweepRunFailed) {
+				sw.LastRun = r
+				d.Drift = append(d.Drift, sw)
+			}
+		}
+	}
 	return &view{Template: "dashboard", Title: "Dashboard", Nav: "dashboard", Live: topicDashboard, Mark: mark, Data: d}, nil
 }
 
@@ -117,6 +181,8 @@ type agentsData struct {
 	Counts                map[string]int
 	Agents                []wire.Agent
 	Cursor, Next          string
+	// Attention maps the listed agents whose rollback failed to those migrations.
+	Attention map[string][]string
 }
 
 // parseLabels reads "k=v, k2=v2".
@@ -162,6 +228,13 @@ func (s *Server) agents(w http.ResponseWriter, r *http.Request, c *current) (*vi
 		}
 		return nil, err
 	}
+	ids := make([]string, len(d.Agents))
+	for i, a := range d.Agents {
+		ids[i] = a.ID
+	}
+	if d.Attention, err = s.cfg.Store.RollbackFailures(ctx, ids); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 
@@ -181,6 +254,40 @@ type historyData struct {
 	TypeOptions      []string
 	MigrationOptions []string
 	SeverityList     []string
+	// AgentOptions are the fleet's agent names the agent filter suggests (the first
+	// agentOptionsMax by name); AgentName the name of the filtered agent.
+	AgentOptions []string
+	AgentName    string
+}
+
+// agentOptionsMax bounds the agent names a filter suggests (a datalist of the whole of a large
+// fleet would weigh more than the page).
+const agentOptionsMax = 1000
+
+// migrationOptionsMax bounds the migrations a filter lists (the newest).
+const migrationOptionsMax = 200
+
+// resolveAgent reads the agent filter: an agent's id, or its name (names are unique). An
+// unknown value is kept as it is: it matches no event.
+func (s *Server) resolveAgent(ctx context.Context, v string) (id, name string, err error) {
+	if v == "" {
+		return "", "", nil
+	}
+	if a, err := s.cfg.Store.GetAgent(ctx, v); err == nil {
+		return a.ID, a.Name, nil
+	} else if statusOf(err) != http.StatusNotFound {
+		return "", "", err
+	}
+	as, _, err := s.cfg.Store.PageAgents(ctx, store.AgentQuery{Search: v, Limit: 100})
+	if err != nil {
+		return "", "", err
+	}
+	for _, a := range as {
+		if a.Name == v {
+			return a.ID, a.Name, nil
+		}
+	}
+	return v, "", nil
 }
 
 // typeOptions are the type filter's choices: groups by prefix, then every known type.
@@ -235,7 +342,32 @@ func (s *Server) history(ctx context.Context, r *http.Request, path, agentID str
 			params.Set(k, v)
 		}
 	}
-	set("agent", h.Agent)
+	filterID := h.Agent
+	if !h.FixedAgent {
+		var err error
+		if filterID, h.AgentName, err = s.resolveAgent(ctx, h.Agent); err != nil {
+			return nil, err
+		}
+		if h.AgentName == "" && h.Agent != "" {
+			h.Error = message(fault.Invalid("agent", "no agent is named %q or has that id", h.Agent))
+		}
+		names, _, err := s.cfg.Store.PageAgents(ctx, store.AgentQuery{Limit: agentOptionsMax})
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range names {
+			h.AgentOptions = append(h.AgentOptions, a.Name)
+		}
+		ms, _, err := s.cfg.Store.PageMigrations(ctx, store.MigrationQuery{Limit: migrationOptionsMax})
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			h.MigrationOptions = append(h.MigrationOptions, m.Name)
+		}
+		slices.Sort(h.MigrationOptions)
+	}
+	set("agent", filterID)
 	set("migration", h.Migration)
 	set("type", h.Type)
 	set("severity", strings.Join(sevs, ","))
@@ -243,6 +375,9 @@ func (s *Server) history(ctx context.Context, r *http.Request, path, agentID str
 	set("until", normalizeInstant(h.Until))
 	set("cursor", h.Cursor)
 	params.Set("limit", strconv.Itoa(eventsPerPage))
+	if h.Error != "" {
+		return h, nil
+	}
 	eq, err := api.ParseEventQuery(params, s.now())
 	if err != nil {
 		h.Error = message(err)
@@ -264,8 +399,10 @@ func (s *Server) history(ctx context.Context, r *http.Request, path, agentID str
 
 type agentData struct {
 	Agent       wire.Agent
-	Assignments []store.Assignment
+	Assignments []wire.Assignment
 	History     *historyData
+	// Attention lists the migrations whose rollback failed on the agent.
+	Attention []string
 }
 
 func (s *Server) agent(w http.ResponseWriter, r *http.Request, c *current) (*view, error) {
@@ -283,6 +420,11 @@ func (s *Server) agent(w http.ResponseWriter, r *http.Request, c *current) (*vie
 	d := agentData{Agent: a}
 	if d.Assignments, err = s.cfg.Store.AgentAssignments(ctx, id, 100); err != nil {
 		return nil, err
+	}
+	for _, as := range d.Assignments {
+		if as.State == "rollback_failed" {
+			d.Attention = append(d.Attention, as.Migration)
+		}
 	}
 	if d.History, err = s.history(ctx, r, "/ui/agents/"+url.PathEscape(id), id); err != nil {
 		return nil, err
@@ -313,7 +455,7 @@ type migrationsData struct {
 	State        string
 	States       []string
 	Counts       map[string]int
-	Migrations   []store.Migration
+	Migrations   []wire.Migration
 	Cursor, Next string
 }
 
@@ -325,6 +467,9 @@ func (s *Server) migrations(w http.ResponseWriter, r *http.Request, c *current) 
 		d.States = append(d.States, string(st))
 	}
 	v := &view{Template: "migrations", Title: "Migrations", Nav: "migrations", Live: topicMigrations, Data: &d}
+	if n := q.Get("deleted"); validName(n) {
+		v.Flash = "Migration " + n + " deleted; its events are kept."
+	}
 	var err error
 	if v.Mark, err = s.mark(ctx, topicMigrations); err != nil {
 		return nil, err
@@ -366,23 +511,34 @@ type gridCell struct {
 	AgentID, Name, State string
 	Attempt, Batch       int
 	Step, Error          string
+	// Failed: the attempt failed before it was rolled back (its cell says so, not only
+	// "rolled back"); Attention: its rollback failed.
+	Failed, Attention bool
+	Liveness          badge
 }
 
 type agentRef struct{ ID, Name string }
 
 type failureView struct {
-	controller.FailureGroup
+	wire.FailureGroup
 	Shown []agentRef
 	More  int
+	// Headline is the causal line of the example (with its agent's output), Output the last
+	// lines of that output.
+	Headline string
+	Output   []string
 }
 
 type actionButton struct {
 	Action, Label, Question, Detail string
 	Danger                          bool
+	// Warnings are what is wrong before the action is taken (shown beside the button and in
+	// its confirmation).
+	Warnings []string
 }
 
 type migrationData struct {
-	D           controller.Description
+	D           wire.MigrationDescription
 	Batches     []batchView
 	Grid        []gridCell
 	GridState   string
@@ -395,6 +551,16 @@ type migrationData struct {
 	Events      []store.StoredEvent
 	Names       map[string]string
 	Unavailable bool
+	// Outcome is why the migration did what it did last; Decisions its state changes and
+	// operator actions, newest first; Failed the agents whose attempt failed (kept after a
+	// rollback); Problems its newest errors and warnings.
+	Outcome    *outcome
+	Decisions  []decision
+	Failed     []failedAgent
+	FailedMore int
+	Attention  int
+	Problems   []store.StoredEvent
+	Chart      *errorChart
 }
 
 // Progress bar groups of assignment states, in bar order.
@@ -404,12 +570,19 @@ var segmentOrder = []struct {
 }{
 	{"ok", "done", []string{"succeeded", "not_needed"}},
 	{"error", "failed", []string{"failed", "timed_out", "rollback_failed"}},
+	{"failrb", "failed, rolled back", []string{failedRolledBack}},
 	{"rolledback", "rolled back", []string{"rolled_back"}},
 	{"active", "in progress", []string{"detecting", "applying", "verifying", "rolling_back", "agent_unreachable"}},
 	{"muted", "not started", []string{"pending", "superseded"}},
 }
 
-func batchBar(b controller.BatchProgress) []segment {
+// failedRolledBack counts, in a batch bar, the agents that failed and were then rolled back
+// (their state alone, rolled_back, would hide that they failed).
+const failedRolledBack = "failed+rolled_back"
+
+// batchProgress counts the latest attempts of each batch by state, the failed-then-rolled-back
+// apart.
+func batchBar(b wire.BatchProgress) []segment {
 	var out []segment
 	x := 0.0
 	for _, g := range segmentOrder {
@@ -429,56 +602,61 @@ func batchBar(b controller.BatchProgress) []segment {
 
 // migrationActions lists the actions that make sense in the migration's state; the controller
 // checks again when one is taken.
-func migrationActions(d controller.Description, manualApproval bool) []actionButton {
+func migrationActions(d wire.MigrationDescription, manualApproval bool) []actionButton {
 	m := d.Migration
 	from := state.MigrationState(m.State)
 	can := func(to state.MigrationState) bool { return to != from && state.CheckMigration(from, to) == nil }
 	failures := len(d.Failures) > 0
 	var out []actionButton
 	if can(state.MigrationPaused) {
-		out = append(out, actionButton{string(controller.Pause), "Pause", "Pause migration " + m.Name + "?",
-			"No new agent starts; steps already running finish.", false})
+		out = append(out, actionButton{string(wire.MigrationPause), "Pause", "Pause migration " + m.Name + "?",
+			"No new agent starts; steps already running finish.", false, nil})
 	}
 	if from == state.MigrationPaused {
-		out = append(out, actionButton{string(controller.Resume), "Resume", "Resume migration " + m.Name + "?",
-			"The rollout continues where it stopped.", false})
+		out = append(out, actionButton{string(wire.MigrationResume), "Resume", "Resume migration " + m.Name + "?",
+			"The rollout continues where it stopped.", false, nil})
 	}
 	if manualApproval && (from == state.MigrationRunning || from == state.MigrationPaused) && m.CurrentBatch+1 < m.Batches && m.ApprovedBatch <= m.CurrentBatch {
-		out = append(out, actionButton{string(controller.Approve), fmt.Sprintf("Approve batch %d", m.CurrentBatch+2),
-			fmt.Sprintf("Approve batch %d of %s?", m.CurrentBatch+2, m.Name), "The next batch of agents starts.", false})
+		out = append(out, actionButton{string(wire.MigrationApprove), fmt.Sprintf("Approve batch %d", m.CurrentBatch+2),
+			fmt.Sprintf("Approve batch %d of %s?", m.CurrentBatch+2, m.Name), "The next batch of agents starts.", false, nil})
 	}
 	if failures && from.Final() && can(state.MigrationRunning) {
-		out = append(out, actionButton{string(controller.RetryFailed), "Retry failed", "Retry the failed agents of " + m.Name + "?",
-			"Each failed agent gets a new attempt; the migration runs again.", false})
+		out = append(out, actionButton{string(wire.MigrationRetry), "Retry failed", "Retry the failed agents of " + m.Name + "?",
+			"Each failed agent gets a new attempt; the migration runs again.", false, nil})
 	}
 	if can(state.MigrationRollingBack) || from == state.MigrationFailed {
-		out = append(out, actionButton{string(controller.Rollback), "Roll back", "Roll back migration " + m.Name + "?",
-			"Every agent that changed runs its rollback commands, last step first.", true})
+		out = append(out, actionButton{string(wire.MigrationRollback), "Roll back", "Roll back migration " + m.Name + "?",
+			"Every agent that changed runs its rollback commands, last step first.", true, nil})
 	}
 	if can(state.MigrationCancelled) {
-		out = append(out, actionButton{string(controller.Abort), "Abort", "Abort migration " + m.Name + "?",
-			"Agents not started are superseded and running steps are cancelled. Applied steps stay until you roll back.", true})
+		out = append(out, actionButton{string(wire.MigrationAbort), "Abort", "Abort migration " + m.Name + "?",
+			"Agents not started are superseded and running steps are cancelled. Applied steps stay until you roll back.", true, nil})
+	}
+	if from.Final() {
+		out = append(out, actionButton{actionDelete, "Delete", "Delete migration " + m.Name + "?", deleteDetail, true, nil})
 	}
 	return out
 }
 
-// latestAttempts points at the latest attempt of every agent, in first-seen order.
-func latestAttempts(as []store.Assignment) []*store.Assignment {
-	at := make(map[string]int, len(as))
-	out := make([]*store.Assignment, 0, len(as))
-	for i := range as {
-		a := &as[i]
-		if j, ok := at[a.AgentID]; ok {
-			if a.Attempt > out[j].Attempt {
-				out[j] = a
-			}
-			continue
-		}
-		at[a.AgentID] = len(out)
-		out = append(out, a)
+// validName reports whether s could be a migration's name, so that only such a name is echoed
+// in the page's message.
+func validName(s string) bool {
+	if s == "" || len(s) > manifest.MaxNameLength {
+		return false
 	}
-	return out
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
 }
+
+// actionDelete is the UI's delete button on a migration that has ended (the API's DELETE).
+const actionDelete = "delete"
+
+const deleteDetail = "The migration and its assignments are deleted; its events stay, and its name cannot be used again. " +
+	"Refused while an agent has not confirmed that it stopped working on it, or while a sweep remediates with it."
 
 func (s *Server) migrationView(ctx context.Context, r *http.Request, name string) (*view, error) {
 	topic := topicMigration + name
@@ -496,63 +674,180 @@ func (s *Server) migrationView(ctx context.Context, r *http.Request, name string
 		d.D.Migration, d.Unavailable = m, true
 		return v, nil
 	}
-	if d.D, err = s.cfg.Migrations.Describe(ctx, name); err != nil {
+	// Counted and filtered in SQL: a fleet-wide migration's page reads its counts, the failed
+	// agents, one page of the grid and (when approving is offered) the next batch, not every
+	// assignment.
+	m, err := s.cfg.Store.GetMigration(ctx, name)
+	if err != nil {
 		return nil, err
 	}
-	m := d.D.Migration
+	counted, err := s.cfg.Store.CountLatestAssignments(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	failedAll, err := s.cfg.Store.LatestAssignments(ctx, store.LatestQuery{Migration: name, Failed: true})
+	if err != nil {
+		return nil, err
+	}
+	d.D = wire.MigrationDescription{Migration: m, Failures: controller.FailureGroups(failedAll)}
 	sp, _ := spec.Parse([]byte(m.Spec)) // stored specs were valid when applied; nil only if not
 	canary := sp != nil && sp.Spec.Rollout.Canary > 0
-	for _, b := range d.D.Batches {
+	matched, failedN := 0, 0
+	counts := map[string]int{}
+	bars := make([]wire.BatchProgress, m.Batches)
+	for i := range bars {
+		bars[i] = wire.BatchProgress{Batch: i, States: map[string]int{}}
+	}
+	for _, c := range counted {
+		matched += c.N
+		counts[c.State] += c.N
+		if c.Failed || c.State == "failed" || c.State == "timed_out" || c.State == "rollback_failed" {
+			failedN += c.N
+		}
+		if c.State == "rollback_failed" {
+			d.Attention += c.N
+		}
+		if c.Batch < 0 || c.Batch >= m.Batches {
+			continue
+		}
+		st := c.State
+		if st == "rolled_back" && c.Failed {
+			st = failedRolledBack
+		}
+		bars[c.Batch].Total += c.N
+		bars[c.Batch].States[st] += c.N
+	}
+	if sp != nil {
+		d.D.Budget = plan.Plan{Matched: matched}.FailureBudget(sp)
+	}
+	for _, b := range bars {
 		d.Batches = append(d.Batches, batchView{Number: b.Batch + 1, Canary: canary && b.Batch == 0,
 			Total: b.Total, Current: b.Batch == m.CurrentBatch, Segments: batchBar(b)})
 	}
-	d.Actions = migrationActions(d.D, sp != nil && sp.Spec.Rollout.Approval == spec.ApprovalManual)
+	manual := sp != nil && sp.Spec.Rollout.Approval == spec.ApprovalManual
+	d.Actions = migrationActions(d.D, manual)
 
 	// The per-agent grid: latest attempts, by batch then agent, one page at a time.
 	q := r.URL.Query()
 	d.GridState = q.Get("grid")
-	latest := latestAttempts(d.D.Assignments)
-	counts := map[string]int{}
-	cells := make([]*store.Assignment, 0, len(latest))
-	for _, a := range latest {
-		counts[a.State]++
-		if d.GridState == "" || a.State == d.GridState {
-			cells = append(cells, a)
-		}
-	}
 	for _, st := range state.AssignmentStates() {
 		if n := counts[string(st)]; n > 0 {
 			d.GridStates = append(d.GridStates, stateCount{string(st), n})
 		}
 	}
-	d.GridTotal = len(cells)
-	d.GridPages = max(1, (len(cells)+gridPerPage-1)/gridPerPage)
+	switch d.GridState {
+	case "":
+		d.GridTotal = matched
+	case "failed":
+		d.GridTotal = failedN
+	default:
+		d.GridTotal = counts[d.GridState]
+	}
+	d.GridPages = max(1, (d.GridTotal+gridPerPage-1)/gridPerPage)
 	d.GridPage, _ = strconv.Atoi(q.Get("page"))
 	d.GridPage = min(max(d.GridPage, 1), d.GridPages)
-	cells = cells[min((d.GridPage-1)*gridPerPage, len(cells)):min(d.GridPage*gridPerPage, len(cells))]
+	var cells []*wire.Assignment
+	if d.GridState == "failed" {
+		for i := min((d.GridPage-1)*gridPerPage, len(failedAll)); i < min(d.GridPage*gridPerPage, len(failedAll)); i++ {
+			cells = append(cells, &failedAll[i])
+		}
+	} else {
+		page, err := s.cfg.Store.LatestAssignments(ctx, store.LatestQuery{Migration: name, State: d.GridState,
+			Offset: (d.GridPage - 1) * gridPerPage, Limit: gridPerPage})
+		if err != nil {
+			return nil, err
+		}
+		for i := range page {
+			cells = append(cells, &page[i])
+		}
+	}
+	failed := make([]*wire.Assignment, 0, len(failedAll))
+	for i := range failedAll {
+		failed = append(failed, &failedAll[i])
+	}
+	latest := slices.Clone(failed) // the attempts the approval warnings look at
+	// Rollback failures first, then failures by batch: who needs attention leads.
+	sort.SliceStable(failed, func(i, j int) bool {
+		ai, aj := failed[i].State == "rollback_failed", failed[j].State == "rollback_failed"
+		if ai != aj {
+			return ai
+		}
+		return failed[i].Batch < failed[j].Batch
+	})
+	d.FailedMore = max(0, len(failed)-failedAgentsShown)
+	failed = failed[:min(len(failed), failedAgentsShown)]
 
-	// Names only for what the page shows: this grid page and the first agents of each group.
+	// Agents (names and liveness) only for what the page shows: this grid page, the failed
+	// agents, the first agents of each group, and the batch an approval would start.
 	ids := make([]string, 0, len(cells))
 	for _, a := range cells {
+		ids = append(ids, a.AgentID)
+	}
+	for _, a := range failed {
 		ids = append(ids, a.AgentID)
 	}
 	for _, f := range d.D.Failures {
 		ids = append(ids, f.Agents[:min(len(f.Agents), groupAgentsShown)]...)
 	}
+	nextBatch := m.CurrentBatch + 1
+	approvable := false
+	for _, b := range d.Actions {
+		approvable = approvable || b.Action == string(wire.MigrationApprove)
+	}
+	var fleetBroken map[string][]string
+	if approvable {
+		if fleetBroken, err = s.cfg.Store.RollbackFailures(ctx, nil); err != nil {
+			return nil, err
+		}
+		for id := range fleetBroken {
+			ids = append(ids, id)
+		}
+		next, err := s.cfg.Store.LatestAssignments(ctx, store.LatestQuery{Migration: name, Batch: &nextBatch})
+		if err != nil {
+			return nil, err
+		}
+		for i := range next {
+			if !hadFailure(&next[i]) {
+				latest = append(latest, &next[i])
+			}
+		}
+		for _, a := range latest {
+			if a.Batch == nextBatch || a.State == "rollback_failed" || a.State == "failed" || a.State == "timed_out" {
+				ids = append(ids, a.AgentID)
+			}
+		}
+	}
 	if d.Events, _, err = s.cfg.Store.QueryEvents(ctx, store.EventQuery{Migration: name, Limit: migrationEvents}); err != nil {
 		return nil, err
 	}
-	for _, e := range d.Events {
+	if d.Problems, _, err = s.cfg.Store.QueryEvents(ctx, store.EventQuery{Migration: name,
+		Severities: []string{wire.SeverityError, wire.SeverityWarning}, Limit: problemsShown}); err != nil {
+		return nil, err
+	}
+	for _, e := range append(d.Events, d.Problems...) {
 		if e.Data.AgentID != "" {
 			ids = append(ids, e.Data.AgentID)
 		}
 	}
-	if d.Names, err = s.cfg.Store.AgentNames(ctx, ids); err != nil {
+	states, err := s.agentStates(ctx, ids)
+	if err != nil {
 		return nil, err
+	}
+	d.Names = make(map[string]string, len(states))
+	for id, st := range states {
+		d.Names[id] = st.Name
+	}
+	live := func(id string) badge {
+		st, ok := states[id]
+		if !ok {
+			return statusInfo("", false)
+		}
+		return statusInfo(st.Status, st.Revoked)
 	}
 	for _, a := range cells {
 		d.Grid = append(d.Grid, gridCell{AgentID: a.AgentID, Name: nameOr(d.Names, a.AgentID), State: a.State, Attempt: a.Attempt,
-			Batch: a.Batch + 1, Step: a.StepName, Error: firstLine(firstNonEmpty(a.Error, a.Failure))})
+			Batch: a.Batch + 1, Step: firstNonEmpty(a.FailedStep, a.StepName), Error: firstLine(firstNonEmpty(a.Error, a.Failure)),
+			Failed: hadFailure(a), Attention: a.State == "rollback_failed", Liveness: live(a.AgentID)})
 	}
 	sort.SliceStable(d.Grid, func(i, j int) bool {
 		if d.Grid[i].Batch != d.Grid[j].Batch {
@@ -560,12 +855,78 @@ func (s *Server) migrationView(ctx context.Context, r *http.Request, name string
 		}
 		return d.Grid[i].Name < d.Grid[j].Name
 	})
+
+	// Who failed, at which step and why: from the assignments (they keep the failure after a
+	// rollback) and the failure events (their output).
+	runEvs, rollbackEvs, err := s.failureEvents(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	event := func(m map[string]store.StoredEvent, a *wire.Assignment) *store.StoredEvent {
+		e, ok := m[a.AgentID]
+		if !ok || (e.Data.Attempt != 0 && e.Data.Attempt != a.Attempt) {
+			return nil
+		}
+		return &e
+	}
+	byAgent := make(map[string]*wire.Assignment, len(failedAll))
+	for _, a := range latest {
+		byAgent[a.AgentID] = a
+	}
+	for _, a := range failed {
+		fa := failedAgent{ID: a.AgentID, Name: nameOr(d.Names, a.AgentID), Liveness: live(a.AgentID), Attention: a.State == "rollback_failed",
+			State: a.State, Batch: a.Batch + 1, Attempt: a.Attempt, Step: firstNonEmpty(a.FailedStep, a.StepName)}
+		ev := event(runEvs, a)
+		fa.Headline, fa.OutputTail = headlineOf(firstNonEmpty(a.Failure, a.Error), ev)
+		if ev != nil {
+			fa.EventID = ev.ID
+		}
+		if a.State == "rollback_failed" {
+			fa.Rollback, _ = headlineOf(a.Error, event(rollbackEvs, a))
+		}
+		d.Failed = append(d.Failed, fa)
+	}
 	for _, f := range d.D.Failures {
 		fv := failureView{FailureGroup: f, More: max(0, len(f.Agents)-groupAgentsShown)}
 		for _, id := range f.Agents[:min(len(f.Agents), groupAgentsShown)] {
 			fv.Shown = append(fv.Shown, agentRef{id, nameOr(d.Names, id)})
 		}
+		// The example's output: of a rollback when the group is of failed rollbacks.
+		var ev *store.StoredEvent
+		for _, id := range f.Agents {
+			a := byAgent[id]
+			if a == nil {
+				continue
+			}
+			evs := runEvs
+			if a.State == "rollback_failed" && a.Error == f.Example {
+				evs = rollbackEvs
+			}
+			if ev = event(evs, a); ev != nil {
+				break
+			}
+		}
+		fv.Headline, fv.Output = headlineOf(f.Example, ev)
 		d.Failures = append(d.Failures, fv)
+	}
+	d.Failures = regroup(d.Failures)
+
+	if d.Decisions, err = s.decisions(ctx, name); err != nil {
+		return nil, err
+	}
+	d.Outcome = outcomeOf(d.Decisions, m.Reason)
+	if d.Chart, err = s.errorsChart(ctx, r, "/ui/migrations/"+url.PathEscape(name), name); err != nil {
+		return nil, err
+	}
+	if approvable {
+		if warn := approvalWarnings(latest, nextBatch, states, fleetBroken); len(warn) > 0 {
+			for i := range d.Actions {
+				if b := &d.Actions[i]; b.Action == string(wire.MigrationApprove) {
+					b.Warnings = warn
+					b.Detail = "Warning: " + strings.Join(warn, "; ") + ". " + b.Detail
+				}
+			}
+		}
 	}
 	return v, nil
 }
@@ -622,7 +983,7 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request, c *current, d c
 
 func (s *Server) actOnMigration(w http.ResponseWriter, r *http.Request, c *current) error {
 	name := r.PathValue("name")
-	act := controller.Action(r.PathValue("action"))
+	act := wire.MigrationAction(r.PathValue("action"))
 	var button *actionButton
 	for _, b := range []actionButton{
 		{Action: "pause", Label: "Pause"}, {Action: "resume", Label: "Resume"}, {Action: "approve", Label: "Approve next batch"},
@@ -633,8 +994,11 @@ func (s *Server) actOnMigration(w http.ResponseWriter, r *http.Request, c *curre
 			button = &b
 		}
 	}
+	if act == actionDelete {
+		button = &actionButton{Action: actionDelete, Label: "Delete", Detail: deleteDetail + " ", Danger: true}
+	}
 	if button == nil {
-		return fault.Invalid("action", "%q is not one of pause, resume, approve, abort, rollback, retry", act)
+		return fault.Invalid("action", "%q is not one of pause, resume, approve, abort, rollback, retry, delete", act)
 	}
 	if s.cfg.Migrations == nil {
 		return fmt.Errorf("the migration controller is not running on this hub: %w", fault.ErrUnavailable)
@@ -642,11 +1006,17 @@ func (s *Server) actOnMigration(w http.ResponseWriter, r *http.Request, c *curre
 	back := "/ui/migrations/" + url.PathEscape(name)
 	if r.PostForm.Get("confirm") != "yes" {
 		s.confirm(w, r, c, confirmData{Question: fmt.Sprintf("%s migration %s?", button.Label, name),
-			Detail: "This is recorded as an operator action by " + c.Actor() + ".", Action: r.URL.Path, Button: button.Label,
+			Detail: button.Detail + "This is recorded as an operator action by " + c.Actor() + ".", Action: r.URL.Path, Button: button.Label,
 			Cancel: back, Danger: button.Danger})
 		return nil
 	}
-	if _, err := s.cfg.Migrations.Act(r.Context(), name, act, c.Actor()); err != nil {
+	var err error
+	if act == actionDelete {
+		err = s.cfg.Migrations.Delete(r.Context(), name, c.Actor())
+	} else {
+		_, err = s.cfg.Migrations.Act(r.Context(), name, act, c.Actor())
+	}
+	if err != nil {
 		code := statusOf(err)
 		if code >= 500 {
 			return err
@@ -661,6 +1031,10 @@ func (s *Server) actOnMigration(w http.ResponseWriter, r *http.Request, c *curre
 		return nil
 	}
 	s.log.Info("ui: operator action", "migration", name, "action", act, "actor", c.Actor())
+	if act == actionDelete {
+		http.Redirect(w, r, "/ui/migrations?deleted="+url.QueryEscape(name), http.StatusSeeOther)
+		return nil
+	}
 	http.Redirect(w, r, back+"?done="+url.QueryEscape(string(act)), http.StatusSeeOther)
 	return nil
 }
@@ -748,7 +1122,7 @@ func (s *Server) actOnDeadLetter(w http.ResponseWriter, r *http.Request, c *curr
 	if err != nil {
 		return err
 	}
-	action := r.PathValue("action")
+	action := path.Base(r.URL.Path)
 	if action != "replay" && action != "purge" {
 		return fault.Invalid("action", "%q is not replay or purge", action)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"godwit.dev/godwit/internal/api"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -13,7 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"godwit.dev/godwit/internal/api"
+	"godwit.dev/godwit/internal/errline"
+	"godwit.dev/godwit/internal/human"
+
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -43,7 +47,7 @@ type page struct{ t *template.Template }
 
 var funcs = template.FuncMap{
 	"ts":          formatTime,
-	"ago":         ago,
+	"ago":         func(t time.Time) string { return human.Ago(t, time.Now()) },
 	"sev":         severity,
 	"state":       stateInfo,
 	"status":      statusInfo,
@@ -54,6 +58,8 @@ var funcs = template.FuncMap{
 	"add":         func(a, b int) int { return a + b },
 	"pct":         func(n, total int) float64 { return pct(n, total) },
 	"firstLine":   firstLine,
+	"headline":    errline.Headline,
+	"sweepOf":     sweepOf,
 	"dict":        dict,
 	"list":        func(s ...string) []string { return s },
 	"name":        nameOr,
@@ -74,12 +80,13 @@ var funcs = template.FuncMap{
 		}
 		return h.Agent
 	},
-	"runStatus": runBadge,
-	"inFlight":  inFlight,
-	"until":     until,
-	"inZone":    inZone,
-	"join":      strings.Join,
-	"lower":     strings.ToLower,
+	"runStatus":      runBadge,
+	"suspendedBadge": func() badge { return badge{"muted", "icon-paused", "suspended"} },
+	"inFlight":       inFlight,
+	"until":          until,
+	"inZone":         inZone,
+	"join":           strings.Join,
+	"lower":          strings.ToLower,
 	"derefInt": func(p *int) string {
 		if p == nil {
 			return ""
@@ -179,25 +186,6 @@ func formatTime(t time.Time) string {
 		return "—"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05Z")
-}
-
-func ago(t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := time.Since(t)
-	switch {
-	case d < 0:
-		return "just now"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-	}
 }
 
 // badge is how a severity, status or state is shown: an icon and a word, with a CSS class for
@@ -348,4 +336,26 @@ func dict(kv ...any) (map[string]any, error) {
 		m[k] = kv[i+1]
 	}
 	return m, nil
+}
+
+// sweepRef names the sweep and run a sweep event is about.
+type sweepRef struct{ Sweep, Run string }
+
+// sweepOf reads the sweep and run of a sweep.* event (its data's extra is the run record); nil
+// for other events.
+func sweepOf(e store.StoredEvent) *sweepRef {
+	if !strings.HasPrefix(e.Type, "sweep.") || len(e.Data.Extra) == 0 {
+		return nil
+	}
+	var x struct {
+		ID    string `json:"id"`
+		Sweep string `json:"sweep"`
+	}
+	if json.Unmarshal(e.Data.Extra, &x) != nil || !validName(x.Sweep) {
+		return nil
+	}
+	if !lockHolderRE.MatchString("run " + x.ID + " of sweep ") {
+		x.ID = ""
+	}
+	return &sweepRef{Sweep: x.Sweep, Run: x.ID}
 }

@@ -3,9 +3,11 @@ package ui_test
 import (
 	"bufio"
 	"context"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +92,7 @@ func TestSweepPagesNeedLogin(t *testing.T) {
 	if res, _ := r.post(c, "/ui/sweeps/tls-drift/run", url.Values{"confirm": {"yes"}}, nil); res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("POST run without a session: %s, want 401", res.Status)
 	}
-	if runs, _ := r.sweep.Runs(t.Context(), "tls-drift", 10); len(runs) != 1 {
+	if runs, _, _ := r.sweep.Runs(t.Context(), "tls-drift", 10, ""); len(runs) != 1 {
 		t.Fatalf("tls-drift has %d runs after requests without a session, want 1", len(runs))
 	}
 }
@@ -145,7 +147,8 @@ func TestSweepPages(t *testing.T) {
 		// The running run and the lock-skipped record.
 		`id="run-` + running.ID + `" data-status="running"`, "alice@laptop", "<dt>deadline</dt>",
 		`id="run-` + skipped.ID + `" data-status="skipped" data-lock-skipped="true"`,
-		`<strong class="lock-skipped">lock_skipped</strong>: another run held the sweep's lock`,
+		// The run that held the lock is a link to its page.
+		`<strong class="lock-skipped">lock_skipped</strong>: run <a href="/ui/sweeps/tls-drift/runs/` + running.ID + `" class="lock-holder"><code>` + running.ID + `</code></a> held the sweep's lock`,
 		// Run now, with CSRF.
 		`action="/ui/sweeps/tls-drift/run"`, `name="max_seconds"`, `data-confirm="Run sweep tls-drift now?"`,
 	} {
@@ -177,10 +180,38 @@ func TestSweepPages(t *testing.T) {
 		}
 	}
 
-	// The run list is limited; a longer one is a link away.
-	_, body = r.get(c, "/ui/sweeps/tls-drift?limit=1")
-	if n := strings.Count(body, `<tr class="run `); n != 1 || !strings.Contains(body, `href="/ui/sweeps/tls-drift?limit=4#runs"`) {
-		t.Errorf("limit=1 shows %d runs and no link to more", n)
+	// Runs come a page at a time: following "Older runs" shows each run once, newest first,
+	// and "Newest runs" leads back.
+	older := regexp.MustCompile(`<a href="([^"]+)" rel="next" id="runs-older">`)
+	var seen []string
+	page := "/ui/sweeps/tls-drift?limit=1"
+	for i := 0; page != ""; i++ {
+		res, body := r.get(c, page)
+		if res.StatusCode != http.StatusOK || strings.Count(body, `<tr class="run `) != 1 {
+			t.Fatalf("GET %s: %s, %d runs, want one", page, res.Status, strings.Count(body, `<tr class="run `))
+		}
+		id := regexp.MustCompile(`id="run-([0-9a-f-]+)"`).FindStringSubmatch(body)[1]
+		seen = append(seen, id)
+		if (i > 0) != strings.Contains(body, `<a href="/ui/sweeps/tls-drift?limit=1#runs" id="runs-newest">Newest runs</a>`) {
+			t.Errorf("page %d: the link back to the newest runs is %v", i, i > 0)
+		}
+		page = ""
+		if m := older.FindStringSubmatch(body); m != nil {
+			page = html.UnescapeString(strings.TrimSuffix(m[1], "#runs"))
+			if !strings.Contains(page, "&limit=1") || !strings.Contains(page, "?cursor=") {
+				t.Fatalf("older page link %q", page)
+			}
+		}
+	}
+	if want := []string{skipped.ID, running.ID, done.ID}; !slices.Equal(seen, want) {
+		t.Errorf("paging through the runs saw %v, want %v (newest first, each once)", seen, want)
+	}
+	if _, body := r.get(c, "/ui/sweeps/tls-drift?cursor=bogus"); !strings.Contains(body, "Cursor: not a cursor") || strings.Count(body, `<tr class="run `) != 3 {
+		t.Errorf("a bogus cursor does not show the newest runs with the reason")
+	}
+	// Listed runs carry no context snapshot: the page does not show the matched agents' ids.
+	if _, body := r.get(c, "/ui/sweeps/tls-drift"); strings.Contains(body, "matched_agents") {
+		t.Errorf("the runs list shows a run's context")
 	}
 	cases := []struct {
 		path string
@@ -218,7 +249,7 @@ func TestSweepRunNow(t *testing.T) {
 	csrf := r.login(c)
 	runs := func() []wire.SweepRun {
 		t.Helper()
-		out, err := r.sweep.Runs(t.Context(), "tls-drift", 100)
+		out, _, err := r.sweep.Runs(t.Context(), "tls-drift", 100, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -368,5 +399,129 @@ func TestSweepLiveStream(t *testing.T) {
 		res.Body.Close()
 		for range events {
 		}
+	}
+}
+
+// The suspend/resume toggle: CSRF and same-origin like every action, a confirmation first, then
+// through the sweep service as the session's actor; the page says why the sweep is not firing.
+func TestSweepSuspendToggle(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.sweepRuns()
+	c := r.client()
+	csrf := r.login(c)
+	ctx := t.Context()
+	stored := func() wire.Sweep {
+		t.Helper()
+		sw, err := r.store.GetSweep(ctx, "tls-drift")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sw
+	}
+	_, body := r.get(c, "/ui/sweeps/tls-drift")
+	for _, want := range []string{`id="suspension-section" data-live`, `action="/ui/sweeps/tls-drift/suspend"`, `data-confirm="Suspend sweep tls-drift?"`,
+		`id="suspend-sweep"`, `name="reason"`, "<dt>Resume policy</dt><dd>skip</dd>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("sweep page lacks %s", want)
+		}
+	}
+	for _, action := range []string{"suspend", "resume"} {
+		for _, tc := range []struct {
+			name   string
+			form   url.Values
+			header http.Header
+		}{
+			{"no token", url.Values{"confirm": {"yes"}}, nil},
+			{"wrong token", url.Values{"csrf": {"wrong"}, "confirm": {"yes"}}, nil},
+			{"another site", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, http.Header{"Origin": {"http://evil.example"}}},
+		} {
+			if res, _ := r.post(c, "/ui/sweeps/tls-drift/"+action, tc.form, tc.header); res.StatusCode != http.StatusForbidden {
+				t.Errorf("%s, %s: %s, want 403", action, tc.name, res.Status)
+			}
+		}
+		if res, _ := r.post(r.client(), "/ui/sweeps/tls-drift/"+action, url.Values{"confirm": {"yes"}}, nil); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s without a session: %s, want 401", action, res.Status)
+		}
+	}
+	if sw := stored(); sw.Suspended {
+		t.Fatal("a refused post suspended the sweep")
+	}
+
+	// Unconfirmed: a confirmation page that carries the reason along; nothing changes.
+	res, body := r.post(c, "/ui/sweeps/tls-drift/suspend", url.Values{"csrf": {csrf}, "reason": {`cut over <b>friday</b>`}}, nil)
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, "Suspend sweep tls-drift?") || !strings.Contains(body, "No scheduled run fires") ||
+		!strings.Contains(body, `name="reason" value="cut over &lt;b&gt;friday&lt;/b&gt;"`) || !strings.Contains(body, `name="confirm" value="yes"`) {
+		t.Fatalf("unconfirmed suspend: %s\n%s", res.Status, body)
+	}
+	if sw := stored(); sw.Suspended {
+		t.Fatal("an unconfirmed suspend suspended the sweep")
+	}
+
+	// Confirmed.
+	res, _ = r.post(c, "/ui/sweeps/tls-drift/suspend", url.Values{"csrf": {csrf}, "reason": {`cut over <b>friday</b>`}, "confirm": {"yes"}}, nil)
+	if want := "/ui/sweeps/tls-drift?done=suspended"; res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != want {
+		t.Fatalf("suspend: %s to %q, want 303 to %q", res.Status, res.Header.Get("Location"), want)
+	}
+	sw := stored()
+	if !sw.Suspended || sw.Suspension == nil || sw.Suspension.Via != wire.SuspendViaUI || !regexp.MustCompile(`^ui:[0-9a-f]{8}$`).MatchString(sw.Suspension.By) ||
+		sw.Suspension.Reason != "cut over <b>friday</b>" {
+		t.Fatalf("stored after suspend: %+v (%+v)", sw, sw.Suspension)
+	}
+	_, body = r.get(c, "/ui/sweeps/tls-drift?done=suspended")
+	for _, want := range []string{"Sweep tls-drift suspended: no scheduled run fires until it is resumed.", `id="suspended-banner"`,
+		`<span class="who-by">` + sw.Suspension.By + `</span> via <code>ui</code>`, `<q class="suspend-reason">cut over &lt;b&gt;friday&lt;/b&gt;</q>`,
+		"None while suspended", `action="/ui/sweeps/tls-drift/resume"`, `id="resume-sweep"`, `data-confirm="Resume sweep tls-drift?"`,
+		`<span class="badge-text">suspended</span>`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page of the suspended sweep lacks %s", want)
+		}
+	}
+	if strings.Contains(body, `id="suspend-sweep"`) || strings.Contains(body, "<b>friday</b>") {
+		t.Errorf("page of the suspended sweep still offers suspend, or renders the reason as markup")
+	}
+	if _, body := r.get(c, "/ui/sweeps"); !strings.Contains(body, `<span class="badge-text">suspended</span>`) {
+		t.Errorf("the sweeps list does not show the sweep suspended")
+	}
+	// Run now still works: the canary.
+	if res, _ := r.post(c, "/ui/sweeps/manual-only/run", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("run now of another sweep: %s", res.Status)
+	}
+	res, _ = r.post(c, "/ui/sweeps/tls-drift/run", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
+	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Header.Get("Location"), "done=started") {
+		t.Fatalf("run now of the suspended sweep: %s to %s", res.Status, res.Header.Get("Location"))
+	}
+	// Suspending again changes nothing.
+	res, _ = r.post(c, "/ui/sweeps/tls-drift/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
+	if want := "/ui/sweeps/tls-drift?done=already_suspended"; res.Header.Get("Location") != want || stored().Version != sw.Version {
+		t.Fatalf("second suspend: to %q (version %d), want %q and no change", res.Header.Get("Location"), stored().Version, want)
+	}
+
+	// Firings came due while it was suspended (its stored next firing is an hour ago): the
+	// resume confirmation says what resumePolicy skip does with them.
+	past := stored()
+	past.NextFireAt = time.Now().Add(-time.Hour).Truncate(15 * time.Minute).Add(15 * time.Minute)
+	if err := r.store.UpdateSweep(ctx, past, true); err != nil {
+		t.Fatal(err)
+	}
+	res, body = r.post(c, "/ui/sweeps/tls-drift/resume", url.Values{"csrf": {csrf}}, nil)
+	if res.StatusCode != http.StatusOK || !regexp.MustCompile(`\d scheduled firings came due while it was suspended\. resumePolicy: skip: they are not run`).MatchString(body) {
+		t.Fatalf("unconfirmed resume: %s\n%s", res.Status, body)
+	}
+	res, _ = r.post(c, "/ui/sweeps/tls-drift/resume", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
+	loc := res.Header.Get("Location")
+	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/sweeps/tls-drift?done=resumed&held=") || !strings.HasSuffix(loc, "&policy=skip") {
+		t.Fatalf("resume: %s to %q", res.Status, loc)
+	}
+	if sw := stored(); sw.Suspended || sw.Suspension != nil || !sw.NextFireAt.After(time.Now()) {
+		t.Fatalf("stored after resume: %+v", sw)
+	}
+	_, body = r.get(c, loc)
+	if !regexp.MustCompile(`Sweep tls-drift resumed\. \d scheduled firings came due while it was suspended; not run \(resumePolicy: skip\)\.`).MatchString(body) ||
+		strings.Contains(body, `id="suspended-banner"`) || !strings.Contains(body, `id="suspend-sweep"`) {
+		t.Errorf("page after resume:\n%s", body)
+	}
+	if res, _ := r.post(c, "/ui/sweeps/no-such/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil); res.StatusCode != http.StatusNotFound {
+		t.Errorf("suspend of an unknown sweep: %s, want 404", res.Status)
 	}
 }

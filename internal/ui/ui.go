@@ -9,10 +9,13 @@
 // shows and tells the page when it changed; the page then fetches itself again and swaps the
 // regions marked data-live.
 //
-// Security: every page and action needs a session made by logging in with the admin token. The
-// session id is in an HttpOnly, SameSite=Lax cookie; the store keeps only its hash, with the
-// session's CSRF token and expiry (so sessions survive restarts and work on every replica).
-// Every POST carries the CSRF token and is refused cross-origin. html/template escapes all
+// Security: every page and action needs a session made by logging in with a token — the hub's
+// admin token or an API token — whose role the session keeps. The session id is in an HttpOnly,
+// SameSite=Lax cookie; the store keeps only its hash, with the session's CSRF token, role and
+// expiry (so sessions survive restarts and work on every replica; revoking the token ends them).
+// What the role cannot do is not offered, and is refused with 403 if posted anyway: each action
+// needs the role of the API route that does the same work (roles.go). Every POST carries the CSRF
+// token, is refused cross-origin, and is written to the audit log. html/template escapes all
 // output, and a strict Content-Security-Policy allows only the hub's own script and style.
 package ui
 
@@ -27,6 +30,7 @@ import (
 
 	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
 )
 
 //go:embed templates/*.html
@@ -55,16 +59,24 @@ type Config struct {
 	SecureCookies bool
 	// Version is shown in the footer.
 	Version string
+	// Access checks login tokens, limits failed logins and writes the audit log; the API's.
+	// Nil makes one on Store without a rate limit.
+	Access *api.Access
+	// Leadership says which hub replica leads, as this replica sees it; nil: not shown.
+	Leadership func() *wire.HubLeadership
 }
 
 // Server is the UI's HTTP handler.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	now   func() time.Time
-	mux   *http.ServeMux
-	pages map[string]*page
-	live  *watcher
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	mux    *http.ServeMux
+	pages  map[string]*page
+	live   *watcher
+	access *api.Access
+	// patterns lists the routes registered.
+	patterns []string
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -85,8 +97,11 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Access == nil {
+		cfg.Access = api.NewAccess(api.AccessConfig{Store: cfg.Store, Logger: cfg.Logger, Now: cfg.Now})
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(), pages: parsePages(),
-		closed: make(chan struct{})}
+		closed: make(chan struct{}), access: cfg.Access}
 	s.live = newWatcher(cfg.LiveInterval, s.mark, s.log)
 	s.routes()
 	return s
@@ -94,27 +109,42 @@ func New(cfg Config) *Server {
 
 func (s *Server) routes() {
 	static, _ := fs.Sub(staticFS, "static")
-	s.mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", staticHandler(static)))
-	s.mux.HandleFunc("GET /ui/login", s.loginPage)
-	s.mux.HandleFunc("POST /ui/login", s.login)
-	s.mux.Handle("POST /ui/logout", s.action(s.logout))
+	s.handle("GET /ui/static/", http.StripPrefix("/ui/static/", staticHandler(static)))
+	s.handleFunc("GET /ui/login", s.loginPage)
+	s.handleFunc("POST /ui/login", s.login)
+	s.handle("POST /ui/logout", s.action(s.logout))
 
-	s.mux.Handle("GET /ui/{$}", s.view(s.dashboard))
-	s.mux.Handle("GET /ui/agents", s.view(s.agents))
-	s.mux.Handle("GET /ui/agents/{id}", s.view(s.agent))
-	s.mux.Handle("GET /ui/events", s.view(s.events))
-	s.mux.Handle("GET /ui/migrations", s.view(s.migrations))
-	s.mux.Handle("GET /ui/migrations/{name}", s.view(s.migration))
-	s.mux.Handle("POST /ui/migrations/{name}/{action}", s.action(s.actOnMigration))
-	s.mux.Handle("GET /ui/sweeps", s.view(s.sweeps))
-	s.mux.Handle("GET /ui/sweeps/{name}", s.view(s.sweep))
-	s.mux.Handle("POST /ui/sweeps/{name}/run", s.action(s.runSweep))
-	s.mux.Handle("GET /ui/dead-letters", s.view(s.deadLetters))
-	s.mux.Handle("GET /ui/dead-letters/{seq}", s.view(s.deadLetter))
-	s.mux.Handle("POST /ui/dead-letters/{seq}/{action}", s.action(s.actOnDeadLetter))
-	s.mux.Handle("POST /ui/dead-letters/purge", s.action(s.purgeDeadLetters))
-	s.mux.Handle("GET /ui/live", s.authenticated(http.HandlerFunc(s.liveStream)))
+	s.handle("GET /ui/{$}", s.view(s.dashboard))
+	s.handle("GET /ui/agents", s.view(s.agents))
+	s.handle("GET /ui/agents/{id}", s.view(s.agent))
+	s.handle("GET /ui/fleet", s.view(s.fleetMapPage))
+	s.handle("GET /ui/events", s.view(s.events))
+	s.handle("GET /ui/migrations", s.view(s.migrations))
+	s.handle("GET /ui/migrations/{name}", s.view(s.migration))
+	s.handle("POST /ui/migrations/{name}/{action}", s.action(s.actOnMigration))
+	s.handle("GET /ui/sweeps", s.view(s.sweeps))
+	s.handle("GET /ui/sweeps/{name}", s.view(s.sweep))
+	s.handle("GET /ui/sweeps/{name}/runs/{id}", s.view(s.sweepRun))
+	s.handle("POST /ui/sweeps/{name}/run", s.action(s.runSweep))
+	s.handle("POST /ui/sweeps/{name}/suspend", s.action(s.suspendSweep))
+	s.handle("POST /ui/sweeps/{name}/resume", s.action(s.resumeSweep))
+	s.handle("GET /ui/dead-letters", s.view(s.deadLetters))
+	s.handle("GET /ui/dead-letters/{seq}", s.view(s.deadLetter))
+	s.handle("POST /ui/dead-letters/{seq}/replay", s.action(s.actOnDeadLetter))
+	s.handle("POST /ui/dead-letters/{seq}/purge", s.action(s.actOnDeadLetter))
+	s.handle("POST /ui/dead-letters/purge", s.action(s.purgeDeadLetters))
+	s.handle("GET /ui/audit", s.view(s.auditLog))
+	s.handle("GET /ui/live", s.authenticated(http.HandlerFunc(s.liveStream)))
 }
+
+// handle registers a route and remembers its pattern (roles_internal_test.go checks every post
+// has a role).
+func (s *Server) handle(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, h)
+}
+
+func (s *Server) handleFunc(pattern string, h http.HandlerFunc) { s.handle(pattern, h) }
 
 // ServeHTTP implements http.Handler: security headers on every answer, then the route.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

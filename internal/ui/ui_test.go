@@ -3,6 +3,7 @@ package ui_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,7 +29,7 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-const adminToken = "gwa_test-admin-token"
+const adminToken = "gwa_testadmintokentestadmintokentestadmintokentestadmint"
 
 // recordingMigrations is the real controller (on the store only; never started) with a record
 // of the actions taken through it.
@@ -38,7 +39,7 @@ type recordingMigrations struct {
 	acts []string // "action by actor"
 }
 
-func (r *recordingMigrations) Act(ctx context.Context, name string, act controller.Action, actor string) (store.Migration, error) {
+func (r *recordingMigrations) Act(ctx context.Context, name string, act wire.MigrationAction, actor string) (wire.Migration, error) {
 	m, err := r.Controller.Act(ctx, name, act, actor)
 	if err == nil {
 		r.mu.Lock()
@@ -176,7 +177,7 @@ spec:
     approval: manual
 `
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, opts ...func(*ui.Config)) *rig {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
 	if err != nil {
@@ -220,7 +221,11 @@ func newRig(t *testing.T) *rig {
 	r.dlq.items = []wire.DeadLetter{{Seq: 3, Subject: "godwit.events.x", Reason: "decode", Error: "invalid character '<'",
 		Payload: `<script>alert("dlq")</script>`, Time: now, OriginalTime: now, Headers: map[string][]string{"Nats-Msg-Id": {"abc"}}}}
 	r.sweep = sweep.New(sweep.Config{Store: st, HubID: "test"})
-	r.ui = ui.New(ui.Config{Store: st, Migrations: r.mig, Pipeline: r.dlq.pipeline(), Sweeps: r.sweep, LiveInterval: 20 * time.Millisecond})
+	cfg := ui.Config{Store: st, Migrations: r.mig, Pipeline: r.dlq.pipeline(), Sweeps: r.sweep, LiveInterval: 20 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r.ui = ui.New(cfg)
 	r.srv = httptest.NewServer(r.ui)
 	t.Cleanup(func() {
 		r.ui.Close()
@@ -275,11 +280,17 @@ func csrfOf(t *testing.T, body string) string {
 	return m[1]
 }
 
-// login logs c in and returns the session's CSRF token.
+// login logs c in with the admin token and returns the session's CSRF token.
 func (r *rig) login(c *http.Client) string {
 	r.t.Helper()
+	return r.loginWith(c, adminToken)
+}
+
+// loginWith logs c in with a token and returns the session's CSRF token.
+func (r *rig) loginWith(c *http.Client, token string) string {
+	r.t.Helper()
 	_, body := r.get(c, "/ui/login")
-	res, _ := r.post(c, "/ui/login", url.Values{"csrf": {csrfOf(r.t, body)}, "token": {adminToken}, "next": {"/ui/agents"}}, nil)
+	res, _ := r.post(c, "/ui/login", url.Values{"csrf": {csrfOf(r.t, body)}, "token": {token}, "next": {"/ui/agents"}}, nil)
 	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/agents" {
 		r.t.Fatalf("login: %s to %q", res.Status, res.Header.Get("Location"))
 	}
@@ -303,7 +314,7 @@ func TestLogin(t *testing.T) {
 		t.Fatalf("login without the form cookie: %s, session cookie %v", res.Status, hasCookie(res, "godwit_session"))
 	}
 	if res, body := r.post(c, "/ui/login", url.Values{"csrf": {token}, "token": {"gwa_wrong"}}, nil); res.StatusCode != http.StatusUnauthorized ||
-		hasCookie(res, "godwit_session") || !strings.Contains(body, "not the admin token") {
+		hasCookie(res, "godwit_session") || !strings.Contains(body, "not a valid token") {
 		t.Fatalf("wrong token: %s, session cookie %v", res.Status, hasCookie(res, "godwit_session"))
 	}
 	// A cross-site post is refused even with everything else right.
@@ -639,7 +650,7 @@ func TestLiveStream(t *testing.T) {
 		t.Fatalf("event %q for a counter-only write", ev)
 	case <-time.After(300 * time.Millisecond): // 15 polls
 	}
-	if _, err := r.mig.Act(t.Context(), "web-tls", controller.Pause, "test"); err != nil {
+	if _, err := r.mig.Act(t.Context(), "web-tls", wire.MigrationPause, "test"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -696,4 +707,109 @@ func mustURL(s string) *url.URL {
 		panic(err)
 	}
 	return u
+}
+
+// A migration that has ended can be deleted from its page, with the same CSRF token and
+// confirmation as every action; its events stay.
+func TestDeleteMigration(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	c := r.client()
+	csrf := r.login(c)
+	if _, body := r.get(c, "/ui/migrations/web-tls"); strings.Contains(body, `id="action-delete"`) {
+		t.Fatal("a running migration offers delete")
+	}
+	res, body := r.post(c, "/ui/migrations/web-tls/delete", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
+	if res.StatusCode != http.StatusConflict || !strings.Contains(body, "only a migration that has ended can be deleted") {
+		t.Fatalf("deleting a running migration: %s\n%s", res.Status, body)
+	}
+	if res, _ := r.post(c, "/ui/migrations/web-tls/abort", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("abort: %s", res.Status)
+	}
+	_, body = r.get(c, "/ui/migrations/web-tls")
+	if !strings.Contains(body, `id="action-delete"`) || !strings.Contains(body, `data-confirm="Delete migration web-tls?"`) {
+		t.Fatalf("an aborted migration's page offers no delete:\n%s", body)
+	}
+	if res, _ := r.post(c, "/ui/migrations/web-tls/delete", url.Values{"confirm": {"yes"}}, nil); res.StatusCode != http.StatusForbidden {
+		t.Fatalf("delete without the CSRF token: %s", res.Status)
+	}
+	res, body = r.post(c, "/ui/migrations/web-tls/delete", url.Values{"csrf": {csrf}}, nil)
+	if res.StatusCode != http.StatusOK || !strings.Contains(body, "Delete migration web-tls?") || !strings.Contains(body, "its events stay") {
+		t.Fatalf("unconfirmed delete: %s\n%s", res.Status, body)
+	}
+	if _, err := r.store.GetMigration(t.Context(), "web-tls"); err != nil {
+		t.Fatalf("an unconfirmed delete deleted: %v", err)
+	}
+	res, _ = r.post(c, "/ui/migrations/web-tls/delete", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, nil)
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/migrations?deleted=web-tls" {
+		t.Fatalf("confirmed delete: %s to %q", res.Status, res.Header.Get("Location"))
+	}
+	if _, err := r.store.GetMigration(t.Context(), "web-tls"); !errors.Is(err, fault.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if _, body := r.get(c, "/ui/migrations?deleted=web-tls"); !strings.Contains(body, "Migration web-tls deleted; its events are kept.") {
+		t.Fatalf("migrations page after delete lacks the message:\n%s", body)
+	}
+	if _, body := r.get(c, "/ui/migrations?deleted=%3Cb%3Ex"); strings.Contains(body, "deleted; its events") {
+		t.Fatal("a made-up name is echoed as deleted")
+	}
+	if res, _ := r.get(c, "/ui/migrations/web-tls"); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("deleted migration's page: %s", res.Status)
+	}
+	page, _, err := r.store.QueryEvents(t.Context(), store.EventQuery{Migration: "web-tls", Limit: 10})
+	if err != nil || len(page) == 0 {
+		t.Fatalf("events of the deleted migration: %d, %v", len(page), err)
+	}
+}
+
+// A degraded agent says so, with its reason, in the agents list and on its page; a healthy one
+// does not.
+func TestDegradedAgentIsShown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	c := r.client()
+	r.login(c)
+	reason := "cannot write the runner journal /var/lib/godwit/agent/journal.db since 2026-01-02T03:04:05Z (3 failed attempts): database or disk is full (13)"
+	if err := r.store.UpdateLiveness(t.Context(), []store.Liveness{{AgentID: r.agent["web-2"], Status: wire.StatusOnline, Degraded: &reason}}); err != nil {
+		t.Fatal(err)
+	}
+	_, list := r.get(c, "/ui/agents")
+	row2 := list[strings.Index(list, ">web-2<"):]
+	row2 = row2[:strings.Index(row2, "</tr>")]
+	row1 := list[strings.Index(list, ">web-1<"):]
+	row1 = row1[:strings.Index(row1, "</tr>")]
+	if !strings.Contains(row2, ">degraded<") || !strings.Contains(row2, "database or disk is full") {
+		t.Fatalf("the agents list does not show web-2 degraded:\n%s", row2)
+	}
+	if strings.Contains(row1, ">degraded<") {
+		t.Fatalf("the agents list shows the healthy web-1 degraded:\n%s", row1)
+	}
+	_, page := r.get(c, "/ui/agents/"+r.agent["web-2"])
+	if !strings.Contains(page, `id="agent-degraded"`) || !strings.Contains(page, "database or disk is full (13)") {
+		t.Fatal("the agent page does not show why web-2 is degraded")
+	}
+	if _, page := r.get(c, "/ui/agents/"+r.agent["web-1"]); strings.Contains(page, `id="agent-degraded"`) {
+		t.Fatal("the healthy web-1's page says it is degraded")
+	}
+}
+
+// An agent's page shows the digest of the policy it enforces, and "none" for one without.
+func TestAgentPolicyDigestIsShown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	c := r.client()
+	r.login(c)
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	sys := wire.SystemInfo{OS: "linux", Hostname: "web-2", PolicyDigest: digest}
+	if err := r.store.UpdateLiveness(t.Context(), []store.Liveness{{AgentID: r.agent["web-2"], Status: wire.StatusOnline, System: &sys}}); err != nil {
+		t.Fatal(err)
+	}
+	_, page := r.get(c, "/ui/agents/"+r.agent["web-2"])
+	if i := strings.Index(page, `id="agent-policy"`); i < 0 || !strings.Contains(page[i:], "<code>"+digest+"</code>") {
+		t.Fatal("the agent page does not show web-2's policy digest")
+	}
+	_, page = r.get(c, "/ui/agents/"+r.agent["web-1"])
+	if i := strings.Index(page, `id="agent-policy"`); i < 0 || !strings.HasPrefix(page[i:], `id="agent-policy">none`) {
+		t.Fatal("the agent page of web-1, which has no policy, does not say none")
+	}
 }

@@ -18,6 +18,9 @@ type SystemInfo struct {
 	Hostname      string `json:"hostname,omitempty"`
 	AgentVersion  string `json:"agent_version,omitempty"`
 	FreeDiskBytes uint64 `json:"free_disk_bytes,omitempty"`
+	// PolicyDigest is "sha256:…" of the agent policy the agent enforces (godwit agent --policy);
+	// empty when it has none and runs whatever the hub asks.
+	PolicyDigest string `json:"policy_digest,omitempty"`
 }
 
 // Agent is the hub's record of an enrolled agent.
@@ -32,6 +35,9 @@ type Agent struct {
 	LastSeen  time.Time  `json:"last_seen,omitzero"`
 	Status    string     `json:"status"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Degraded is why the agent takes no new work, as its latest heartbeat said (its disk is
+	// full, its outbox is full…); empty when it takes work.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 // EnrollRequest is what an agent sends, once, to POST /api/v1/enroll.
@@ -44,13 +50,15 @@ type EnrollRequest struct {
 }
 
 // EnrollResponse carries the agent's identity and its own NATS credentials. The password is
-// shown only here; the hub keeps its hash.
+// shown only here; the hub keeps its hash. NATSURLs never carry credentials.
 type EnrollResponse struct {
 	AgentID      string   `json:"agent_id"`
 	Name         string   `json:"name"`
 	NATSURLs     []string `json:"nats_urls"`
 	NATSUser     string   `json:"nats_user"`
 	NATSPassword string   `json:"nats_password"`
+	// NATSCA is the PEM CA of an external NATS cluster's TLS, when it is not the hub's own CA.
+	NATSCA string `json:"nats_ca,omitempty"`
 	// HeartbeatInterval tells the agent how often to heartbeat (Go duration string).
 	HeartbeatInterval string `json:"heartbeat_interval"`
 }
@@ -63,6 +71,8 @@ type Heartbeat struct {
 	Seq     uint64     `json:"seq"`
 	SentAt  time.Time  `json:"sent_at"`
 	System  SystemInfo `json:"system"`
+	// Degraded is why the agent takes no new work right now; empty when it takes work.
+	Degraded string `json:"degraded,omitempty"`
 }
 
 // EnrollToken is an enrollment token's record (never the secret itself).
@@ -82,7 +92,8 @@ type CreateTokenRequest struct {
 	Description string `json:"description,omitempty"`
 }
 
-// CreateTokenResponse returns the token secret, once.
+// CreateTokenResponse returns the token secret, once. Token is the secret followed, when the hub
+// serves TLS with its own CA, by ".sha256:" and the CA's fingerprint (credential.WithPin).
 type CreateTokenResponse struct {
 	EnrollToken
 	Token string `json:"token"`

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -40,12 +41,21 @@ const (
 	EventAssignmentReconciled   = "migration.assignment.reconciled"
 	EventAgentEnrolled          = "agent.enrolled"
 	EventAgentRevoked           = "agent.revoked"
+	EventAgentStatusChanged     = "agent.status_changed"
 	EventSweepCheckResult       = "sweep.check.result"
 	EventFailoverHookFailed     = "failover.hook.failed"
 	EventMigrationStepStarted   = "migration.step.started"
 	EventMigrationStepCancelled = "migration.step.cancelled"
-	EventControllerResumed      = "hub.controller.resumed"
-	EventCheckFinding           = "hub.check.finding"
+	// A command of a step outlived the agent that ran it (found by the restarted agent, which
+	// waits for it or stops it before anything of the step runs or is judged), and how it ended.
+	EventMigrationStepOrphaned     = "migration.step.orphaned"
+	EventMigrationStepOrphanExited = "migration.step.orphan_exited"
+	EventMigrationStepOrphanKilled = "migration.step.orphan_killed"
+	// The agent's policy refused a command (docs/security.md, "Agent policy"): nothing of it
+	// ran, and the assignment failed (or its rollback did) with the rule in the error.
+	EventPolicyRefused     = "migration.policy.refused"
+	EventControllerResumed = "hub.controller.resumed"
+	EventCheckFinding      = "hub.check.finding"
 )
 
 // KnownEventTypes is the closed set of event types the hub stores.
@@ -56,8 +66,38 @@ var KnownEventTypes = map[string]bool{
 	EventSweepProgress: true, EventFailoverTransition: true, EventOperatorAction: true, EventMigrationStateChanged: true,
 	EventAssignmentReconciled: true, EventAgentEnrolled: true, EventAgentRevoked: true, EventSweepCheckResult: true,
 	EventFailoverHookFailed: true, EventMigrationStepStarted: true, EventMigrationStepCancelled: true,
-	EventControllerResumed: true, EventCheckFinding: true,
+	EventMigrationStepOrphaned: true, EventMigrationStepOrphanExited: true, EventMigrationStepOrphanKilled: true,
+	EventControllerResumed: true, EventCheckFinding: true, EventAgentStatusChanged: true, EventPolicyRefused: true,
 }
+
+// AgentEventTypes are the types an agent may publish on its own subject. Every other known
+// type is the hub's own (HubEventTypes): an agent publishing one would speak for an operator or
+// the hub, so it is refused (ErrHubOnlyType). A new type belongs to exactly one of the two sets
+// (a test checks it).
+var AgentEventTypes = map[string]bool{
+	EventAgentStarted: true, EventAgentOutboxFull: true,
+	EventDetectionSucceeded: true, EventDetectionFailed: true, EventDetectionNotNeeded: true,
+	EventExecutionSucceeded: true, EventExecutionFailed: true, EventExecutionPartial: true,
+	EventVerificationSucceeded: true, EventVerificationFailed: true,
+	EventRollbackSucceeded: true, EventRollbackFailed: true,
+	EventMigrationStepStarted: true, EventMigrationStepCancelled: true,
+	EventMigrationStepOrphaned: true, EventMigrationStepOrphanExited: true, EventMigrationStepOrphanKilled: true,
+	EventPolicyRefused:      true,
+	EventSweepCheckResult:   true,
+	EventFailoverTransition: true, EventFailoverHookFailed: true,
+}
+
+// HubEventTypes are the types only a hub emits: operator actions, the controllers' state changes
+// and findings, enrollment and revocation, sweep progress, and everything under hub.* and
+// operator.*.
+var HubEventTypes = map[string]bool{
+	EventOperatorAction: true, EventMigrationStateChanged: true, EventAssignmentReconciled: true,
+	EventAgentEnrolled: true, EventAgentRevoked: true, EventSweepProgress: true,
+	EventControllerResumed: true, EventCheckFinding: true, EventAgentStatusChanged: true,
+}
+
+// ErrHubOnlyType is wrapped by Validate's error for an agent's event of a hub-only type.
+var ErrHubOnlyType = errors.New("hub-only event type")
 
 // MaxEventBytes bounds one encoded event; larger ones are dead-lettered. Output tails are
 // bounded well below it by producers.
@@ -73,6 +113,16 @@ type Event struct {
 	Subject     string    `json:"subject,omitempty"` // what it is about, e.g. "migration/m1/step/2"
 	Severity    string    `json:"severity"`
 	Data        EventData `json:"data"`
+}
+
+// EventRecord is an event as the hub recorded it: the envelope as its producer sent it and when
+// the hub received it (GET /api/v1/events).
+type EventRecord struct {
+	Event
+	ReceivedAt time.Time `json:"received_at"`
+	// AgentTime is the time an agent gave the event when it was further ahead of the hub's
+	// receipt than the allowed clock skew; Time is then the receipt time. Absent otherwise.
+	AgentTime *time.Time `json:"agent_time,omitempty"`
 }
 
 // EventData is the Godwit payload of an event. Fields that do not apply stay empty.
@@ -127,6 +177,9 @@ func (e *Event) Validate(subjectAgent string) error {
 	if subjectAgent != "" {
 		// An agent may speak only for itself: its credentials let it publish only on its own
 		// subject, so the subject is the authenticated identity.
+		if !AgentEventTypes[e.Type] {
+			return fmt.Errorf("event %s: type %q is emitted only by the hub, not by agent %s: %w", e.ID, e.Type, subjectAgent, ErrHubOnlyType)
+		}
 		if e.Source != AgentSource(subjectAgent) {
 			return fmt.Errorf("event %s: forged source %q on agent %s's subject", e.ID, e.Source, subjectAgent)
 		}

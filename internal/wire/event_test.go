@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,50 @@ func TestDecodeEvent(t *testing.T) {
 				t.Fatalf("DecodeEvent(%q) error = %v, want one mentioning %q", c.raw, err, c.wantErr)
 			}
 		})
+	}
+}
+
+// Every known type is either an agent's or the hub's, never both; operator.* and hub.* are the
+// hub's whatever else changes.
+func TestEventTypesHaveOneProducer(t *testing.T) {
+	for typ := range KnownEventTypes {
+		if AgentEventTypes[typ] == HubEventTypes[typ] {
+			t.Errorf("event type %q: agent %v, hub %v; want exactly one", typ, AgentEventTypes[typ], HubEventTypes[typ])
+		}
+	}
+	for _, set := range []map[string]bool{AgentEventTypes, HubEventTypes} {
+		for typ := range set {
+			if !KnownEventTypes[typ] {
+				t.Errorf("event type %q is classified but not known", typ)
+			}
+		}
+	}
+	for typ := range AgentEventTypes {
+		if strings.HasPrefix(typ, "operator.") || strings.HasPrefix(typ, "hub.") {
+			t.Errorf("agents may publish %q", typ)
+		}
+	}
+}
+
+// An agent publishing a hub-only type is refused with ErrHubOnlyType; the hub may.
+func TestValidateRefusesHubOnlyTypesFromAgents(t *testing.T) {
+	for typ := range HubEventTypes {
+		e := validEvent()
+		e.Type = typ
+		err := e.Validate(agentA)
+		if !errors.Is(err, ErrHubOnlyType) || !strings.Contains(err.Error(), typ) {
+			t.Errorf("agent event of type %q: %v, want ErrHubOnlyType naming the type", typ, err)
+		}
+		e.Source, e.Data.AgentID = HubSource("h1"), ""
+		if err := e.Validate(""); err != nil {
+			t.Errorf("hub event of type %q: %v", typ, err)
+		}
+	}
+	for typ := range AgentEventTypes {
+		e := validEvent()
+		e.Type = typ
+		if err := e.Validate(agentA); err != nil {
+			t.Errorf("agent event of type %q: %v", typ, err)
+		}
 	}
 }

@@ -32,6 +32,9 @@ type DesiredAssignment struct {
 	FromVersion string     `json:"from_version,omitempty"`
 	ToVersion   string     `json:"to_version,omitempty"`
 	Steps       []StepSpec `json:"steps"`
+	// Signature is the spec's spec.signature, unchanged: an ed25519 signature of the migration's
+	// name and Steps (package specsig) that an agent with trusted keys requires.
+	Signature string `json:"signature,omitempty"`
 }
 
 // StepSpec is one step as the agent runs it. Commands run with sh -c.

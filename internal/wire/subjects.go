@@ -7,7 +7,10 @@ const (
 	BucketDesired    = "godwit-desired"
 	// BucketObserved holds each agent's observed state of its assignments (key: agent ID),
 	// written by the agent: the level-triggered report the migration controller reconciles.
-	BucketObserved   = "godwit-observed"
+	BucketObserved = "godwit-observed"
+	// BucketFailover holds each failover member's assignment (key: agent ID, value
+	// FailoverAssignment), written by the hub.
+	BucketFailover   = "godwit-failover"
 	StreamEvents     = "GODWIT_EVENTS"
 	StreamDeadLetter = "GODWIT_DLQ"
 

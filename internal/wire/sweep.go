@@ -58,25 +58,86 @@ func CheckFinal(state string) bool {
 	return true
 }
 
-// Sweep is the stored record of a sweep: its spec as applied and the next time it fires.
+// Sweep is the stored record of a sweep: its spec as applied, the next time it fires and
+// whether it is suspended.
 type Sweep struct {
 	Name     string `json:"name"`
 	Spec     string `json:"spec"` // the YAML as applied
 	SpecHash string `json:"spec_hash"`
-	// NextFireAt is the next scheduled firing; zero for a sweep without a schedule.
+	// NextFireAt is the next scheduled firing; zero for a sweep without a schedule. While the
+	// sweep is suspended it stays where it was: the first firing held back.
 	NextFireAt time.Time `json:"next_fire_at,omitzero"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	Version    int64     `json:"version"`
+	// Suspended: no scheduled firing runs (triggered runs do). Suspension says by whom, when,
+	// how and why; it is nil when the sweep is not suspended.
+	Suspended  bool             `json:"suspended"`
+	Suspension *SweepSuspension `json:"suspension,omitempty"`
+	CreatedAt  time.Time        `json:"created_at"`
+	UpdatedAt  time.Time        `json:"updated_at"`
+	// Version counts the changes of the spec and of the suspension.
+	Version int64 `json:"version"`
 }
+
+// How a sweep was suspended (SweepSuspension.Via, SweepSuspendRequest.Via).
+const (
+	SuspendViaSpec = "spec" // applied with spec.suspended: true
+	SuspendViaAPI  = "api"
+	SuspendViaCLI  = "cli"
+	SuspendViaUI   = "ui"
+)
+
+// SweepSuspension records a sweep's suspension.
+type SweepSuspension struct {
+	Since time.Time `json:"since"`
+	// By names who suspended it: the CLI's user@host, a UI session, the API's "by" or client
+	// address; empty when a spec with spec.suspended: true was applied.
+	By     string `json:"by,omitempty"`
+	Via    string `json:"via"` // spec | api | cli | ui
+	Reason string `json:"reason,omitempty"`
+}
+
+// SweepSuspendRequest is the body of POST /api/v1/sweeps/{name}/suspend and …/resume. Every
+// field is optional.
+type SweepSuspendRequest struct {
+	// Reason says why, for the audit record (at most 500 characters).
+	Reason string `json:"reason,omitempty"`
+	// Via is "api" (the default) or "cli".
+	Via string `json:"via,omitempty"`
+	// By says who asked (at most 200 characters).
+	By string `json:"by,omitempty"`
+}
+
+// SweepSuspendResult is what suspending or resuming a sweep returns.
+type SweepSuspendResult struct {
+	Name string `json:"name"`
+	// Outcome is suspended, resumed or unchanged (it already was in that state).
+	Outcome    string           `json:"outcome"`
+	Suspended  bool             `json:"suspended"`
+	Suspension *SweepSuspension `json:"suspension,omitempty"`
+	// HeldFirings counts the scheduled firings that came due while the sweep was suspended
+	// (on resume; at most MaxHeldFiringsCounted are counted).
+	HeldFirings  int    `json:"held_firings"`
+	ResumePolicy string `json:"resume_policy"`
+	// CatchUp is what resuming recorded for the held firings under resumePolicy: misfire (a
+	// catch-up run, a missed record, or a lock-skipped record).
+	CatchUp     []SweepRun  `json:"catch_up,omitempty"`
+	NextFirings []time.Time `json:"next_firings,omitempty"`
+}
+
+// MaxHeldFiringsCounted bounds how many held-back firings are counted for a suspended sweep.
+const MaxHeldFiringsCounted = 10_000
 
 // SweepSummary is a sweep as the API lists it: the record, the spec's main settings and the
 // latest run.
 type SweepSummary struct {
 	Sweep
-	Schedule    string      `json:"schedule,omitempty"`
-	Timezone    string      `json:"timezone"`
-	Misfire     string      `json:"misfire"`
+	Schedule string `json:"schedule,omitempty"`
+	Timezone string `json:"timezone"`
+	Misfire  string `json:"misfire"`
+	// ResumePolicy is skip or misfire: what resuming does with the firings held back.
+	ResumePolicy string `json:"resume_policy"`
+	// HeldFirings counts, for a suspended sweep, the scheduled firings that have come due
+	// since its stored next firing (at most MaxHeldFiringsCounted).
+	HeldFirings int         `json:"held_firings,omitempty"`
 	Action      string      `json:"action"`
 	Remediate   string      `json:"remediate,omitempty"` // the migration remediation starts
 	MaxSeconds  int         `json:"max_seconds"`
@@ -121,6 +182,7 @@ type SweepRun struct {
 	// Remediation names the migration this run started for its drifted agents.
 	Remediation string `json:"remediation,omitempty"`
 	// Context is the snapshot the run was made with: the spec, its hash, the hub, the budget.
+	// Run listings leave it out; the single run has it.
 	Context   json.RawMessage `json:"context,omitempty"`
 	UpdatedAt time.Time       `json:"updated_at"`
 }
@@ -172,7 +234,11 @@ type SweepApplyResult struct {
 	DryRun      bool        `json:"dry_run"`
 	Matched     int         `json:"matched"` // agents the selector matches now
 	NextFirings []time.Time `json:"next_firings,omitempty"`
-	Warnings    []string    `json:"warnings,omitempty"`
+	// Suspended is the sweep's state after the apply; Suspension says "suspended" or "resumed"
+	// when the apply changed it (spec.suspended set, or removed after being set).
+	Suspended  bool     `json:"suspended"`
+	Suspension string   `json:"suspension,omitempty"`
+	Warnings   []string `json:"warnings,omitempty"`
 }
 
 // SweepRequests is the value of an agent's key in BucketSweep: every check the hub currently

@@ -89,9 +89,14 @@ func TestAgentEnrollmentRefused(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	h := startHub(t, filepath.Join(root, "hub"))
-	bad := h.startAgent(t, filepath.Join(root, "bad"), "gwe_not-a-real-token")
+	bad := h.startAgent(t, filepath.Join(root, "bad"), "gwe_notarealtoken")
 	if code := bad.wait(30 * time.Second); code == 0 || !strings.Contains(bad.output(), "401") {
 		t.Fatalf("bad token: exit %d, output:\n%s", code, bad.output())
+	}
+	// Not even the shape of a token: refused before anything is sent, naming the setting.
+	malformed := h.startAgent(t, filepath.Join(root, "malformed"), "gwe_not-a-real-token")
+	if code := malformed.wait(30 * time.Second); code != 2 || !strings.Contains(malformed.output(), "enrollToken") {
+		t.Fatalf("malformed token: exit %d, output:\n%s", code, malformed.output())
 	}
 	token := strings.TrimSpace(h.cli(t, "token", "create", "--uses", "1"))
 	h.startAgent(t, filepath.Join(root, "first"), token)

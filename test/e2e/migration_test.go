@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -70,18 +69,18 @@ func (f *fleet) apply(t *testing.T, spec string) {
 	f.h.cli(t, "apply", "-f", p)
 }
 
-func (f *fleet) describe(t *testing.T, name string) controller.Description {
+func (f *fleet) describe(t *testing.T, name string) wire.MigrationDescription {
 	t.Helper()
-	var d controller.Description
+	var d wire.MigrationDescription
 	if err := json.Unmarshal([]byte(f.h.cli(t, "describe", "migration", name, "-o", "json")), &d); err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-func (f *fleet) waitState(t *testing.T, name, want string, timeout time.Duration) controller.Description {
+func (f *fleet) waitState(t *testing.T, name, want string, timeout time.Duration) wire.MigrationDescription {
 	t.Helper()
-	var d controller.Description
+	var d wire.MigrationDescription
 	eventually(t, timeout, "migration "+name+" "+want, func() error {
 		d = f.describe(t, name)
 		if d.Migration.State != want {
@@ -93,7 +92,7 @@ func (f *fleet) waitState(t *testing.T, name, want string, timeout time.Duration
 }
 
 // byName maps each agent name to its latest assignment.
-func (f *fleet) byName(t *testing.T, d controller.Description) map[string]string {
+func (f *fleet) byName(t *testing.T, d wire.MigrationDescription) map[string]string {
 	names := map[string]string{}
 	for _, a := range f.h.agents(t) {
 		names[a.ID] = a.Name
@@ -232,7 +231,9 @@ spec:
 }
 
 // An agent killed while its step runs, after the step's side effect, resumes on restart: detect
-// finds the step done and the non-idempotent command does not run a second time.
+// finds the step done and the non-idempotent command does not run a second time. (The step's
+// sleep outlives the agent; the restarted agent waits for it before detect runs: see
+// TestAgentKilledMidStep.)
 func TestAgentKilledMidStepDoesNotRepeatIt(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t, 1, "role=edge")
@@ -245,7 +246,7 @@ spec:
   steps:
     - name: append
       detect: 'if [ -f done ]; then exit 1; fi'
-      run: 'echo x >> counter; touch done; touch side-effect-done; sleep 30'
+      run: 'echo x >> counter; touch done; touch side-effect-done; sleep 3'
       timeout: 2m
     - name: after
       run: 'echo ok > after'

@@ -13,19 +13,22 @@ import (
 	"godwit.dev/godwit/internal/store/sqlstore"
 )
 
-// Two hub processes started at the same moment on one PostgreSQL database both come up, with one
-// schema applied once and one admin token printed once.
+// Two hub processes started at the same moment on one PostgreSQL database, their embedded NATS
+// servers one cluster, both come up, with one schema applied once and one admin token printed
+// once.
 func TestTwoHubsStartTogetherOnPostgres(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.DSN(t)
 	root := t.TempDir()
 	hubs := make([]*hubProc, 2)
+	routes := []string{freeAddr(t), freeAddr(t)}
 	var wg sync.WaitGroup
 	for i := range hubs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hubs[i] = startHub(t, filepath.Join(root, []string{"a", "b"}[i]), "--database", dsn)
+			hubs[i] = startHub(t, filepath.Join(root, []string{"a", "b"}[i]), "--database", dsn,
+				"--nats-cluster-listen", routes[i], "--nats-route", "nats://"+routes[1-i])
 		}()
 	}
 	wg.Wait()
@@ -34,12 +37,12 @@ func TestTwoHubsStartTogetherOnPostgres(t *testing.T) {
 	}
 	printed := 0
 	for _, h := range hubs {
-		if strings.Contains(h.output(), "Admin token") {
+		if strings.Contains(h.output(), "admin token created") {
 			printed++
 		}
 	}
 	if printed != 1 {
-		t.Fatalf("admin token printed by %d hubs, want exactly 1", printed)
+		t.Fatalf("admin token created by %d hubs, want exactly 1", printed)
 	}
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {

@@ -28,7 +28,6 @@ import (
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
 	"godwit.dev/godwit/internal/logging"
-	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -95,7 +94,7 @@ func newDrill(t *testing.T) *drill {
 	d.cfg = cfg
 	d.startHub()
 	t.Cleanup(d.stopAll)
-	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, hub.AdminTokenFile))
+	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, wire.AdminTokenFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,15 +259,15 @@ func (d *drill) agentsAre(status string, names ...string) error {
 	return nil
 }
 
-func (d *drill) describe() (controller.Description, error) {
-	var desc controller.Description
+func (d *drill) describe() (wire.MigrationDescription, error) {
+	var desc wire.MigrationDescription
 	err := d.try("GET", "/api/v1/migrations/drill", "", nil, &desc)
 	return desc, err
 }
 
-func (d *drill) waitState(timeout time.Duration, states ...string) controller.Description {
+func (d *drill) waitState(timeout time.Duration, states ...string) wire.MigrationDescription {
 	d.t.Helper()
-	var desc controller.Description
+	var desc wire.MigrationDescription
 	d.eventually(timeout, "migration "+strings.Join(states, " or "), func() error {
 		var err error
 		if desc, err = d.describe(); err != nil {

@@ -87,28 +87,28 @@ func (f *flakyStore) AgentEventStates(ctx context.Context, id string) ([]store.E
 	return f.Store.AgentEventStates(ctx, id)
 }
 
-func (f *flakyStore) GetMigration(ctx context.Context, name string) (store.Migration, error) {
+func (f *flakyStore) GetMigration(ctx context.Context, name string) (wire.Migration, error) {
 	if err := f.fail(); err != nil {
-		return store.Migration{}, err
+		return wire.Migration{}, err
 	}
 	return f.Store.GetMigration(ctx, name)
 }
 
-func (f *flakyStore) ListMigrations(ctx context.Context) ([]store.Migration, error) {
+func (f *flakyStore) ListMigrations(ctx context.Context) ([]wire.Migration, error) {
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
 	return f.Store.ListMigrations(ctx)
 }
 
-func (f *flakyStore) ListAssignments(ctx context.Context, m string) ([]store.Assignment, error) {
+func (f *flakyStore) ListAssignments(ctx context.Context, m string) ([]wire.Assignment, error) {
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
 	return f.Store.ListAssignments(ctx, m)
 }
 
-func (f *flakyStore) SaveMigration(ctx context.Context, fence store.Fence, m store.Migration, as []store.Assignment) error {
+func (f *flakyStore) SaveMigration(ctx context.Context, fence store.Fence, m wire.Migration, as []wire.Assignment) error {
 	if err := f.fail(); err != nil {
 		return err
 	}

@@ -3,16 +3,30 @@
 //
 // On timeout (or cancellation) the whole group gets SIGTERM, then SIGKILL after a grace period,
 // so a step that forks children cannot outlive its deadline or keep the agent waiting on a pipe.
+//
+// The group's leader dies with the agent: it is started with the parent-death signal SIGKILL.
+// Linux sends that signal when the *thread* that forked the child ends, not the process, and the
+// Go runtime may end an idle thread; so Run locks its goroutine to its thread from the fork until
+// the leader has been waited for, and the thread lives at least as long as the command. The
+// leader's own children do not get the signal; a restarted agent finds them through the
+// group's identity, which [Command.Started] receives before the command runs anything: the
+// child waits at a gate (a pipe) until Started has returned, so a caller that records the
+// group durably in Started never runs a command it has no record of.
 package execute
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+
+	"godwit.dev/godwit/internal/agent/procgroup"
 )
 
 // Defaults.
@@ -23,12 +37,22 @@ const (
 
 // Command is what to run.
 type Command struct {
-	Script    string        // passed to sh -c
-	Env       []string      // added to the agent's environment (KEY=value)
-	Dir       string        // working directory; empty: the agent's
-	Timeout   time.Duration // 0: no timeout besides ctx
-	Grace     time.Duration // between SIGTERM and SIGKILL; 0: DefaultGrace
-	TailBytes int           // bytes kept of stdout and of stderr; 0: DefaultTailBytes
+	Script string   // passed to sh -c
+	Env    []string // added to the base environment (KEY=value)
+	// Environ is the base environment; nil is the agent's own.
+	Environ []string
+	// Credential, when set, is the user and groups the command runs as (the agent must be
+	// root to switch); nil is the agent's own.
+	Credential *syscall.Credential
+	Dir        string        // working directory; empty: the agent's
+	Timeout    time.Duration // 0: no timeout besides ctx
+	Grace      time.Duration // between SIGTERM and SIGKILL; 0: DefaultGrace
+	TailBytes  int           // bytes kept of stdout and of stderr; 0: DefaultTailBytes
+	// Started, when set, is called once the command's process exists and before it has run
+	// anything of Script, with the identity of its process group. The command runs only after
+	// Started returned nil; an error stops it unrun (Result.StartErr wraps the error, or
+	// Result.Cancelled is set when ctx ended). The timeout counts from Started's return.
+	Started func(procgroup.Group) error
 }
 
 // Result is what happened.
@@ -48,6 +72,12 @@ type Result struct {
 // OK reports a clean exit 0.
 func (r Result) OK() bool { return r.StartErr == nil && !r.TimedOut && !r.Cancelled && r.ExitCode == 0 }
 
+// gate is the script of the group's leader: it waits for one line on descriptor 3 (the caller
+// writes it once Started has returned) and then becomes `sh -c Script` ($1) in the same
+// process, so the leader's pid, group and start time stay those Started was given. EOF
+// (the agent died, or Started failed) ends it before it ran anything.
+const gate = `read -r _ <&3 || exit 125; exec /bin/sh -c "$1" 3<&-`
+
 // Run runs c and always returns a Result; it never leaves the process group running.
 func Run(ctx context.Context, c Command) Result {
 	grace := c.Grace
@@ -59,21 +89,59 @@ func Run(ctx context.Context, c Command) Result {
 		tail = DefaultTailBytes
 	}
 	stdout, stderr := newTail(tail), newTail(tail)
-	cmd := exec.Command("/bin/sh", "-c", c.Script)
-	cmd.Env = append(os.Environ(), c.Env...)
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return Result{ExitCode: -1, StartErr: fmt.Errorf("gate pipe: %w", err)}
+	}
+	defer gateW.Close()
+	cmd := exec.Command("/bin/sh", "-c", gate, "sh", c.Script)
+	base := c.Environ
+	if base == nil {
+		base = os.Environ()
+	}
+	cmd.Env = append(slices.Clip(base), c.Env...)
 	cmd.Dir = c.Dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{gateR}
+	// Pdeathsig follows the forking thread (see the package comment): keep it until Wait is done.
+	// The kernel clears the parent-death signal when the credentials change; Go sets it after
+	// switching user, so it holds for a command run as another user too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: c.Credential}
 	// If a child escapes the group and holds the pipes open, stop waiting for them after this.
 	cmd.WaitDelay = grace + time.Second
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	_ = gateR.Close()
+	if err != nil {
 		return Result{ExitCode: -1, StartErr: err, Duration: time.Since(start)}
 	}
 	pgid := cmd.Process.Pid
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+
+	group, err := procgroup.Identify(pgid)
+	if err == nil && c.Started != nil {
+		err = c.Started(group)
+	}
+	if err != nil {
+		_ = gateW.Close()
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+		res := Result{ExitCode: -1, Duration: time.Since(start)}
+		if ctx.Err() != nil {
+			res.Cancelled = true
+		} else {
+			res.StartErr = fmt.Errorf("before the command ran: %w", err)
+		}
+		return res
+	}
+	// A failed write means the leader is gone already (killed from outside): Wait says how.
+	_, _ = gateW.Write([]byte("run\n"))
+	_ = gateW.Close()
+	start = time.Now()
 
 	var deadline <-chan time.Time
 	if c.Timeout > 0 {
@@ -82,7 +150,6 @@ func Run(ctx context.Context, c Command) Result {
 		deadline = t.C
 	}
 	var res Result
-	var err error
 	select {
 	case err = <-done:
 	case <-deadline:
@@ -92,8 +159,9 @@ func Run(ctx context.Context, c Command) Result {
 		res.Cancelled = true
 		err = stopGroup(pgid, grace, done)
 	}
-	// Whatever the command left in its group goes too.
+	// Whatever the command left in its group goes too, and is gone before Run returns.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	_ = group.Wait(nil, time.Now().Add(grace))
 	res.Duration = time.Since(start)
 	res.Stdout, res.Stderr = stdout.String(), stderr.String()
 	res.ExitCode = exitCode(err)

@@ -2,13 +2,18 @@ package execute
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"godwit.dev/godwit/internal/agent/procgroup"
 )
 
 func TestExitCodesAndOutput(t *testing.T) {
@@ -95,5 +100,93 @@ func TestStartError(t *testing.T) {
 	r := Run(context.Background(), Command{Script: "true", Dir: "/no/such/dir/godwit"})
 	if r.StartErr == nil || r.ExitCode != -1 || r.OK() {
 		t.Fatalf("result %+v, want a start error", r)
+	}
+}
+
+// Started gets the group while the command waits at the gate: nothing of the script has run,
+// and the group it names is the command's.
+func TestStartedBeforeTheCommandRuns(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "ran")
+	var got procgroup.Group
+	r := Run(context.Background(), Command{Script: "touch " + marker + "; echo $$", Started: func(g procgroup.Group) error {
+		if _, err := os.Stat(marker); err == nil {
+			t.Error("the script ran before Started returned")
+		}
+		m, err := g.Members()
+		if err != nil || len(m) != 1 || m[0] != g.ID {
+			t.Errorf("members of %v at the gate = %v, %v; want the leader alone", g, m, err)
+		}
+		got = g
+		return nil
+	}})
+	if !r.OK() {
+		t.Fatalf("result %+v", r)
+	}
+	if strings.TrimSpace(r.Stdout) != strconv.Itoa(got.ID) {
+		t.Fatalf("the script ran as pid %s, Started was given group %d: the leader must become the script", r.Stdout, got.ID)
+	}
+	if got.BootID == "" || got.StartTime == 0 {
+		t.Fatalf("group %+v lacks its boot id or start time", got)
+	}
+	if m, err := got.Members(); err != nil || len(m) != 0 {
+		t.Fatalf("members after Run returned = %v, %v; want none", m, err)
+	}
+}
+
+// A Started that fails stops the command before it ran anything.
+func TestStartedErrorRunsNothing(t *testing.T) {
+	t.Parallel()
+	marker := filepath.Join(t.TempDir(), "ran")
+	boom := errors.New("journal unavailable")
+	var group procgroup.Group
+	r := Run(context.Background(), Command{Script: "touch " + marker, Started: func(g procgroup.Group) error { group = g; return boom }})
+	if !errors.Is(r.StartErr, boom) || r.OK() || r.Cancelled {
+		t.Fatalf("result %+v, want StartErr wrapping %v", r, boom)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the script ran although Started failed")
+	}
+	if m, _ := group.Members(); len(m) != 0 {
+		t.Fatalf("the gated leader is still there: %v", m)
+	}
+	// The same with ctx ended: the agent is stopping, which is not the command's failure.
+	ctx, cancel := context.WithCancel(context.Background())
+	r = Run(ctx, Command{Script: "touch " + marker, Started: func(procgroup.Group) error { cancel(); return ctx.Err() }})
+	if !r.Cancelled || r.StartErr != nil {
+		t.Fatalf("result %+v, want cancelled", r)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the script ran although Started failed")
+	}
+}
+
+// The main goroutine keeps the main thread, which the Go runtime never ends: every Run of these
+// tests then forks from a thread that the runtime may end (see TestEndingThreadsDoNotKillTheCommand).
+func init() { runtime.LockOSThread() }
+
+// Threads that end while a command runs do not kill it: the parent-death signal follows the
+// thread that forked the command, so Run keeps that thread for the command's lifetime. A
+// goroutine that locks its thread and returns makes the runtime end that thread; goroutines
+// started from Started are queued first on the forking thread, so without the lock in Run
+// that thread would soon run one of them, end, and take the command with it (SIGKILL).
+func TestEndingThreadsDoNotKillTheCommand(t *testing.T) {
+	t.Parallel()
+	release := filepath.Join(t.TempDir(), "release")
+	var wg sync.WaitGroup
+	r := Run(context.Background(), Command{Script: "while [ ! -f " + release + " ]; do sleep 0.02; done",
+		Timeout: 30 * time.Second, Started: func(procgroup.Group) error {
+			for range 8 {
+				wg.Go(func() { runtime.LockOSThread() }) // never unlocked: the thread ends with the goroutine
+			}
+			go func() {
+				wg.Wait()
+				time.Sleep(200 * time.Millisecond) // give a killed command time to be reported as killed
+				_ = os.WriteFile(release, nil, 0o600)
+			}()
+			return nil
+		}})
+	if !r.OK() {
+		t.Fatalf("result %+v: the command died while threads ended (exit %d)", r, r.ExitCode)
 	}
 }

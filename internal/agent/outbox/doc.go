@@ -31,8 +31,19 @@
 // delete that a power cut undoes only causes a harmless resend.
 //
 // A journal that is not a SQLite database, is not an outbox, fails SQLite's integrity check, or
-// was written by a newer schema is refused with an error naming the file, and is never modified
-// or overwritten: it may hold the only record of failures on this node.
+// was written by a newer schema is refused with an error naming the file, marked
+// health.ErrNeedsOperator, and is never modified or overwritten: it may hold the only record of
+// failures on this node.
+//
+// # A full disk
+//
+// When the file system refuses a write for a while (full, over quota, an I/O error: see package
+// health), [Outbox.Append] returns the error and the caller keeps the event (the runner keeps it
+// in its own journal and offers it again on every resync; the agent keeps its own few events in
+// memory). [Outbox.Degraded] then says what fails since when, until a write succeeds again. Run
+// still sends what the journal holds; an event the hub acknowledged is deleted only when the
+// journal takes the delete, which Run retries with a short back-off (0.25 s doubling to 5 s)
+// without sending the event again. Nothing queued is lost.
 //
 // # Size limits and what happens when the hub is away too long
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
+	"godwit.dev/godwit/internal/agent/health"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -114,6 +115,7 @@ type Outbox struct {
 
 	wake    chan struct{} // an Append happened; capacity 1
 	closing chan struct{} // closed by Close
+	cond    *health.Condition
 
 	// mu serialises writes to the journal and guards the fields below. events and bytes mirror
 	// the journal's contents (derived from it at Open, updated after each commit).
@@ -158,7 +160,8 @@ func Open(path string, lim Limits, log *slog.Logger, clock Clock) (*Outbox, erro
 	// anyway; a single connection also keeps SQLITE_BUSY out of the picture.
 	db.SetMaxOpenConns(1)
 	o := &Outbox{path: path, db: db, lim: lim, log: log, clock: clock,
-		wake: make(chan struct{}, 1), closing: make(chan struct{})}
+		wake: make(chan struct{}, 1), closing: make(chan struct{}),
+		cond: health.NewCondition("the event outbox "+path, log, clock.Now)}
 	if err := o.init(context.Background()); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -190,7 +193,13 @@ CREATE TABLE outbox (
 
 func (o *Outbox) init(ctx context.Context) error {
 	var check string
-	if err := o.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil || check != "ok" {
+	err := o.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check)
+	switch {
+	case err == nil && check == "ok":
+	case err != nil && (health.Classify(err) == health.Wait || health.Classify(err) == health.Operator && !health.Damaged(err)):
+		// A full disk, a read-only file system, a permission: not the file's fault.
+		return fmt.Errorf("open outbox %s: %w", o.path, err)
+	default:
 		if err == nil {
 			detail := strings.Join(strings.Fields(check), " ")
 			if len(detail) > 200 {
@@ -198,8 +207,8 @@ func (o *Outbox) init(ctx context.Context) error {
 			}
 			err = errors.New(detail)
 		}
-		return fmt.Errorf("outbox journal %s is damaged (%v); it may hold events the hub has not received: "+
-			"move it aside (keep it for inspection) and restart the agent; it was left untouched", o.path, err)
+		return health.NeedsOperator(fmt.Errorf("outbox journal %s is damaged (%v); it may hold events the hub has not received: "+
+			"move it aside (keep it for inspection) and restart the agent; it was left untouched", o.path, err))
 	}
 	var id, ver, tables int
 	if err := o.db.QueryRowContext(ctx, "PRAGMA application_id").Scan(&id); err != nil {
@@ -236,16 +245,16 @@ func (o *Outbox) init(ctx context.Context) error {
 			return fmt.Errorf("create outbox %s: %w", o.path, err)
 		}
 	case id != appID:
-		return fmt.Errorf("%s is a SQLite database but not a Godwit outbox journal; refusing to touch it", o.path)
+		return health.NeedsOperator(fmt.Errorf("%s is a SQLite database but not a Godwit outbox journal; refusing to touch it", o.path))
 	case ver > schemaVersion:
-		return fmt.Errorf("outbox journal %s has schema version %d, newer than this agent's %d; "+
-			"run the newer agent (it holds undelivered events); the file was left untouched", o.path, ver, schemaVersion)
+		return health.NeedsOperator(fmt.Errorf("outbox journal %s has schema version %d, newer than this agent's %d; "+
+			"run the newer agent (it holds undelivered events); the file was left untouched", o.path, ver, schemaVersion))
 	default:
 		if err := o.walMode(ctx); err != nil {
 			return err
 		}
 	}
-	err := o.db.QueryRowContext(ctx, "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").Scan(&o.events, &o.bytes)
+	err = o.db.QueryRowContext(ctx, "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").Scan(&o.events, &o.bytes)
 	if err != nil {
 		return fmt.Errorf("open outbox %s: %w", o.path, err)
 	}
@@ -282,15 +291,15 @@ func checkFile(path string) error {
 		return fmt.Errorf("outbox journal %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("outbox journal %s is not a regular file; refusing to touch it", path)
+		return health.NeedsOperator(fmt.Errorf("outbox journal %s is not a regular file; refusing to touch it", path))
 	}
 	if st.Size() == 0 {
 		return nil
 	}
 	head := make([]byte, len(sqliteMagic))
 	if n, _ := f.Read(head); n < len(head) || string(head) != sqliteMagic {
-		return fmt.Errorf("outbox journal %s exists and is not a SQLite database; it may hold events the hub "+
-			"has not received: move it aside and restart the agent; refusing to touch it", path)
+		return health.NeedsOperator(fmt.Errorf("outbox journal %s exists and is not a SQLite database; it may hold events the hub "+
+			"has not received: move it aside and restart the agent; refusing to touch it", path))
 	}
 	return nil
 }
@@ -301,7 +310,9 @@ func checkFile(path string) error {
 // error events are always written.
 //
 // Appending an id already queued does nothing, so an Append that failed ambiguously (ctx ended
-// during the commit) can simply be repeated with the same event.
+// during the commit) can simply be repeated with the same event. A failure of the journal itself
+// (a full disk: see package health) makes the outbox degraded until a write succeeds again; the
+// caller keeps the event and offers it again.
 func (o *Outbox) Append(ctx context.Context, e wire.Event) error {
 	if _, err := uuid.Parse(e.ID); err != nil || len(e.ID) != 36 {
 		return fault.Invalid("id", "event id %q is not a UUID", e.ID)
@@ -329,9 +340,14 @@ func (o *Outbox) Append(ctx context.Context, e wire.Event) error {
 			"(%d bytes, limit %d); the hub has not acknowledged events for a long time. Warning and error "+
 			"events are still recorded", ErrOutboxFull, e.ID, e.Type, o.path, o.events, o.bytes, o.lim.HardMaxBytes)
 	}
-	res, err := o.db.ExecContext(ctx,
-		"INSERT INTO outbox (id, severity, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-		e.ID, e.Severity, payload, o.clock.Now().UnixNano())
+	var res sql.Result
+	err = health.Injected()
+	if err == nil {
+		res, err = o.db.ExecContext(ctx,
+			"INSERT INTO outbox (id, severity, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+			e.ID, e.Severity, payload, o.clock.Now().UnixNano())
+	}
+	o.noteWrite(err)
 	if err != nil {
 		// The write may have committed all the same (an interrupted COMMIT): count again.
 		o.recountLocked()
@@ -347,6 +363,20 @@ func (o *Outbox) Append(ctx context.Context, e wire.Event) error {
 	default:
 	}
 	return nil
+}
+
+// Degraded is "" while the journal takes every write, and otherwise says which write fails since
+// when.
+func (o *Outbox) Degraded() string { return o.cond.Reason() }
+
+// noteWrite keeps the journal's condition after a write.
+func (o *Outbox) noteWrite(err error) {
+	switch {
+	case err == nil:
+		o.cond.OK()
+	case health.Classify(err) == health.Wait:
+		o.cond.Failed(err)
+	}
 }
 
 // Full reports whether the agent must stop starting new work: the journal holds SoftMaxEvents
@@ -430,7 +460,7 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 		batch, err := o.head(ctx, batchSize)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.failed(ctx, nil, err)
+				s.journalFailed(ctx, err)
 			}
 			continue
 		}
@@ -442,14 +472,20 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			continue
 		}
 		n, err := s.send(ctx, batch)
-		if n > 0 {
-			// Acknowledged events are deleted even when ctx has just ended: otherwise they
-			// would be sent again after the restart (harmless, but avoidable).
-			if derr := o.remove(context.WithoutCancel(ctx), batch[:n]); derr != nil {
-				o.log.Error("outbox: delete acknowledged events (they will be sent again)", "err", derr)
-				s.failed(ctx, nil, derr)
-				continue
+		// Acknowledged events are deleted even when ctx has just ended: otherwise they would be
+		// sent again after the restart (harmless, but avoidable). A delete the journal refuses
+		// (a full disk) is retried by itself, without sending the events again, until it
+		// succeeds or ctx ends; they are sent again only after a restart.
+		for n > 0 {
+			derr := o.remove(context.WithoutCancel(ctx), batch[:n])
+			if derr == nil {
+				s.journalOK()
+				break
 			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.journalFailed(ctx, fmt.Errorf("delete %d acknowledged events: %w", n, derr))
 		}
 		if err != nil {
 			if ctx.Err() == nil {
@@ -470,6 +506,29 @@ type sender struct {
 	failures int       // consecutive failures
 	since    time.Time // first failure of the current outage
 	lastWarn time.Time
+	jfail    int // consecutive failures of the journal itself
+}
+
+// journalFailed waits out a failure of the journal (not of the hub): with health's back-off,
+// which is short, so that the outbox notices within seconds that space came back.
+func (s *sender) journalFailed(ctx context.Context, err error) {
+	s.jfail++
+	if s.jfail == 1 {
+		s.o.log.Error("outbox: the journal fails; retrying", "err", err)
+	}
+	s.o.noteWrite(err)
+	select {
+	case <-s.o.clock.After(health.Backoff(s.jfail)):
+	case <-ctx.Done():
+	}
+}
+
+func (s *sender) journalOK() {
+	s.o.noteWrite(nil)
+	if s.jfail > 0 {
+		s.o.log.Info("outbox: the journal works again", "failed_attempts", s.jfail)
+	}
+	s.jfail = 0
 }
 
 // send publishes the batch in order until the first failure and returns how many were
@@ -578,6 +637,9 @@ func (o *Outbox) remove(ctx context.Context, acked []row) (err error) {
 			o.recountLocked()
 		}
 	}()
+	if err := health.Injected(); err != nil {
+		return err
+	}
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -622,7 +684,11 @@ func (o *Outbox) shrinkLocked(ctx context.Context) {
 func (o *Outbox) attempted(ctx context.Context, seq int64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, err := o.db.ExecContext(ctx, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", seq)
+	err := health.Injected()
+	if err == nil {
+		_, err = o.db.ExecContext(ctx, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", seq)
+	}
+	o.noteWrite(err)
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/agent/health"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -543,6 +544,9 @@ func TestDamagedJournalRefused(t *testing.T) {
 			t.Logf("refused: %v", err)
 			if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not name %s and say %q", err, path, tc.want)
+			}
+			if !errors.Is(err, health.ErrNeedsOperator) {
+				t.Errorf("error %q is not marked as needing an operator", err)
 			}
 			after, err := os.ReadFile(path)
 			if err != nil {

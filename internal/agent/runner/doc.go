@@ -7,16 +7,33 @@
 // # Journal first
 //
 // Every transition is committed to the journal (runner.db in the agent's state directory) before
-// it is acted on: "step i run started" is committed before the command starts, its result before
-// anything else happens with it. The journal runs in WAL mode with synchronous=FULL, so a commit
-// survives a power cut, not only a crash of the agent. Nothing that matters lives only in memory:
+// it is acted on: "step i run started" is committed before the command starts, the command's
+// process group (its id, the boot id, the pid namespace and the start time of its leader) before
+// the command runs anything, its result before anything else happens with it. The journal runs
+// in WAL mode with synchronous=FULL, so a commit survives a power cut, not only a crash of the
+// agent. Nothing that matters lives only in memory:
 // the cursor of every assignment, the steps it was given, the highest epoch seen and the last
 // accepted desired-state document (so an agent that reboots while the hub is down carries on
 // with the work it was given), and the events not yet handed to the outbox.
 //
 // A journal that is not a SQLite database, is not a runner journal, fails SQLite's integrity
-// check or was written by a newer schema is refused with an error naming the file, and is never
-// modified or overwritten.
+// check or was written by a newer schema is refused with an error naming the file, marked
+// health.ErrNeedsOperator, and is never modified or overwritten. A journal of an older schema is
+// upgraded in place when opened.
+//
+// # A journal that cannot be written
+//
+// A write the file system refuses for a while — full (SQLITE_FULL, ENOSPC), over quota, an I/O
+// error, a lock held by another process: see package health — is retried with back-off (0.25 s
+// doubling to 5 s) until it succeeds, and Degraded says what fails since when meanwhile; the host
+// reports it in its heartbeat and starts no new work. The work loop waits in that write: a
+// command's result stays in memory until the journal takes it (should the agent die meanwhile,
+// the command counts as interrupted: see below), a command does not start until its start and
+// then its process group are recorded, and a desired-state document the journal could not take
+// is not acted on and is offered to the journal again on every Resync. Nothing already in the
+// journal is lost, and no event is dropped: each is written with its transition or not at all.
+// A write refused for good (a read-only file system or file, a permission, a damaged file) makes
+// Run return the error, marked health.ErrNeedsOperator by its class.
 //
 // # Apply
 //
@@ -72,11 +89,33 @@
 //
 // # Crash or reboot mid-step
 //
+// A command's process group never outlives its agent unnoticed. Its leader (the `sh -c`) dies
+// with the agent (the parent-death signal SIGKILL: see package execute). Before anything else
+// runs or is judged, Run looks at every command the journal says was running when the agent
+// stopped, through the process group recorded for it (package procgroup: after a reboot, or
+// when its numbers were reused, nothing of it is left):
+//   - nothing of it is left: its audit row is closed as "no result";
+//   - something of it still runs (a child the parent-death signal does not reach, or a leader
+//     that lost the signal by running a set-user-ID program): it is an orphan, reported as
+//     migration.step.orphaned (warning, with the group and its pids). Run waits for it to end,
+//     up to its step's timeout counted from when the command started (migration.step.orphan_exited,
+//     info), and stops it when the timeout passes — SIGTERM, then SIGKILL after Config.Grace
+//     (migration.step.orphan_killed, warning). A cancel or a rollback of its assignment stops it
+//     at once, and so does the agent stopping (then the next start looks again if anything is
+//     still left). A newer attempt does not: like a command in flight, it may finish.
+//
+// Only then is the step judged, so detect runs only when no copy of the step can still be running,
+// and a step without detect never runs alongside its interrupted copy. What is outside the group
+// (a process that called setsid or setpgid, a daemon that forked twice) is not the command's.
+//
 // An assignment that was not finished when the agent stopped is resumed by Run before any new
 // work, from the journal alone (the hub may still be down), unless the current desired state
 // cancels, rolls back or supersedes it. A command that was started and has no recorded result:
 //   - run, when the step has detect: detect runs first. Exit 1: the step had completed, it is not
 //     run again (verify still runs); exit 0: run runs again; anything else fails the assignment.
+//     The detection event says what became of the interrupted run (ended with the agent, or
+//     outlived it and ended on its own, or was stopped) and carries recovered, orphan and
+//     orphan_killed in data.extra.
 //   - run, without detect: run runs again. Steps without detect must therefore be idempotent.
 //   - detect, verify and rollback commands run again. Rollback commands must be idempotent.
 //
@@ -86,20 +125,31 @@
 // # Order and back-pressure
 //
 // One assignment runs at a time: first any unfinished one from the journal, then the desired
-// ones in the order of the document. When Config.CanStart reports false (the outbox is full), no
-// new work starts — no new attempt and no rollback of a finished attempt — and the runner says so
-// in the log and keeps it pending; it retries on every Desired, every Resync and every second.
+// ones in the order of the document. When Config.CanStart reports false (the outbox is full, or
+// the agent's storage fails), no new work starts — no new attempt and no rollback of a finished
+// attempt — and the runner says so in the log and keeps it pending; it retries on every Desired,
+// every Resync and every second.
 // The assignment in progress (recovered ones included) runs to its end, a rollback that
 // interrupts it included; cancels and bookkeeping that run no command are never held.
 //
 // # Commands
 //
-// Every command runs through [execute.Run] (sh -c in its own process group, the step's timeout,
-// SIGTERM then SIGKILL after Config.Grace) in Config.WorkDir, with GODWIT_MIGRATION, GODWIT_STEP,
-// GODWIT_STEP_INDEX, GODWIT_ATTEMPT, GODWIT_GENERATION, GODWIT_ACTION (apply|rollback),
-// GODWIT_PHASE (detect|run|verify|rollback), GODWIT_FROM_VERSION, GODWIT_TO_VERSION and
-// GODWIT_AGENT_ID in its environment. A command that does not exist is the shell's exit code 127
+// Every command runs through [execute.Run] (sh -c in its own process group whose leader dies with
+// the agent, the step's timeout, SIGTERM then SIGKILL after Config.Grace) in Config.WorkDir,
+// with GODWIT_MIGRATION, GODWIT_STEP, GODWIT_STEP_INDEX, GODWIT_ATTEMPT, GODWIT_GENERATION,
+// GODWIT_ACTION (apply|rollback), GODWIT_PHASE (detect|run|verify|rollback),
+// GODWIT_FROM_VERSION, GODWIT_TO_VERSION and GODWIT_AGENT_ID in its environment. A command that does not exist is the shell's exit code 127
 // with its stderr in the event; the assignment fails and the agent goes on.
+//
+// # Agent policy
+//
+// With Config.Policy, every command is checked against it (package policy) before anything of
+// it is recorded or run, and runs with the user, work directory and environment it decides. A
+// refused command never runs and is not recorded as started: the assignment ends failed (a
+// refused rollback command: rollback_failed, resumable), with the refusal, which names the rule,
+// as its error and a migration.policy.refused event (error). A refused run command is not added
+// to Applied. The signature the steps came with is kept in the journal with them, so a resumed
+// step is checked against the same one.
 //
 // # Events and observed state
 //

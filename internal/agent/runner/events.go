@@ -3,6 +3,7 @@ package runner
 import (
 	"encoding/json"
 	"fmt"
+	"godwit.dev/godwit/internal/errline"
 	"maps"
 	"strconv"
 	"strings"
@@ -95,22 +96,11 @@ func describe(rec *record, step int, phase string, res execute.Result) string {
 	if phase == phaseDetect && res.StartErr == nil && !res.TimedOut {
 		text += " (detect must exit 0: needed, or 1: already done)"
 	}
-	if line := lastLine(res.Stderr); line != "" {
+	// The line that carries the error, not a hint printed after it.
+	if line := errline.Cause(res.Stderr); line != "" {
 		text += ": " + line
 	}
 	return text
-}
-
-// lastLine returns the last non-empty line of s, at most 300 bytes of it.
-func lastLine(s string) string {
-	s = strings.TrimRight(s, " \t\r\n")
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	if len(s) > 300 {
-		s = strings.ToValidUTF8(s[:300], "") + "…"
-	}
-	return strings.TrimSpace(s)
 }
 
 func stepList(rec *record, idx []int) string {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/agent/policy"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -143,6 +144,7 @@ type bundle struct {
 	logs     *syncBuffer
 	canStart atomic.Bool
 	system   wire.SystemInfo
+	policy   *policy.Policy // set, then restart: the agent policy
 
 	r      *Runner
 	cancel context.CancelFunc
@@ -152,8 +154,17 @@ type bundle struct {
 // setup opens a runner on a fresh journal and starts Run.
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupIn(t, "")
+}
+
+// setupIn is setup with the journal in journalDir ("": the work directory).
+func setupIn(t *testing.T, journalDir string) *bundle {
+	t.Helper()
 	dir := t.TempDir()
-	b := &bundle{t: t, dir: dir, path: filepath.Join(dir, "runner.db"), sinks: &sinks{}, logs: &syncBuffer{},
+	if journalDir == "" {
+		journalDir = dir
+	}
+	b := &bundle{t: t, dir: dir, path: filepath.Join(journalDir, "runner.db"), sinks: &sinks{}, logs: &syncBuffer{},
 		system: wire.SystemInfo{OS: "linux", Hostname: "node-1", AgentVersion: "test"}}
 	b.canStart.Store(true)
 	t.Cleanup(func() {
@@ -178,6 +189,7 @@ func (b *bundle) config() Config {
 		Observed: b.sinks.putObserved,
 		System:   func() wire.SystemInfo { return b.system },
 		CanStart: b.canStart.Load,
+		Policy:   b.policy,
 	}
 }
 

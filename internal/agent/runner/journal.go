@@ -13,13 +13,15 @@ import (
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
 
 	"godwit.dev/godwit/internal/agent/execute"
+	"godwit.dev/godwit/internal/agent/health"
+	"godwit.dev/godwit/internal/agent/procgroup"
 	"godwit.dev/godwit/internal/wire"
 )
 
 // appID marks a SQLite file as a Godwit runner journal ("GWRJ").
 const (
 	appID         = 0x4757524a
-	schemaVersion = 1
+	schemaVersion = 3
 )
 
 const schema = `
@@ -40,6 +42,7 @@ CREATE TABLE assignments (
 	from_version TEXT    NOT NULL DEFAULT '',
 	to_version   TEXT    NOT NULL DEFAULT '',
 	steps        BLOB    NOT NULL,           -- JSON []wire.StepSpec as acted on
+	signature    TEXT    NOT NULL DEFAULT '', -- the steps' signature as received (package specsig)
 	state        TEXT    NOT NULL,
 	step         INTEGER NOT NULL DEFAULT 0, -- the step in progress, or where it ended
 	phase        TEXT    NOT NULL DEFAULT 'detect', -- detect|run|verify|rollback: next or current command
@@ -61,12 +64,16 @@ CREATE TABLE commands (
 	generation  INTEGER NOT NULL,
 	step        INTEGER NOT NULL,
 	phase       TEXT    NOT NULL,
-	started_at  INTEGER NOT NULL,
+	started_at  INTEGER NOT NULL,            -- when it was released to run (before: when it was recorded)
 	finished_at INTEGER,                     -- NULL while running
 	exit_code   INTEGER,
 	timed_out   INTEGER NOT NULL DEFAULT 0,
 	error       TEXT    NOT NULL DEFAULT '',
-	output_tail TEXT    NOT NULL DEFAULT ''
+	output_tail TEXT    NOT NULL DEFAULT '',
+	pgid        INTEGER,                     -- its process group, recorded before it runs anything
+	boot_id     TEXT    NOT NULL DEFAULT '', -- the kernel's boot id then
+	pid_ns      TEXT    NOT NULL DEFAULT '', -- the pid namespace of pgid
+	start_time  INTEGER                      -- the group leader's start time, clock ticks since boot
 );
 CREATE INDEX commands_assignment ON commands (migration, attempt);
 
@@ -76,6 +83,15 @@ CREATE TABLE pending_events (
 	id      TEXT    NOT NULL UNIQUE,
 	payload BLOB    NOT NULL                 -- the encoded wire.Event
 );`
+
+// upgrades[v] brings a journal of schema version v to v+1.
+var upgrades = map[int][]string{
+	1: {`ALTER TABLE commands ADD COLUMN pgid INTEGER`,
+		`ALTER TABLE commands ADD COLUMN boot_id TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE commands ADD COLUMN pid_ns TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE commands ADD COLUMN start_time INTEGER`},
+	2: {`ALTER TABLE assignments ADD COLUMN signature TEXT NOT NULL DEFAULT ''`},
+}
 
 // Assignment states.
 const (
@@ -118,6 +134,7 @@ type record struct {
 	Action     string
 	From, To   string
 	Steps      []wire.StepSpec
+	Signature  string // of Steps, as the hub sent it
 	State      string
 	Step       int
 	Phase      string
@@ -167,12 +184,18 @@ func openJournal(ctx context.Context, path string) (*journal, error) {
 
 func (j *journal) init(ctx context.Context) error {
 	var check string
-	if err := j.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil || check != "ok" {
+	err := j.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check)
+	switch {
+	case err == nil && check == "ok":
+	case err != nil && (health.Classify(err) == health.Wait || health.Classify(err) == health.Operator && !health.Damaged(err)):
+		// A full disk, a read-only file system, a permission: not the file's fault.
+		return fmt.Errorf("open runner journal %s: %w", j.path, err)
+	default:
 		if err == nil {
 			err = errors.New(check)
 		}
-		return fmt.Errorf("runner journal %s is damaged (%v); it holds the progress of migrations on this node: "+
-			"move it aside (keep it for inspection), check the node by hand, and restart the agent; it was left untouched", j.path, err)
+		return health.NeedsOperator(fmt.Errorf("runner journal %s is damaged (%v); it holds the progress of migrations on this node: "+
+			"move it aside (keep it for inspection), check the node by hand, and restart the agent; it was left untouched", j.path, err))
 	}
 	var id, ver, tables int
 	for _, q := range []struct {
@@ -199,12 +222,33 @@ func (j *journal) init(ctx context.Context) error {
 			return nil
 		})
 	case id != appID:
-		return fmt.Errorf("%s is a SQLite database but not a Godwit runner journal; refusing to touch it", j.path)
+		return health.NeedsOperator(fmt.Errorf("%s is a SQLite database but not a Godwit runner journal; refusing to touch it", j.path))
 	case ver > schemaVersion:
-		return fmt.Errorf("runner journal %s has schema version %d, newer than this agent's %d; "+
-			"run the newer agent; the file was left untouched", j.path, ver, schemaVersion)
+		return health.NeedsOperator(fmt.Errorf("runner journal %s has schema version %d, newer than this agent's %d; "+
+			"run the newer agent; the file was left untouched", j.path, ver, schemaVersion))
 	}
-	return j.walMode(ctx)
+	if err := j.walMode(ctx); err != nil {
+		return err
+	}
+	return j.upgrade(ctx, ver)
+}
+
+// upgrade brings a journal of schema version ver to schemaVersion, one version per transaction.
+func (j *journal) upgrade(ctx context.Context, ver int) error {
+	for ; ver < schemaVersion; ver++ {
+		err := j.tx(ctx, func(tx *sql.Tx) error {
+			for _, stmt := range append(upgrades[ver], fmt.Sprintf("PRAGMA user_version = %d", ver+1)) {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("upgrade runner journal %s from schema version %d: %w", j.path, ver, err)
+		}
+	}
+	return nil
 }
 
 func (j *journal) walMode(ctx context.Context) error {
@@ -234,15 +278,15 @@ func checkFile(path string) error {
 		return fmt.Errorf("runner journal %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("runner journal %s is not a regular file; refusing to touch it", path)
+		return health.NeedsOperator(fmt.Errorf("runner journal %s is not a regular file; refusing to touch it", path))
 	}
 	if st.Size() == 0 {
 		return nil
 	}
 	head := make([]byte, len(sqliteMagic))
 	if n, _ := f.Read(head); n < len(head) || string(head) != sqliteMagic {
-		return fmt.Errorf("runner journal %s exists and is not a SQLite database; it may hold the progress of "+
-			"migrations on this node: move it aside and restart the agent; refusing to touch it", path)
+		return health.NeedsOperator(fmt.Errorf("runner journal %s exists and is not a SQLite database; it may hold the progress of "+
+			"migrations on this node: move it aside and restart the agent; refusing to touch it", path))
 	}
 	return nil
 }
@@ -273,7 +317,7 @@ func (j *journal) setDesired(ctx context.Context, epoch int64, doc []byte) error
 }
 
 const recordColumns = `migration, attempt, generation, action, from_version, to_version, steps, state, step,
-	phase, in_flight, applied, rolled_back, error, exit_code, created_at, updated_at`
+	phase, in_flight, applied, rolled_back, error, exit_code, created_at, updated_at, signature`
 
 func (j *journal) query(ctx context.Context, where string, args ...any) ([]*record, error) {
 	rows, err := j.db.QueryContext(ctx, "SELECT "+recordColumns+" FROM assignments a "+where, args...)
@@ -288,7 +332,7 @@ func (j *journal) query(ctx context.Context, where string, args ...any) ([]*reco
 		var exit sql.NullInt64
 		var created, updated int64
 		if err := rows.Scan(&r.Migration, &r.Attempt, &r.Generation, &r.Action, &r.From, &r.To, &steps, &r.State,
-			&r.Step, &r.Phase, &r.InFlight, &applied, &rolledBack, &r.Error, &exit, &created, &updated); err != nil {
+			&r.Step, &r.Phase, &r.InFlight, &applied, &rolledBack, &r.Error, &exit, &created, &updated, &r.Signature); err != nil {
 			return nil, err
 		}
 		for _, f := range []struct {
@@ -341,14 +385,15 @@ func (j *journal) put(ctx context.Context, tx *sql.Tx, r *record) error {
 		exit = *r.ExitCode
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO assignments (`+recordColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (migration, attempt) DO UPDATE SET generation = excluded.generation, action = excluded.action,
 			from_version = excluded.from_version, to_version = excluded.to_version, steps = excluded.steps,
+			signature = excluded.signature,
 			state = excluded.state, step = excluded.step, phase = excluded.phase, in_flight = excluded.in_flight,
 			applied = excluded.applied, rolled_back = excluded.rolled_back, error = excluded.error,
 			exit_code = excluded.exit_code, updated_at = excluded.updated_at`,
 		r.Migration, r.Attempt, r.Generation, r.Action, r.From, r.To, steps, r.State, r.Step, r.Phase, r.InFlight,
-		applied, rolledBack, r.Error, exit, r.CreatedAt.UnixNano(), r.UpdatedAt.UnixNano())
+		applied, rolledBack, r.Error, exit, r.CreatedAt.UnixNano(), r.UpdatedAt.UnixNano(), r.Signature)
 	return err
 }
 
@@ -376,14 +421,67 @@ func (j *journal) commandFinished(ctx context.Context, tx *sql.Tx, id int64, res
 	return err
 }
 
-// abandonCommands closes the audit rows of commands that were running when the agent stopped.
-func (j *journal) abandonCommands(ctx context.Context, at time.Time) (int64, error) {
-	res, err := j.db.ExecContext(ctx, `UPDATE commands SET finished_at = ?,
-		error = 'no result: the agent stopped while it ran' WHERE finished_at IS NULL`, at.UnixNano())
+// commandGroup records the process group of the command of row id, and the moment it is
+// released to run (which replaces the time it was recorded as started).
+func (j *journal) commandGroup(ctx context.Context, tx *sql.Tx, id int64, g procgroup.Group, at time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE commands SET pgid = ?, boot_id = ?, pid_ns = ?, start_time = ?, started_at = ?
+		WHERE id = ?`, g.ID, g.BootID, g.PidNS, int64(g.StartTime), at.UnixNano(), id)
+	return err
+}
+
+// commandEnded closes the row of a command whose result is unknown (the agent stopped while
+// it ran), saying what became of it.
+func (j *journal) commandEnded(ctx context.Context, tx *sql.Tx, id int64, text string, at time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE commands SET finished_at = ?, error = ? WHERE id = ?`, at.UnixNano(), text, id)
+	return err
+}
+
+// openCommand is a command the journal says was running when the agent stopped.
+type openCommand struct {
+	id         int64
+	migration  string
+	attempt    int
+	generation int
+	step       int
+	phase      string
+	startedAt  time.Time
+	group      *procgroup.Group // nil: none recorded (it had not been released, or an older agent ran it)
+}
+
+// openCommands returns the commands without a result, oldest first.
+func (j *journal) openCommands(ctx context.Context) ([]openCommand, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT id, migration, attempt, generation, step, phase, started_at, pgid, boot_id,
+		pid_ns, start_time FROM commands WHERE finished_at IS NULL ORDER BY id`)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return res.RowsAffected()
+	defer rows.Close()
+	var out []openCommand
+	for rows.Next() {
+		var c openCommand
+		var started int64
+		var pgid, startTime sql.NullInt64
+		var boot, ns string
+		if err := rows.Scan(&c.id, &c.migration, &c.attempt, &c.generation, &c.step, &c.phase, &started, &pgid, &boot,
+			&ns, &startTime); err != nil {
+			return nil, err
+		}
+		c.startedAt = time.Unix(0, started).UTC()
+		if pgid.Valid && boot != "" && startTime.Valid {
+			c.group = &procgroup.Group{ID: int(pgid.Int64), BootID: boot, PidNS: ns, StartTime: uint64(startTime.Int64)}
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// get returns the record of (migration, attempt), or nil.
+func (j *journal) get(ctx context.Context, migration string, attempt int) (*record, error) {
+	recs, err := j.query(ctx, "WHERE migration = ? AND attempt = ?", migration, attempt)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	return recs[0], nil
 }
 
 func (j *journal) queueEvents(ctx context.Context, tx *sql.Tx, events []wire.Event) error {

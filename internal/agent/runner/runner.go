@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"godwit.dev/godwit/internal/agent/health"
+	"godwit.dev/godwit/internal/agent/policy"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -39,9 +41,13 @@ type Config struct {
 	WorkDir string
 	// Now is the clock for the journal's timestamps and events; nil is time.Now.
 	Now func() time.Time
-	// CanStart reports whether new work may start (false while the outbox is full); nil is
-	// always true. See the package comment for what counts as new work.
+	// CanStart reports whether new work may start (false while the outbox is full or the
+	// agent's storage is failing); nil is always true. See the package comment for what counts
+	// as new work.
 	CanStart func() bool
+	// Policy is the agent policy every command is checked against before it runs, and which
+	// decides the user, work directory and environment it runs with; nil allows everything.
+	Policy *policy.Policy
 }
 
 func (c *Config) validate() error {
@@ -91,6 +97,7 @@ type Runner struct {
 	pubWake chan struct{} // the observed state changed; capacity 1
 	dirty   atomic.Bool   // the observed state changed since the last successful publication
 	running atomic.Bool
+	cond    *health.Condition // the journal's failing writes
 
 	// mu guards the fields below. Lock order: mu may be taken while holding pubMu or
 	// deliverMu, never the reverse.
@@ -102,6 +109,9 @@ type Runner struct {
 	cur        *inFlight          // the command running, if any
 	logged     map[string]bool    // log-once keys (stale documents and assignments)
 	holding    string             // the work held by CanStart, "" when none
+	unsaved    *wire.DesiredState // an accepted document the journal could not take yet
+	fatal      error              // a journal error only an operator can fix, for Run to return
+	recovered  map[string]string  // what became of an interrupted command, by assignment (see recover.go)
 
 	pubMu      sync.Mutex // serialises publications; guards the fields below
 	lastPub    time.Time
@@ -120,9 +130,10 @@ type inFlight struct {
 	cancel      context.CancelCauseFunc
 }
 
-// Open opens the journal at cfg.JournalPath, creating it when absent. A file that is not a
-// runner journal, or is damaged, is refused with an error naming it and left untouched.
-// Unfinished assignments found in it are resumed by Run.
+// Open opens the journal at cfg.JournalPath, creating it when absent (or upgrading its schema);
+// it writes nothing else. A file that is not a runner journal, or is damaged, is refused with an
+// error naming it, marked health.ErrNeedsOperator, and left untouched. Commands that were running
+// when the agent stopped, and unfinished assignments, are taken up by Run.
 func Open(cfg Config) (*Runner, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("runner config: %w", err)
@@ -133,7 +144,8 @@ func Open(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{cfg: cfg, log: cfg.Logger, j: j, wake: make(chan struct{}, 1), pubWake: make(chan struct{}, 1),
-		logged: map[string]bool{}, refused: map[string]bool{}}
+		logged: map[string]bool{}, refused: map[string]bool{}, recovered: map[string]string{},
+		cond: health.NewCondition("the runner journal "+cfg.JournalPath, cfg.Logger, cfg.Now)}
 	if err := r.load(ctx); err != nil {
 		_ = j.db.Close()
 		return nil, fmt.Errorf("runner journal %s: %w", cfg.JournalPath, err)
@@ -154,13 +166,6 @@ func (r *Runner) load(ctx context.Context) error {
 			return fmt.Errorf("stored desired state: %w", err)
 		}
 		r.desired, r.desiredRaw = &d, raw
-	}
-	n, err := r.j.abandonCommands(ctx, r.now())
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		r.log.Warn("the agent stopped while commands ran; their assignments are recovered", "commands", n)
 	}
 	recs, err := r.j.unfinished(ctx)
 	if err != nil {
@@ -197,18 +202,35 @@ func (r *Runner) Desired(d wire.DesiredState) {
 	if r.closed {
 		return
 	}
-	if d.Epoch < r.maxEpoch {
+	highest := r.maxEpoch
+	if r.unsaved != nil {
+		highest = max(highest, r.unsaved.Epoch) // accepted, waiting for the journal
+	}
+	if d.Epoch < highest {
 		if r.onceLocked(fmt.Sprintf("epoch:%d", d.Epoch)) {
 			r.log.Warn("ignoring a desired state from an older epoch (a deposed hub leader's late write)",
-				"epoch", d.Epoch, "highest_epoch", r.maxEpoch)
+				"epoch", d.Epoch, "highest_epoch", highest)
 		}
 		return
 	}
 	if bytes.Equal(raw, r.desiredRaw) {
 		return
 	}
-	if err := r.j.setDesired(context.Background(), d.Epoch, raw); err != nil {
-		r.log.Error("cannot record the desired state in the journal; not acting on it", "path", r.j.path, "err", err)
+	r.unsaved = nil
+	if err := r.writeOnce(func(ctx context.Context) error { return r.j.setDesired(ctx, d.Epoch, raw) }); err != nil {
+		if health.Classify(err) == health.Operator {
+			r.fatal = fmt.Errorf("record the desired state: %w", err)
+			r.poke()
+			return
+		}
+		// Acted on only once recorded: Resync offers it to the journal again.
+		if r.onceLocked(fmt.Sprintf("unsaved:%d", d.Epoch)) {
+			r.log.Warn("cannot record the desired state in the journal; not acting on it until it is recorded", "path", r.j.path,
+				"epoch", d.Epoch, "err", err)
+		}
+		var doc wire.DesiredState
+		_ = json.Unmarshal(raw, &doc) // a private copy: the caller keeps its slices
+		r.unsaved = &doc
 		return
 	}
 	var doc wire.DesiredState
@@ -319,6 +341,12 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	r.deliver(ctx) // events left by the previous run
 	r.changed()
+	if err := r.recoverCommands(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("runner journal %s: %w", r.j.path, err)
+	}
 	for ctx.Err() == nil {
 		j, held, err := r.next(ctx)
 		if err != nil {
@@ -333,7 +361,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		err = r.handle(ctx, j)
 		switch {
-		case err == nil, errors.Is(err, errPreempted):
+		case err == nil, errors.Is(err, errPreempted), errors.Is(err, errRefused):
 		case errors.Is(err, errStopped), ctx.Err() != nil:
 			return nil
 		default:
@@ -405,10 +433,16 @@ func (r *Runner) publishLocked(ctx context.Context) {
 	r.lastPub = r.now()
 }
 
-// Resync is called by the host on every heartbeat tick: it offers the outbox the events it has
-// not taken yet, publishes the observed state when a publication failed or is over a minute
-// old, and looks again at held work.
+// Resync is called by the host on every heartbeat tick: it offers the journal the desired state
+// it could not record yet and the outbox the events it has not taken yet, publishes the observed
+// state when a publication failed or is over a minute old, and looks again at held work.
 func (r *Runner) Resync(ctx context.Context) {
+	r.mu.Lock()
+	unsaved := r.unsaved
+	r.mu.Unlock()
+	if unsaved != nil {
+		r.Desired(*unsaved)
+	}
 	r.deliver(ctx)
 	// A publication in progress already reads the latest state; the next tick catches up.
 	if r.pubMu.TryLock() {
@@ -446,8 +480,8 @@ func (r *Runner) deliver(ctx context.Context) {
 			continue
 		}
 		delete(r.refused, e.ID)
-		if err := r.j.eventDelivered(ctx, e.ID); err != nil {
-			r.log.Error("cannot remove a delivered event from the journal; it will be offered again (harmless: same id)",
+		if err := r.writeOnce(func(ctx context.Context) error { return r.j.eventDelivered(ctx, e.ID) }); err != nil {
+			r.log.Debug("cannot remove a delivered event from the journal; it will be offered again (harmless: same id)",
 				"event_id", e.ID, "err", err)
 			return
 		}
@@ -502,6 +536,10 @@ func (r *Runner) observed(ctx context.Context) (wire.ObservedState, error) {
 	}
 	return st, nil
 }
+
+// Degraded is "" while the journal takes every write, and otherwise says which write fails since
+// when. The host reports it in its heartbeat and starts no new work meanwhile.
+func (r *Runner) Degraded() string { return r.cond.Reason() }
 
 // Close closes the journal. Call it after Run has returned; calling it twice is harmless.
 func (r *Runner) Close() error {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"godwit.dev/godwit/internal/agent/execute"
+	"godwit.dev/godwit/internal/agent/health"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -531,6 +533,9 @@ func TestOpenRefusesForeignOrDamagedFiles(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("%s: error %q, want it to name the file and say %q", tc.path, err, tc.want)
 		}
+		if !errors.Is(err, health.ErrNeedsOperator) {
+			t.Errorf("%s: error %q is not marked as needing an operator", tc.path, err)
+		}
 		if after, _ := os.ReadFile(tc.path); string(after) != string(before) {
 			t.Errorf("%s was modified", tc.path)
 		}
@@ -613,5 +618,16 @@ func TestActionsOnUnknownAttempts(t *testing.T) {
 	b.waitEvent("cx", wire.EventMigrationStepCancelled)
 	if b.exists("ran") || b.exists("rolled") {
 		t.Fatal("a command ran")
+	}
+}
+
+// A failed command's error quotes the line of stderr that says why, not a hint after it.
+func TestDescribeQuotesTheCause(t *testing.T) {
+	rec := &record{Steps: []wire.StepSpec{{Name: "install"}}}
+	got := describe(rec, 0, "run", execute.Result{ExitCode: 127,
+		Stderr: "/usr/bin/app: error while loading shared libraries: libssl.so.3: cannot open shared object file\nhint: install libssl3\n"})
+	want := "run command of step 0 (install) exited with code 127 (command not found): /usr/bin/app: error while loading shared libraries: libssl.so.3: cannot open shared object file"
+	if got != want {
+		t.Fatalf("describe:\n got %q\nwant %q", got, want)
 	}
 }

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"godwit.dev/godwit/internal/agent/execute"
+	"godwit.dev/godwit/internal/agent/health"
+	"godwit.dev/godwit/internal/agent/policy"
+	"godwit.dev/godwit/internal/agent/procgroup"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -20,6 +24,8 @@ var (
 	errStopped = errors.New("runner stopping")
 	// errPreempted: the desired state changed the course of the assignment in progress.
 	errPreempted = errors.New("preempted by a newer desired state")
+	// errRefused: the agent's policy refused a command; the assignment has ended (recorded).
+	errRefused = errors.New("refused by the agent policy")
 )
 
 type jobKind int
@@ -40,6 +46,12 @@ type job struct {
 // next picks the next thing to do: an unfinished assignment first, then the desired ones in
 // order. held reports that new work was held back because CanStart said no.
 func (r *Runner) next(ctx context.Context) (j *job, held bool, err error) {
+	r.mu.Lock()
+	fatal := r.fatal
+	r.mu.Unlock()
+	if fatal != nil {
+		return nil, false, fatal
+	}
 	unfinished, err := r.j.unfinished(ctx)
 	if err != nil {
 		return nil, false, err
@@ -124,7 +136,7 @@ func (r *Runner) noteHold(d *wire.DesiredAssignment) {
 	r.mu.Unlock()
 	switch {
 	case key != "" && prev == "":
-		r.log.Warn("not starting new work: the agent cannot take more (outbox full?); it stays pending until it can",
+		r.log.Warn("not starting new work: the agent takes none now (its outbox is full or its storage fails); it stays pending until it can",
 			"migration", d.Migration, "attempt", d.Attempt, "generation", d.Generation, "action", d.Action)
 	case key == "" && prev != "":
 		r.log.Info("new work can start again", "held", prev)
@@ -152,7 +164,7 @@ func (r *Runner) handle(ctx context.Context, j *job) error {
 // begin takes on an attempt the journal has no record of.
 func (r *Runner) begin(ctx context.Context, d wire.DesiredAssignment) error {
 	rec := &record{Migration: d.Migration, Attempt: d.Attempt, Generation: d.Generation, Action: d.Action,
-		From: d.FromVersion, To: d.ToVersion, Steps: d.Steps, Phase: phaseDetect}
+		From: d.FromVersion, To: d.ToVersion, Steps: d.Steps, Signature: d.Signature, Phase: phaseDetect}
 	switch d.Action {
 	case wire.ActionApply:
 		rec.State = stateDetecting
@@ -229,7 +241,7 @@ func (r *Runner) change(ctx context.Context, rec *record, d wire.DesiredAssignme
 func (r *Runner) adoptSteps(rec *record, d wire.DesiredAssignment) {
 	switch {
 	case len(d.Steps) == len(rec.Steps):
-		rec.Steps = d.Steps
+		rec.Steps, rec.Signature = d.Steps, d.Signature
 	case len(d.Steps) > 0:
 		r.log.Warn("the rollback's steps do not line up with the applied ones; rolling back with the journal's",
 			"migration", rec.Migration, "attempt", rec.Attempt, "journal_steps", len(rec.Steps), "desired_steps", len(d.Steps))
@@ -341,9 +353,10 @@ func (r *Runner) apply(ctx context.Context, rec *record) error {
 		case phaseRun:
 			note := ""
 			if rec.InFlight {
+				was := r.takeRecovered(rec)
 				if s.Detect == "" {
 					note = "started again: the agent stopped while it ran and the step has no detect command " +
-						"(steps without detect must be idempotent)"
+						"(steps without detect must be idempotent)" + was.clause("; the interrupted copy ", "")
 				} else {
 					// The run may have completed before the agent stopped: ask detect.
 					c, err := r.runCommand(ctx, rec, phaseDetect, false, "")
@@ -354,16 +367,18 @@ func (r *Runner) apply(ctx context.Context, rec *record) error {
 					case detectDone:
 						rec.Phase, rec.InFlight = phaseVerify, false
 						if err := r.save(ctx, rec, r.finish(c, ""), r.event(rec, wire.EventDetectionSucceeded, wire.SeverityInfo,
-							detail{step: i, phase: phaseDetect, res: &c.res, extra: map[string]any{"needed": false, "recovered": true},
-								msg: fmt.Sprintf("step %d (%s) completed before the agent stopped: not run again", i, s.Name)})); err != nil {
+							detail{step: i, phase: phaseDetect, res: &c.res, extra: was.extra(false),
+								msg: fmt.Sprintf("step %d (%s): its run was interrupted when the agent stopped%s; detect says it took effect: not run again",
+									i, s.Name, was.clause(" (it ", ")"))})); err != nil {
 							return err
 						}
 						continue
 					case detectNeeded:
 						note = "started again: it was interrupted when the agent stopped, and detect says it is still needed"
 						if err := r.save(ctx, rec, r.finish(c, ""), r.event(rec, wire.EventDetectionSucceeded, wire.SeverityInfo,
-							detail{step: i, phase: phaseDetect, res: &c.res, extra: map[string]any{"needed": true, "recovered": true},
-								msg: fmt.Sprintf("step %d (%s) was interrupted and is still needed", i, s.Name)})); err != nil {
+							detail{step: i, phase: phaseDetect, res: &c.res, extra: was.extra(true),
+								msg: fmt.Sprintf("step %d (%s): its run was interrupted when the agent stopped%s; detect says it is still needed: it runs again",
+									i, s.Name, was.clause(" (it ", ")"))})); err != nil {
 							return err
 						}
 					default:
@@ -454,7 +469,8 @@ func (r *Runner) rollback(ctx context.Context, rec *record) error {
 		if rec.Step != i || rec.Phase != phaseRollback {
 			rec.InFlight = false
 		} else if rec.InFlight {
-			note = "started again: the agent stopped while it ran (rollback commands must be idempotent)"
+			note = "started again: the agent stopped while it ran (rollback commands must be idempotent)" +
+				r.takeRecovered(rec).clause("; the interrupted copy ", "")
 		}
 		rec.Step = i
 		c, err := r.runCommand(ctx, rec, phaseRollback, true, note)
@@ -528,6 +544,10 @@ func (r *Runner) runCommand(ctx context.Context, rec *record, phase string, move
 	i := rec.Step
 	s := rec.Steps[i]
 	script := map[string]string{phaseDetect: s.Detect, phaseRun: s.Run, phaseVerify: s.Verify, phaseRollback: s.Rollback}[phase]
+	if err := r.cfg.Policy.Check(policy.Command{Kind: phase, Script: script, Timeout: s.Timeout(), Migration: rec.Migration,
+		Steps: rec.Steps, Signature: rec.Signature}); err != nil {
+		return nil, r.refuse(ctx, rec, i, phase, err)
+	}
 	if moveCursor {
 		rec.Phase, rec.InFlight = phase, true
 		rec.State = map[string]string{phaseDetect: stateDetecting, phaseRun: stateApplying, phaseVerify: stateVerifying,
@@ -564,15 +584,30 @@ func (r *Runner) runCommand(ctx context.Context, rec *record, phase string, move
 	}
 	r.mu.Unlock()
 	var res execute.Result
+	var recordErr error
 	if cctx.Err() == nil {
-		res = execute.Run(cctx, execute.Command{Script: script, Env: r.env(rec, i, phase), Dir: r.cfg.WorkDir,
-			Timeout: s.Timeout(), Grace: r.cfg.Grace})
+		cmd := execute.Command{Script: script, Env: r.env(rec, i, phase), Dir: r.cfg.WorkDir,
+			Timeout: s.Timeout(), Grace: r.cfg.Grace, Started: func(g procgroup.Group) error {
+				// The command waits at its gate until its process group is in the journal: a
+				// restarted agent must be able to find whatever of it outlives this one.
+				recordErr = r.write(cctx, func(ctx context.Context) error {
+					return r.j.tx(ctx, func(tx *sql.Tx) error { return r.j.commandGroup(ctx, tx, id, g, r.now()) })
+				})
+				return recordErr
+			}}
+		r.cfg.Policy.Prepare(&cmd)
+		res = execute.Run(cctx, cmd)
 	} else {
 		res = execute.Result{ExitCode: -1, Cancelled: true}
 	}
 	r.mu.Lock()
 	r.cur = nil
 	r.mu.Unlock()
+	if recordErr != nil && !res.Cancelled {
+		// Nothing ran: the journal could not take the command's process group.
+		return nil, fmt.Errorf("runner journal %s: record the process group of the %s command of step %d: %w",
+			r.j.path, phase, i, recordErr)
+	}
 
 	if res.Cancelled {
 		if ctx.Err() != nil {
@@ -581,15 +616,48 @@ func (r *Runner) runCommand(ctx context.Context, rec *record, phase string, move
 			return nil, errStopped
 		}
 		cause := context.Cause(cctx)
-		bg := context.WithoutCancel(ctx)
-		if err := r.j.tx(bg, func(tx *sql.Tx) error {
-			return r.j.commandFinished(bg, tx, id, res, "interrupted: "+cause.Error(), r.now())
+		if err := r.write(ctx, func(ctx context.Context) error {
+			return r.j.tx(ctx, func(tx *sql.Tx) error {
+				return r.j.commandFinished(ctx, tx, id, res, "interrupted: "+cause.Error(), r.now())
+			})
 		}); err != nil {
+			if ctx.Err() != nil {
+				return nil, errStopped
+			}
 			return nil, fmt.Errorf("runner journal %s: %w", r.j.path, err)
 		}
 		return nil, errPreempted
 	}
 	return &ran{id: id, step: i, phase: phase, res: res}, nil
+}
+
+// refuse ends rec because the agent's policy refused the phase command of step i (err, a
+// *policy.Refusal): failed, or rollback_failed for a rollback command (so that a rollback can
+// still be resumed once the policy or the spec is fixed), with a migration.policy.refused event
+// naming the rule. Nothing of the command ran. It returns errRefused once that is recorded.
+func (r *Runner) refuse(ctx context.Context, rec *record, i int, phase string, err error) error {
+	state := stateFailed
+	if phase == phaseRollback {
+		state = stateRollbackFailed
+	}
+	rec.Step, rec.Phase = i, phase
+	rec.State, rec.InFlight, rec.Error, rec.ExitCode = state, false, err.Error(), nil
+	extra := map[string]any{"policy_digest": r.cfg.Policy.Digest()}
+	var ref *policy.Refusal
+	if errors.As(err, &ref) {
+		extra["policy"], extra["rule"] = ref.Policy, ref.Rule
+	}
+	if phase != phaseRollback {
+		extra["applied"] = orEmpty(rec.Applied)
+	}
+	r.log.Error("the agent policy refused a command; the assignment ends "+state, "migration", rec.Migration, "attempt", rec.Attempt,
+		"step", i, "phase", phase, "err", err)
+	if err := r.save(ctx, rec, nil, r.event(rec, wire.EventPolicyRefused, wire.SeverityError, detail{step: i, phase: phase,
+		errText: err.Error(), extra: extra,
+		msg: fmt.Sprintf("%s: the %s command of step %d (%s) was not run: the agent policy refused it", state, phase, i, rec.Steps[i].Name)})); err != nil {
+		return err
+	}
+	return errRefused
 }
 
 func (r *Runner) env(rec *record, i int, phase string) []string {
@@ -622,28 +690,67 @@ func (r *Runner) finish(c *ran, errText string) func(context.Context, *sql.Tx) e
 // to the outbox and schedules a publication of the observed state. A result that happened is
 // recorded even while Run is stopping.
 func (r *Runner) save(ctx context.Context, rec *record, extra func(context.Context, *sql.Tx) error, events ...wire.Event) error {
-	ctx = context.WithoutCancel(ctx)
 	rec.UpdatedAt = r.now().UTC()
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = rec.UpdatedAt
 	}
-	err := r.j.tx(ctx, func(tx *sql.Tx) error {
-		if err := r.j.put(ctx, tx, rec); err != nil {
-			return err
-		}
-		if extra != nil {
-			if err := extra(ctx, tx); err != nil {
+	err := r.write(ctx, func(ctx context.Context) error {
+		return r.j.tx(ctx, func(tx *sql.Tx) error {
+			if err := r.j.put(ctx, tx, rec); err != nil {
 				return err
 			}
-		}
-		return r.j.queueEvents(ctx, tx, events)
+			if extra != nil {
+				if err := extra(ctx, tx); err != nil {
+					return err
+				}
+			}
+			return r.j.queueEvents(ctx, tx, events)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("runner journal %s: %w", r.j.path, err)
 	}
+	for _, e := range events {
+		r.log.Debug("event journaled", "event_id", e.ID, "type", e.Type, "migration", e.Data.Migration, "attempt", e.Data.Attempt)
+	}
 	if len(events) > 0 {
-		r.deliver(ctx)
+		r.deliver(context.WithoutCancel(ctx))
 	}
 	r.changed()
 	return nil
+}
+
+// write runs fn, a journal write, until it succeeds. A failure the agent waits out (a full disk,
+// an I/O error: see package health) is retried with back-off while ctx lasts, and makes the
+// runner degraded until a write succeeds; any other failure is returned at once. fn always runs
+// with a context that is not cancelled, so a result that happened is recorded even while Run is
+// stopping; only the waiting between attempts ends with ctx.
+func (r *Runner) write(ctx context.Context, fn func(context.Context) error) error {
+	for n := 1; ; n++ {
+		err := r.writeOnce(fn)
+		if err == nil || health.Classify(err) != health.Wait {
+			return err
+		}
+		t := time.NewTimer(health.Backoff(n))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// writeOnce runs fn, a journal write, once, and keeps the journal's condition.
+func (r *Runner) writeOnce(fn func(context.Context) error) error {
+	err := health.Injected()
+	if err == nil {
+		err = fn(context.Background())
+	}
+	if err == nil {
+		r.cond.OK()
+	} else if health.Classify(err) == health.Wait {
+		r.cond.Failed(err)
+	}
+	return err
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"godwit.dev/godwit/internal/agent/execute"
+	"godwit.dev/godwit/internal/agent/policy"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
@@ -53,6 +54,10 @@ type Config struct {
 	Resync time.Duration
 	// Grace is the time between SIGTERM and SIGKILL for a check stopped early. Default 5s.
 	Grace time.Duration
+	// Policy is the agent policy checks are held to (its spec.commands.check allow-list, user,
+	// maximum timeout and environment); nil allows every check. A refused check is answered as
+	// an error that names the rule, without running.
+	Policy *policy.Policy
 }
 
 // Start runs the executor until ctx ends or stop is called. stop stops running checks and
@@ -177,10 +182,19 @@ func (e *executor) reconcile(ctx context.Context) {
 
 // check runs one requested check and records its answer.
 func (e *executor) check(ctx, cctx context.Context, req wire.SweepCheckRequest) {
-	res := execute.Run(cctx, execute.Command{
+	cmd := execute.Command{
 		Script: req.Command, Dir: e.cfg.WorkDir, Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, Grace: e.cfg.Grace,
 		Env: []string{"GODWIT_SWEEP=" + req.Sweep, "GODWIT_SWEEP_RUN=" + req.RunID, "GODWIT_AGENT_ID=" + e.cfg.AgentID, "GODWIT_PHASE=check"},
-	})
+	}
+	var res execute.Result
+	if err := e.cfg.Policy.Check(policy.Command{Kind: policy.KindCheck, Script: cmd.Script, Timeout: cmd.Timeout}); err != nil {
+		// Refused, never run: an error answer whose text names the rule.
+		e.log.Error("sweep checks: the agent policy refused a check", "sweep", req.Sweep, "run_id", req.RunID, "err", err)
+		res = execute.Result{ExitCode: -1, StartErr: err}
+	} else {
+		e.cfg.Policy.Prepare(&cmd)
+		res = execute.Run(cctx, cmd)
+	}
 	e.mu.Lock()
 	delete(e.active, req.RunID)
 	if res.Cancelled {

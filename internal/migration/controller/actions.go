@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
+	"godwit.dev/godwit/internal/errline"
 	"sort"
 	"strings"
 	"time"
@@ -18,31 +18,21 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-// ApplyResult is what `godwit apply` gets back.
-type ApplyResult struct {
-	Name string `json:"name"`
-	// Outcome is "created", "unchanged" or, with DryRun, "planned".
-	Outcome  string     `json:"outcome"`
-	DryRun   bool       `json:"dry_run"`
-	Matched  int        `json:"matched"`
-	Batches  [][]string `json:"batches"` // agent ids per batch
-	Names    [][]string `json:"names"`   // agent names per batch, for people
-	Budget   int        `json:"failure_budget"`
-	Warnings []string   `json:"warnings,omitempty"`
-}
-
 // Apply stores a migration from its YAML spec, or with dryRun only plans it. The same spec twice
 // changes nothing; a different spec under the name of an existing migration is refused.
-func (c *Controller) Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (ApplyResult, error) {
+func (c *Controller) Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (wire.MigrationApplyResult, error) {
 	sp, err := spec.Parse(yamlSpec)
 	if err != nil {
-		return ApplyResult{}, err
+		return wire.MigrationApplyResult{}, err
 	}
 	if err := sp.Validate(); err != nil {
-		return ApplyResult{}, err
+		return wire.MigrationApplyResult{}, err
+	}
+	if err := c.deliverable(sp); err != nil {
+		return wire.MigrationApplyResult{}, &fault.FieldError{Field: "spec.steps", Message: "the migration cannot be delivered: " + err.Error()}
 	}
 	name := sp.Metadata.Name
-	res := ApplyResult{Name: name, DryRun: dryRun}
+	res := wire.MigrationApplyResult{Name: name, DryRun: dryRun}
 	existing, err := c.cfg.Store.GetMigration(ctx, name)
 	switch {
 	case err == nil && existing.SpecHash == sp.Hash():
@@ -93,12 +83,12 @@ func (c *Controller) Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (A
 		return res, fmt.Errorf("selector of %q matches no agents; nothing stored: %w", name, fault.ErrInvalid)
 	}
 	now := c.cfg.Clock.Now().UTC()
-	m := store.Migration{Name: name, Spec: string(yamlSpec), SpecHash: sp.Hash(), State: mPending, Batches: len(pl.Batches),
+	m := wire.Migration{Name: name, Spec: string(yamlSpec), SpecHash: sp.Hash(), State: mPending, Batches: len(pl.Batches),
 		CurrentBatch: -1, CreatedAt: now, UpdatedAt: now}
-	var as []store.Assignment
+	var as []wire.Assignment
 	for bi, b := range pl.Batches {
 		for _, id := range b {
-			as = append(as, store.Assignment{Migration: name, AgentID: id, Attempt: 1, Batch: bi, State: aPending,
+			as = append(as, wire.Assignment{Migration: name, AgentID: id, Attempt: 1, Batch: bi, State: aPending,
 				Action: wire.ActionApply, CreatedAt: now, UpdatedAt: now})
 		}
 	}
@@ -115,22 +105,9 @@ func isNotFound(err error) bool {
 	return err != nil && strings.Contains(err.Error(), fault.ErrNotFound.Error())
 }
 
-// Action is an operator action on a migration.
-type Action string
-
-// Operator actions.
-const (
-	Pause       Action = "pause"
-	Resume      Action = "resume"
-	Approve     Action = "approve"
-	Abort       Action = "abort"
-	Rollback    Action = "rollback"
-	RetryFailed Action = "retry"
-)
-
 // Act performs an operator action. It is an optimistic write: if the controller changed the
 // migration meanwhile, it is retried on the fresh record.
-func (c *Controller) Act(ctx context.Context, name string, act Action, actor string) (store.Migration, error) {
+func (c *Controller) Act(ctx context.Context, name string, act wire.MigrationAction, actor string) (wire.Migration, error) {
 	for range 5 {
 		m, err := c.cfg.Store.GetMigration(ctx, name)
 		if err != nil {
@@ -157,22 +134,22 @@ func (c *Controller) Act(ctx context.Context, name string, act Action, actor str
 		c.Nudge()
 		return m, nil
 	}
-	return store.Migration{}, fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
+	return wire.Migration{}, fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
 }
 
-func (c *Controller) apply(from string, m *store.Migration, as []store.Assignment, act Action) ([]store.Assignment, string, error) {
+func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment, act wire.MigrationAction) ([]wire.Assignment, string, error) {
 	to := ""
-	var changed []store.Assignment
+	var changed []wire.Assignment
 	var msg string
 	switch act {
-	case Pause:
+	case wire.MigrationPause:
 		to, msg = mPaused, "paused by operator"
-	case Resume:
+	case wire.MigrationResume:
 		to, msg = mRunning, "resumed by operator"
 		if from != mPaused {
 			return nil, "", fmt.Errorf("migration %s is %s, not paused: %w", m.Name, from, fault.ErrConflict)
 		}
-	case Approve:
+	case wire.MigrationApprove:
 		next := m.CurrentBatch + 1
 		if next >= m.Batches {
 			return nil, "", fmt.Errorf("migration %s has no batch left to approve: %w", m.Name, fault.ErrConflict)
@@ -183,9 +160,9 @@ func (c *Controller) apply(from string, m *store.Migration, as []store.Assignmen
 		if from == mRunning {
 			to = ""
 		}
-	case Abort:
+	case wire.MigrationAbort:
 		to, msg = mCancelled, "aborted by operator"
-	case Rollback:
+	case wire.MigrationRollback:
 		to, msg = mRollingBack, "rollback requested by operator"
 		now := c.cfg.Clock.Now().UTC()
 		// A rollback that failed before resumes: its agents get a new rollback request.
@@ -197,14 +174,14 @@ func (c *Controller) apply(from string, m *store.Migration, as []store.Assignmen
 				changed = append(changed, a)
 			}
 		}
-	case RetryFailed:
+	case wire.MigrationRetry:
 		to = mRunning
 		now := c.cfg.Clock.Now().UTC()
 		for _, a := range latestOf(as) {
 			if !failedAttempt(&a) || !assignmentSettled(a.State) {
 				continue
 			}
-			changed = append(changed, store.Assignment{Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt + 1,
+			changed = append(changed, wire.Assignment{Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt + 1,
 				Batch: a.Batch, State: aPending, Action: wire.ActionApply, Generation: 1, PreviousAttempt: a.Attempt,
 				DispatchedAt: now, CreatedAt: now, UpdatedAt: now})
 		}
@@ -225,20 +202,80 @@ func (c *Controller) apply(from string, m *store.Migration, as []store.Assignmen
 		} else {
 			m.FinishedAt = time.Time{}
 		}
-	} else if to == from && act != Approve {
+	} else if to == from && act != wire.MigrationApprove {
 		return nil, "", fmt.Errorf("migration %s is already %s: %w", m.Name, from, fault.ErrConflict)
 	}
 	return changed, msg, nil
 }
 
-func latestOf(as []store.Assignment) []store.Assignment {
-	latest := map[string]store.Assignment{}
+// Delete deletes a migration that has ended, with its assignments, and records it as an
+// operator action. Its events stay (they are history), and its name stays taken: agents keep the
+// results of its attempts under that name. It is refused (409) while the migration runs, while
+// an agent has not confirmed that it stopped working on it (a revoked agent does not count), and
+// while something else depends on it (Config.Referenced).
+func (c *Controller) Delete(ctx context.Context, name, actor string) error {
+	for range 5 {
+		m, err := c.cfg.Store.GetMigration(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !migrationFinal(m.State) {
+			return fmt.Errorf("migration %s is %s: only a migration that has ended can be deleted (abort it, or wait for it to end): %w", name, m.State, fault.ErrConflict)
+		}
+		as, err := c.cfg.Store.ListAssignments(ctx, name)
+		if err != nil {
+			return err
+		}
+		agents, err := c.cfg.Store.ListAgents(ctx)
+		if err != nil {
+			return err
+		}
+		names, revoked := map[string]string{}, map[string]bool{}
+		for _, a := range agents {
+			names[a.ID], revoked[a.ID] = a.Name, a.RevokedAt != nil
+		}
+		var waiting []string
+		for _, a := range latestOf(as) {
+			if wanted(&a) && !revoked[a.AgentID] {
+				waiting = append(waiting, firstNonEmpty(names[a.AgentID], a.AgentID)+" ("+a.State+")")
+			}
+		}
+		if len(waiting) > 0 {
+			return fmt.Errorf("migration %s cannot be deleted yet: %d agents have not confirmed that they stopped working on it: %s; wait for them, or revoke the ones that are gone for good: %w",
+				name, len(waiting), strings.Join(waiting, ", "), fault.ErrConflict)
+		}
+		if c.cfg.Referenced != nil {
+			refs, err := c.cfg.Referenced(ctx, name)
+			if err != nil {
+				return err
+			}
+			if len(refs) > 0 {
+				return fmt.Errorf("migration %s cannot be deleted: %s depends on it; change or delete that first: %w", name, strings.Join(refs, ", "), fault.ErrConflict)
+			}
+		}
+		err = c.cfg.Store.DeleteMigration(ctx, name, m.Version, c.cfg.Clock.Now().UTC())
+		if errors.Is(err, fault.ErrConflict) {
+			continue // the controller wrote meanwhile: judge the fresh record
+		}
+		if err != nil {
+			return err
+		}
+		c.operatorEvent(ctx, name, "delete", actor, fmt.Sprintf("%s: deleted (by %s) when %s; %d assignments deleted with it, its events are kept",
+			name, actor, m.State, len(as)))
+		c.Nudge()
+		return nil
+	}
+	return fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
+}
+
+func latestOf(as []wire.Assignment) []wire.Assignment {
+	latest := map[string]wire.Assignment{}
 	for _, a := range as {
 		if cur, ok := latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
 			latest[a.AgentID] = a
 		}
 	}
-	out := make([]store.Assignment, 0, len(latest))
+	out := make([]wire.Assignment, 0, len(latest))
 	for _, a := range latest {
 		out = append(out, a)
 	}
@@ -253,106 +290,100 @@ func (c *Controller) operatorEvent(ctx context.Context, migration, action, actor
 	c.publish(ctx, e)
 }
 
-// BatchProgress counts one batch's latest attempts by state.
-type BatchProgress struct {
-	Batch  int            `json:"batch"`
-	Total  int            `json:"total"`
-	States map[string]int `json:"states"`
+// Describe gathers a migration's progress with every attempt of every agent.
+func (c *Controller) Describe(ctx context.Context, name string) (wire.MigrationDescription, error) {
+	return c.DescribeWith(ctx, name, wire.AssignmentsAll)
 }
 
-// FailureGroup gathers agents that failed the same way.
-type FailureGroup struct {
-	Step      string   `json:"step"`
-	Signature string   `json:"signature"`
-	Count     int      `json:"count"`
-	Agents    []string `json:"agents"`
-	Example   string   `json:"example"`
-}
-
-// Description is `godwit describe migration`.
-type Description struct {
-	Migration   store.Migration    `json:"migration"`
-	Budget      int                `json:"failure_budget"`
-	Batches     []BatchProgress    `json:"batches"`
-	Assignments []store.Assignment `json:"assignments"` // every attempt
-	Failures    []FailureGroup     `json:"failures"`
-}
-
-// Describe gathers a migration's progress.
-func (c *Controller) Describe(ctx context.Context, name string) (Description, error) {
+// DescribeWith gathers a migration's progress: the batches counted and the failed agents
+// grouped in SQL (a fleet-wide migration is not read whole for them), with the assignments
+// chosen by which: every attempt (all), the latest attempts that failed (failed), or none.
+func (c *Controller) DescribeWith(ctx context.Context, name string, which wire.AssignmentsShown) (wire.MigrationDescription, error) {
 	m, err := c.cfg.Store.GetMigration(ctx, name)
 	if err != nil {
-		return Description{}, err
+		return wire.MigrationDescription{}, err
 	}
-	as, err := c.cfg.Store.ListAssignments(ctx, name)
+	counts, err := c.cfg.Store.CountLatestAssignments(ctx, name)
 	if err != nil {
-		return Description{}, err
+		return wire.MigrationDescription{}, err
 	}
-	d := Description{Migration: m, Assignments: as, Batches: make([]BatchProgress, m.Batches)}
-	if sp, err := c.parsedSpec(m); err == nil {
-		d.Budget = plan.Plan{Matched: len(latestOf(as))}.FailureBudget(sp)
+	failed, err := c.cfg.Store.LatestAssignments(ctx, store.LatestQuery{Migration: name, Failed: true})
+	if err != nil {
+		return wire.MigrationDescription{}, err
 	}
+	d := wire.MigrationDescription{Migration: m, Assignments: []wire.Assignment{}, Batches: make([]wire.BatchProgress, m.Batches)}
 	for i := range d.Batches {
-		d.Batches[i] = BatchProgress{Batch: i, States: map[string]int{}}
+		d.Batches[i] = wire.BatchProgress{Batch: i, States: map[string]int{}}
 	}
-	groups := map[[2]string]*FailureGroup{}
-	for _, a := range latestOf(as) {
-		if a.Batch < len(d.Batches) {
-			d.Batches[a.Batch].Total++
-			d.Batches[a.Batch].States[a.State]++
-		}
-		if failedAttempt(&a) || a.State == aRollbackFailed {
-			cause := firstNonEmpty(a.Failure, a.Error)
-			sig := Signature(cause)
-			step := firstNonEmpty(a.FailedStep, a.StepName)
-			k := [2]string{step, sig}
-			g := groups[k]
-			if g == nil {
-				g = &FailureGroup{Step: step, Signature: sig, Example: cause}
-				groups[k] = g
-			}
-			g.Count++
-			g.Agents = append(g.Agents, a.AgentID)
+	matched := 0
+	for _, n := range counts {
+		matched += n.N
+		if n.Batch >= 0 && n.Batch < len(d.Batches) {
+			d.Batches[n.Batch].Total += n.N
+			d.Batches[n.Batch].States[n.State] += n.N
 		}
 	}
-	for _, g := range groups {
-		d.Failures = append(d.Failures, *g)
+	if sp, err := c.parsedSpec(m); err == nil {
+		d.Budget = plan.Plan{Matched: matched}.FailureBudget(sp)
 	}
-	sort.Slice(d.Failures, func(i, j int) bool {
-		if d.Failures[i].Count != d.Failures[j].Count {
-			return d.Failures[i].Count > d.Failures[j].Count
+	d.Failures = FailureGroups(failed)
+	switch which {
+	case wire.AssignmentsAll, "":
+		if d.Assignments, err = c.cfg.Store.ListAssignments(ctx, name); err != nil {
+			return wire.MigrationDescription{}, err
 		}
-		return d.Failures[i].Signature < d.Failures[j].Signature
-	})
+	case wire.AssignmentsFailed:
+		d.Assignments = append(d.Assignments, failed...)
+	case wire.AssignmentsNone:
+	default:
+		return wire.MigrationDescription{}, fault.Invalid("assignments", "%q is not all, failed or none", which)
+	}
+	if d.Assignments == nil {
+		d.Assignments = []wire.Assignment{}
+	}
 	return d, nil
 }
 
-var (
-	uuidRE   = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
-	hexRE    = regexp.MustCompile(`\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{12,}\b`)
-	numberRE = regexp.MustCompile(`\d+`)
-	spaceRE  = regexp.MustCompile(`\s+`)
-)
-
-// Signature reduces an error text to what failures of the same cause share: the last non-empty
-// line, with ids, hex strings and numbers replaced, so "disk full on /dev/sda1 (98%)" on 37
-// agents groups as one.
-func Signature(errText string) string {
-	line := ""
-	for _, l := range strings.Split(errText, "\n") {
-		if t := strings.TrimSpace(l); t != "" {
-			line = t
+// FailureGroups groups the failed latest attempts of a migration's agents by step and the
+// signature of their cause, largest group first; other attempts are passed over. Agents stay in
+// the order given.
+func FailureGroups(latest []wire.Assignment) []wire.FailureGroup {
+	groups := map[[2]string]*wire.FailureGroup{}
+	var out []wire.FailureGroup
+	for i := range latest {
+		a := &latest[i]
+		if !failedAttempt(a) && a.State != aRollbackFailed {
+			continue
 		}
+		cause := firstNonEmpty(a.Failure, a.Error)
+		if a.State == aRollbackFailed && a.Error != "" {
+			// What is wrong now is the rollback, not the run it undid.
+			cause = a.Error
+		}
+		sig := Signature(cause)
+		step := firstNonEmpty(a.FailedStep, a.StepName)
+		k := [2]string{step, sig}
+		g := groups[k]
+		if g == nil {
+			g = &wire.FailureGroup{Step: step, Signature: sig, Example: cause}
+			groups[k] = g
+		}
+		g.Count++
+		g.Agents = append(g.Agents, a.AgentID)
 	}
-	if line == "" {
-		return "(no error text)"
+	for _, g := range groups {
+		out = append(out, *g)
 	}
-	line = uuidRE.ReplaceAllString(line, "<id>")
-	line = hexRE.ReplaceAllString(line, "<hex>")
-	line = numberRE.ReplaceAllString(line, "N")
-	line = spaceRE.ReplaceAllString(line, " ")
-	if len(line) > 120 {
-		line = line[:117] + "..."
-	}
-	return line
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Signature < out[j].Signature
+	})
+	return out
 }
+
+// Signature reduces an error text to what failures of the same cause share: the line that
+// carries the error (errline.Cause: the last that reads like one, not a hint), with ids, hex
+// strings and numbers replaced, so "disk full on /dev/sda1 (98%)" on 37 agents groups as one.
+func Signature(errText string) string { return errline.Signature(errline.Cause(errText)) }

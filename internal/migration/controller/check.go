@@ -3,48 +3,24 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
-	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
-)
-
-// Kinds of finding, and the rule each is resolved by.
-const (
-	// FindingNeverReceived: the hub asked an agent (reachable for a while) for something and the
-	// agent reports nothing about that request. Rule: the agent's desired state is written again.
-	FindingNeverReceived = "never_received"
-	// FindingOrphanAttempt: an agent is working on an attempt the hub has replaced with a newer
-	// one. Rule: none needed — the agent supersedes it when it takes the newer attempt; reported.
-	FindingOrphanAttempt = "orphan_attempt"
-	// FindingUnknownWork: an agent is working on a migration or attempt the hub has no record of
-	// (e.g. the hub's database was restored from an older backup). Rule: reported for a person;
-	// the agent finishes it from its journal.
-	FindingUnknownWork = "unknown_work"
-	// FindingAgentAhead: the agent acted on a newer generation than the hub recorded (same
-	// cause). Rule: reported; the hub keeps its own record and the next request supersedes.
-	FindingAgentAhead = "agent_ahead"
 )
 
 // resendAfter is how long a reachable agent may stay silent about a request before the hub
 // writes its desired state again.
 const resendAfter = 30 * time.Second
 
-// Finding is one disagreement between the hub's records and an agent's observed state.
-type Finding struct {
-	Kind      string `json:"kind"`
-	Migration string `json:"migration"`
-	AgentID   string `json:"agent_id"`
-	Attempt   int    `json:"attempt"`
-	Detail    string `json:"detail"`
-	Fix       string `json:"fix"`
-}
-
 // Check compares every assignment the hub expects an agent to act on with what the agent
-// reports, resolves each disagreement by its rule, and records each as an event.
-func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
+// reports, resolves each disagreement by its rule and returns the findings. On the leader the
+// open findings are kept in the store: a finding is an event when it is first found and another
+// when it is gone, however many checks find it in between (and across a restart of the hub).
+func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 	now := c.cfg.Clock.Now()
 	ms, err := c.cfg.Store.ListMigrations(ctx)
 	if err != nil {
@@ -65,9 +41,9 @@ func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
 	}
 	c.mu.Unlock()
 
-	var findings []Finding
+	var findings []wire.CheckFinding
 	// known[agent][migration] = the hub's latest assignment of that agent in that migration.
-	known := map[string]map[string]store.Assignment{}
+	known := map[string]map[string]wire.Assignment{}
 	for _, m := range ms {
 		as, err := c.cfg.Store.ListAssignments(ctx, m.Name)
 		if err != nil {
@@ -75,7 +51,7 @@ func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
 		}
 		for _, a := range latestOf(as) {
 			if known[a.AgentID] == nil {
-				known[a.AgentID] = map[string]store.Assignment{}
+				known[a.AgentID] = map[string]wire.Assignment{}
 			}
 			known[a.AgentID][m.Name] = a
 			if a.DispatchedAt.IsZero() || !reachable[a.AgentID] || now.Sub(a.UpdatedAt) < resendAfter {
@@ -91,11 +67,11 @@ func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
 				c.mu.Lock()
 				delete(c.written, a.AgentID) // the next pass writes its desired state again
 				c.mu.Unlock()
-				findings = append(findings, Finding{Kind: FindingNeverReceived, Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt,
+				findings = append(findings, wire.CheckFinding{Kind: wire.FindingNeverReceived, Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt,
 					Detail: fmt.Sprintf("asked to %s (generation %d) %s ago; the agent reports %s", a.Action, a.Generation, now.Sub(a.UpdatedAt).Round(time.Second), describeObserved(o, ok)),
 					Fix:    "desired state written again"})
 			case o.Generation > a.Generation:
-				findings = append(findings, Finding{Kind: FindingAgentAhead, Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt,
+				findings = append(findings, wire.CheckFinding{Kind: wire.FindingAgentAhead, Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt,
 					Detail: fmt.Sprintf("the agent acted on generation %d, the hub recorded %d", o.Generation, a.Generation),
 					Fix:    "reported; the hub's next request supersedes"})
 			}
@@ -109,15 +85,15 @@ func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
 			a, ok := known[agentID][o.Migration]
 			switch {
 			case !ok:
-				findings = append(findings, Finding{Kind: FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
+				findings = append(findings, wire.CheckFinding{Kind: wire.FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in a migration the hub has no assignment for", o.State),
 					Fix:    "reported; the agent finishes it from its journal"})
 			case o.Attempt < a.Attempt:
-				findings = append(findings, Finding{Kind: FindingOrphanAttempt, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
+				findings = append(findings, wire.CheckFinding{Kind: wire.FindingOrphanAttempt, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in attempt %d; the hub wants attempt %d", o.State, o.Attempt, a.Attempt),
 					Fix:    "reported; the agent supersedes it when it takes the newer attempt"})
 			case o.Attempt > a.Attempt:
-				findings = append(findings, Finding{Kind: FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
+				findings = append(findings, wire.CheckFinding{Kind: wire.FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in attempt %d, newer than any the hub recorded (%d)", o.State, o.Attempt, a.Attempt),
 					Fix:    "reported; the agent finishes it from its journal"})
 			}
@@ -129,13 +105,28 @@ func (c *Controller) Check(ctx context.Context) ([]Finding, error) {
 		}
 		return findings[i].AgentID < findings[j].AgentID
 	})
-	for _, f := range findings {
-		extra, _ := json.Marshal(map[string]string{"kind": f.Kind, "fix": f.Fix})
-		c.publish(ctx, wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventCheckFinding, wire.SeverityWarning,
-			wire.EventData{AgentID: f.AgentID, Migration: f.Migration, Attempt: f.Attempt, Message: f.Kind + ": " + f.Detail + " — " + f.Fix, Extra: extra}))
-	}
 	if len(findings) > 0 {
 		c.Nudge()
+	}
+	if fence := c.fence(); fence.Epoch != 0 {
+		opened, resolved, err := c.cfg.Store.ReconcileFindings(ctx, fence, findings, now)
+		switch {
+		case errors.Is(err, fault.ErrFenced):
+			// Not leading any more: the leader's own check records them.
+		case err != nil:
+			return findings, err
+		}
+		for _, f := range opened {
+			extra, _ := json.Marshal(map[string]string{"kind": f.Kind, "fix": f.Fix, "status": "found"})
+			c.publish(ctx, wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventCheckFinding, wire.SeverityWarning,
+				wire.EventData{AgentID: f.AgentID, Migration: f.Migration, Attempt: f.Attempt, Message: f.Kind + ": " + f.Detail + " — " + f.Fix, Extra: extra}))
+		}
+		for _, f := range resolved {
+			extra, _ := json.Marshal(map[string]string{"kind": f.Kind, "fix": f.Fix, "status": "resolved"})
+			c.publish(ctx, wire.NewEvent(wire.HubSource(c.cfg.HubID), wire.EventCheckFinding, wire.SeverityInfo,
+				wire.EventData{AgentID: f.AgentID, Migration: f.Migration, Attempt: f.Attempt, Extra: extra,
+					Message: fmt.Sprintf("%s resolved after %s (found %s: %s)", f.Kind, now.Sub(f.FirstSeen).Round(time.Second), f.FirstSeen.UTC().Format(time.RFC3339), f.Detail)}))
+		}
 	}
 	return findings, nil
 }

@@ -13,18 +13,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"godwit.dev/godwit/internal/collector"
 	"godwit.dev/godwit/internal/fault"
-	"godwit.dev/godwit/internal/migration/plan"
+	"godwit.dev/godwit/internal/hubevent"
 	"godwit.dev/godwit/internal/migration/spec"
-	"godwit.dev/godwit/internal/migration/state"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
+	"godwit.dev/godwit/internal/worker"
 )
 
 // Clock tells the time. Deadlines under the "active" policy add up the differences between
@@ -45,7 +45,8 @@ type Config struct {
 	// Interval between passes; a Nudge runs one sooner. Default 500ms.
 	Interval time.Duration
 	Clock    Clock
-	// Publish records a hub event (state changes, timeouts); nil drops them.
+	// Publish records a hub event (state changes, timeouts); nil drops them. An event it cannot
+	// record is kept and offered again (package hubevent).
 	Publish func(ctx context.Context, e wire.Event) error
 	// HubID names this hub in event sources.
 	HubID string
@@ -56,18 +57,29 @@ type Config struct {
 	// Default (0) 45s; negative: none (tests that step passes by hand).
 	Settle time.Duration
 	// Connected reports whether the hub can reach NATS; while it cannot, deadlines are not
-	// enforced (nobody can hear the agents). Nil: always connected.
+	// enforced (nobody can hear the agents). Nil: always connected. Only the connection counts:
+	// a desired document that the bus refuses (too large, say) is that document's problem, not
+	// an outage.
 	Connected func() bool
+	// MaxPayload is the largest message the NATS server the hub is connected to accepts
+	// (nats.Conn.MaxPayload). A migration whose desired document would not fit is refused at
+	// Apply; one stored past that check fails on its own without holding up the others. Nil, or
+	// 0 while not connected: not checked.
+	MaxPayload func() int64
+	// Referenced names what depends on a migration besides its own records (the sweeps that
+	// remediate with its spec); Delete refuses while there is any. Nil: nothing does.
+	Referenced func(ctx context.Context, migration string) ([]string, error)
 	// Registry receives the controller's metrics; nil: not exported.
 	Registry prometheus.Registerer
+	// OnExit is told when the controller stops by itself: deposed (fault.ErrFenced, another hub
+	// holds a newer epoch) or panicked. See package worker.
+	OnExit func(worker.Exit)
 }
 
 // Controller runs migrations.
 type Controller struct {
 	cfg Config
 	log *slog.Logger
-
-	nudge chan struct{}
 
 	mu       sync.Mutex
 	epoch    int64
@@ -76,18 +88,24 @@ type Controller struct {
 	written  map[string]string             // agent → desired document last written
 	lastPass time.Time
 	touched  time.Time // last TouchEpoch
-	// resumed is true until the first pass after taking the lead has completed: what that pass
-	// adopts from the agents happened while no controller ran, and each becomes an event.
-	resumed bool
+	// adopted names the migrations reconciled since taking the lead: until a migration's first
+	// reconcile, what it adopts from the agents happened while no controller ran, and each
+	// change becomes an event.
+	adopted map[string]bool
 	// judgeFrom is when deadlines may be enforced again (see Config.Settle); busDown is set
-	// while desired-state writes fail.
+	// while the hub is not connected to NATS.
 	judgeFrom time.Time
 	busDown   bool
-	// failing is set while passes fail (e.g. the database is unreachable); the first pass that
-	// can read the store again settles before judging, as after a start.
+	// failing is set while the store cannot be read (the database is unreachable); the first
+	// pass that can read it again settles before judging, as after a start. Nothing else sets
+	// it: one migration's trouble is that migration's.
 	failing bool
-	synced  chan struct{} // closed once the observed watcher delivered its initial values
-	rewatch chan struct{} // asks the observed watcher to start over (the bus came back)
+	// unrunnable remembers the migrations already reported as unrunnable, and writeErr the
+	// last error writing each agent's desired document, so that each is logged once.
+	unrunnable map[string]bool
+	writeErr   map[string]string
+	synced     chan struct{} // closed once the observed watcher delivered its initial values
+	rewatch    chan struct{} // asks the observed watcher to start over (the bus came back)
 	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
 	// took the lead or the bus came back. While settling, an agent is judged once it has been
 	// heard from again since then.
@@ -95,9 +113,8 @@ type Controller struct {
 	recoveredAt time.Time
 	passes      *prometheus.CounterVec
 
-	startStop sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
+	events *hubevent.Sender
+	life   *worker.Lifecycle
 }
 
 // New returns a controller; Start makes it run.
@@ -114,31 +131,43 @@ func New(cfg Config) *Controller {
 	case cfg.Settle < 0:
 		cfg.Settle = 0
 	}
-	passes := prometheus.NewCounterVec(prometheus.CounterOpts{
+	passes := collector.Register(cfg.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "godwit_migration_controller_passes_total", Help: "Migration controller passes by result (ok, error).",
-	}, []string{"result"})
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(passes)
+	}, []string{"result"}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1), synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
-		heardAt: map[string]time.Time{}, passes: passes,
-		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}}
+	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
+		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
+		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{},
+		unrunnable: map[string]bool{}, writeErr: map[string]string{},
+		events: hubevent.New(cfg.Publish, cfg.Logger),
+		life:   worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
 
-// Start acquires leadership, starts following observed state and runs passes until Stop.
+// Start acquires leadership, starts following observed state and runs passes until Stop. Safe
+// to call twice; Start after Stop leads again (package worker).
 func (c *Controller) Start(ctx context.Context) error {
-	c.startStop.Lock()
-	defer c.startStop.Unlock()
-	if c.cancel != nil {
-		return nil
+	return c.life.Start(ctx, c.begin, c.run, c.watchObserved)
+}
+
+// Stop ends the controller and waits for its pass to finish. Safe to call twice.
+func (c *Controller) Stop(ctx context.Context) error { return c.life.Stop(ctx) }
+
+// begin sets a run up: nothing the last run learned carries over (another hub may have led in
+// between, and the time no run counted must count nothing), then it takes the lead.
+func (c *Controller) begin(ctx context.Context) error {
+	c.mu.Lock()
+	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]string{}
+	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
+	c.lastPass, c.failing, c.busDown = time.Time{}, false, false
+	c.synced = make(chan struct{})
+	c.mu.Unlock()
+	select {
+	case <-c.rewatch:
+	default:
 	}
-	if err := c.lead(ctx); err != nil {
-		return err
-	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel, c.done = cancel, make(chan struct{})
-	go c.run(rctx)
-	return nil
+	return c.lead(ctx)
 }
 
 func (c *Controller) lead(ctx context.Context) error {
@@ -149,11 +178,18 @@ func (c *Controller) lead(ctx context.Context) error {
 	}
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
-	c.epoch, c.resumed, c.touched = epoch, true, now
+	c.epoch, c.adopted, c.touched = epoch, map[string]bool{}, now
 	c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
 	c.mu.Unlock()
 	if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
-		return fmt.Errorf("migration controller: %w", err)
+		if !errors.Is(err, fault.ErrFenced) {
+			return fmt.Errorf("migration controller: %w", err)
+		}
+		// Another hub took the lead between the two writes (two hubs starting together). Not a
+		// failure to start: the first pass is fenced, the run ends deposed and the hub steps
+		// down, as it would a moment later.
+		c.log.Info("migration controller: another hub took the lead at once; this one steps down on its first pass", "epoch", epoch)
+		return nil
 	}
 	if prevErr != nil {
 		c.log.Info("migration controller leading", "epoch", epoch)
@@ -168,51 +204,22 @@ func (c *Controller) lead(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) publish(ctx context.Context, e wire.Event) {
-	if c.cfg.Publish == nil {
-		return
-	}
-	if err := c.cfg.Publish(ctx, e); err != nil {
-		c.log.Warn("migration controller: event not recorded", "type", e.Type, "err", err)
-	}
-}
-
-// Stop ends the controller and waits for its pass to finish. Safe to call twice.
-func (c *Controller) Stop(ctx context.Context) error {
-	c.startStop.Lock()
-	defer c.startStop.Unlock()
-	if c.cancel == nil {
-		return nil
-	}
-	c.cancel()
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	c.cancel = nil
-	return nil
-}
+func (c *Controller) publish(ctx context.Context, e wire.Event) { c.events.Send(ctx, e) }
 
 // Nudge asks for a pass as soon as possible (after an operator action or an observation).
-func (c *Controller) Nudge() {
-	select {
-	case c.nudge <- struct{}{}:
-	default:
-	}
-}
+func (c *Controller) Nudge() { c.life.Nudge() }
 
-func (c *Controller) run(ctx context.Context) {
-	defer close(c.done)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); c.watchObserved(ctx) }()
-	defer wg.Wait()
+// run is one run of the controller, until Stop or until it is deposed; watchObserved runs
+// beside it.
+func (c *Controller) run(ctx context.Context) error {
+	c.mu.Lock()
+	synced := c.synced
+	c.mu.Unlock()
 	// Decide nothing before the agents' last reports are in.
 	select {
-	case <-c.synced:
+	case <-synced:
 	case <-ctx.Done():
-		return
+		return ctx.Err()
 	case <-time.After(c.cfg.Settle):
 		c.log.Warn("migration controller: observed state not read within the settle time; going on")
 	}
@@ -220,30 +227,31 @@ func (c *Controller) run(ctx context.Context) {
 	defer t.Stop()
 	check := time.NewTicker(checkEvery)
 	defer check.Stop()
+	var lastErr string
+	var loggedAt time.Time
 	for {
 		err := c.Pass(ctx)
 		if err != nil {
 			c.passes.WithLabelValues("error").Inc()
-			c.mu.Lock()
-			c.failing = true
-			c.mu.Unlock()
 		} else {
 			c.passes.WithLabelValues("ok").Inc()
 		}
-		if err != nil {
-			if errors.Is(err, fault.ErrFenced) {
-				c.log.Error("migration controller deposed: another hub holds a newer epoch; stopping", "err", err)
-				return
-			}
-			if ctx.Err() == nil {
-				c.log.Warn("migration controller pass failed", "err", err)
-			}
+		switch {
+		case err == nil:
+			lastErr = ""
+		case errors.Is(err, fault.ErrFenced):
+			return fmt.Errorf("migration controller deposed: another hub holds a newer epoch: %w", err)
+		case ctx.Err() != nil:
+		case err.Error() != lastErr || time.Since(loggedAt) >= time.Minute:
+			// The same trouble pass after pass is logged once a minute, not twice a second.
+			c.log.Warn("migration controller pass failed", "err", err)
+			lastErr, loggedAt = err.Error(), time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-t.C:
-		case <-c.nudge:
+		case <-c.life.Nudged():
 		case <-check.C:
 			if _, err := c.Check(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("consistency check failed", "err", err)
@@ -255,746 +263,8 @@ func (c *Controller) run(ctx context.Context) {
 // checkEvery is how often the leader runs the consistency check on its own.
 const checkEvery = time.Minute
 
-// watchObserved keeps the latest observed document of every agent, restarting the watch if it
-// breaks (NATS restarted). Its initial values give a restarted hub every agent's last report.
-func (c *Controller) watchObserved(ctx context.Context) {
-	for ctx.Err() == nil {
-		w, err := c.cfg.Observed.WatchAll(ctx, jetstream.IgnoreDeletes())
-		if err != nil {
-			c.log.Warn("migration controller: watch observed state", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(c.cfg.Interval):
-			}
-			continue
-		}
-		// The values delivered before the watch's first nil are the stored reports; only what
-		// arrives after it is an agent heard from again.
-		live := false
-	updates:
-		for {
-			var e jetstream.KeyValueEntry
-			var ok bool
-			select {
-			case <-ctx.Done():
-				_ = w.Stop()
-				return
-			case <-c.rewatch:
-				// The bus came back: watch again from the stored values rather than wait for
-				// the old watch to notice that its server went away.
-				break updates
-			case e, ok = <-w.Updates():
-				if !ok {
-					break updates
-				}
-			}
-			if e == nil {
-				live = true
-				c.markSynced()
-				continue
-			}
-			var o wire.ObservedState
-			if err := json.Unmarshal(e.Value(), &o); err != nil || o.AgentID != e.Key() {
-				c.log.Warn("migration controller: ignoring malformed observed state", "agent", e.Key())
-				continue
-			}
-			c.mu.Lock()
-			c.observed[e.Key()] = o
-			if live {
-				c.heardAt[e.Key()] = c.cfg.Clock.Now()
-			}
-			c.mu.Unlock()
-			c.Nudge()
-		}
-		_ = w.Stop()
-	}
-}
-
-func (c *Controller) markSynced() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	select {
-	case <-c.synced:
-	default:
-		close(c.synced)
-	}
-}
-
-// DefaultSettle covers an agent's longest reconnect back-off (30s plus jitter) and a heartbeat.
-const DefaultSettle = 45 * time.Second
-
-// judging reports whether the bus is up and whether the settle time has passed at now.
-func (c *Controller) judging(now time.Time) (busUp, settled bool) {
-	if c.cfg.Connected != nil && !c.cfg.Connected() {
-		c.mu.Lock()
-		c.busDown = true
-		c.mu.Unlock()
-		return false, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.busDown, !c.busDown && !now.Before(c.judgeFrom)
-}
-
-// ObserveForTest injects an observed document (tests without a bucket).
-func (c *Controller) ObserveForTest(o wire.ObservedState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.observed[o.AgentID] = o
-	c.heardAt[o.AgentID] = c.cfg.Clock.Now()
-}
-
 func (c *Controller) fence() store.Fence {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return store.Fence{Name: LeadershipName, Epoch: c.epoch}
-}
-
-// Pass is one reconcile pass over every migration that is not final, then the desired states.
-func (c *Controller) Pass(ctx context.Context) error {
-	now := c.cfg.Clock.Now()
-	c.mu.Lock()
-	var delta time.Duration
-	if !c.lastPass.IsZero() {
-		delta = now.Sub(c.lastPass)
-	}
-	c.lastPass = now
-	c.mu.Unlock()
-
-	c.mu.Lock()
-	touch := now.Sub(c.touched) >= touchEvery
-	c.mu.Unlock()
-	if touch {
-		if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		c.touched = now
-		c.mu.Unlock()
-	}
-	ms, err := c.cfg.Store.ListMigrations(ctx)
-	if err != nil {
-		return err
-	}
-	agents, err := c.cfg.Store.ListAgents(ctx)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	if c.failing {
-		c.failing = false
-		c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
-		c.log.Info("migration controller: the store is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
-	}
-	c.mu.Unlock()
-	reachable := map[string]bool{}
-	for _, a := range agents {
-		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
-	}
-	// A snapshot: the watcher keeps updating the live map while this pass decides.
-	c.mu.Lock()
-	observed := make(map[string]wire.ObservedState, len(c.observed))
-	for k, v := range c.observed {
-		observed[k] = v
-	}
-	heard := map[string]bool{}
-	for k, at := range c.heardAt {
-		heard[k] = !at.Before(c.recoveredAt)
-	}
-	c.mu.Unlock()
-	var errs []error
-	desired := map[string][]wire.DesiredAssignment{}
-	for _, m := range ms {
-		if err := c.reconcile(ctx, m, observed, heard, reachable, delta, now, desired); err != nil {
-			if errors.Is(err, fault.ErrFenced) {
-				return err
-			}
-			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
-		}
-	}
-	werr := c.writeDesired(ctx, desired)
-	if werr == nil && c.cfg.Connected != nil && !c.cfg.Connected() {
-		werr = errors.New("not connected to NATS")
-	}
-	c.mu.Lock()
-	switch {
-	case werr != nil && !c.busDown:
-		c.busDown = true
-		c.log.Warn("migration controller: cannot write desired state; deadlines are not enforced until the bus is back", "err", werr)
-	case werr == nil && c.busDown:
-		c.busDown, c.judgeFrom, c.recoveredAt = false, now.Add(c.cfg.Settle), now
-		select {
-		case c.rewatch <- struct{}{}:
-		default:
-		}
-		c.log.Info("migration controller: bus is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
-	}
-	c.mu.Unlock()
-	if werr != nil {
-		errs = append(errs, werr)
-	}
-	if len(errs) == 0 {
-		c.mu.Lock()
-		c.resumed = false
-		c.mu.Unlock()
-	}
-	return errors.Join(errs...)
-}
-
-// touchEvery is how often the leader records that it is alive.
-const touchEvery = 5 * time.Second
-
-func (c *Controller) parsedSpec(m store.Migration) (*spec.Migration, error) {
-	c.mu.Lock()
-	sp, ok := c.specs[m.SpecHash]
-	c.mu.Unlock()
-	if ok {
-		return sp, nil
-	}
-	sp, err := spec.Parse([]byte(m.Spec))
-	if err != nil {
-		return nil, fmt.Errorf("stored spec does not parse: %w", err)
-	}
-	c.mu.Lock()
-	c.specs[m.SpecHash] = sp
-	c.mu.Unlock()
-	return sp, nil
-}
-
-// pass holds one migration's working set during a pass.
-type pass struct {
-	c        *Controller
-	m        store.Migration
-	orig     store.Migration
-	sp       *spec.Migration
-	all      []store.Assignment
-	latest   map[string]*store.Assignment // agent → its latest attempt
-	order    []string                     // agents in stable order
-	dirty    map[string]bool
-	now      time.Time
-	events   []wire.Event
-	observed map[string]wire.ObservedState
-	resumed  bool            // first pass after taking the lead
-	judge    bool            // settled: every deadline may be enforced, new work may start
-	busUp    bool            // while settling, deadlines of agents heard from again may be enforced
-	overdue  bool            // the migration's deadline has passed (judged or not)
-	heard    map[string]bool // agents heard from since the controller took the lead or the bus came back
-}
-
-func (p *pass) touch(a *store.Assignment) {
-	a.UpdatedAt = p.now
-	p.dirty[a.AgentID] = true
-}
-
-// setAssignment moves an assignment to a new state if the state machine allows it.
-func (p *pass) setAssignment(a *store.Assignment, to string) bool {
-	if a.State == to {
-		return false
-	}
-	if err := state.CheckAssignment(state.AssignmentState(a.State), state.AssignmentState(to)); err != nil {
-		p.c.log.Warn("migration controller: refused assignment transition", "migration", a.Migration, "agent", a.AgentID, "err", err)
-		return false
-	}
-	a.State = to
-	if assignmentSettled(to) {
-		a.FinishedAt = p.now
-	}
-	p.touch(a)
-	return true
-}
-
-// setMigration moves the migration to a new state with a reason, if allowed.
-func (p *pass) setMigration(to, reason string) {
-	if p.m.State == to {
-		p.m.Reason = reason
-		return
-	}
-	if err := state.CheckMigration(state.MigrationState(p.m.State), state.MigrationState(to)); err != nil {
-		p.c.log.Warn("migration controller: refused migration transition", "migration", p.m.Name, "err", err)
-		return
-	}
-	p.c.log.Info("migration state changed", "migration", p.m.Name, "from", p.m.State, "to", to, "reason", reason)
-	sev := wire.SeverityInfo
-	switch to {
-	case mFailed:
-		sev = wire.SeverityError
-	case mPaused, mPartiallySucceeded, mRollingBack, mCancelled:
-		sev = wire.SeverityWarning
-	}
-	extra, _ := json.Marshal(map[string]string{"from": p.m.State, "to": to})
-	p.events = append(p.events, wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventMigrationStateChanged, sev,
-		wire.EventData{Migration: p.m.Name, Message: fmt.Sprintf("migration %s: %s → %s: %s", p.m.Name, p.m.State, to, reason), Extra: extra}))
-	p.m.State, p.m.Reason = to, reason
-	if migrationFinal(to) {
-		p.m.FinishedAt = p.now
-	} else {
-		p.m.FinishedAt = time.Time{}
-	}
-}
-
-func (c *Controller) reconcile(ctx context.Context, m store.Migration, observed map[string]wire.ObservedState, heard, reachable map[string]bool, delta time.Duration, now time.Time, desired map[string][]wire.DesiredAssignment) error {
-	sp, err := c.parsedSpec(m)
-	if err != nil {
-		return err
-	}
-	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	resumed := c.resumed
-	c.mu.Unlock()
-	busUp, settled := c.judging(now)
-	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*store.Assignment{}, dirty: map[string]bool{}, now: now,
-		observed: observed, resumed: resumed, judge: settled, busUp: busUp, heard: heard}
-	for i := range p.all {
-		a := &p.all[i]
-		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
-			p.latest[a.AgentID] = a
-		}
-	}
-	for id := range p.latest {
-		p.order = append(p.order, id)
-	}
-	sort.Strings(p.order)
-
-	p.observe(observed)
-	if !migrationFinal(p.m.State) {
-		p.deadlines(reachable, delta)
-		p.advance()
-	} else if p.m.State == mCancelled {
-		p.cancelInFlight("migration aborted")
-	}
-	if err := p.save(ctx); err != nil {
-		return err
-	}
-	p.collectDesired(desired)
-	return nil
-}
-
-// observe applies the agents' reports for the current generation of each latest attempt.
-func (p *pass) observe(obs map[string]wire.ObservedState) {
-	for _, id := range p.order {
-		a := p.latest[id]
-		if a.DispatchedAt.IsZero() {
-			continue
-		}
-		doc, ok := obs[id]
-		if !ok {
-			continue
-		}
-		for _, o := range doc.Assignments {
-			if o.Migration != a.Migration || o.Attempt != a.Attempt {
-				continue // another migration, or a stale attempt: fenced out
-			}
-			if o.Generation != a.Generation {
-				break // the agent has not acted on the current request yet (or reports an older one)
-			}
-			p.applyObservation(a, o)
-			break
-		}
-	}
-}
-
-func (p *pass) applyObservation(a *store.Assignment, o wire.ObservedAssignment) {
-	from := a.State
-	defer func() {
-		if p.resumed && from != a.State {
-			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo,
-				fmt.Sprintf("reconciled after the controller was away: the agent reports %s (the hub had %s)", a.State, from)))
-		}
-	}()
-	to := o.State
-	if a.State == aTimedOut && (to == aFailed || to == aTimedOut) {
-		to = aTimedOut // the hub's deadline stopped it; keep saying why
-	}
-	changed := false
-	if to != a.State {
-		changed = p.setAssignment(a, to)
-		if !changed {
-			return
-		}
-	}
-	if isFailure(to) && a.Failure == "" {
-		a.Failure = firstNonEmpty(o.Error, "failed without an error text")
-		a.FailedStep = o.StepName
-	}
-	exit := a.ExitCode
-	if o.ExitCode != nil {
-		exit = o.ExitCode
-	}
-	if a.Step != o.Step || a.StepName != o.StepName || a.Error != o.Error || a.Applied != len(o.Applied) || !sameInt(a.ExitCode, exit) {
-		a.Step, a.StepName, a.Error, a.Applied, a.ExitCode = o.Step, o.StepName, o.Error, len(o.Applied), exit
-		changed = true
-	}
-	if changed {
-		p.touch(a)
-	}
-}
-
-func sameInt(a, b *int) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
-}
-
-// deadlines counts time and enforces the assignment and migration deadlines.
-//
-// Under the "active" policy (the default) only time that could be used counts: time between
-// passes of a running hub (a hub that was down counts nothing for its downtime, since the first
-// pass after a start has no previous pass), for an assignment only while its agent is reachable,
-// and for the migration only while it is running or rolling back and at least one of its agents
-// is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
-// counts. A rollback gets a fresh timer when it is requested.
-func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
-	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
-	// The migration's time counts only while some agent with work in flight is reachable:
-	// otherwise nothing could progress, whatever the hub does.
-	workable := false
-	for _, id := range p.order {
-		a := p.latest[id]
-		if reachable[id] && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
-			workable = true
-			break
-		}
-	}
-	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && workable
-	if counting && active && delta > 0 {
-		p.m.ActiveMS += delta.Milliseconds()
-	}
-	for _, id := range p.order {
-		a := p.latest[id]
-		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
-			continue
-		}
-		p.reachability(a, reachable[id])
-		if active && delta > 0 && reachable[id] {
-			// A timer that started since the last pass (a rollback or retry requested
-			// meanwhile) counts only from its start.
-			a.ActiveMS += min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
-			p.dirty[id] = true
-		}
-		limit := p.sp.Spec.Timeouts.Assignment
-		used := time.Duration(a.ActiveMS) * time.Millisecond
-		if !active {
-			used = p.now.Sub(a.DispatchedAt)
-		}
-		// While settling, only an agent heard from again (it has reconnected and re-sent its
-		// observed state) is judged; one still silent waits for the settle time.
-		if used <= limit || !(p.judge || (p.busUp && reachable[id] && p.heard[id])) {
-			continue
-		}
-		switch a.Action {
-		case wire.ActionApply:
-			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
-			a.Failure, a.FailedStep = a.Error, a.StepName
-			if p.setAssignment(a, aTimedOut) {
-				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
-				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
-			}
-		case wire.ActionRollback:
-			// A stuck rollback stops as rollback_failed, which `rollback` resumes with a fresh timer.
-			a.Error = fmt.Sprintf("rollback deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
-			if p.setAssignment(a, aRollbackFailed) {
-				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
-				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
-			}
-		}
-	}
-	if p.complete() || p.m.State == mRollingBack {
-		return // nothing left that a deadline could stop
-	}
-	limit := p.sp.Spec.Timeouts.Migration
-	used := time.Duration(p.m.ActiveMS) * time.Millisecond
-	if !active {
-		used = p.now.Sub(p.m.CreatedAt)
-	}
-	p.overdue = used > limit
-	if !p.overdue || !p.judge {
-		return
-	}
-	reason := fmt.Sprintf("migration deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
-	switch p.sp.Spec.OnTimeout {
-	case spec.OnTimeoutRollback:
-		p.setMigration(mRollingBack, reason+"; onTimeout: rollback")
-	case spec.OnTimeoutFail:
-		p.cancelInFlight(reason)
-		p.setMigration(mFailed, reason+"; onTimeout: fail")
-	default:
-		if p.m.State != mPaused {
-			p.setMigration(mPaused, reason+"; onTimeout: pause")
-		}
-	}
-}
-
-// complete reports whether every batch was dispatched and every agent has settled: the
-// migration can end on this pass whatever the clock says.
-func (p *pass) complete() bool {
-	if p.m.CurrentBatch+1 < p.m.Batches {
-		return false
-	}
-	for _, a := range p.latest {
-		if !assignmentSettled(a.State) && a.State != aNotNeeded {
-			return false
-		}
-	}
-	return true
-}
-
-// reachability marks an in-flight assignment agent_unreachable while its agent is not
-// reachable — not failed: only its deadline can fail it — and puts it back when the agent is.
-func (p *pass) reachability(a *store.Assignment, reachable bool) {
-	switch {
-	case !reachable && a.State != aUnreachable:
-		if p.setAssignment(a, aUnreachable) {
-			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityWarning, "agent unreachable; its deadline counts on only while it is reachable (active policy)"))
-		}
-	case reachable && a.State == aUnreachable:
-		back := aPending
-		if o, ok := p.observedFor(a); ok && o.Generation == a.Generation {
-			back = o.State
-		} else if a.Action == wire.ActionRollback {
-			back = aRollingBack
-		}
-		p.setAssignment(a, back)
-	}
-}
-
-// observedFor returns the agent's report about this attempt, if any.
-func (p *pass) observedFor(a *store.Assignment) (wire.ObservedAssignment, bool) {
-	for _, o := range p.observed[a.AgentID].Assignments {
-		if o.Migration == a.Migration && o.Attempt == a.Attempt {
-			return o, true
-		}
-	}
-	return wire.ObservedAssignment{}, false
-}
-
-func (p *pass) assignmentEvent(a *store.Assignment, sev, msg string) wire.Event {
-	return wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventAssignmentReconciled, sev,
-		wire.EventData{AgentID: a.AgentID, Migration: a.Migration, Attempt: a.Attempt, Message: msg})
-}
-
-func (p *pass) failures() int {
-	n := 0
-	for _, a := range p.latest {
-		if failedAttempt(a) {
-			n++
-		}
-	}
-	return n
-}
-
-// rollbackFailedAgents undoes the applied steps of agents whose attempt failed, unless the
-// spec says to leave them (onAgentFailure: leave): no agent stays half-migrated by default.
-func (p *pass) rollbackFailedAgents() {
-	if p.sp.Spec.Rollout.OnAgentFailure == spec.OnAgentFailureLeave {
-		return
-	}
-	for _, id := range p.order {
-		a := p.latest[id]
-		if isFailure(a.State) && a.Action != wire.ActionRollback {
-			p.requestRollback(a)
-			p.setAssignment(a, aRollingBack)
-		}
-	}
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-func (p *pass) budget() int {
-	return plan.Plan{Matched: len(p.latest)}.FailureBudget(p.sp)
-}
-
-// advance moves a running or rolling-back migration forward.
-func (p *pass) advance() {
-	switch p.m.State {
-	case mPending:
-		p.setMigration(mRunning, "started")
-		p.advanceRunning()
-	case mRunning:
-		p.advanceRunning()
-	case mRollingBack:
-		p.advanceRollback()
-	}
-}
-
-func (p *pass) advanceRunning() {
-	p.rollbackFailedAgents()
-	if f, b := p.failures(), p.budget(); f > b {
-		reason := fmt.Sprintf("failure budget exceeded: %d agents failed, %d allowed", f, b)
-		switch p.sp.Spec.Rollout.OnFailure {
-		case spec.OnFailureAbort:
-			p.cancelInFlight(reason)
-			p.setMigration(mFailed, reason+"; onFailure: abort")
-		case spec.OnFailureRollback:
-			p.setMigration(mRollingBack, reason+"; onFailure: rollback")
-			p.advanceRollback()
-		default:
-			p.setMigration(mPaused, reason+"; onFailure: pause (retry --failed, rollback or abort)")
-		}
-		return
-	}
-	for _, a := range p.latest {
-		if a.Batch <= p.m.CurrentBatch && !assignmentSettled(a.State) {
-			return // the current batch is still running
-		}
-	}
-	next := p.m.CurrentBatch + 1
-	if next >= p.m.Batches {
-		if f := p.failures(); f == 0 {
-			p.setMigration(mSucceeded, "every agent succeeded or needed nothing")
-		} else {
-			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget", f, len(p.latest)))
-		}
-		return
-	}
-	if !p.judge && p.overdue {
-		return // settling past the deadline: nothing new starts until it can be judged
-	}
-	if next > 0 && p.sp.Spec.Rollout.Approval == spec.ApprovalManual && p.m.ApprovedBatch < next {
-		p.setMigration(mPaused, fmt.Sprintf("waiting for approval of batch %d of %d (godwit approve %s)", next+1, p.m.Batches, p.m.Name))
-		return
-	}
-	p.dispatch(next)
-}
-
-func (p *pass) dispatch(batch int) {
-	for _, id := range p.order {
-		a := p.latest[id]
-		if a.Batch != batch || a.State != aPending || !a.DispatchedAt.IsZero() {
-			continue
-		}
-		a.Action, a.Generation, a.DispatchedAt = wire.ActionApply, a.Generation+1, p.now
-		p.touch(a)
-	}
-	p.m.CurrentBatch = batch
-	p.m.Reason = fmt.Sprintf("batch %d of %d dispatched", batch+1, p.m.Batches)
-}
-
-// advanceRollback asks every agent that may have changed something to roll back, and ends the
-// rollback when none is left working.
-func (p *pass) advanceRollback() {
-	working, failedRollbacks := 0, 0
-	for _, id := range p.order {
-		a := p.latest[id]
-		switch {
-		case a.State == aPending && a.DispatchedAt.IsZero():
-			p.setAssignment(a, aSuperseded) // never sent: nothing to undo
-		case a.State == aRollbackFailed:
-			failedRollbacks++
-		case a.State == aRolledBack || a.State == aNotNeeded || a.State == aSuperseded:
-		case a.Action != wire.ActionRollback:
-			// In flight, finished or timed out: stop whatever runs and undo what was applied.
-			p.requestRollback(a)
-			if a.State != aPending && a.State != aDetecting && a.State != aApplying && a.State != aVerifying && a.State != aUnreachable {
-				p.setAssignment(a, aRollingBack)
-			}
-			p.touch(a)
-			working++
-		default:
-			working++
-		}
-	}
-	if working > 0 {
-		return
-	}
-	if failedRollbacks > 0 {
-		p.setMigration(mFailed, fmt.Sprintf("rollback failed on %d agents; run rollback again to resume it", failedRollbacks))
-		return
-	}
-	p.setMigration(mRolledBack, "every agent that changed was rolled back")
-}
-
-// requestRollback asks the agent to undo what it applied, with a fresh deadline timer.
-func (p *pass) requestRollback(a *store.Assignment) {
-	a.Action, a.Generation = wire.ActionRollback, a.Generation+1
-	a.ActiveMS, a.DispatchedAt = 0, p.now
-	p.touch(a)
-}
-
-// cancelInFlight supersedes what was never sent and asks agents to stop what runs.
-func (p *pass) cancelInFlight(reason string) {
-	for _, id := range p.order {
-		a := p.latest[id]
-		switch {
-		case a.State == aPending && a.DispatchedAt.IsZero():
-			a.Error = reason
-			p.setAssignment(a, aSuperseded)
-		case !assignmentSettled(a.State) && a.Action == wire.ActionApply:
-			a.Action, a.Generation = wire.ActionCancel, a.Generation+1
-			p.touch(a)
-		}
-	}
-}
-
-func (p *pass) save(ctx context.Context) error {
-	var changed []store.Assignment
-	for _, id := range p.order {
-		if p.dirty[id] {
-			changed = append(changed, *p.latest[id])
-		}
-	}
-	if len(changed) == 0 && p.m == p.orig {
-		return nil
-	}
-	p.m.UpdatedAt = p.now
-	if err := p.c.cfg.Store.SaveMigration(ctx, p.c.fence(), p.m, changed); err != nil {
-		if errors.Is(err, fault.ErrConflict) {
-			return nil // an operator changed it meanwhile: the next pass starts from theirs
-		}
-		return err
-	}
-	p.m.Version++
-	for _, e := range p.events {
-		p.c.publish(ctx, e)
-	}
-	return nil
-}
-
-// collectDesired adds what each agent should currently work on. An assignment is desired while
-// the hub expects the agent to act on it: dispatched and not settled, or being cancelled or rolled
-// back until the agent confirms.
-func (p *pass) collectDesired(desired map[string][]wire.DesiredAssignment) {
-	for _, id := range p.order {
-		a := p.latest[id]
-		if a.DispatchedAt.IsZero() {
-			continue
-		}
-		want := !assignmentSettled(a.State)
-		if a.Action == wire.ActionCancel && !p.agentSettled(a) {
-			want = true
-		}
-		if !want {
-			continue
-		}
-		desired[id] = append(desired[id], wire.DesiredAssignment{
-			Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action,
-			FromVersion: p.sp.Spec.FromVersion, ToVersion: p.sp.Spec.ToVersion, Steps: StepSpecs(p.sp),
-		})
-	}
-}
-
-// agentSettled reports whether the agent has confirmed a settled state for this generation.
-func (p *pass) agentSettled(a *store.Assignment) bool {
-	o, ok := p.observedFor(a)
-	return ok && o.Generation >= a.Generation && assignmentSettled(o.State)
-}
-
-// StepSpecs converts a spec's steps into what agents run.
-func StepSpecs(sp *spec.Migration) []wire.StepSpec {
-	out := make([]wire.StepSpec, len(sp.Spec.Steps))
-	for i, s := range sp.Spec.Steps {
-		out[i] = wire.StepSpec{Name: s.Name, Detect: s.Detect, Run: s.Run, Verify: s.Verify, Rollback: s.Rollback, TimeoutMS: s.Timeout.Milliseconds()}
-	}
-	return out
 }

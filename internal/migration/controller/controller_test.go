@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"godwit.dev/godwit/internal/lease"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"godwit.dev/godwit/internal/lease/leasetest"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"godwit.dev/godwit/internal/bus"
@@ -42,6 +45,7 @@ type bundle struct {
 	store  store.Store
 	clock  *fakeClock
 	kv     jetstream.KeyValue
+	srv    *bus.Server
 	agents []wire.Agent // in name order: agent-1 …
 	mu     sync.Mutex
 	events []wire.Event
@@ -71,7 +75,7 @@ func setup(t *testing.T, n int) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired}
+	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired, srv: srv}
 	tok := credential.New(credential.PrefixEnroll)
 	if err := st.CreateEnrollToken(ctx, wire.EnrollToken{ID: "t", MaxUses: n, ExpiresAt: b.clock.Now().Add(time.Hour), CreatedAt: b.clock.Now()}, credential.Hash(tok)); err != nil {
 		t.Fatal(err)
@@ -91,7 +95,7 @@ func setup(t *testing.T, n int) *bundle {
 	}
 	b.c = New(Config{Store: st, Desired: bk.Desired, Observed: bk.Observed, Logger: logging.Discard(), Clock: b.clock, HubID: "test",
 		Settle: -1, // judged from the first pass; TestSettling covers the settle time
-		Leader: lease.StoreEpoch{Store: st, Name: LeadershipName, Holder: "test"},
+		Leader: leasetest.StoreEpoch{Store: st, Name: LeadershipName, Holder: "test"},
 		Publish: func(_ context.Context, e wire.Event) error {
 			b.mu.Lock()
 			defer b.mu.Unlock()
@@ -124,7 +128,7 @@ spec:
     assignment: 1h
 `
 
-func (b *bundle) apply(t *testing.T, name, rollout string) ApplyResult {
+func (b *bundle) apply(t *testing.T, name, rollout string) wire.MigrationApplyResult {
 	t.Helper()
 	res, err := b.c.Apply(context.Background(), []byte(fmt.Sprintf(specTmpl, name, rollout)), false)
 	if err != nil {
@@ -140,7 +144,7 @@ func (b *bundle) pass(t *testing.T) {
 	}
 }
 
-func (b *bundle) migration(t *testing.T, name string) store.Migration {
+func (b *bundle) migration(t *testing.T, name string) wire.Migration {
 	t.Helper()
 	m, err := b.store.GetMigration(context.Background(), name)
 	if err != nil {
@@ -150,7 +154,7 @@ func (b *bundle) migration(t *testing.T, name string) store.Migration {
 }
 
 // latest returns each agent's latest attempt, by agent name.
-func (b *bundle) latest(t *testing.T, name string) map[string]store.Assignment {
+func (b *bundle) latest(t *testing.T, name string) map[string]wire.Assignment {
 	t.Helper()
 	as, err := b.store.ListAssignments(context.Background(), name)
 	if err != nil {
@@ -160,7 +164,7 @@ func (b *bundle) latest(t *testing.T, name string) map[string]store.Assignment {
 	for _, a := range b.agents {
 		byID[a.ID] = a.Name
 	}
-	out := map[string]store.Assignment{}
+	out := map[string]wire.Assignment{}
 	for _, a := range latestOf(as) {
 		out[byID[a.AgentID]] = a
 	}
@@ -200,7 +204,7 @@ func (b *bundle) report(t *testing.T, agent int, migration, st, errText string) 
 	t.Fatalf("agent-%d has no desired assignment for %s (desired %+v)", agent, migration, d)
 }
 
-func dispatched(as map[string]store.Assignment) []string {
+func dispatched(as map[string]wire.Assignment) []string {
 	var out []string
 	for n := 1; n <= 10; n++ {
 		name := fmt.Sprintf("agent-%d", n)
@@ -274,6 +278,26 @@ func TestFailureBudgetPauses(t *testing.T) {
 	if len(d.Failures) != 1 || d.Failures[0].Count != 2 || d.Failures[0].Signature != "disk full on /dev/sdaN" {
 		t.Fatalf("failure groups: %+v", d.Failures)
 	}
+	if len(d.Assignments) != 5 || d.Budget != 1 || len(d.Batches) != 1 || d.Batches[0].Total != 5 || d.Batches[0].States[aRollingBack] != 2 {
+		t.Fatalf("description: %d assignments, budget %d, batches %+v", len(d.Assignments), d.Budget, d.Batches)
+	}
+	// The same counts and groups with only the failed agents, or no assignments.
+	for which, want := range map[wire.AssignmentsShown][]string{wire.AssignmentsFailed: {"0196a000-0000-7000-8000-000000000001", "0196a000-0000-7000-8000-000000000002"}, wire.AssignmentsNone: nil} {
+		dw, err := b.c.DescribeWith(context.Background(), "m1", which)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range dw.Assignments {
+			got = append(got, a.AgentID)
+		}
+		if !slices.Equal(got, want) || !reflect.DeepEqual(dw.Batches, d.Batches) || !reflect.DeepEqual(dw.Failures, d.Failures) || dw.Budget != d.Budget {
+			t.Errorf("DescribeWith(%s): agents %v, batches %+v, failures %+v; want agents %v and the rest as Describe's", which, got, dw.Batches, dw.Failures, want)
+		}
+	}
+	if _, err := b.c.DescribeWith(context.Background(), "m1", "some"); !errors.Is(err, fault.ErrInvalid) {
+		t.Errorf("DescribeWith(some) = %v, want invalid", err)
+	}
 }
 
 func TestRetryFailedMakesNewLinkedAttempt(t *testing.T) {
@@ -296,7 +320,7 @@ func TestRetryFailedMakesNewLinkedAttempt(t *testing.T) {
 	if m := b.migration(t, "m1"); m.State != mPartiallySucceeded {
 		t.Fatalf("state %s, want partially_succeeded", m.State)
 	}
-	if _, err := b.c.Act(context.Background(), "m1", RetryFailed, "admin"); err != nil {
+	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRetry, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)
@@ -329,7 +353,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	b.report(t, 2, "m1", aSucceeded, "")
 	b.report(t, 3, "m1", aNotNeeded, "")
 	b.pass(t)
-	if _, err := b.c.Act(context.Background(), "m1", Rollback, "admin"); err != nil {
+	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRollback, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)
@@ -350,7 +374,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 		t.Fatalf("after a failed rollback: %s %q", m.State, m.Reason)
 	}
 	// Rollback can always resume: a new request goes only to the agent whose rollback failed.
-	if _, err := b.c.Act(context.Background(), "m1", Rollback, "admin"); err != nil {
+	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRollback, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)
@@ -382,7 +406,7 @@ func TestManualApproval(t *testing.T) {
 	if got := dispatched(b.latest(t, "m1")); len(got) != 2 {
 		t.Fatalf("dispatched without approval: %v", got)
 	}
-	if _, err := b.c.Act(context.Background(), "m1", Approve, "admin"); err != nil {
+	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationApprove, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)
@@ -475,6 +499,8 @@ func TestSignature(t *testing.T) {
 		"agent 0196a000-0000-7000-8000-000000000001 lost":      "agent <id> lost",
 		"":                                   "(no error text)",
 		"checksum deadbeefdeadbeef mismatch": "checksum <hex> mismatch",
+		// The cause, not the hint printed after it.
+		"libssl.so.3: cannot open shared object file\nhint: install libssl3": "libssl.so.N: cannot open shared object file",
 	}
 	for in, want := range cases {
 		if got := Signature(in); got != want {
@@ -495,7 +521,7 @@ func TestCheckFindsAndFixesDrift(t *testing.T) {
 	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[1].ID, Assignments: []wire.ObservedAssignment{
 		{Migration: "m1", Attempt: 1, Generation: 1, State: aApplying},
 		{Migration: "ghost", Attempt: 3, Generation: 1, State: aApplying}}})
-	if fs, err := b.c.Check(ctx); err != nil || len(fs) != 1 || fs[0].Kind != FindingUnknownWork || fs[0].Migration != "ghost" {
+	if fs, err := b.c.Check(ctx); err != nil || len(fs) != 1 || fs[0].Kind != wire.FindingUnknownWork || fs[0].Migration != "ghost" {
 		t.Fatalf("before the resend delay: %+v %v", fs, err)
 	}
 	b.clock.Add(time.Minute)
@@ -507,7 +533,7 @@ func TestCheckFindsAndFixesDrift(t *testing.T) {
 	for _, f := range fs {
 		kinds[f.AgentID+"/"+f.Migration] = f.Kind
 	}
-	if kinds[b.agents[0].ID+"/m1"] != FindingNeverReceived || kinds[b.agents[1].ID+"/ghost"] != FindingUnknownWork || len(fs) != 2 {
+	if kinds[b.agents[0].ID+"/m1"] != wire.FindingNeverReceived || kinds[b.agents[1].ID+"/ghost"] != wire.FindingUnknownWork || len(fs) != 2 {
 		t.Fatalf("findings %+v", fs)
 	}
 	// The fix: agent-1's desired state is written again on the next pass.
@@ -518,17 +544,47 @@ func TestCheckFindsAndFixesDrift(t *testing.T) {
 	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Migration != "m1" {
 		t.Fatalf("desired state not re-sent: %+v", d)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for _, e := range b.events {
-		if e.Type == wire.EventCheckFinding {
-			n++
+	// Each finding is one event when it is first found, though two checks found the ghost.
+	if got := b.findingEvents(); got != "found unknown_work ghost; found never_received m1" {
+		t.Fatalf("finding events: %s", got)
+	}
+	// Found again a minute later: still the same findings, no new event.
+	b.clock.Add(time.Minute)
+	if fs, err := b.c.Check(ctx); err != nil || len(fs) != 2 {
+		t.Fatalf("third check: %+v %v", fs, err)
+	}
+	if got := b.findingEvents(); got != "found unknown_work ghost; found never_received m1" {
+		t.Fatalf("finding events after a third check: %s", got)
+	}
+	// agent-1 acts on its request and the ghost is gone: each finding is resolved, once.
+	b.report(t, 1, "m1", aApplying, "")
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[1].ID, Assignments: []wire.ObservedAssignment{
+		{Migration: "m1", Attempt: 1, Generation: 1, State: aApplying}}})
+	for range 2 {
+		b.clock.Add(time.Minute)
+		if fs, err := b.c.Check(ctx); err != nil || len(fs) != 0 {
+			t.Fatalf("check after the fixes: %+v %v", fs, err)
 		}
 	}
-	if n != 3 {
-		t.Fatalf("%d finding events, want 3 (one per finding)", n)
+	if got := b.findingEvents(); got != "found unknown_work ghost; found never_received m1; resolved unknown_work ghost; resolved never_received m1" {
+		t.Fatalf("finding events after the fixes: %s", got)
 	}
+}
+
+// findingEvents lists the hub.check.finding events so far: status, kind and migration.
+func (b *bundle) findingEvents() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, e := range b.events {
+		if e.Type != wire.EventCheckFinding {
+			continue
+		}
+		var x struct{ Kind, Status string }
+		_ = json.Unmarshal(e.Data.Extra, &x)
+		out = append(out, x.Status+" "+x.Kind+" "+e.Data.Migration)
+	}
+	return strings.Join(out, "; ")
 }
 
 // A restarted controller says how long it was away, and each change it adopts from the agents
@@ -622,7 +678,7 @@ func TestRollbackRequestedHoursLater(t *testing.T) {
 	}
 	b.clock.Add(5 * time.Hour) // the operator comes back hours later
 	ctx := context.Background()
-	if _, err := b.c.Act(ctx, "m1", Rollback, "admin"); err != nil {
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)
@@ -646,7 +702,7 @@ func TestRollbackRequestedHoursLater(t *testing.T) {
 	}
 	// …and it resumes, with a fresh timer again.
 	b.clock.Add(3 * time.Hour)
-	if _, err := b.c.Act(ctx, "m1", Rollback, "admin"); err != nil {
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	b.pass(t)

@@ -1,39 +1,190 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
+	"strings"
+	"sync"
+	"time"
 
+	"godwit.dev/godwit/internal/migration/spec"
 	"godwit.dev/godwit/internal/wire"
 )
 
-// writeDesired puts each agent's desired document into the desired bucket when it differs from
-// what this controller last wrote. An agent whose work is over gets an empty document, so it
-// does not keep acting on a finished request. Documents carry the controller's epoch.
-func (c *Controller) writeDesired(ctx context.Context, desired map[string][]wire.DesiredAssignment) error {
+// headerRoom is what a desired document leaves of the NATS max payload for the message's
+// headers: the document itself must fit in the rest.
+const headerRoom = 1 << 10
+
+// entry is one assignment of an agent's desired document, with what decides which goes first
+// when the document is too large.
+type entry struct {
+	wire.DesiredAssignment
+	created time.Time // the migration's
+}
+
+// budget is the largest desired document the connected server takes, or 0 when it is not known
+// (no MaxPayload, or not connected).
+func (c *Controller) budget() int {
+	if c.cfg.MaxPayload == nil {
+		return 0
+	}
+	mp := c.cfg.MaxPayload()
+	if mp <= 0 {
+		return 0
+	}
+	return int(max(mp-headerRoom, 1))
+}
+
+// documentSize is the size of the largest desired document one assignment of sp can make: the
+// one an agent gets when it has nothing else to do, with the widest numbers the document can
+// hold.
+func documentSize(name string, sp *spec.Migration) int {
+	doc, _ := json.Marshal(wire.DesiredState{AgentID: strings.Repeat("0", 36), Epoch: math.MaxInt64,
+		Assignments: []wire.DesiredAssignment{{Migration: name, Attempt: math.MaxInt32, Generation: math.MaxInt32,
+			Action: wire.ActionRollback, FromVersion: sp.Spec.FromVersion, ToVersion: sp.Spec.ToVersion, Steps: stepSpecs(sp),
+			Signature: sp.Spec.Signature}}})
+	return len(doc)
+}
+
+// deliverable refuses a spec whose desired document would not fit in one NATS message of the
+// connected server: no agent could ever receive it.
+func (c *Controller) deliverable(sp *spec.Migration) error {
+	limit := c.budget()
+	if limit == 0 {
+		return nil
+	}
+	if n := documentSize(sp.Metadata.Name, sp); n > limit {
+		return fmt.Errorf("its desired document for an agent would be %d bytes; the NATS server's max payload is %d bytes (%d KiB kept for headers), so no agent could receive it: fewer or shorter steps (a long script belongs in a file on the agents)",
+			n, limit+headerRoom, headerRoom>>10)
+	}
+	return nil
+}
+
+// desiredDocuments renders each agent's desired document from the passes. A document over the
+// budget first loses the steps of its rollback requests (an agent rolls back what its journal
+// recorded), then the apply requests of the newest migrations until it fits; each request left
+// out fails its assignment, with the reason, and that migration is saved again.
+func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass) (map[string][]byte, error) {
 	c.mu.Lock()
 	epoch := c.epoch
-	agents := make([]string, 0, len(desired)+len(c.written))
-	for id := range desired {
+	c.mu.Unlock()
+	limit := c.budget()
+	byName := make(map[string]*pass, len(passes))
+	for _, p := range passes {
+		byName[p.m.Name] = p
+	}
+	var errs []error
+	for round := 0; ; round++ {
+		desired := map[string][]entry{}
+		for _, p := range passes {
+			p.collectDesired(desired)
+		}
+		docs := make(map[string][]byte, len(desired))
+		touched := map[*pass]bool{}
+		for id, es := range desired {
+			doc, dropped := fit(id, epoch, es, limit)
+			docs[id] = doc
+			for _, e := range dropped {
+				reason := fmt.Sprintf("cannot be delivered: with this request the agent's desired document would be over the NATS server's max payload of %d bytes",
+					limit+headerRoom)
+				if p := byName[e.Migration]; p != nil {
+					p.undeliverable(id, reason)
+					touched[p] = true
+				}
+			}
+		}
+		if len(touched) == 0 || round > 0 {
+			return docs, errors.Join(errs...)
+		}
+		for p := range touched {
+			if err := p.save(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("migration %s: %w", p.m.Name, err))
+			}
+		}
+	}
+}
+
+// fit renders an agent's document within limit (0: any size), and returns the apply requests it
+// had to leave out.
+func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
+	render := func(es []entry) []byte {
+		as := make([]wire.DesiredAssignment, len(es))
+		for i, e := range es {
+			as[i] = e.DesiredAssignment
+		}
+		sort.Slice(as, func(i, j int) bool { return as[i].Migration < as[j].Migration })
+		doc, _ := json.Marshal(wire.DesiredState{AgentID: agentID, Epoch: epoch, Assignments: nonNil(as)})
+		return doc
+	}
+	doc := render(es)
+	if limit == 0 || len(doc) <= limit {
+		return doc, nil
+	}
+	es = slices.Clone(es)
+	for i := range es {
+		if es[i].Action == wire.ActionRollback {
+			es[i].Steps = nil
+		}
+	}
+	// Newest migration first: the one that made the document too large is left out first.
+	slices.SortStableFunc(es, func(a, b entry) int {
+		return cmp.Or(b.created.Compare(a.created), strings.Compare(b.Migration, a.Migration))
+	})
+	var dropped []entry
+	for doc = render(es); len(doc) > limit; doc = render(es) {
+		i := slices.IndexFunc(es, func(e entry) bool { return e.Action == wire.ActionApply })
+		if i < 0 {
+			break // only cancels and rollbacks without steps left: small; sent as they are
+		}
+		dropped = append(dropped, es[i])
+		es = slices.Delete(es, i, i+1)
+	}
+	return doc, dropped
+}
+
+// desiredInFlight bounds the desired documents being put at once. The puts of a pass are
+// pipelined on the one NATS connection instead of waiting a round trip each; the bound keeps a
+// pass over a large fleet from flooding the connection's buffers or the server.
+const desiredInFlight = 128
+
+// writeDesired puts each agent's desired document into the desired bucket when it differs from
+// what this controller last wrote. An agent whose work is over gets an empty document, so it
+// does not keep acting on a finished request. The puts run concurrently, at most
+// desiredInFlight at a time, and each key's outcome is its own: a document the bus refuses (or
+// whose put is lost with the connection) is not recorded as written and is tried again on the
+// next pass; it is logged when its error changes, not on every pass. Every put of a pass has
+// ended when writeDesired returns, so the puts of two passes to one key never overlap.
+func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) error {
+	c.mu.Lock()
+	epoch := c.epoch
+	agents := make([]string, 0, len(docs)+len(c.written))
+	for id := range docs {
 		agents = append(agents, id)
 	}
 	for id := range c.written {
-		if _, ok := desired[id]; !ok {
+		if _, ok := docs[id]; !ok {
 			agents = append(agents, id)
 		}
 	}
 	c.mu.Unlock()
 	sort.Strings(agents)
-	var errs []error
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, desiredInFlight)
+		emu  sync.Mutex
+		errs []error
+	)
 	for _, id := range agents {
-		as := desired[id]
-		sort.Slice(as, func(i, j int) bool { return as[i].Migration < as[j].Migration })
-		doc, err := json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: nonNil(as)})
-		if err != nil {
-			return err
+		doc, ok := docs[id]
+		empty := !ok
+		if empty {
+			doc, _ = json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: []wire.DesiredAssignment{}})
 		}
 		c.mu.Lock()
 		same := c.written[id] == string(doc)
@@ -41,19 +192,43 @@ func (c *Controller) writeDesired(ctx context.Context, desired map[string][]wire
 		if same {
 			continue
 		}
-		if _, err := c.cfg.Desired.Put(ctx, id, doc); err != nil {
-			errs = append(errs, fmt.Errorf("desired state of %s: %w", id, err))
-			continue
-		}
-		c.mu.Lock()
-		if len(as) == 0 {
-			delete(c.written, id)
-		} else {
-			c.written[id] = string(doc)
-		}
-		c.mu.Unlock()
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := c.putDesired(ctx, id, doc, empty); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// putDesired puts one agent's document and records the outcome for that key alone.
+func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, empty bool) error {
+	if _, err := c.cfg.Desired.Put(ctx, id, doc); err != nil {
+		err = fmt.Errorf("desired state of %s (%d bytes): %w", id, len(doc), err)
+		c.mu.Lock()
+		if c.writeErr[id] != err.Error() && ctx.Err() == nil {
+			c.log.Warn("migration controller: cannot write an agent's desired state; trying again on the next pass", "agent", id, "err", err)
+		}
+		c.writeErr[id] = err.Error()
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Lock()
+	delete(c.writeErr, id)
+	if empty {
+		delete(c.written, id)
+	} else {
+		c.written[id] = string(doc)
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 func nonNil(as []wire.DesiredAssignment) []wire.DesiredAssignment {
@@ -62,3 +237,6 @@ func nonNil(as []wire.DesiredAssignment) []wire.DesiredAssignment {
 	}
 	return as
 }
+
+// stepSpecs converts a spec's steps into what agents run.
+func stepSpecs(sp *spec.Migration) []wire.StepSpec { return sp.StepSpecs() }

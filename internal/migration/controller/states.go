@@ -2,7 +2,7 @@ package controller
 
 import (
 	"godwit.dev/godwit/internal/migration/state"
-	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // Short names for the states of package state, as stored.
@@ -56,4 +56,4 @@ func isFailure(s string) bool { return s == aFailed || s == aTimedOut }
 
 // failedAttempt: the attempt failed, whatever happened to the agent afterwards (its applied
 // steps may since have been rolled back).
-func failedAttempt(a *store.Assignment) bool { return a.Failure != "" || isFailure(a.State) }
+func failedAttempt(a *wire.Assignment) bool { return a.Failure != "" || isFailure(a.State) }

@@ -1,5 +1,7 @@
-// Package spec is the declarative Migration spec: its typed model, a strict YAML parser, semantic
-// validation, label selection and a stable content hash.
+// Package spec is the declarative Migration spec: its typed model, its fields and defaults, its
+// semantic rules and its canonical form. Reading the YAML strictly, the errors' field paths and
+// lines, names, durations, label selectors and hashing belong to package manifest, which every
+// kind shares; this package declares only what is a Migration's own.
 //
 // A spec goes through three steps, each pure (no I/O):
 //
@@ -10,7 +12,7 @@
 // Every error from Parse and Validate is a *fault.FieldError (so errors.Is(err, fault.ErrInvalid))
 // whose Field is a path such as spec.steps[1].run and whose Line is the YAML line the value (or,
 // for a missing field, its closest present parent) came from. Several errors are joined with
-// errors.Join; errors.As finds the first.
+// errors.Join (at most manifest.MaxErrors); errors.As finds the first.
 //
 // Decisions worth knowing (see also the field docs on the types):
 //
@@ -22,5 +24,6 @@
 //   - JSON is YAML, so a JSON body parses too (with line numbers).
 //   - Hash covers every field, description included, after defaults are filled in and after the
 //     selector is put in a canonical order (expressions sorted, values sorted and deduplicated). It
-//     ignores formatting, comments, key order and whether a default was written out.
+//     ignores formatting, comments, key order and whether a default was written out. The hash of
+//     a stored migration must not move: TestHashGolden pins it.
 package spec

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/manifest"
 )
 
 // full sets every field; the line numbers in comments are what the error tests rely on.
@@ -131,9 +132,9 @@ func TestParseFull(t *testing.T) {
 		{"description", m.Metadata.Description, "Upgrade PostgreSQL 14 → 15"},
 		{"matchLabels", s.Selector.MatchLabels["role"], "db"},
 		{"expressions", len(s.Selector.MatchExpressions), 2},
-		{"expr0 op", s.Selector.MatchExpressions[0].Operator, OpIn},
+		{"expr0 op", s.Selector.MatchExpressions[0].Operator, manifest.OpIn},
 		{"expr0 values", strings.Join(s.Selector.MatchExpressions[0].Values, ","), "a,b"},
-		{"expr1 op", s.Selector.MatchExpressions[1].Operator, OpDoesNotExist},
+		{"expr1 op", s.Selector.MatchExpressions[1].Operator, manifest.OpDoesNotExist},
 		{"expr1 values", len(s.Selector.MatchExpressions[1].Values), 0},
 		{"fromVersion", s.FromVersion, "14"},
 		{"toVersion", s.ToVersion, "15"},
@@ -333,8 +334,8 @@ func TestParseErrorCountBounded(t *testing.T) {
 		b.WriteString("    - {name: a, run: x, bogus: 1}\n")
 	}
 	_, err := Parse([]byte(b.String()))
-	if n := len(fieldErrors(t, err)); n != maxErrors {
-		t.Errorf("got %d errors, want them capped at %d", n, maxErrors)
+	if n := len(fieldErrors(t, err)); n != manifest.MaxErrors {
+		t.Errorf("got %d errors, want them capped at %d", n, manifest.MaxErrors)
 	}
 }
 
@@ -343,32 +344,5 @@ func TestParseTooLarge(t *testing.T) {
 	_, err := Parse([]byte(big))
 	if !errors.Is(err, fault.ErrTooLarge) {
 		t.Fatalf("err = %v, want ErrTooLarge", err)
-	}
-}
-
-func TestParseDuration(t *testing.T) {
-	tests := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"30s", 30 * time.Second, true},
-		{"5m", 5 * time.Minute, true},
-		{"1h30m", 90 * time.Minute, true},
-		{"7d", 168 * time.Hour, true},
-		{"0d", 0, true},
-		{"1.5d", 0, false},
-		{"d", 0, false},
-		{"-1d", 0, false},
-		{"7 d", 0, false},
-		{"1d12h", 0, false},
-		{"", 0, false},
-		{"soon", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseDuration(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseDuration(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
-		}
 	}
 }

@@ -1,15 +1,17 @@
 package spec
 
 import (
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"godwit.dev/godwit/internal/manifest"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // The only apiVersion and kind this package reads.
 const (
-	APIVersion = "godwit.dev/v1"
+	APIVersion = manifest.APIVersion
 	Kind       = "Migration"
 )
 
@@ -24,10 +26,14 @@ const (
 	MinTimeout               = time.Second
 	MaxAssignmentTimeout     = 30 * 24 * time.Hour
 	MaxMigrationTimeout      = 365 * 24 * time.Hour
-	// MaxNameLength bounds metadata.name and step names (a DNS label).
-	MaxNameLength = 63
 	// MaxSpecBytes bounds the input of Parse.
 	MaxSpecBytes = 1 << 20
+	// MaxSteps bounds the steps of one migration, and MaxCommandBytes each of a step's commands.
+	// A spec within them is not yet known to be deliverable: what the hub sends an agent (the
+	// spec's desired document) must also fit in one NATS message, which the hub checks against
+	// the server it is connected to when the spec is applied (docs/migrations.md, "Limits").
+	MaxSteps        = 256
+	MaxCommandBytes = 64 << 10
 )
 
 // Migration is a parsed spec. The zero value is not valid; build one with Parse, or fill every
@@ -35,25 +41,20 @@ const (
 type Migration struct {
 	APIVersion string
 	Kind       string
-	Metadata   Metadata
-	Spec       Spec
+	// Metadata.Name is a DNS label ([a-z0-9-], starting and ending with a letter or digit, ≤ 63):
+	// it ends up in URLs, KV keys and NATS subjects.
+	Metadata manifest.Metadata
+	Spec     Spec
 
 	// lines maps a field path (spec.steps[1].run) to the YAML line it was read from, so that
 	// Validate's errors carry lines too. Nil for a Migration built in code.
-	lines map[string]int
-}
-
-// Metadata names a migration.
-type Metadata struct {
-	// Name is a DNS label ([a-z0-9-], starting and ending with a letter or digit, ≤ 63): it ends
-	// up in URLs, KV keys and NATS subjects.
-	Name        string
-	Description string
+	lines manifest.Lines
 }
 
 // Spec is what the migration does and how it rolls out.
 type Spec struct {
-	Selector Selector
+	// Selector picks the agents the migration runs on.
+	Selector manifest.LabelSelector
 	// FromVersion is optional; ToVersion is required. Both are reported in events.
 	FromVersion string
 	ToVersion   string
@@ -63,6 +64,11 @@ type Spec struct {
 	Timeouts       Timeouts
 	DeadlinePolicy DeadlinePolicy
 	OnTimeout      OnTimeout
+	// Signature is the envelope `godwit sign` writes (package specsig): an ed25519 signature of
+	// the migration's name and its steps as agents receive them (StepSpecs). The hub keeps it
+	// unchanged and hands it to agents with the steps; an agent with trusted keys in its policy
+	// runs nothing of an unsigned or altered spec. Empty: not signed.
+	Signature string
 }
 
 // Step is one ordered unit of work. Each command is a shell command run by the agent.
@@ -188,7 +194,6 @@ var (
 	onAgentFailures  = []OnAgentFailure{OnAgentFailureRollback, OnAgentFailureLeave}
 	deadlinePolicies = []DeadlinePolicy{DeadlineActive, DeadlineWall}
 	onTimeouts       = []OnTimeout{OnTimeoutRollback, OnTimeoutFail, OnTimeoutPause}
-	operators        = []Operator{OpIn, OpNotIn, OpExists, OpDoesNotExist}
 )
 
 // Warnings returns advice about a valid spec that is probably not what the operator meant. They
@@ -220,39 +225,11 @@ func joinQuoted(s []string) string {
 	return strings.Join(q, ", ")
 }
 
-// lineOf returns the YAML line of path, or of its closest recorded parent; 0 when unknown.
-func (m *Migration) lineOf(path string) int {
-	for path != "" {
-		if l, ok := m.lines[path]; ok {
-			return l
-		}
-		path = parentPath(path)
+// StepSpecs returns the steps as agents receive and run them, and as a signature covers them.
+func (m *Migration) StepSpecs() []wire.StepSpec {
+	out := make([]wire.StepSpec, len(m.Spec.Steps))
+	for i, s := range m.Spec.Steps {
+		out[i] = wire.StepSpec{Name: s.Name, Detect: s.Detect, Run: s.Run, Verify: s.Verify, Rollback: s.Rollback, TimeoutMS: s.Timeout.Milliseconds()}
 	}
-	return 0
+	return out
 }
-
-// parentPath strips the last segment: a.b[2] → a.b, a.b → a, a → "".
-func parentPath(p string) string {
-	if before, ok := cutLastIndex(p); ok {
-		return before
-	}
-	return ""
-}
-
-func cutLastIndex(p string) (string, bool) {
-	if len(p) > 0 && p[len(p)-1] == ']' {
-		for i := len(p) - 1; i >= 0; i-- {
-			if p[i] == '[' {
-				return p[:i], true
-			}
-		}
-	}
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '.' {
-			return p[:i], true
-		}
-	}
-	return "", false
-}
-
-func oneOf[T ~string](v T, allowed []T) bool { return slices.Contains(allowed, v) }

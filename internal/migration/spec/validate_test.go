@@ -1,9 +1,12 @@
 package spec
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"godwit.dev/godwit/internal/manifest"
 )
 
 func TestValidateErrors(t *testing.T) {
@@ -50,6 +53,10 @@ func TestValidateErrors(t *testing.T) {
 			field: "spec.steps[2].name", line: 10, msg: `duplicate step name "a" (also spec.steps[0])`},
 		{name: "NUL in a command", src: doc("  steps:\n    - name: a\n      run: \"echo \\0\"\n"),
 			field: "spec.steps[0].run", line: 9, msg: "NUL"},
+		{name: "too many steps", src: doc(manySteps(MaxSteps + 1)),
+			field: "spec.steps", line: 7, msg: "has 257 steps, the limit is 256"},
+		{name: "command too long", src: doc("  steps:\n    - name: a\n      run: x\n      rollback: \"" + strings.Repeat("x", MaxCommandBytes+1) + "\"\n"),
+			field: "spec.steps[0].rollback", line: 10, msg: "is 65537 bytes, the limit is 65536 bytes"},
 		{name: "step timeout zero", src: doc("  steps:\n    - {name: a, run: x, timeout: 0s}\n"),
 			field: "spec.steps[0].timeout", line: 8, msg: "between 1s and 24h, not 0s"},
 		{name: "step timeout too long", src: doc("  steps:\n    - {name: a, run: x, timeout: 25h}\n"),
@@ -131,6 +138,25 @@ func TestValidateErrors(t *testing.T) {
 	}
 }
 
+// manySteps is a steps field with n steps.
+func manySteps(n int) string {
+	var b strings.Builder
+	b.WriteString("  steps:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "    - {name: s%d, run: x}\n", i)
+	}
+	return b.String()
+}
+
+// At the limits a spec is valid: the limits refuse only what is over them.
+func TestValidateAtTheLimits(t *testing.T) {
+	m := mustParse(t, doc(manySteps(MaxSteps)))
+	m.Spec.Steps[0].Run = strings.Repeat("x", MaxCommandBytes)
+	if err := m.Validate(); err != nil {
+		t.Fatalf("%d steps and a command of %d bytes: %v", MaxSteps, MaxCommandBytes, err)
+	}
+}
+
 func TestValidateReportsAll(t *testing.T) {
 	m := mustParse(t, `apiVersion: godwit.dev/v1
 kind: Migration
@@ -169,7 +195,7 @@ func TestValidateHandBuilt(t *testing.T) {
 	zero := 0
 	m := &Migration{
 		APIVersion: APIVersion, Kind: Kind,
-		Metadata: Metadata{Name: "hand-built"},
+		Metadata: manifest.Metadata{Name: "hand-built"},
 		Spec: Spec{
 			ToVersion: "2",
 			Steps:     []Step{{Name: "one", Run: "true", Timeout: time.Minute}},

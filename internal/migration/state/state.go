@@ -17,7 +17,7 @@
 //     forward over states the hub never saw (pending → verifying, detecting → succeeded), but it
 //     never goes backwards except between the phases of consecutive steps (verifying of step i →
 //     detecting or applying of step i+1). The hub itself writes rolling_back, timed_out,
-//     agent_unreachable and superseded.
+//     agent_unreachable and superseded, and failed for a request it cannot deliver.
 //
 // Stale reports (an older attempt, an out-of-order event) are the caller's business: they are
 // fenced by the attempt number and the event's position, not by this table.
@@ -138,22 +138,26 @@ const (
 	opAbort    = "operator: abort"
 	opRollback = "operator: rollback"
 	opRetry    = "operator: retry the failed agents"
+	// undeliverable: a spec stored past Apply's checks (written into the store directly, or the
+	// NATS server's max payload lowered since) fails on its own rather than stop the others.
+	undeliverable = "controller: the migration cannot be run (its stored spec does not parse, or its desired document exceeds the NATS max payload)"
 )
 
 var migrationTable = []Transition[MigrationState]{
 	{MigrationPending, MigrationRunning, "controller starts the first batch"},
 	{MigrationPending, MigrationCancelled, opAbort},
+	{MigrationPending, MigrationFailed, undeliverable},
 
 	{MigrationRunning, MigrationPaused, "operator: pause; approval: manual after a batch; onFailure: pause; onTimeout: pause"},
 	{MigrationRunning, MigrationSucceeded, "controller: every assignment succeeded or was not needed"},
 	{MigrationRunning, MigrationPartiallySucceeded, "controller: every assignment is final and the failures stayed within the failure budget"},
-	{MigrationRunning, MigrationFailed, "controller: failure budget exceeded with onFailure: abort; deadline with onTimeout: fail"},
+	{MigrationRunning, MigrationFailed, "controller: failure budget exceeded with onFailure: abort; deadline with onTimeout: fail; " + undeliverable[len("controller: "):]},
 	{MigrationRunning, MigrationRollingBack, "operator: rollback; onFailure: rollback; onTimeout: rollback"},
 	{MigrationRunning, MigrationCancelled, opAbort},
 
 	{MigrationPaused, MigrationRunning, "operator: resume, or approve the next batch"},
 	{MigrationPaused, MigrationRollingBack, "operator: rollback; deadline with onTimeout: rollback"},
-	{MigrationPaused, MigrationFailed, "controller: deadline with onTimeout: fail"},
+	{MigrationPaused, MigrationFailed, "controller: deadline with onTimeout: fail; " + undeliverable[len("controller: "):]},
 	{MigrationPaused, MigrationCancelled, opAbort},
 
 	{MigrationRollingBack, MigrationRolledBack, "controller: every assignment that changed an agent is rolled back"},
@@ -173,7 +177,7 @@ const (
 	agentReport  = "agent report"
 	agentSkipped = "agent report (earlier reports not seen by the hub)"
 	nextStep     = "agent report: next step"
-	agentFailed  = "agent report: a command failed or hit its step timeout, or the agent refused it by policy"
+	agentFailed  = "agent report: a command failed or hit its step timeout, or the agent refused it by policy; hub: the request cannot be delivered (over the NATS max payload)"
 	hubDeadline  = "hub: assignment deadline expired (onTimeout decides what follows)"
 	hubRollback  = "hub: migration rolls back (the agent may have started unseen)"
 	hubOffline   = "hub: agent became unreachable"

@@ -12,7 +12,7 @@ import (
 // The expected edges are written out here independently of the tables in state.go, so a change
 // to a table has to be made twice, on purpose.
 var wantMigrationEdges = map[MigrationState][]MigrationState{
-	MigrationPending:            {MigrationRunning, MigrationCancelled},
+	MigrationPending:            {MigrationRunning, MigrationCancelled, MigrationFailed},
 	MigrationRunning:            {MigrationPaused, MigrationSucceeded, MigrationPartiallySucceeded, MigrationFailed, MigrationRollingBack, MigrationCancelled},
 	MigrationPaused:             {MigrationRunning, MigrationRollingBack, MigrationFailed, MigrationCancelled},
 	MigrationRollingBack:        {MigrationRolledBack, MigrationFailed, MigrationCancelled},
@@ -163,7 +163,7 @@ func TestRefusalMessages(t *testing.T) {
 		{CheckAssignment(AssignmentSuperseded, AssignmentPending), "illegal assignment transition superseded → pending (superseded is final)"},
 		{CheckMigration(MigrationSucceeded, MigrationRunning), "illegal migration transition succeeded → running (from succeeded: rolling_back)"},
 		{CheckMigration(MigrationRolledBack, MigrationRunning), "illegal migration transition rolled_back → running (rolled_back is final)"},
-		{CheckMigration(MigrationPending, MigrationPaused), "illegal migration transition pending → paused (from pending: running, cancelled)"},
+		{CheckMigration(MigrationPending, MigrationPaused), "illegal migration transition pending → paused (from pending: running, cancelled, failed)"},
 		{CheckMigration(MigrationPaused, MigrationSucceeded), "illegal migration transition paused → succeeded"},
 		{CheckMigration(MigrationRunning, MigrationRolledBack), "illegal migration transition running → rolled_back"},
 		{CheckMigration(MigrationRollingBack, MigrationPaused), "illegal migration transition rolling_back → paused"},

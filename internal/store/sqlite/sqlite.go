@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"godwit.dev/godwit/internal/datadir"
 	"godwit.dev/godwit/internal/store/sqlstore"
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -23,10 +24,14 @@ const sqliteMagic = "SQLite format 3\x00"
 // Open opens (creating if absent) the database file at path and applies migrations.
 //
 // An existing file that is not a SQLite database is refused with an error naming it; it is never
-// overwritten.
+// overwritten. The database and its -wal and -shm files are readable by this user only (0600),
+// whatever the umask or the mode an older version left them with.
 func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
 	if err := checkFile(path); err != nil {
 		return nil, err
+	}
+	if err := datadir.PrivateSQLite(path); err != nil {
+		return nil, fmt.Errorf("sqlite database %s: %w", path, err)
 	}
 	q := url.Values{}
 	// busy_timeout first: switching to WAL needs a lock another opener may hold. A 16 MiB page

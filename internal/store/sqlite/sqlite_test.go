@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -274,4 +275,49 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		}
 		time.Sleep(sqlite.CheckpointInterval / 5)
 	}
+}
+
+// The database and the files SQLite keeps beside it are readable by this user only, whatever the
+// umask (here none at all) and whatever mode an older version left them with. Not parallel: the
+// umask is the process's.
+func TestFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "hub.db")
+	check := func(when string) {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %s has mode %#o, want 0600", when, filepath.Base(p), st.Mode().Perm())
+			}
+		}
+	}
+	s := open(t, path)
+	if _, err := s.InitAdminToken(t.Context(), "h", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	check("new database")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As an older version under umask 0 would have left them.
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(p, nil, 0o666); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(p, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = open(t, path)
+	if _, err := s.InitAdminToken(t.Context(), "h2", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	check("reopened database")
 }

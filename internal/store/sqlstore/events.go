@@ -202,19 +202,25 @@ type eventRow struct {
 func scanEvent(row interface{ Scan(...any) error }) (eventRow, error) {
 	var body string
 	var r eventRow
-	var recv int64
-	if err := row.Scan(&body, &recv, &r.seq); err != nil {
+	var recv, at int64
+	if err := row.Scan(&body, &recv, &r.seq, &at); err != nil {
 		return r, err
 	}
 	if err := json.Unmarshal([]byte(body), &r.Event); err != nil {
 		return r, fmt.Errorf("stored body: %w", err)
 	}
 	r.Raw, r.ReceivedAt = []byte(body), fromMicros(recv)
+	// The body keeps the producer's time; the column the time the event is listed by, which the
+	// ingest sets to the receipt time when an agent's clock was too far ahead.
+	if micros(r.Time) != at {
+		agent := r.Time
+		r.Time, r.AgentTime = fromMicros(at), &agent
+	}
 	return r, nil
 }
 
-// eventQuery is the SQL text and arguments of q: a page of Limit+1 rows (body, received_at, seq),
-// newest first.
+// eventQuery is the SQL text and arguments of q: a page of Limit+1 rows (body, received_at, seq,
+// time), newest first.
 func eventQuery(q store.EventQuery) (string, []any, error) {
 	if q.Limit <= 0 || q.Limit > 1000 {
 		return "", nil, fault.Invalid("limit", "must be between 1 and 1000 (got %d)", q.Limit)
@@ -225,6 +231,10 @@ func eventQuery(q store.EventQuery) (string, []any, error) {
 	}
 	if q.Migration != "" {
 		pq.and("migration = " + pq.arg(q.Migration))
+	}
+	if q.HubOnly {
+		// A literal, so that the index of the hub's events (0011) can be used.
+		pq.and("agent_id = ''")
 	}
 	if len(q.Types) > 0 {
 		var ors []string
@@ -267,7 +277,7 @@ func eventQuery(q store.EventQuery) (string, []any, error) {
 		pq.and("(time < " + pq.arg(t) + " OR (time = " + pq.arg(t) + " AND seq < " + pq.arg(seq) + "))")
 	}
 	// Events of the same time (to the microsecond) come newest arrival first.
-	return pq.sql("SELECT body, received_at, seq FROM events", "time DESC, seq DESC", q.Limit), pq.args, nil
+	return pq.sql("SELECT body, received_at, seq, time FROM events", "time DESC, seq DESC", q.Limit), pq.args, nil
 }
 
 // encodeCursor is the cursor after a row whose sort key is (t, key): the time, then a name or

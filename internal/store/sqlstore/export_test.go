@@ -23,3 +23,6 @@ func MigrateTo(ctx context.Context, db *sql.DB, d Dialect, version int) error {
 
 // EventQuery is the SQL text and arguments QueryEvents runs for q.
 var EventQuery = eventQuery
+
+// RunsQuery is the SQL text and arguments ListRuns runs for q.
+var RunsQuery = runsQuery

@@ -24,7 +24,11 @@ type migration struct {
 }
 
 func loadMigrations(engine string) ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+	return loadMigrationsFrom(migrationFS, engine)
+}
+
+func loadMigrationsFrom(fsys fs.FS, engine string) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
 	if err != nil {
 		return nil, err
 	}
@@ -43,10 +47,17 @@ func loadMigrations(engine string) ([]migration, error) {
 		if !ok || err != nil {
 			return nil, fmt.Errorf("migration file %q: name must be NNNN_name.sql", e.Name())
 		}
-		if _, seen := byVersion[v]; seen && !specific {
-			continue
+		if prev, seen := byVersion[v]; seen {
+			// One version is one change: an engine's file may stand in for the shared one of the
+			// same name, but two different changes under one number would drop one silently.
+			if prev.name != name {
+				return nil, fmt.Errorf("migrations: version %d is both %q and %q; renumber one", v, prev.name, name)
+			}
+			if !specific {
+				continue
+			}
 		}
-		body, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
+		body, err := fs.ReadFile(fsys, "migrations/"+e.Name())
 		if err != nil {
 			return nil, err
 		}

@@ -84,3 +84,62 @@ func TestEventListingsWalkAnIndex(t *testing.T) {
 		})
 	}
 }
+
+// A page of a sweep's runs (and of every sweep's) walks an index in the listing's order, the
+// next pages too: paging through a long audit trail never sorts it.
+func TestRunListingsWalkAnIndex(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for i, id := range []string{"r1", "r2"} {
+		zero := 0
+		r := wire.SweepRun{ID: id, Sweep: "nightly", Trigger: wire.TriggerAPI, FiredAt: at.Add(time.Duration(i) * time.Second), Deadline: at.Add(time.Hour),
+			MaxSeconds: 300, Status: wire.SweepRunCompleted, ExitCode: &zero, UpdatedAt: at}
+		if _, err := s.StartRun(t.Context(), store.Fence{}, nil, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, cursor, err := s.ListRuns(t.Context(), store.RunQuery{Sweep: "nightly", Limit: 1})
+	if err != nil || cursor == "" {
+		t.Fatalf("no cursor after a page of one of two runs: %v", err)
+	}
+	for _, c := range []struct {
+		name  string
+		q     store.RunQuery
+		index string
+	}{
+		{"one sweep", store.RunQuery{Sweep: "nightly"}, "sweep_runs_sweep_fired"},
+		{"one sweep, next page", store.RunQuery{Sweep: "nightly", Cursor: cursor}, "sweep_runs_sweep_fired"},
+		{"every sweep", store.RunQuery{}, "sweep_runs_fired"},
+		{"every sweep, next page", store.RunQuery{Cursor: cursor}, "sweep_runs_fired"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.q.Limit = 50
+			text, args, err := sqlstore.RunsQuery(c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			got := strings.Join(plan, "; ")
+			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
+				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
+			}
+		})
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // AcquireEpoch implements store.Store.
@@ -51,8 +53,8 @@ func (s *Store) TouchEpoch(ctx context.Context, fence store.Fence, now time.Time
 
 const migrationCols = `name, spec, spec_hash, state, reason, batches, current_batch, approved_batch, active_ms, created_at, updated_at, finished_at, version`
 
-func scanMigration(row interface{ Scan(...any) error }) (store.Migration, error) {
-	var m store.Migration
+func scanMigration(row interface{ Scan(...any) error }) (wire.Migration, error) {
+	var m wire.Migration
 	var created, updated, finished int64
 	err := row.Scan(&m.Name, &m.Spec, &m.SpecHash, &m.State, &m.Reason, &m.Batches, &m.CurrentBatch, &m.ApprovedBatch,
 		&m.ActiveMS, &created, &updated, &finished, &m.Version)
@@ -61,40 +63,44 @@ func scanMigration(row interface{ Scan(...any) error }) (store.Migration, error)
 }
 
 const assignmentCols = `migration, agent_id, attempt, batch, state, generation, action, step, step_name, error, failure, failed_step, exit_code,
-	previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at`
+	previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at, acked_generation, unreachable_since`
 
-func scanAssignment(row interface{ Scan(...any) error }) (store.Assignment, error) {
-	var a store.Assignment
+func scanAssignment(row interface{ Scan(...any) error }) (wire.Assignment, error) {
+	var a wire.Assignment
 	var exit sql.NullInt64
-	var dispatched, created, updated, finished int64
+	var dispatched, created, updated, finished, unreachable int64
 	err := row.Scan(&a.Migration, &a.AgentID, &a.Attempt, &a.Batch, &a.State, &a.Generation, &a.Action, &a.Step, &a.StepName,
-		&a.Error, &a.Failure, &a.FailedStep, &exit, &a.PreviousAttempt, &a.Applied, &a.ActiveMS, &dispatched, &created, &updated, &finished)
+		&a.Error, &a.Failure, &a.FailedStep, &exit, &a.PreviousAttempt, &a.Applied, &a.ActiveMS, &dispatched, &created, &updated, &finished,
+		&a.AckedGeneration, &unreachable)
 	if exit.Valid {
 		v := int(exit.Int64)
 		a.ExitCode = &v
 	}
 	a.DispatchedAt, a.CreatedAt, a.UpdatedAt, a.FinishedAt = fromMicros(dispatched), fromMicros(created), fromMicros(updated), fromMicros(finished)
+	a.UnreachableSince = fromMicros(unreachable)
 	return a, err
 }
 
-func assignmentArgs(a store.Assignment) []any {
+func assignmentArgs(a wire.Assignment) []any {
 	var exit any
 	if a.ExitCode != nil {
 		exit = *a.ExitCode
 	}
 	return []any{a.Migration, a.AgentID, a.Attempt, a.Batch, a.State, a.Generation, a.Action, a.Step, a.StepName, a.Error, a.Failure, a.FailedStep, exit,
-		a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt), micros(a.CreatedAt), micros(a.UpdatedAt), micros(a.FinishedAt)}
+		a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt), micros(a.CreatedAt), micros(a.UpdatedAt), micros(a.FinishedAt),
+		a.AckedGeneration, micros(a.UnreachableSince)}
 }
 
 // upsertAssignment is prepared once per transaction.
-var upsertAssignment = `INSERT INTO assignments (` + assignmentCols + `) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+var upsertAssignment = `INSERT INTO assignments (` + assignmentCols + `) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)
 	ON CONFLICT (migration, agent_id, attempt) DO UPDATE SET batch = excluded.batch, state = excluded.state,
 	generation = excluded.generation, action = excluded.action, step = excluded.step, step_name = excluded.step_name,
 	error = excluded.error, failure = excluded.failure, failed_step = excluded.failed_step, exit_code = excluded.exit_code, previous_attempt = excluded.previous_attempt,
 	applied = excluded.applied, active_ms = excluded.active_ms, dispatched_at = excluded.dispatched_at,
-	updated_at = excluded.updated_at, finished_at = excluded.finished_at`
+	updated_at = excluded.updated_at, finished_at = excluded.finished_at, acked_generation = excluded.acked_generation,
+	unreachable_since = excluded.unreachable_since`
 
-func writeAssignments(ctx context.Context, tx *sql.Tx, as []store.Assignment) error {
+func writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
 	if len(as) == 0 {
 		return nil
 	}
@@ -112,12 +118,21 @@ func writeAssignments(ctx context.Context, tx *sql.Tx, as []store.Assignment) er
 }
 
 // CreateMigration implements store.Store.
-func (s *Store) CreateMigration(ctx context.Context, m store.Migration, as []store.Assignment) error {
+func (s *Store) CreateMigration(ctx context.Context, m wire.Migration, as []wire.Assignment) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("create migration: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	var deletedAt int64
+	err = tx.QueryRowContext(ctx, `SELECT deleted_at FROM deleted_migrations WHERE name = $1`, m.Name).Scan(&deletedAt)
+	switch {
+	case err == nil:
+		return fmt.Errorf("the name %q belonged to a migration deleted at %s; agents keep the results of its attempts under that name, so it cannot be used again: choose another name: %w",
+			m.Name, fromMicros(deletedAt).Format(time.RFC3339), fault.ErrConflict)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("create migration: %w", err)
+	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO migrations (`+migrationCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,1)
 		ON CONFLICT (name) DO NOTHING`, m.Name, m.Spec, m.SpecHash, m.State, m.Reason, m.Batches, m.CurrentBatch, m.ApprovedBatch,
 		m.ActiveMS, micros(m.CreatedAt), micros(m.UpdatedAt), micros(m.FinishedAt))
@@ -134,7 +149,7 @@ func (s *Store) CreateMigration(ctx context.Context, m store.Migration, as []sto
 }
 
 // GetMigration implements store.Store.
-func (s *Store) GetMigration(ctx context.Context, name string) (store.Migration, error) {
+func (s *Store) GetMigration(ctx context.Context, name string) (wire.Migration, error) {
 	m, err := scanMigration(s.db.QueryRowContext(ctx, `SELECT `+migrationCols+` FROM migrations WHERE name = $1`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, fmt.Errorf("migration %q: %w", name, fault.ErrNotFound)
@@ -143,13 +158,13 @@ func (s *Store) GetMigration(ctx context.Context, name string) (store.Migration,
 }
 
 // ListMigrations implements store.Store.
-func (s *Store) ListMigrations(ctx context.Context) ([]store.Migration, error) {
+func (s *Store) ListMigrations(ctx context.Context) ([]wire.Migration, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+migrationCols+` FROM migrations ORDER BY created_at, name`)
 	if err != nil {
 		return nil, fmt.Errorf("list migrations: %w", err)
 	}
 	defer rows.Close()
-	out := []store.Migration{}
+	out := []wire.Migration{}
 	for rows.Next() {
 		m, err := scanMigration(rows)
 		if err != nil {
@@ -161,13 +176,13 @@ func (s *Store) ListMigrations(ctx context.Context) ([]store.Migration, error) {
 }
 
 // ListAssignments implements store.Store.
-func (s *Store) ListAssignments(ctx context.Context, migration string) ([]store.Assignment, error) {
+func (s *Store) ListAssignments(ctx context.Context, migration string) ([]wire.Assignment, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+assignmentCols+` FROM assignments WHERE migration = $1 ORDER BY batch, agent_id, attempt`, migration)
 	if err != nil {
 		return nil, fmt.Errorf("list assignments: %w", err)
 	}
 	defer rows.Close()
-	var out []store.Assignment
+	var out []wire.Assignment
 	for rows.Next() {
 		a, err := scanAssignment(rows)
 		if err != nil {
@@ -179,7 +194,7 @@ func (s *Store) ListAssignments(ctx context.Context, migration string) ([]store.
 }
 
 // SaveMigration implements store.Store.
-func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m store.Migration, changed []store.Assignment) error {
+func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m wire.Migration, changed []wire.Assignment) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("save migration: %w", err)
@@ -213,4 +228,119 @@ func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m store.Mi
 		return fmt.Errorf("save migration: %w", err)
 	}
 	return tx.Commit()
+}
+
+// DeleteMigration implements store.Store.
+func (s *Store) DeleteMigration(ctx context.Context, name string, version int64, at time.Time) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete migration: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, `DELETE FROM migrations WHERE name = $1 AND version = $2`, name, version)
+	if err != nil {
+		return fmt.Errorf("delete migration: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		if _, err := s.GetMigration(ctx, name); err != nil {
+			return err
+		}
+		return fmt.Errorf("migration %s changed since version %d: %w", name, version, fault.ErrConflict)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM assignments WHERE migration = $1`, name); err != nil {
+		return fmt.Errorf("delete migration: assignments: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_migrations (name, deleted_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+		name, micros(at)); err != nil {
+		return fmt.Errorf("delete migration: %w", err)
+	}
+	return tx.Commit()
+}
+
+// ReconcileFindings implements store.Store.
+func (s *Store) ReconcileFindings(ctx context.Context, fence store.Fence, current []wire.CheckFinding, now time.Time) ([]wire.CheckFinding, []store.OpenFinding, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := checkFence(ctx, tx, fence); err != nil {
+		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT kind, migration, agent_id, attempt, detail, fix, first_seen FROM check_findings`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+	}
+	open := map[findingKey]store.OpenFinding{}
+	for rows.Next() {
+		var f store.OpenFinding
+		var first int64
+		if err := rows.Scan(&f.Kind, &f.Migration, &f.AgentID, &f.Attempt, &f.Detail, &f.Fix, &first); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+		}
+		f.FirstSeen = fromMicros(first)
+		open[keyOf(f.CheckFinding)] = f
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+	}
+	var opened []wire.CheckFinding
+	seen := map[findingKey]bool{}
+	for _, f := range current {
+		k := keyOf(f)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if _, ok := open[k]; ok {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO check_findings (kind, migration, agent_id, attempt, detail, fix, first_seen)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, f.Kind, f.Migration, f.AgentID, f.Attempt, f.Detail, f.Fix, micros(now)); err != nil {
+			return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+		}
+		opened = append(opened, f)
+	}
+	var resolved []store.OpenFinding
+	for k, f := range open {
+		if seen[k] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM check_findings WHERE kind = $1 AND migration = $2 AND agent_id = $3 AND attempt = $4`,
+			f.Kind, f.Migration, f.AgentID, f.Attempt); err != nil {
+			return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+		}
+		resolved = append(resolved, f)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
+	}
+	sort.Slice(resolved, func(i, j int) bool { return lessFinding(resolved[i].CheckFinding, resolved[j].CheckFinding) })
+	return opened, resolved, nil
+}
+
+// findingKey is what makes two findings the same one: the detail (which says how long ago)
+// may change between checks.
+type findingKey struct {
+	kind, migration, agent string
+	attempt                int
+}
+
+func keyOf(f wire.CheckFinding) findingKey {
+	return findingKey{f.Kind, f.Migration, f.AgentID, f.Attempt}
+}
+
+func lessFinding(a, b wire.CheckFinding) bool {
+	if a.Migration != b.Migration {
+		return a.Migration < b.Migration
+	}
+	if a.AgentID != b.AgentID {
+		return a.AgentID < b.AgentID
+	}
+	if a.Kind != b.Kind {
+		return a.Kind < b.Kind
+	}
+	return a.Attempt < b.Attempt
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"godwit.dev/godwit/internal/fault"
@@ -154,6 +155,22 @@ func (s *Store) CheckAdminToken(ctx context.Context, hash string) error {
 	return nil
 }
 
+// EnsureSetting implements store.Store.
+func (s *Store) EnsureSetting(ctx context.Context, key, value string, now time.Time) (string, error) {
+	if key == "" || key == "admin_token_hash" {
+		return "", fault.Invalid("key", "%q is not a setting EnsureSetting may write", key)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO NOTHING`, key, value, micros(now)); err != nil {
+		return "", fmt.Errorf("ensure setting %s: %w", key, err)
+	}
+	var stored string
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM hub_settings WHERE key = $1`, key).Scan(&stored); err != nil {
+		return "", fmt.Errorf("ensure setting %s: %w", key, err)
+	}
+	return stored, nil
+}
+
 // CreateEnrollToken implements store.Store.
 func (s *Store) CreateEnrollToken(ctx context.Context, t wire.EnrollToken, hash string) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, description, max_uses, uses, expires_at, created_at)
@@ -225,18 +242,53 @@ func (s *Store) Enroll(ctx context.Context, tokenHash string, now time.Time, a w
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
+	// Names are unique among unrevoked agents, whatever their case: the unique index on
+	// name_key decides between enrollments racing; this look-up also finds the agents enrolled
+	// before the index, which may share a name and have no key (0010_access.sql).
+	nameKey := strings.ToLower(a.Name)
+	var other string
+	err = tx.QueryRowContext(ctx, `SELECT id FROM agents WHERE revoked_at IS NULL AND (name_key = $1 OR lower(name) = $1) LIMIT 1`,
+		nameKey).Scan(&other)
+	switch {
+	case err == nil:
+		return duplicateName(a.Name, other)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("enroll: %w", err)
+	}
 	labels, _ := json.Marshal(nonNil(a.Labels))
 	system, _ := json.Marshal(a.System)
-	_, err = tx.ExecContext(ctx, `INSERT INTO agents (id, name, labels, version, system, enrolled_at, enroll_token, status, cred_hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		a.ID, a.Name, string(labels), a.Version, string(system), micros(a.EnrolledAt), tokenID, wire.StatusUnknown, credHash)
+	_, err = tx.ExecContext(ctx, `INSERT INTO agents (id, name, labels, version, system, enrolled_at, enroll_token, status, cred_hash, name_key)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		a.ID, a.Name, string(labels), a.Version, string(system), micros(a.EnrolledAt), tokenID, wire.StatusUnknown, credHash, nameKey)
 	if err != nil {
+		if isUniqueViolation(err, "agents_name_key", "agents.name_key") {
+			return duplicateName(a.Name, "")
+		}
 		return fmt.Errorf("enroll: create agent: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("enroll: commit: %w", err)
 	}
 	return nil
+}
+
+func duplicateName(name, id string) error {
+	if id != "" {
+		id = " (" + id + ")"
+	}
+	return fmt.Errorf("an agent named %q is already enrolled%s: revoke it first, or enroll under another name: %w", name, id, fault.ErrConflict)
+}
+
+// isUniqueViolation reports whether err is the engine's unique-constraint error on the named
+// index (PostgreSQL names the index, SQLite the table and column).
+func isUniqueViolation(err error, names ...string) bool {
+	msg := err.Error()
+	for _, n := range names {
+		if strings.Contains(msg, n) {
+			return true
+		}
+	}
+	return false
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -246,14 +298,34 @@ func nonNil(m map[string]string) map[string]string {
 	return m
 }
 
-const agentColumns = `id, name, labels, version, system, enrolled_at, last_seen, status, revoked_at`
+const agentColumns = `id, name, labels, version, system, enrolled_at, last_seen, status, revoked_at,
+	COALESCE((SELECT degraded FROM agent_conditions c WHERE c.agent_id = agents.id), '')`
+
+// setDegraded records the degraded reason of u's heartbeat: a row while there is one, none once
+// it is gone (so that a healthy agent's heartbeat only looks up a key here).
+func setDegraded(ctx context.Context, tx *sql.Tx, u store.Liveness) error {
+	var err error
+	switch {
+	case u.Degraded == nil:
+		return nil
+	case *u.Degraded == "":
+		_, err = tx.ExecContext(ctx, `DELETE FROM agent_conditions WHERE agent_id = $1`, u.AgentID)
+	default:
+		_, err = tx.ExecContext(ctx, `INSERT INTO agent_conditions (agent_id, degraded) VALUES ($1, $2)
+			ON CONFLICT (agent_id) DO UPDATE SET degraded = excluded.degraded`, u.AgentID, *u.Degraded)
+	}
+	if err != nil {
+		return fmt.Errorf("update degraded reason of %s: %w", u.AgentID, err)
+	}
+	return nil
+}
 
 func scanAgent(row interface{ Scan(...any) error }) (wire.Agent, error) {
 	var a wire.Agent
 	var labels, system string
 	var enrolled, seen int64
 	var revoked sql.NullInt64
-	if err := row.Scan(&a.ID, &a.Name, &labels, &a.Version, &system, &enrolled, &seen, &a.Status, &revoked); err != nil {
+	if err := row.Scan(&a.ID, &a.Name, &labels, &a.Version, &system, &enrolled, &seen, &a.Status, &revoked, &a.Degraded); err != nil {
 		return a, err
 	}
 	if err := json.Unmarshal([]byte(labels), &a.Labels); err != nil {
@@ -348,6 +420,9 @@ func (s *Store) UpdateLiveness(ctx context.Context, updates []store.Liveness) er
 		}
 		if _, err := stmt.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Status, u.Version, system); err != nil {
 			return fmt.Errorf("update liveness of %s: %w", u.AgentID, err)
+		}
+		if err := setDegraded(ctx, tx, u); err != nil {
+			return err
 		}
 	}
 	return tx.Commit()

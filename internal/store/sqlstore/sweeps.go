@@ -6,26 +6,49 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
-const sweepCols = `name, spec, spec_hash, next_fire_at, created_at, updated_at, version`
+const sweepCols = `name, spec, spec_hash, next_fire_at, created_at, updated_at, version,
+	suspended, suspended_at, suspended_by, suspended_via, suspend_reason`
 
 func scanSweep(row interface{ Scan(...any) error }) (wire.Sweep, error) {
 	var sw wire.Sweep
-	var next, created, updated int64
-	err := row.Scan(&sw.Name, &sw.Spec, &sw.SpecHash, &next, &created, &updated, &sw.Version)
+	var next, created, updated, suspendedAt int64
+	var suspended int
+	var by, via, reason string
+	err := row.Scan(&sw.Name, &sw.Spec, &sw.SpecHash, &next, &created, &updated, &sw.Version,
+		&suspended, &suspendedAt, &by, &via, &reason)
 	sw.NextFireAt, sw.CreatedAt, sw.UpdatedAt = fromMicros(next), fromMicros(created), fromMicros(updated)
+	if suspended != 0 {
+		sw.Suspended = true
+		sw.Suspension = &wire.SweepSuspension{Since: fromMicros(suspendedAt), By: by, Via: via, Reason: reason}
+	}
 	return sw, err
+}
+
+// suspensionArgs are the values of the suspension columns: all zero unless sw is suspended.
+func suspensionArgs(sw wire.Sweep) (suspended int, at int64, by, via, reason string) {
+	if !sw.Suspended {
+		return 0, 0, "", "", ""
+	}
+	if sw.Suspension == nil {
+		return 1, 0, "", "", ""
+	}
+	p := sw.Suspension
+	return 1, micros(p.Since), p.By, p.Via, p.Reason
 }
 
 // CreateSweep implements store.Store.
 func (s *Store) CreateSweep(ctx context.Context, sw wire.Sweep) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO sweeps (`+sweepCols+`) VALUES ($1, $2, $3, $4, $5, $6, 1)
-		ON CONFLICT (name) DO NOTHING`, sw.Name, sw.Spec, sw.SpecHash, micros(sw.NextFireAt), micros(sw.CreatedAt), micros(sw.UpdatedAt))
+	sus, at, by, via, reason := suspensionArgs(sw)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO sweeps (`+sweepCols+`) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)
+		ON CONFLICT (name) DO NOTHING`, sw.Name, sw.Spec, sw.SpecHash, micros(sw.NextFireAt), micros(sw.CreatedAt), micros(sw.UpdatedAt),
+		sus, at, by, via, reason)
 	if err != nil {
 		return fmt.Errorf("create sweep: %w", err)
 	}
@@ -37,10 +60,13 @@ func (s *Store) CreateSweep(ctx context.Context, sw wire.Sweep) error {
 
 // UpdateSweep implements store.Store.
 func (s *Store) UpdateSweep(ctx context.Context, sw wire.Sweep, reschedule bool) error {
+	sus, at, by, via, reason := suspensionArgs(sw)
 	res, err := s.db.ExecContext(ctx, `UPDATE sweeps SET spec = $3, spec_hash = $4, updated_at = $5,
-		next_fire_at = CASE WHEN $6 = 1 THEN $7 ELSE next_fire_at END, version = version + 1
+		next_fire_at = CASE WHEN $6 = 1 THEN $7 ELSE next_fire_at END, version = version + 1,
+		suspended = $8, suspended_at = $9, suspended_by = $10, suspended_via = $11, suspend_reason = $12
 		WHERE name = $1 AND version = $2`,
-		sw.Name, sw.Version, sw.Spec, sw.SpecHash, micros(sw.UpdatedAt), boolInt(reschedule), micros(sw.NextFireAt))
+		sw.Name, sw.Version, sw.Spec, sw.SpecHash, micros(sw.UpdatedAt), boolInt(reschedule), micros(sw.NextFireAt),
+		sus, at, by, via, reason)
 	if err != nil {
 		return fmt.Errorf("update sweep: %w", err)
 	}
@@ -216,13 +242,23 @@ func (s *Store) StartRun(ctx context.Context, fence store.Fence, firing *store.S
 		return run, fmt.Errorf("start sweep run of %s: %w", run.Sweep, err)
 	}
 	if firing != nil {
-		res, err := tx.ExecContext(ctx, `UPDATE sweeps SET next_fire_at = $4 WHERE name = $1 AND spec_hash = $2 AND next_fire_at = $3`,
-			firing.Sweep, firing.SpecHash, micros(firing.From), micros(firing.Next))
+		// A suspended sweep's firings cannot be claimed: a suspension committed before the
+		// claim wins, whichever replica wrote it.
+		claim := `UPDATE sweeps SET next_fire_at = $4
+			WHERE name = $1 AND spec_hash = $2 AND next_fire_at = $3 AND suspended = 0`
+		args := []any{firing.Sweep, firing.SpecHash, micros(firing.From), micros(firing.Next)}
+		if firing.Resume {
+			claim = `UPDATE sweeps SET next_fire_at = $4, suspended = 0, suspended_at = 0, suspended_by = '', suspended_via = '',
+				suspend_reason = '', version = version + 1, updated_at = $5
+				WHERE name = $1 AND spec_hash = $2 AND next_fire_at = $3 AND suspended = 1`
+			args = append(args, micros(run.FiredAt))
+		}
+		res, err := tx.ExecContext(ctx, claim, args...)
 		if err != nil {
 			return run, fmt.Errorf("start sweep run: claim firing: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
-			return run, fmt.Errorf("firing of sweep %s at %s was claimed or rescheduled meanwhile: %w", firing.Sweep, firing.From, fault.ErrConflict)
+			return run, fmt.Errorf("firing of sweep %s at %s was claimed, rescheduled or suspended meanwhile: %w", firing.Sweep, firing.From, fault.ErrConflict)
 		}
 	}
 	if run.Status == wire.SweepRunRunning {
@@ -316,22 +352,46 @@ func (s *Store) GetRun(ctx context.Context, id string) (wire.SweepRun, error) {
 	return r, err
 }
 
-// ListRuns implements store.Store.
-func (s *Store) ListRuns(ctx context.Context, sweep string, limit int) ([]wire.SweepRun, error) {
-	if limit < 1 || limit > 1000 {
-		return nil, fault.Invalid("limit", "must be between 1 and 1000, not %d", limit)
-	}
-	var rows *sql.Rows
-	var err error
-	if sweep == "" {
-		rows, err = s.db.QueryContext(ctx, `SELECT `+runCols+` FROM sweep_runs ORDER BY fired_at DESC, id DESC LIMIT $1`, limit)
-	} else {
-		rows, err = s.db.QueryContext(ctx, `SELECT `+runCols+` FROM sweep_runs WHERE sweep = $1 ORDER BY fired_at DESC, id DESC LIMIT $2`, sweep, limit)
-	}
+// runListCols are runCols with the context snapshot left out: a listing does not carry every
+// run's spec and matched agents.
+var runListCols = strings.Replace(runCols, "context,", "'' AS context,", 1)
+
+// ListRuns implements store.Store: a keyset page over (fired_at, id), newest first, which walks
+// the index sweep_runs_sweep_fired (sweep_runs_fired for every sweep) without a sort.
+func (s *Store) ListRuns(ctx context.Context, q store.RunQuery) ([]wire.SweepRun, string, error) {
+	text, args, err := runsQuery(q)
 	if err != nil {
-		return nil, fmt.Errorf("list sweep runs: %w", err)
+		return nil, "", err
 	}
-	return collectRuns(rows)
+	rows, err := s.db.QueryContext(ctx, text, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sweep runs: %w", err)
+	}
+	out, next, err := readPage(rows, q.Limit, scanRun, func(r wire.SweepRun) string { return encodeCursor(micros(r.FiredAt), r.ID) })
+	if err != nil {
+		return nil, "", fmt.Errorf("list sweep runs: %w", err)
+	}
+	return out, next, nil
+}
+
+// runsQuery is the SQL text and arguments of a page of runs: Limit+1 rows, newest first.
+func runsQuery(q store.RunQuery) (string, []any, error) {
+	if q.Limit < 1 || q.Limit > 1000 {
+		return "", nil, fault.Invalid("limit", "must be between 1 and 1000, not %d", q.Limit)
+	}
+	var pq pageQuery
+	if q.Sweep != "" {
+		pq.and("sweep = " + pq.arg(q.Sweep))
+	}
+	if q.Cursor != "" {
+		t, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return "", nil, err
+		}
+		ta := pq.arg(t)
+		pq.and("(fired_at < " + ta + " OR (fired_at = " + ta + " AND id < " + pq.arg(id) + "))")
+	}
+	return pq.sql(`SELECT `+runListCols+` FROM sweep_runs`, "fired_at DESC, id DESC", q.Limit), pq.args, nil
 }
 
 // RunningRuns implements store.Store.

@@ -23,8 +23,9 @@ import (
 
 // CreateSession implements store.UIStore.
 func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id_hash) DO NOTHING`, sess.IDHash, sess.CSRF, micros(sess.CreatedAt), micros(sess.ExpiresAt))
+	res, err := s.db.ExecContext(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at, token_id, role, actor)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id_hash) DO NOTHING`,
+		sess.IDHash, sess.CSRF, micros(sess.CreatedAt), micros(sess.ExpiresAt), sess.TokenID, string(sess.Role), sess.Actor)
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
@@ -38,15 +39,17 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
 func (s *Store) GetSession(ctx context.Context, idHash string, now time.Time) (store.Session, error) {
 	sess := store.Session{IDHash: idHash}
 	var created, expires int64
-	err := s.db.QueryRowContext(ctx, `SELECT csrf, created_at, expires_at FROM ui_sessions WHERE id_hash = $1 AND expires_at > $2`,
-		idHash, micros(now)).Scan(&sess.CSRF, &created, &expires)
+	var role string
+	err := s.db.QueryRowContext(ctx, `SELECT csrf, created_at, expires_at, token_id, role, actor FROM ui_sessions
+		WHERE id_hash = $1 AND expires_at > $2`,
+		idHash, micros(now)).Scan(&sess.CSRF, &created, &expires, &sess.TokenID, &role, &sess.Actor)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Session{}, fmt.Errorf("no such session, or it expired: %w", fault.ErrUnauthenticated)
 	}
 	if err != nil {
 		return store.Session{}, fmt.Errorf("get session: %w", err)
 	}
-	sess.CreatedAt, sess.ExpiresAt = fromMicros(created), fromMicros(expires)
+	sess.CreatedAt, sess.ExpiresAt, sess.Role = fromMicros(created), fromMicros(expires), wire.Role(role)
 	return sess, nil
 }
 
@@ -200,7 +203,7 @@ func (s *Store) AgentNames(ctx context.Context, ids []string) (map[string]string
 }
 
 // AgentAssignments implements store.UIStore.
-func (s *Store) AgentAssignments(ctx context.Context, agentID string, limit int) ([]store.Assignment, error) {
+func (s *Store) AgentAssignments(ctx context.Context, agentID string, limit int) ([]wire.Assignment, error) {
 	if err := checkLimit(limit); err != nil {
 		return nil, err
 	}
@@ -212,7 +215,7 @@ func (s *Store) AgentAssignments(ctx context.Context, agentID string, limit int)
 		return nil, fmt.Errorf("agent assignments: %w", err)
 	}
 	defer rows.Close()
-	var out []store.Assignment
+	var out []wire.Assignment
 	for rows.Next() {
 		a, err := scanAssignment(rows)
 		if err != nil {
@@ -239,7 +242,7 @@ func (s *Store) AgentAssignments(ctx context.Context, agentID string, limit int)
 }
 
 // PageMigrations implements store.UIStore.
-func (s *Store) PageMigrations(ctx context.Context, q store.MigrationQuery) ([]store.Migration, string, error) {
+func (s *Store) PageMigrations(ctx context.Context, q store.MigrationQuery) ([]wire.Migration, string, error) {
 	if err := checkLimit(q.Limit); err != nil {
 		return nil, "", err
 	}
@@ -259,7 +262,7 @@ func (s *Store) PageMigrations(ctx context.Context, q store.MigrationQuery) ([]s
 	if err != nil {
 		return nil, "", fmt.Errorf("page migrations: %w", err)
 	}
-	out, next, err := readPage(rows, q.Limit, scanMigration, func(m store.Migration) string { return encodeCursor(micros(m.CreatedAt), m.Name) })
+	out, next, err := readPage(rows, q.Limit, scanMigration, func(m wire.Migration) string { return encodeCursor(micros(m.CreatedAt), m.Name) })
 	if err != nil {
 		return nil, "", fmt.Errorf("page migrations: %w", err)
 	}
@@ -327,4 +330,82 @@ func (s *Store) CountAssignments(ctx context.Context, migration string) (map[str
 		out[st] = n
 	}
 	return out, rows.Err()
+}
+
+// latestOnly keeps the latest attempt of each agent (served by the primary key).
+const latestOnly = `NOT EXISTS (SELECT 1 FROM assignments l WHERE l.migration = a.migration AND l.agent_id = a.agent_id AND l.attempt > a.attempt)`
+
+// failedCond is an attempt that failed, or keeps a failure after a rollback.
+const failedCond = `(a.state IN ('failed', 'timed_out', 'rollback_failed') OR a.failure <> '')`
+
+// CountLatestAssignments implements store.UIStore.
+func (s *Store) CountLatestAssignments(ctx context.Context, migration string) ([]store.AssignmentCount, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT a.batch, a.state, CASE WHEN a.failure <> '' THEN 1 ELSE 0 END, COUNT(*)
+		FROM assignments a WHERE a.migration = $1 AND `+latestOnly+`
+		GROUP BY a.batch, a.state, CASE WHEN a.failure <> '' THEN 1 ELSE 0 END ORDER BY 1, 2, 3`, migration)
+	if err != nil {
+		return nil, fmt.Errorf("count latest assignments: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AssignmentCount
+	for rows.Next() {
+		var c store.AssignmentCount
+		var failed int
+		if err := rows.Scan(&c.Batch, &c.State, &failed, &c.N); err != nil {
+			return nil, err
+		}
+		c.Failed = failed == 1
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// LatestAssignments implements store.UIStore.
+func (s *Store) LatestAssignments(ctx context.Context, q store.LatestQuery) ([]wire.Assignment, error) {
+	if q.Offset < 0 || q.Limit < 0 {
+		return nil, fault.Invalid("limit", "offset and limit must not be negative")
+	}
+	where := []string{`a.migration = $1`, latestOnly}
+	args := []any{q.Migration}
+	if q.State != "" {
+		args = append(args, q.State)
+		where = append(where, fmt.Sprintf(`a.state = $%d`, len(args)))
+	}
+	if q.Failed {
+		where = append(where, failedCond)
+	}
+	if q.Batch != nil {
+		args = append(args, *q.Batch)
+		where = append(where, fmt.Sprintf(`a.batch = $%d`, len(args)))
+	}
+	query := `SELECT ` + prefixed("a.", assignmentCols) + ` FROM assignments a WHERE ` + strings.Join(where, ` AND `) +
+		` ORDER BY a.batch, a.agent_id`
+	if q.Limit > 0 {
+		query += fmt.Sprintf(` LIMIT %d OFFSET %d`, q.Limit, q.Offset)
+	} else if q.Offset > 0 {
+		return nil, fault.Invalid("offset", "an offset needs a limit")
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("latest assignments: %w", err)
+	}
+	defer rows.Close()
+	var out []wire.Assignment
+	for rows.Next() {
+		a, err := scanAssignment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// prefixed qualifies every column of a comma-separated list with p.
+func prefixed(p, cols string) string {
+	fs := strings.Split(cols, ",")
+	for i, f := range fs {
+		fs[i] = p + strings.TrimSpace(f)
+	}
+	return strings.Join(fs, ", ")
 }

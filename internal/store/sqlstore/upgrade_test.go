@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/pgtest"
 	"godwit.dev/godwit/internal/store/postgres"
@@ -135,6 +136,69 @@ func TestEventsSurviveTheUpgradeToSeq(t *testing.T) {
 			want := []string{later.ID, ids[4], ids[3], ids[2], ids[1], ids[0]}
 			if strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Fatalf("events after upgrade:\n got %v\nwant %v", got, want)
+			}
+		})
+	}
+}
+
+// Agents enrolled before names were unique (schema 6) may share a name: the upgrade keeps them
+// all, and the name stays taken while one of them is unrevoked. Sessions made before roles
+// existed were made with the admin token and keep its role.
+func TestDuplicateNamesSurviveTheUpgradeToUniqueNames(t *testing.T) {
+	for name, e := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			raw := e.raw(t)
+			if err := sqlstore.MigrateTo(ctx, raw, e.dialect, 6); err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range []struct{ id, name string }{{"a1", "web-1"}, {"a2", "WEB-1"}, {"a3", "db-1"}} {
+				if _, err := raw.ExecContext(ctx, `INSERT INTO agents (id, name, enrolled_at, cred_hash) VALUES ($1, $2, 1, 'x')`, a.id, a.name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := raw.ExecContext(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at) VALUES ('old', 'c', 1, $1)`,
+				time.Now().Add(time.Hour).UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, max_uses, expires_at, created_at) VALUES ('t', 'secret', 9, $1, 1)`,
+				time.Now().Add(time.Hour).UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			if err := raw.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			s := e.open(t)
+			defer s.Close()
+			agents, err := s.ListAgents(ctx)
+			if err != nil || len(agents) != 3 {
+				t.Fatalf("agents after upgrade = %+v, %v", agents, err)
+			}
+			sess, err := s.GetSession(ctx, "old", time.Now())
+			if err != nil || sess.Role != wire.RoleAdmin || sess.TokenID != wire.AdminTokenID {
+				t.Fatalf("session after upgrade = %+v, %v; want the admin token's", sess, err)
+			}
+			now := time.Now()
+			enroll := func(id, agentName string) error {
+				return s.Enroll(ctx, "secret", now, wire.Agent{ID: id, Name: agentName, EnrolledAt: now}, "x")
+			}
+			for _, n := range []string{"web-1", "Web-1", "db-1"} {
+				if err := enroll("new-"+n, n); fault.Code(err) != "conflict" {
+					t.Fatalf("Enroll(%s) after upgrade = %v, want conflict", n, err)
+				}
+			}
+			if err := s.RevokeAgent(ctx, "a1", now); err != nil {
+				t.Fatal(err)
+			}
+			if err := enroll("b1", "web-1"); fault.Code(err) != "conflict" {
+				t.Fatalf("Enroll(web-1) with a2 unrevoked = %v, want conflict", err)
+			}
+			if err := s.RevokeAgent(ctx, "a2", now); err != nil {
+				t.Fatal(err)
+			}
+			if err := enroll("b2", "web-1"); err != nil {
+				t.Fatalf("Enroll(web-1) with both revoked: %v", err)
 			}
 		})
 	}

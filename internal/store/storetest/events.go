@@ -55,6 +55,44 @@ func runEvents(t *testing.T, setup func(t *testing.T) store.Store) {
 			}
 		})
 
+		t.Run("ClampedTime", func(t *testing.T) {
+			// The ingest replaced an agent's time that was too far ahead with the receipt time:
+			// the event is listed and filtered by the receipt time, and read back with both.
+			s := setup(t)
+			ctx := t.Context()
+			early := event("a1", "", wire.EventAgentStarted, wire.SeverityInfo, 0)
+			late := event("a1", "", wire.EventAgentStarted, wire.SeverityInfo, time.Minute)
+			ahead := event("a1", "", wire.EventExecutionFailed, wire.SeverityError, 1000*time.Hour) // body: the agent's time
+			agentTime := ahead.Time
+			ahead.Time = base.Add(30 * time.Second).UTC() // the receipt time
+			if _, err := s.InsertEvents(ctx, []store.StoredEvent{early, late, ahead}, nil); err != nil {
+				t.Fatal(err)
+			}
+			page, _, err := s.QueryEvents(ctx, store.EventQuery{Limit: 10})
+			if err != nil || len(page) != 3 {
+				t.Fatalf("QueryEvents = %d events, %v", len(page), err)
+			}
+			if page[0].ID != late.ID || page[1].ID != ahead.ID || page[2].ID != early.ID {
+				t.Fatalf("order %s %s %s; want the clamped event between the other two", page[0].ID, page[1].ID, page[2].ID)
+			}
+			got := page[1]
+			if !got.Time.Equal(stored(ahead.Time)) || got.AgentTime == nil || !got.AgentTime.Equal(agentTime) || string(got.Raw) != string(ahead.Raw) {
+				t.Fatalf("clamped event: time %v, agent time %v; want %v and %v, body as received", got.Time, got.AgentTime, ahead.Time, agentTime)
+			}
+			if page[0].AgentTime != nil || page[2].AgentTime != nil {
+				t.Fatal("an event not clamped has an agent time")
+			}
+			rec := got.Record()
+			if rec.AgentTime == nil || !rec.Time.Equal(got.Time) {
+				t.Fatalf("Record() = %+v", rec)
+			}
+			// Filters use the listed time, not the agent's.
+			page, _, err = s.QueryEvents(ctx, store.EventQuery{Since: base.Add(time.Hour), Limit: 10})
+			if err != nil || len(page) != 0 {
+				t.Fatalf("events since base+1h = %d, %v; want none", len(page), err)
+			}
+		})
+
 		t.Run("LargeBatch", func(t *testing.T) {
 			s := setup(t)
 			ctx := t.Context()

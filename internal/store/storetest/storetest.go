@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +85,45 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			for _, h := range []string{"second", "", "firs", "first "} {
 				requireIs(t, s.CheckAdminToken(ctx, h), fault.ErrUnauthenticated, fmt.Sprintf("CheckAdminToken(%q)", h))
 			}
+		})
+
+		t.Run("EnsureSetting", func(t *testing.T) {
+			// Hubs starting at once on one database: the first value is kept, and every hub gets it.
+			s := setup(t)
+			ctx := t.Context()
+			const n = 8
+			got := make([]string, n)
+			errs := make([]error, n)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					got[i], errs[i] = s.EnsureSetting(ctx, "callout_seed", fmt.Sprintf("value-%d", i), base)
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i := range n {
+				if errs[i] != nil || got[i] != got[0] || !strings.HasPrefix(got[0], "value-") {
+					t.Fatalf("EnsureSetting #%d = %q, %v; #0 got %q", i, got[i], errs[i], got[0])
+				}
+			}
+			if v, err := s.EnsureSetting(ctx, "callout_seed", "later", base.Add(time.Hour)); err != nil || v != got[0] {
+				t.Fatalf("EnsureSetting after the first = %q, %v; want %q", v, err, got[0])
+			}
+			if v, err := s.EnsureSetting(ctx, "other", "x", base); err != nil || v != "x" {
+				t.Fatalf("EnsureSetting(other) = %q, %v", v, err)
+			}
+			// The admin token's hash is not a setting: it cannot be read or planted this way.
+			created, err := s.InitAdminToken(ctx, "admin-hash", base)
+			if err != nil || !created {
+				t.Fatal(err)
+			}
+			if v, err := s.EnsureSetting(ctx, "admin_token_hash", "planted", base); !errors.Is(err, fault.ErrInvalid) || v != "" {
+				t.Fatalf("EnsureSetting(admin_token_hash) = %q, %v; want ErrInvalid", v, err)
+			}
+			requireIs(t, s.CheckAdminToken(ctx, "planted"), fault.ErrUnauthenticated, "CheckAdminToken(planted)")
 		})
 
 		t.Run("Concurrent", func(t *testing.T) {
@@ -327,11 +367,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			Hostname: "web-1.ams", AgentVersion: "1.4.2", FreeDiskBytes: 1<<63 + 12345}
 		full.EnrolledAt = base.Add(-time.Hour)
 		bare := wire.Agent{ID: "a-bare", Name: "app-1", EnrolledAt: base}
-		// Same name as full: the ID breaks the tie.
+		// Same name as full, revoked before full enrolls (names are unique among unrevoked
+		// agents): the ID breaks the tie.
 		twin := agent("a-twin", "web-1")
 		for _, a := range []wire.Agent{bare, twin, full} {
 			if err := s.Enroll(ctx, "secret", base, a, "cred-"+a.ID); err != nil {
 				t.Fatalf("Enroll(%s): %v", a.ID, err)
+			}
+			if a.ID == twin.ID {
+				if err := s.RevokeAgent(ctx, twin.ID, base); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 
@@ -472,12 +518,42 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		if a1 := getAgent(t, s, "a1"); !a1.LastSeen.Equal(stored(newer)) || a1.Status != wire.StatusOnline {
 			t.Fatalf("a1 after newer heartbeat = %+v; want last seen %v, online", a1, stored(newer))
 		}
+
+		// The degraded reason follows the heartbeats that carry one (empty clears it); an
+		// update without one keeps it.
+		reason, healthy := "cannot write the runner journal: database or disk is full (13)", ""
+		for _, step := range []struct {
+			set  *string
+			want string
+		}{{&reason, reason}, {nil, reason}, {&healthy, ""}, {nil, ""}} {
+			if err := s.UpdateLiveness(ctx, []store.Liveness{{AgentID: "a2", Status: wire.StatusOnline, Degraded: step.set}}); err != nil {
+				t.Fatalf("UpdateLiveness(degraded): %v", err)
+			}
+			if a2 := getAgent(t, s, "a2"); a2.Degraded != step.want {
+				t.Fatalf("a2 degraded = %q, want %q", a2.Degraded, step.want)
+			}
+			if a1 := getAgent(t, s, "a1"); a1.Degraded != "" {
+				t.Fatalf("a1 degraded = %q: it was not in the batch", a1.Degraded)
+			}
+			all, err := s.ListAgents(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range all {
+				if a.ID == "a2" && a.Degraded != step.want {
+					t.Fatalf("ListAgents: a2 degraded = %q, want %q", a.Degraded, step.want)
+				}
+			}
+		}
 	})
 
 	runEvents(t, setup)
 	runMigrations(t, setup)
 	runSweeps(t, setup)
 	runUI(t, setup)
+	runFleet(t, setup)
+	runAccess(t, setup)
+	runFailover(t, setup)
 }
 
 // agent is a plausible agent to enroll.

@@ -131,7 +131,7 @@ func runSweeps(t *testing.T, setup func(t *testing.T) store.Store) {
 			dup.Trigger, dup.ScheduledFor = wire.TriggerSchedule, claim.From
 			_, err = s.StartRun(ctx, store.Fence{}, nil, dup, nil)
 			requireIs(t, err, fault.ErrConflict, "a second run for the same scheduled instant")
-			if runs, _ := s.ListRuns(ctx, "nightly", 10); len(runs) != 1 {
+			if runs, _, _ := s.ListRuns(ctx, store.RunQuery{Sweep: "nightly", Limit: 10}); len(runs) != 1 {
 				t.Fatalf("runs = %+v, want only r-1", runs)
 			}
 		})
@@ -322,9 +322,14 @@ func runSweeps(t *testing.T, setup func(t *testing.T) store.Store) {
 				{"", 10, []string{"r3", "r2", "r1", "w1", "m1"}},
 				{"ghost", 10, nil},
 			} {
-				got, err := s.ListRuns(ctx, tc.sweep, tc.limit)
+				got, _, err := s.ListRuns(ctx, store.RunQuery{Sweep: tc.sweep, Limit: tc.limit})
 				if err != nil || !reflect.DeepEqual(ids(got), tc.want) {
 					t.Fatalf("ListRuns(%q, %d) = %v, %v; want %v", tc.sweep, tc.limit, ids(got), err, tc.want)
+				}
+				for _, r := range got {
+					if r.Context != nil {
+						t.Fatalf("ListRuns carries run %s's context %s; listings leave it out", r.ID, r.Context)
+					}
 				}
 			}
 			m, _ := s.GetRun(ctx, "m1")
@@ -332,12 +337,225 @@ func runSweeps(t *testing.T, setup func(t *testing.T) store.Store) {
 				t.Fatalf("missed record = %+v", m)
 			}
 			for _, limit := range []int{0, -1, 1001} {
-				_, err := s.ListRuns(ctx, "nightly", limit)
+				_, _, err := s.ListRuns(ctx, store.RunQuery{Sweep: "nightly", Limit: limit})
 				requireIs(t, err, fault.ErrInvalid, fmt.Sprintf("ListRuns limit %d", limit))
+			}
+			if r, _ := s.GetRun(ctx, "r1"); string(r.Context) != `{"spec_hash":"h1"}` {
+				t.Fatalf("GetRun context = %s; the single run keeps its snapshot", r.Context)
+			}
+			for _, bad := range []string{"nope", "!!", "MTIz", "MTIzfA"} { // not base64, "123", "123|"
+				_, _, err := s.ListRuns(ctx, store.RunQuery{Sweep: "nightly", Limit: 2, Cursor: bad})
+				requireIs(t, err, fault.ErrInvalid, fmt.Sprintf("ListRuns cursor %q", bad))
 			}
 			running, err := s.RunningRuns(ctx)
 			if err != nil || !reflect.DeepEqual(ids(running), []string{"w1"}) {
 				t.Fatalf("RunningRuns = %v, %v", ids(running), err)
+			}
+		})
+
+		t.Run("Suspension", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			sw := sweepRecord("canary")
+			since := base.Add(-time.Hour)
+			sw.Suspended, sw.Suspension = true, &wire.SweepSuspension{Since: since, Via: wire.SuspendViaSpec, Reason: "until the canary passes"}
+			if err := s.CreateSweep(ctx, sw); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.GetSweep(ctx, "canary")
+			want := &wire.SweepSuspension{Since: stored(since), Via: wire.SuspendViaSpec, Reason: "until the canary passes"}
+			if err != nil || !got.Suspended || !reflect.DeepEqual(got.Suspension, want) {
+				t.Fatalf("GetSweep of a sweep created suspended = %+v (suspension %+v), %v", got, got.Suspension, err)
+			}
+			if list, _ := s.ListSweeps(ctx); len(list) != 1 || !list[0].Suspended || list[0].Suspension == nil {
+				t.Fatalf("ListSweeps = %+v", list)
+			}
+			// No firing of a suspended sweep can be claimed, and nothing is stored for it.
+			claim := store.SweepFiring{Sweep: "canary", SpecHash: "h1", From: sw.NextFireAt, Next: sw.NextFireAt.Add(15 * time.Minute)}
+			fire := func(id string) error {
+				r := sweepRun(id, "canary", 15*time.Minute)
+				r.Trigger, r.ScheduledFor = wire.TriggerSchedule, claim.From
+				_, err := s.StartRun(ctx, store.Fence{}, &claim, r, nil)
+				return err
+			}
+			requireIs(t, fire("r-held"), fault.ErrConflict, "claim of a suspended sweep's firing")
+			if _, err := s.GetRun(ctx, "r-held"); err == nil {
+				t.Fatal("a refused claim stored its run")
+			}
+			if got, _ := s.GetSweep(ctx, "canary"); !got.NextFireAt.Equal(stored(claim.From)) {
+				t.Fatalf("a refused claim moved the next firing to %v", got.NextFireAt)
+			}
+			// A resuming claim is refused while the sweep is not suspended (below), and takes
+			// the held firing and resumes the sweep in one write while it is.
+			resumeClaim := claim
+			resumeClaim.Resume = true
+			held := sweepRun("r-resume", "canary", 20*time.Minute)
+			held.Trigger, held.ScheduledFor = wire.TriggerSchedule, claim.From
+			if r, err := s.StartRun(ctx, store.Fence{}, &resumeClaim, held, nil); err != nil || r.Status != wire.SweepRunRunning {
+				t.Fatalf("resuming claim = %+v, %v", r, err)
+			}
+			if got, _ := s.GetSweep(ctx, "canary"); got.Suspended || got.Suspension != nil || got.Version != 2 ||
+				!got.NextFireAt.Equal(stored(claim.Next)) || !got.UpdatedAt.Equal(stored(held.FiredAt)) {
+				t.Fatalf("after the resuming claim: %+v", got)
+			}
+			resumeClaim.From, resumeClaim.Next = claim.Next, claim.Next.Add(15*time.Minute)
+			_, err = s.StartRun(ctx, store.Fence{}, &resumeClaim, sweepRun("r-resume-2", "canary", 21*time.Minute), nil)
+			requireIs(t, err, fault.ErrConflict, "a resuming claim of a sweep that is not suspended")
+			// Suspended again for what follows.
+			got, _ = s.GetSweep(ctx, "canary")
+			done := held
+			done.Status, done.ExitCode = wire.SweepRunCompleted, new(int)
+			if err := s.SaveRun(ctx, store.Fence{}, done, nil); err != nil {
+				t.Fatal(err)
+			}
+			got.Suspended, got.Suspension = true, &wire.SweepSuspension{Since: since, Via: wire.SuspendViaSpec, Reason: "until the canary passes"}
+			if err := s.UpdateSweep(ctx, got, false); err != nil {
+				t.Fatal(err)
+			}
+			got, _ = s.GetSweep(ctx, "canary")
+			claim.From, claim.Next = got.NextFireAt, got.NextFireAt.Add(15*time.Minute)
+
+			// A run without a claim (a trigger: the canary) runs all the same.
+			if r, err := s.StartRun(ctx, store.Fence{}, nil, sweepRun("r-manual", "canary", time.Minute), nil); err != nil || r.Status != wire.SweepRunRunning {
+				t.Fatalf("a triggered run of a suspended sweep = %+v, %v", r, err)
+			}
+
+			// Suspending another way replaces who, when, how and why; the version counts it.
+			got.Suspension = &wire.SweepSuspension{Since: base, By: "alice@ops", Via: wire.SuspendViaCLI}
+			got.UpdatedAt = base
+			if err := s.UpdateSweep(ctx, got, false); err != nil {
+				t.Fatal(err)
+			}
+			got, _ = s.GetSweep(ctx, "canary")
+			if got.Version != 4 || !reflect.DeepEqual(got.Suspension, &wire.SweepSuspension{Since: stored(base), By: "alice@ops", Via: wire.SuspendViaCLI}) {
+				t.Fatalf("after re-suspending: %+v (suspension %+v)", got, got.Suspension)
+			}
+			// Resuming clears the suspension; with reschedule, the next firing moves.
+			got.Suspended, got.Suspension, got.NextFireAt = false, nil, base.Add(2*time.Hour)
+			if err := s.UpdateSweep(ctx, got, true); err != nil {
+				t.Fatal(err)
+			}
+			got, _ = s.GetSweep(ctx, "canary")
+			if got.Suspended || got.Suspension != nil || got.Version != 5 || !got.NextFireAt.Equal(stored(base.Add(2*time.Hour))) {
+				t.Fatalf("after resuming: %+v", got)
+			}
+			claim.From = got.NextFireAt
+			if err := fire("r-sched"); err != nil {
+				t.Fatalf("claim after resuming: %v", err)
+			}
+			// A writer that read the sweep before the suspension loses to it.
+			stale := got
+			got.Suspended, got.Suspension = true, &wire.SweepSuspension{Since: base, Via: wire.SuspendViaAPI}
+			if err := s.UpdateSweep(ctx, got, false); err != nil {
+				t.Fatal(err)
+			}
+			stale.Spec, stale.SpecHash = "kind: Sweep # 2\n", "h2"
+			requireIs(t, s.UpdateSweep(ctx, stale, false), fault.ErrConflict, "UpdateSweep from before the suspension")
+			if got, _ := s.GetSweep(ctx, "canary"); !got.Suspended || got.SpecHash != "h1" {
+				t.Fatalf("the stale write changed the sweep: %+v", got)
+			}
+		})
+
+		t.Run("ListRunsPages", func(t *testing.T) {
+			// 1,000 runs of one sweep, interleaved with another sweep's, many sharing a fired_at
+			// (ids break the tie): paging sees every run exactly once, newest first, whatever the
+			// page size, and runs added while paging do not shift the pages still to come.
+			s := setup(t)
+			ctx := t.Context()
+			const n = 1000
+			var want []string // newest first
+			for i := range n {
+				id := fmt.Sprintf("big-%04d", i)
+				r := sweepRun(id, "big", time.Duration(i/3)*time.Second) // three runs per instant
+				r.Status, r.ExitCode, r.FinishedAt = wire.SweepRunCompleted, new(int), r.FiredAt
+				if _, err := s.StartRun(ctx, store.Fence{}, nil, r, nil); err != nil {
+					t.Fatal(err)
+				}
+				want = append([]string{id}, want...)
+				if i%100 == 0 {
+					o := sweepRun(fmt.Sprintf("other-%04d", i), "other", time.Duration(i/3)*time.Second)
+					o.Status, o.ExitCode = wire.SweepRunCompleted, new(int)
+					if _, err := s.StartRun(ctx, store.Fence{}, nil, o, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			page := func(q store.RunQuery) (ids []string, next string) {
+				t.Helper()
+				rs, next, err := s.ListRuns(ctx, q)
+				if err != nil {
+					t.Fatalf("ListRuns(%+v): %v", q, err)
+				}
+				if len(rs) > q.Limit {
+					t.Fatalf("ListRuns(%+v) gave %d runs", q, len(rs))
+				}
+				for _, r := range rs {
+					if r.Sweep != q.Sweep || r.Context != nil {
+						t.Fatalf("ListRuns(%+v) gave %+v", q, r)
+					}
+					ids = append(ids, r.ID)
+				}
+				return ids, next
+			}
+			for round, limit := range []int{7, 100, 999, 1000} {
+				var got []string
+				q := store.RunQuery{Sweep: "big", Limit: limit}
+				pages := 0
+				for {
+					ids, next := page(q)
+					got = append(got, ids...)
+					pages++
+					if next == "" {
+						break
+					}
+					if len(ids) != limit {
+						t.Fatalf("limit %d: a page of %d runs before the last", limit, len(ids))
+					}
+					if pages == 1 {
+						// A newer run arrives meanwhile: it is on no later page.
+						late := sweepRun(fmt.Sprintf("late-%d", limit), "big", time.Hour+time.Duration(round)*time.Second)
+						late.Status, late.ExitCode = wire.SweepRunCompleted, new(int)
+						if _, err := s.StartRun(ctx, store.Fence{}, nil, late, nil); err != nil {
+							t.Fatal(err)
+						}
+					}
+					q.Cursor = next
+				}
+				if wantPages := (len(want) + limit - 1) / limit; pages != wantPages {
+					t.Fatalf("limit %d: %d pages, want %d", limit, pages, wantPages)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("limit %d: paging gave %d runs, not every run once newest first (first %v)", limit, len(got), got[:min(len(got), 5)])
+				}
+				if pages > 1 {
+					want = append([]string{fmt.Sprintf("late-%d", limit)}, want...) // the next round sees it first
+				}
+			}
+			// Every sweep's runs together page the same way.
+			var all []string
+			q := store.RunQuery{Limit: 333}
+			for {
+				rs, next, err := s.ListRuns(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rs {
+					all = append(all, r.ID)
+				}
+				if next == "" {
+					break
+				}
+				q.Cursor = next
+			}
+			seen := map[string]bool{}
+			for _, id := range all {
+				if seen[id] {
+					t.Fatalf("run %s listed twice across pages of every sweep", id)
+				}
+				seen[id] = true
+			}
+			if want := len(want) + n/100; len(all) != want { // big (with the late runs), other
+				t.Fatalf("every sweep: %d runs, want %d", len(all), want)
 			}
 		})
 	})

@@ -60,11 +60,13 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 			createToken(t, s, "tok", "secret", 100, base.Add(time.Hour))
 			// 25 agents: names with ties (the id breaks them) and distinct first letters otherwise (so any
 			// collation orders them alike), labels that only differ in case
-			// or sit inside another value, a name with LIKE metacharacters.
+			// or sit inside another value, a name with LIKE metacharacters. A name is unique among
+			// unrevoked agents, so the first agent of each tie is revoked before the second enrolls.
 			type spec struct {
 				id, name string
 				labels   map[string]string
 				status   string
+				revoked  bool
 			}
 			var specs []spec
 			for i := range 20 {
@@ -73,14 +75,14 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 				if i%2 == 1 {
 					role = "db"
 				}
-				specs = append(specs, spec{fmt.Sprintf("id-%02d", i), fmt.Sprintf("node-%02d", i/2), map[string]string{"role": role, "site": "ams"}, st})
+				specs = append(specs, spec{fmt.Sprintf("id-%02d", i), fmt.Sprintf("node-%02d", i/2), map[string]string{"role": role, "site": "ams"}, st, i%2 == 0})
 			}
 			specs = append(specs,
-				spec{"id-20", "zz_front%1", map[string]string{"role": "Web"}, wire.StatusOnline},
-				spec{"id-21", "tricky", map[string]string{"note": `"role":"web"`}, wire.StatusOnline},
-				spec{"id-22", "webby", map[string]string{"role": "web-2"}, wire.StatusOnline},
-				spec{"id-23", "revoked-1", map[string]string{"role": "web"}, wire.StatusOnline},
-				spec{"id-24", "plain", nil, wire.StatusOffline},
+				spec{"id-20", "zz_front%1", map[string]string{"role": "Web"}, wire.StatusOnline, false},
+				spec{"id-21", "tricky", map[string]string{"note": `"role":"web"`}, wire.StatusOnline, false},
+				spec{"id-22", "webby", map[string]string{"role": "web-2"}, wire.StatusOnline, false},
+				spec{"id-23", "revoked-1", map[string]string{"role": "web"}, wire.StatusOnline, true},
+				spec{"id-24", "plain", nil, wire.StatusOffline, false},
 			)
 			var live []store.Liveness
 			for _, sp := range specs {
@@ -89,14 +91,16 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 				if err := s.Enroll(ctx, "secret", base, a, "cred"); err != nil {
 					t.Fatalf("Enroll(%s): %v", sp.id, err)
 				}
+				if sp.revoked {
+					if err := s.RevokeAgent(ctx, sp.id, base); err != nil {
+						t.Fatal(err)
+					}
+				}
 				if sp.status != wire.StatusUnknown {
 					live = append(live, store.Liveness{AgentID: sp.id, LastSeen: base, Status: sp.status})
 				}
 			}
 			if err := s.UpdateLiveness(ctx, live); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.RevokeAgent(ctx, "id-23", base); err != nil {
 				t.Fatal(err)
 			}
 
@@ -157,15 +161,17 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 				keep func(sp spec) bool
 			}{
 				{"all", store.AgentQuery{}, func(spec) bool { return true }},
-				{"online", store.AgentQuery{Status: wire.StatusOnline}, func(sp spec) bool { return sp.status == wire.StatusOnline && sp.id != "id-23" }},
-				{"unknown", store.AgentQuery{Status: wire.StatusUnknown}, func(sp spec) bool { return sp.status == wire.StatusUnknown }},
-				{"revoked", store.AgentQuery{Status: store.AgentRevoked}, func(sp spec) bool { return sp.id == "id-23" }},
+				{"online", store.AgentQuery{Status: wire.StatusOnline}, func(sp spec) bool { return sp.status == wire.StatusOnline && !sp.revoked }},
+				{"unknown", store.AgentQuery{Status: wire.StatusUnknown}, func(sp spec) bool { return sp.status == wire.StatusUnknown && !sp.revoked }},
+				{"revoked", store.AgentQuery{Status: store.AgentRevoked}, func(sp spec) bool { return sp.revoked }},
 				{"label exact, case-sensitive, not inside values", store.AgentQuery{Labels: map[string]string{"role": "web"}},
 					func(sp spec) bool { return sp.labels["role"] == "web" }},
 				{"two labels", store.AgentQuery{Labels: map[string]string{"role": "db", "site": "ams"}},
 					func(sp spec) bool { return sp.labels["role"] == "db" }},
 				{"label and status", store.AgentQuery{Status: wire.StatusOffline, Labels: map[string]string{"role": "web"}},
-					func(sp spec) bool { return sp.labels["role"] == "web" && sp.status == wire.StatusOffline }},
+					func(sp spec) bool {
+						return sp.labels["role"] == "web" && sp.status == wire.StatusOffline && !sp.revoked
+					}},
 				{"search name, any case", store.AgentQuery{Search: "NODE-0"}, func(sp spec) bool { return len(sp.name) == 7 && sp.name[:6] == "node-0" }},
 				{"search LIKE metacharacters literally", store.AgentQuery{Search: "_front%"}, func(sp spec) bool { return sp.id == "id-20" }},
 				{"search id prefix", store.AgentQuery{Search: "id-2"}, func(sp spec) bool { return sp.id >= "id-20" }},
@@ -195,7 +201,7 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 			}
 
 			counts, err := s.CountAgentsByStatus(ctx)
-			wantCounts := map[string]int{wire.StatusOnline: 10, wire.StatusOffline: 8, wire.StatusUnknown: 6, store.AgentRevoked: 1}
+			wantCounts := map[string]int{wire.StatusOnline: 6, wire.StatusOffline: 5, wire.StatusUnknown: 3, store.AgentRevoked: 11}
 			if err != nil || !reflect.DeepEqual(counts, wantCounts) {
 				t.Fatalf("CountAgentsByStatus = %v, %v; want %v", counts, err, wantCounts)
 			}
@@ -246,7 +252,7 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 			for i := range 7 {
 				m := migrationRecord(fmt.Sprintf("m%d", i))
 				m.CreatedAt = base.Add(time.Duration(min(i, 5)) * time.Minute)
-				as := []store.Assignment{assignment(m.Name, "a1", 1, 0), assignment(m.Name, "a2", 1, 0)}
+				as := []wire.Assignment{assignment(m.Name, "a1", 1, 0), assignment(m.Name, "a2", 1, 0)}
 				if err := s.CreateMigration(ctx, m, as); err != nil {
 					t.Fatal(err)
 				}
@@ -255,12 +261,12 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 			for _, name := range []string{"m1", "m4"} {
 				m, _ := s.GetMigration(ctx, name)
 				m.State = "running"
-				var changed []store.Assignment
+				var changed []wire.Assignment
 				if name == "m1" {
 					// a1 failed and was retried: the latest attempt is what the agent page shows.
 					a, retry := assignment("m1", "a1", 1, 0), assignment("m1", "a1", 2, 0)
 					a.State, retry.State, retry.UpdatedAt = "failed", "applying", base.Add(time.Hour)
-					changed = []store.Assignment{a, retry}
+					changed = []wire.Assignment{a, retry}
 				}
 				if err := s.SaveMigration(ctx, store.Fence{}, m, changed); err != nil {
 					t.Fatal(err)
@@ -348,6 +354,80 @@ func runUI(t *testing.T, setup func(t *testing.T) store.Store) {
 			if as, err := s.AgentAssignments(ctx, "nobody", 3); err != nil || len(as) != 0 {
 				t.Fatalf("AgentAssignments(nobody) = %+v, %v", as, err)
 			}
+
+			// Latest attempts, counted and listed in SQL: a retry hides the attempt it replaced,
+			// a rollback keeps the failure it undid.
+			{
+				lt := migrationRecord("lt")
+				lt.CreatedAt = base.Add(-time.Hour)
+				at := func(agent string, attempt, batch int, st, failure string) wire.Assignment {
+					a := assignment("lt", agent, attempt, batch)
+					a.State, a.Failure = st, failure
+					return a
+				}
+				as := []wire.Assignment{
+					at("a1", 1, 0, "failed", "boom"), at("a1", 2, 0, "rolled_back", "boom"),
+					at("a2", 1, 0, "rollback_failed", "boom"),
+					at("a3", 1, 1, "succeeded", ""), at("a4", 1, 1, "pending", ""),
+					at("a5", 1, 1, "failed", "x"), at("a5", 2, 1, "succeeded", ""),
+				}
+				if err := s.CreateMigration(ctx, lt, as); err != nil {
+					t.Fatal(err)
+				}
+				mark()
+				cs, err := s.CountLatestAssignments(ctx, "lt")
+				if err != nil {
+					t.Fatal(err)
+				}
+				key := func(c store.AssignmentCount) string {
+					return fmt.Sprintf("%d/%s/%v=%d", c.Batch, c.State, c.Failed, c.N)
+				}
+				var got []string
+				for _, c := range cs {
+					got = append(got, key(c))
+				}
+				slices.Sort(got)
+				if want := []string{"0/rollback_failed/true=1", "0/rolled_back/true=1", "1/pending/false=1", "1/succeeded/false=2"}; !slices.Equal(got, want) {
+					t.Fatalf("CountLatestAssignments(lt) = %v, want %v", got, want)
+				}
+				list := func(q store.LatestQuery) []string {
+					t.Helper()
+					q.Migration = "lt"
+					as, err := s.LatestAssignments(ctx, q)
+					if err != nil {
+						t.Fatalf("LatestAssignments(%+v): %v", q, err)
+					}
+					var out []string
+					for _, a := range as {
+						out = append(out, fmt.Sprintf("%s#%d", a.AgentID, a.Attempt))
+					}
+					return out
+				}
+				one := 1
+				for _, c := range []struct {
+					q    store.LatestQuery
+					want []string
+				}{
+					{store.LatestQuery{}, []string{"a1#2", "a2#1", "a3#1", "a4#1", "a5#2"}},
+					{store.LatestQuery{Failed: true}, []string{"a1#2", "a2#1"}},
+					{store.LatestQuery{State: "succeeded"}, []string{"a3#1", "a5#2"}},
+					{store.LatestQuery{State: "failed"}, nil},
+					{store.LatestQuery{Batch: &one}, []string{"a3#1", "a4#1", "a5#2"}},
+					{store.LatestQuery{Limit: 2}, []string{"a1#2", "a2#1"}},
+					{store.LatestQuery{Limit: 2, Offset: 2}, []string{"a3#1", "a4#1"}},
+					{store.LatestQuery{Limit: 2, Offset: 4}, []string{"a5#2"}},
+				} {
+					if got := list(c.q); !slices.Equal(got, c.want) {
+						t.Errorf("LatestAssignments(%+v) = %v, want %v", c.q, got, c.want)
+					}
+				}
+				_, err = s.LatestAssignments(ctx, store.LatestQuery{Migration: "lt", Offset: -1, Limit: 1})
+				requireIs(t, err, fault.ErrInvalid, "LatestAssignments with a negative offset")
+				if cs, err := s.CountLatestAssignments(ctx, "nope"); err != nil || len(cs) != 0 {
+					t.Errorf("CountLatestAssignments(nope) = %v, %v", cs, err)
+				}
+			}
+
 		})
 	})
 }

@@ -1,0 +1,147 @@
+package failover
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"godwit.dev/godwit/internal/agent/failover/machine"
+	spec "godwit.dev/godwit/internal/failover"
+	"godwit.dev/godwit/internal/lease"
+	"godwit.dev/godwit/internal/lease/leasetest"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// timed records transitions with the local time they were reported.
+type timed struct {
+	mu  sync.Mutex
+	all []timedTransition
+}
+
+type timedTransition struct {
+	at time.Time
+	wire.FailoverTransition
+}
+
+func (e *timed) add(t wire.FailoverTransition) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.all = append(e.all, timedTransition{time.Now(), t})
+}
+
+// first returns when member first entered state to after since.
+func (e *timed) first(member, to string, since time.Time) (time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range e.all {
+		if t.Member == member && t.To == to && t.Hook == "" && !t.at.Before(since) {
+			return t.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// startFaulty starts a member whose calls to the bucket go through a FaultKV.
+func startFaulty(t *testing.T, kv lease.KV, s spec.Canonical, self string, ev *timed) (*Member, *leasetest.FaultKV) {
+	t.Helper()
+	f := leasetest.NewFaultKV(kv, lease.RealClock{})
+	t.Cleanup(f.Close)
+	m, err := New(Config{Spec: s, Self: self, KV: f, Report: ev.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = m.Stop(ctx)
+	})
+	return m, f
+}
+
+// primaryOf waits for one of a and b to be a healthy primary.
+func primaryOf(t *testing.T, a, b *Member) (p, r *Member, pID, rID string) {
+	t.Helper()
+	healthy := func(m *Member) bool { ro, st, _ := m.Status(); return ro == machine.Primary && st == machine.Healthy }
+	eventually(t, "a primary", 10*time.Second, func() bool { return healthy(a) || healthy(b) })
+	if healthy(a) {
+		return a, b, idA, idB
+	}
+	return b, a, idB, idA
+}
+
+// The primary cut off from NATS fences itself before the replica can promote: the timing rule.
+func TestPartitionedPrimaryFencesBeforeThePromotion(t *testing.T) {
+	url := startNATS(t)
+	kv := bucket(t, url, "pg")
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	ev := &timed{}
+	a, fa := startFaulty(t, kv, s, idA, ev)
+	b, fb := startFaulty(t, kv, s, idB, ev)
+	p, r, pID, rID := primaryOf(t, a, b)
+	fp := fa
+	if p == b {
+		fp = fb
+	}
+	cut := time.Now()
+	fp.SetPartition(leasetest.Refuse)
+	eventually(t, "the replica promoted", 15*time.Second, func() bool {
+		ro, st, _ := r.Status()
+		return ro == machine.Primary && st == machine.Healthy
+	})
+	fenced, ok := ev.first(pID, string(machine.Fenced), cut)
+	if !ok {
+		t.Fatalf("the partitioned primary never fenced: %+v", ev.all)
+	}
+	promoting, _ := ev.first(rID, string(machine.Promoting), cut)
+	if !fenced.Before(promoting) {
+		for _, e := range ev.all {
+			t.Logf("%s %s %s %s->%s %s %s", e.at.Format(time.StampMilli), e.Member[:2], e.Role, e.From, e.To, e.Hook, e.Reason)
+		}
+		t.Fatalf("fenced at %s, the replica promoted at %s", fenced.Format(time.StampMilli), promoting.Format(time.StampMilli))
+	}
+	t.Logf("fenced %s before the promotion", promoting.Sub(fenced).Round(time.Millisecond))
+	// Reconnected, the old primary sees the newer epoch and demotes.
+	fp.SetPartition(leasetest.Connected)
+	eventually(t, "the old primary demoted", 10*time.Second, func() bool {
+		ro, st, _ := p.Status()
+		return ro == machine.Replica && st == machine.Watching
+	})
+}
+
+// NATS answering later than heartbeatTimeout for less than failureThreshold heartbeats: no
+// fence, no failover, no flap — and the late writes, which landed, are recognised as the
+// primary's own.
+func TestLatencyBlipDoesNotFlap(t *testing.T) {
+	url := startNATS(t)
+	kv := bucket(t, url, "pg")
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	s.FailureThreshold, s.FailoverTimeout, s.SafetyMargin = 5, 2000, 500 // 200ms × 5 + 500ms < 2s
+	ev := &timed{}
+	a, fa := startFaulty(t, kv, s, idA, ev)
+	b, fb := startFaulty(t, kv, s, idB, ev)
+	p, r, pID, _ := primaryOf(t, a, b)
+	fp := fa
+	if p == b {
+		fp = fb
+	}
+	_, _, epoch := p.Status()
+	blip := time.Now()
+	fp.SetLatency(150*time.Millisecond, 150*time.Millisecond) // 300ms > heartbeatTimeout 200ms
+	time.Sleep(350 * time.Millisecond)
+	fp.SetLatency(0, 0)
+	time.Sleep(2500 * time.Millisecond) // past a failover timeout
+	if ro, st, e := p.Status(); ro != machine.Primary || st != machine.Healthy || e != epoch {
+		t.Fatalf("the primary is %s %s at epoch %d (was healthy at %d)", ro, st, e, epoch)
+	}
+	if ro, _, _ := r.Status(); ro != machine.Replica {
+		t.Fatal("the replica promoted")
+	}
+	if _, fenced := ev.first(pID, string(machine.Fencing), blip); fenced {
+		t.Fatalf("the primary fenced on a latency blip: %+v", ev.all)
+	}
+}

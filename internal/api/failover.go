@@ -1,0 +1,166 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Failover is what the API needs of the failover group service (failover.Service).
+type Failover interface {
+	Apply(ctx context.Context, yamlSpec []byte, dryRun bool) (wire.FailoverApplyResult, error)
+	Get(ctx context.Context, name string) (wire.FailoverGroup, error)
+	List(ctx context.Context) ([]wire.FailoverGroup, error)
+	Delete(ctx context.Context, name string) error
+	SetPaused(ctx context.Context, name string, paused bool, reason string) (wire.FailoverGroup, error)
+	Switchover(ctx context.Context, name, to string) (wire.FailoverSwitchoverResult, error)
+}
+
+// timelineLimit bounds the transitions a group's detail shows.
+const timelineLimit = 200
+
+func (s *Server) failoverRoutes() {
+	s.route("POST /api/v1/failovergroups", http.StatusOK, s.applyFailoverGroup)
+	s.route("GET /api/v1/failovergroups", http.StatusOK, s.listFailoverGroups)
+	s.route("GET /api/v1/failovergroups/{name}", http.StatusOK, s.getFailoverGroup)
+	s.route("DELETE /api/v1/failovergroups/{name}", http.StatusOK, s.deleteFailoverGroup)
+	s.route("POST /api/v1/failovergroups/{name}/pause", http.StatusOK, s.pauseFailoverGroup)
+	s.route("POST /api/v1/failovergroups/{name}/resume", http.StatusOK, s.resumeFailoverGroup)
+	s.route("POST /api/v1/failovergroups/{name}/switchover", http.StatusOK, s.switchoverFailoverGroup)
+}
+
+// switchoverFailoverGroup writes a planned switchover to the group's control key.
+func (s *Server) switchoverFailoverGroup(r *http.Request) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	var req wire.FailoverSwitchoverRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	if req.To == "" {
+		return nil, fault.Invalid("to", "is required: the member agent id to promote")
+	}
+	name := r.PathValue("name")
+	setTarget(r, "failover group %s", name)
+	return f.Switchover(r.Context(), name, req.To)
+}
+
+func (s *Server) failover() (Failover, error) {
+	if s.cfg.Failover == nil {
+		return nil, fmt.Errorf("failover group service not running: %w", fault.ErrUnavailable)
+	}
+	return s.cfg.Failover, nil
+}
+
+// applyFailoverGroup takes the YAML spec as the request body; ?dry_run=true only validates it.
+func (s *Server) applyFailoverGroup(r *http.Request) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	body, dry, err := specBody(r, "failover group")
+	if err != nil {
+		return nil, err
+	}
+	res, err := f.Apply(r.Context(), body, dry)
+	if res.Name != "" {
+		setTarget(r, "failover group %s (%s)", res.Name, res.Outcome)
+	}
+	return res, err
+}
+
+func (s *Server) listFailoverGroups(r *http.Request) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	items, err := f.List(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"items": items}, nil
+}
+
+// getFailoverGroup returns the group with the timeline of its members' transitions, from the
+// failover.transition events the hub stored.
+func (s *Server) getFailoverGroup(r *http.Request) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	g, err := f.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	d := wire.FailoverGroupDetail{FailoverGroup: g, Timeline: []wire.FailoverTimelineEntry{}}
+	evs, _, err := s.cfg.Store.QueryEvents(r.Context(), store.EventQuery{Types: []string{wire.EventFailoverTransition}, Limit: 1000})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range evs {
+		var t wire.FailoverTransition
+		if len(e.Data.Extra) == 0 || json.Unmarshal(e.Data.Extra, &t) != nil || t.Group != g.Name {
+			continue
+		}
+		d.Timeline = append(d.Timeline, wire.FailoverTimelineEntry{Time: e.Time, FailoverTransition: t})
+		if len(d.Timeline) == timelineLimit {
+			break
+		}
+	}
+	return d, nil
+}
+
+func (s *Server) deleteFailoverGroup(r *http.Request) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	name := r.PathValue("name")
+	if err := f.Delete(r.Context(), name); err != nil {
+		return nil, err
+	}
+	setTarget(r, "failover group %s", name)
+	return map[string]string{"deleted": name}, nil
+}
+
+func (s *Server) pauseFailoverGroup(r *http.Request) (any, error) {
+	return s.setFailoverPaused(r, true)
+}
+func (s *Server) resumeFailoverGroup(r *http.Request) (any, error) {
+	return s.setFailoverPaused(r, false)
+}
+
+// setFailoverPaused sets or clears maintenance mode: while a group is paused no member
+// promotes on its own (a switchover by an operator still does).
+func (s *Server) setFailoverPaused(r *http.Request, paused bool) (any, error) {
+	f, err := s.failover()
+	if err != nil {
+		return nil, err
+	}
+	var req wire.FailoverPauseRequest
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := decode(r, &req); err != nil {
+			return nil, err
+		}
+	}
+	if len(req.Reason) > 1024 {
+		return nil, fault.Invalid("reason", "must be at most 1024 bytes, not %d", len(req.Reason))
+	}
+	name := r.PathValue("name")
+	setTarget(r, "failover group %s", name)
+	return f.SetPaused(r.Context(), name, paused, req.Reason)
+}

@@ -1,0 +1,125 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Three embedded servers routed to each other form one JetStream cluster: an R3 bucket is
+// placed on all three, and a write through one server is read through another.
+func TestRoutesFormOneJetStreamCluster(t *testing.T) {
+	t.Parallel()
+	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
+	auth := &fakeAuth{AgentCredentialFunc: agents.lookup}
+	routes := []string{freePort(t), freePort(t), freePort(t)}
+	srvs := make([]*Server, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		var peers []string
+		for j, r := range routes {
+			if j != i {
+				peers = append(peers, "nats://"+r)
+			}
+		}
+		wg.Go(func() {
+			srvs[i], errs[i] = StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
+				Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+				Cluster: &Routes{Listen: routes[i], Peers: peers, User: "route", Password: "secret"}})
+		})
+	}
+	wg.Wait()
+	for i, s := range srvs {
+		if errs[i] != nil {
+			t.Fatalf("server %d: %v", i, errs[i])
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = s.Stop(ctx)
+		})
+	}
+	kvs := make([]jetstream.KeyValue, 3)
+	deadline := time.Now().Add(60 * time.Second)
+	for i, s := range srvs {
+		nc, err := s.ConnectHub(fmt.Sprintf("hub-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			kvs[i], err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "r3", Replicas: 3, Storage: jetstream.FileStorage})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("R3 bucket through server %d: %v", i, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	nc, _ := srvs[1].ConnectHub("x")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := EnsureBuckets(ctx, js, BucketOptions{Replicas: 3, HeartbeatMaxAge: time.Hour}); err != nil {
+		t.Fatalf("EnsureBuckets R3: %v", err)
+	}
+	if _, err := kvs[0].Create(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kvs[2].Get(t.Context(), "k")
+	if err != nil || string(e.Value()) != "v" {
+		t.Fatalf("read through another server = %v, %v", e, err)
+	}
+	n, missing := srvs[1].PeerStatus()
+	if n != 2 || len(missing) != 0 {
+		t.Fatalf("PeerStatus = %d, %v; want both peers connected", n, missing)
+	}
+}
+
+// A server whose peers never answer names them: the hub logs and shows whom it waits for.
+func TestPeerStatusNamesPeersThatDoNotAnswer(t *testing.T) {
+	t.Parallel()
+	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
+	silent := []string{"nats://" + freePort(t), "nats://" + freePort(t)}
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: &fakeAuth{AgentCredentialFunc: agents.lookup},
+		Logger:  slog.New(slog.DiscardHandler),
+		Cluster: &Routes{Listen: freePort(t), Peers: silent, User: "route", Password: "secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	})
+	n, missing := srv.PeerStatus()
+	if n != 0 || len(missing) != 2 || missing[0] != silent[0] || missing[1] != silent[1] {
+		t.Fatalf("PeerStatus = %d, %v; want none connected and both %v missing", n, missing, silent)
+	}
+}

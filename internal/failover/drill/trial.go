@@ -1,0 +1,158 @@
+package drill
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	member "godwit.dev/godwit/internal/agent/failover"
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/lease"
+)
+
+// StartAll starts every member at once.
+func (c *Cluster) StartAll() error {
+	for _, id := range c.IDs {
+		if err := c.Start(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) failover() time.Duration { return time.Duration(c.T.Failover) * time.Millisecond }
+
+// settle waits for one healthy primary and for every live member to have reported a state.
+func (c *Cluster) settle(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*c.failover()+10*time.Second)
+	defer cancel()
+	return c.WaitPrimary(ctx, "")
+}
+
+// Step applies one random fault to the group and waits until it has one healthy primary again.
+// It returns what it did.
+func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
+	p, err := c.settle(ctx)
+	if err != nil {
+		return "", err
+	}
+	var replica string
+	for _, id := range c.IDs {
+		if id != p && c.Alive(id) {
+			replica = id
+		}
+	}
+	ft := c.failover()
+	wait := func(not string) error {
+		wctx, cancel := context.WithTimeout(ctx, 20*ft+10*time.Second)
+		defer cancel()
+		_, err := c.WaitPrimary(wctx, not)
+		return err
+	}
+	switch n := rng.IntN(6); {
+	case n == 0 || replica == "": // kill the primary, restart it once replaced
+		c.Kill(p)
+		if replica != "" {
+			if err := wait(p); err != nil {
+				return "kill primary", err
+			}
+		}
+		return "kill primary", c.Start(p)
+	case n == 1: // pause the primary for a random time around the failover timeout
+		d := time.Duration(float64(ft) * (0.2 + 1.8*rng.Float64()))
+		c.Pause(p)
+		time.Sleep(d)
+		c.Resume(p)
+		return fmt.Sprintf("pause primary %s", d.Round(time.Millisecond)), wait("")
+	case n == 2: // graceful stop of the primary: hand over
+		c.Term(p)
+		if err := wait(p); err != nil {
+			return "stop primary", err
+		}
+		return "stop primary", c.Start(p)
+	case n == 3: // restart of the primary within the timeout: reconciles
+		c.Kill(p)
+		if err := c.Start(p); err != nil {
+			return "restart primary", err
+		}
+		return "restart primary", wait("")
+	case n == 4: // kill a replica
+		c.Kill(replica)
+		return "kill replica", c.Start(replica)
+	default: // pause a replica past the timeout
+		c.Pause(replica)
+		time.Sleep(time.Duration(float64(ft) * (0.5 + rng.Float64())))
+		c.Resume(replica)
+		return "pause replica", wait("")
+	}
+}
+
+// Switchover asks the primary of epoch to hand over to to, as the hub does: a compare-and-set
+// of the control key.
+func (c *Cluster) Switchover(ctx context.Context, to string, epoch uint64) error {
+	b, _ := json.Marshal(member.Control{SwitchoverTo: to, SwitchoverEpoch: epoch})
+	cell := lease.Cell{KV: c.kv, Key: member.KeyControl, Timeout: 5 * time.Second}
+	e, err := cell.Read(ctx)
+	switch {
+	case errors.Is(err, fault.ErrNotFound):
+		_, err = cell.Create(ctx, b)
+	case err == nil:
+		_, err = cell.Swap(ctx, e.Revision, b)
+	}
+	return err
+}
+
+// PromotionDelays kills the primary n times and returns, for each kill, the store time from
+// the dead primary's last write of the group record to the promoting write of its successor
+// (both on the server's clock), restarting the killed member as a replica each time.
+func (c *Cluster) PromotionDelays(ctx context.Context, n int, progress func(i int, d time.Duration)) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range n {
+		p, err := c.settle(ctx)
+		if err != nil {
+			return out, err
+		}
+		c.Kill(p)
+		wctx, cancel := context.WithTimeout(ctx, 20*c.failover()+10*time.Second)
+		next, err := c.WaitPrimary(wctx, p)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		hist, err := c.RecordHistory(ctx)
+		if err != nil {
+			return out, err
+		}
+		d, ok := delay(hist, p, next)
+		if !ok {
+			return out, fmt.Errorf("kill %d: no promotion of %s after %s in the record's history", i+1, next, p)
+		}
+		out = append(out, d)
+		if progress != nil {
+			progress(i, d)
+		}
+		if err := c.Start(p); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// delay finds the last promotion of next (a write naming it with no epoch) and the write by
+// old just before it.
+func delay(hist []RecordWrite, old, next string) (time.Duration, bool) {
+	for i := len(hist) - 1; i > 0; i-- {
+		if hist[i].Primary == next && hist[i].Epoch == 0 {
+			for j := i - 1; j >= 0; j-- {
+				if hist[j].Primary == old {
+					return hist[i].Created.Sub(hist[j].Created), true
+				}
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,123 @@
+package hubcmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"godwit.dev/godwit/internal/cli"
+
+	member "godwit.dev/godwit/internal/agent/failover"
+	"godwit.dev/godwit/internal/failover"
+	"godwit.dev/godwit/internal/logging"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// newFailoverCmd holds the hub side's failover commands; the command line merges them into
+// `godwit failover`.
+func newFailoverCmd(stdio cli.IO) *cobra.Command {
+	cmd := &cobra.Command{Use: "failover"}
+	cmd.AddCommand(newFailoverMemberCmd(stdio))
+	return cmd
+}
+
+// newFailoverMemberCmd runs one member of a group straight against a NATS server, from a
+// FailoverGroup file: the runtime an agent runs for each of its groups, on its own. The
+// failover drills and the benchmark run it as real processes.
+func newFailoverMemberCmd(stdio cli.IO) *cobra.Command {
+	var natsURL, file, self, namespace, level, metricsAddr string
+	cmd := &cobra.Command{
+		Use:   "member --nats URL -f GROUP.yaml --member AGENT_ID",
+		Short: "Run one member of a failover group against a NATS server (the runtime an agent runs per group)",
+		Long: `Runs the member state machines of docs/failover.md for one member of the group in the file,
+with the group's bucket on the given NATS server (created if absent). Transitions and hook results
+are printed on standard output as JSON lines (failover.transition). SIGTERM stops it gracefully:
+a healthy primary hands over (handoverOnStop) or fences before it exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			sp, err := failover.Parse(data)
+			if err == nil {
+				err = sp.Validate()
+			}
+			if err != nil {
+				return err
+			}
+			log := logging.New(stdio.Err, level, "json")
+			nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			kv, err := js.CreateOrUpdateKeyValue(ctx, member.BucketConfig(namespace, sp.Name, 1))
+			cancel()
+			if err != nil {
+				return fmt.Errorf("group bucket: %w", err)
+			}
+			enc := json.NewEncoder(stdio.Out)
+			events := make(chan wire.FailoverTransition, 1024)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for t := range events {
+					_ = enc.Encode(t)
+				}
+			}()
+			reg := prometheus.NewRegistry()
+			if metricsAddr != "" {
+				ln, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					return err
+				}
+				srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				go func() { _ = srv.Serve(ln) }()
+				defer srv.Close()
+				fmt.Fprintf(stdio.Err, "metrics on http://%s/metrics\n", ln.Addr())
+			}
+			m, err := member.New(member.Config{Spec: sp.Canonical(), Self: self, KV: kv, Logger: log, Registry: reg,
+				Report: func(t wire.FailoverTransition) { events <- t }})
+			if err != nil {
+				return err
+			}
+			// The member runs until the command's context ends (SIGTERM), then stops gracefully.
+			if err := m.Start(context.WithoutCancel(cmd.Context())); err != nil {
+				return err
+			}
+			<-cmd.Context().Done()
+			sctx, scancel := context.WithTimeout(context.Background(), time.Duration(sp.FailoverTimeout)+10*time.Second)
+			defer scancel()
+			err = m.Stop(sctx)
+			close(events)
+			<-done
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&natsURL, "nats", "", "NATS server URL")
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "the FailoverGroup document")
+	cmd.Flags().StringVar(&self, "member", "", "this member's agent id")
+	cmd.Flags().StringVar(&namespace, "namespace", "godwit", "installation namespace of the group's bucket")
+	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve the member's Prometheus metrics (godwit_failover_*) on this address")
+	_ = cmd.MarkFlagRequired("nats")
+	_ = cmd.MarkFlagRequired("filename")
+	_ = cmd.MarkFlagRequired("member")
+	return cmd
+}

@@ -1,0 +1,78 @@
+package lease
+
+import "time"
+
+// Health turns a run of call outcomes into a state that does not flap: it becomes degraded
+// after FailuresToDegrade failures in a row and healthy again only after SuccessesToRecover
+// successes in a row. The zero value degrades on the first failure and recovers on the first
+// success. Not safe for concurrent use.
+type Health struct {
+	FailuresToDegrade  int // consecutive failures that degrade; below 1 means 1
+	SuccessesToRecover int // consecutive successes that recover; below 1 means 1
+
+	failures, successes int
+	degraded            bool
+}
+
+// Record adds one outcome and reports whether the state changed.
+func (h *Health) Record(ok bool) (changed bool) {
+	if ok {
+		h.failures = 0
+		h.successes++
+		if h.degraded && h.successes >= max(h.SuccessesToRecover, 1) {
+			h.degraded = false
+			return true
+		}
+		return false
+	}
+	h.successes = 0
+	h.failures++
+	if !h.degraded && h.failures >= max(h.FailuresToDegrade, 1) {
+		h.degraded = true
+		return true
+	}
+	return false
+}
+
+// Degraded reports the state.
+func (h *Health) Degraded() bool { return h.degraded }
+
+// Streak returns the current run: consecutive failures or consecutive successes (one is 0).
+func (h *Health) Streak() (failures, successes int) { return h.failures, h.successes }
+
+// Staleness tells how long a key has kept one revision, by the local clock, counting from when
+// this process first saw that revision: never from the store's timestamp, which was taken on
+// another machine's clock. A revision is the store's sequence number, so "same revision" means
+// "not written since", however long the reader was away. Not safe for concurrent use.
+type Staleness struct {
+	rev   uint64
+	since time.Time
+	seen  bool
+}
+
+// Observe records that a read which returned at local time at found revision rev (0: absent).
+// Any revision other than the current one restarts the count, a lower one included (a stale
+// read or a recreated bucket): restarting only delays a takeover. It reports whether it did.
+func (s *Staleness) Observe(rev uint64, at time.Time) bool {
+	if s.seen && rev == s.rev {
+		return false
+	}
+	s.rev, s.since, s.seen = rev, at, true
+	return true
+}
+
+// Current returns the revision being timed and when it was first seen; ok is false before the
+// first observation.
+func (s *Staleness) Current() (rev uint64, since time.Time, ok bool) { return s.rev, s.since, s.seen }
+
+// Unchanged returns how long the current revision has been seen, at local time now (0 before
+// the first observation).
+func (s *Staleness) Unchanged(now time.Time) time.Duration {
+	if !s.seen {
+		return 0
+	}
+	return now.Sub(s.since)
+}
+
+// Reset forgets the revision being timed: the next observation starts a new count.
+func (s *Staleness) Reset() { *s = Staleness{} }

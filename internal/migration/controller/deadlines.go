@@ -1,0 +1,161 @@
+package controller
+
+import (
+	"fmt"
+	"time"
+
+	"godwit.dev/godwit/internal/migration/spec"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// DefaultSettle covers an agent's longest reconnect back-off (30s plus jitter) and a heartbeat.
+const DefaultSettle = 45 * time.Second
+
+// judging reports whether the bus is up and whether the settle time has passed at now.
+func (c *Controller) judging(now time.Time) (busUp, settled bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.busDown, !c.busDown && !now.Before(c.judgeFrom)
+}
+
+// deadlines counts time and enforces the assignment and migration deadlines.
+//
+// Under the "active" policy (the default) only time that could be used counts: time between
+// passes of a running hub (a hub that was down counts nothing for its downtime, since the first
+// pass after a start has no previous pass), for an assignment only while its agent is reachable,
+// and for the migration only while it is running or rolling back and at least one of its agents
+// is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
+// counts. A rollback gets a fresh timer when it is requested.
+func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
+	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
+	// The migration's time counts only while some agent with work in flight is reachable:
+	// otherwise nothing could progress, whatever the hub does.
+	workable := false
+	for _, id := range p.order {
+		a := p.latest[id]
+		if reachable[id] && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
+			workable = true
+			break
+		}
+	}
+	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && workable
+	if counting && active && delta > 0 {
+		p.m.ActiveMS += delta.Milliseconds()
+	}
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
+			continue
+		}
+		p.reachability(a, reachable[id])
+		if active && delta > 0 && reachable[id] {
+			// A timer that started since the last pass (a rollback or retry requested
+			// meanwhile) counts only from its start.
+			a.ActiveMS += min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
+			p.dirty[id] = true
+		}
+		limit := p.sp.Spec.Timeouts.Assignment
+		used := time.Duration(a.ActiveMS) * time.Millisecond
+		if !active {
+			used = p.now.Sub(a.DispatchedAt)
+		}
+		// While settling, only an agent heard from again (it has reconnected and re-sent its
+		// observed state) is judged; one still silent waits for the settle time.
+		if used <= limit || !(p.judge || (p.busUp && reachable[id] && p.heard[id])) {
+			continue
+		}
+		switch a.Action {
+		case wire.ActionApply:
+			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			a.Failure, a.FailedStep = a.Error, a.StepName
+			if p.setAssignment(a, aTimedOut) {
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
+				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
+			}
+		case wire.ActionRollback:
+			// A stuck rollback stops as rollback_failed, which `rollback` resumes with a fresh timer.
+			a.Error = fmt.Sprintf("rollback deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			if p.setAssignment(a, aRollbackFailed) {
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
+			}
+		}
+	}
+	if p.complete() || p.m.State == mRollingBack {
+		return // nothing left that a deadline could stop
+	}
+	limit := p.sp.Spec.Timeouts.Migration
+	used := time.Duration(p.m.ActiveMS) * time.Millisecond
+	if !active {
+		used = p.now.Sub(p.m.CreatedAt)
+	}
+	p.overdue = used > limit
+	if !p.overdue || !p.judge {
+		return
+	}
+	reason := fmt.Sprintf("migration deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+	switch p.sp.Spec.OnTimeout {
+	case spec.OnTimeoutRollback:
+		p.setMigration(mRollingBack, reason+"; onTimeout: rollback")
+	case spec.OnTimeoutFail:
+		p.cancelInFlight(reason)
+		p.setMigration(mFailed, reason+"; onTimeout: fail")
+	default:
+		if p.m.State != mPaused {
+			p.setMigration(mPaused, reason+"; onTimeout: pause")
+		}
+	}
+}
+
+// complete reports whether every batch was dispatched and every agent has settled: the
+// migration can end on this pass whatever the clock says.
+func (p *pass) complete() bool {
+	if p.m.CurrentBatch+1 < p.m.Batches {
+		return false
+	}
+	for _, a := range p.latest {
+		if !assignmentSettled(a.State) && a.State != aNotNeeded {
+			return false
+		}
+	}
+	return true
+}
+
+// reachability marks an in-flight assignment agent_unreachable when its agent becomes
+// unreachable — not failed: only its deadline can fail it — and puts it back when the agent is
+// reachable again. Each is one event, when it happens: the state is stored, so a pass (or a
+// restarted hub) that finds the agent still away or still back says nothing more.
+func (p *pass) reachability(a *wire.Assignment, reachable bool) {
+	switch {
+	case !reachable && a.State != aUnreachable:
+		if p.setAssignment(a, aUnreachable) {
+			msg := "agent unreachable (no heartbeat within the liveness grace): its deadline does not count while it is away (active policy)"
+			if p.sp != nil && p.sp.Spec.DeadlinePolicy == spec.DeadlineWall {
+				msg = "agent unreachable (no heartbeat within the liveness grace): its deadline counts on (wall policy)"
+			}
+			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityWarning, msg))
+		}
+	case reachable && a.State == aUnreachable:
+		since := a.UnreachableSince
+		back := aPending
+		if o, ok := p.observedFor(a); ok && o.Generation == a.Generation {
+			back = o.State
+		} else if a.Action == wire.ActionRollback {
+			back = aRollingBack
+		}
+		if p.setAssignment(a, back) {
+			p.reachableAgain(a, since)
+		}
+	}
+}
+
+// reachableAgain records that an assignment left agent_unreachable because its agent is back,
+// with how long it was away (since is when it became unreachable; zero if that was not
+// recorded).
+func (p *pass) reachableAgain(a *wire.Assignment, since time.Time) {
+	away := "for an unrecorded time"
+	if !since.IsZero() {
+		away = "after " + p.now.Sub(since).Round(time.Second).String() + " (unreachable since " + since.UTC().Format(time.RFC3339) + ")"
+	}
+	p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo, fmt.Sprintf("agent reachable again %s; the assignment is %s", away, a.State)))
+}

@@ -1,0 +1,76 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// watchObserved keeps the latest observed document of every agent, restarting the watch if it
+// breaks (NATS restarted). Its initial values give a restarted hub every agent's last report.
+func (c *Controller) watchObserved(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := c.cfg.Observed.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			c.log.Warn("migration controller: watch observed state", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(c.cfg.Interval):
+			}
+			continue
+		}
+		// The values delivered before the watch's first nil are the stored reports; only what
+		// arrives after it is an agent heard from again.
+		live := false
+	updates:
+		for {
+			var e jetstream.KeyValueEntry
+			var ok bool
+			select {
+			case <-ctx.Done():
+				_ = w.Stop()
+				return
+			case <-c.rewatch:
+				// The bus came back: watch again from the stored values rather than wait for
+				// the old watch to notice that its server went away.
+				break updates
+			case e, ok = <-w.Updates():
+				if !ok {
+					break updates
+				}
+			}
+			if e == nil {
+				live = true
+				c.markSynced()
+				continue
+			}
+			var o wire.ObservedState
+			if err := json.Unmarshal(e.Value(), &o); err != nil || o.AgentID != e.Key() {
+				c.log.Warn("migration controller: ignoring malformed observed state", "agent", e.Key())
+				continue
+			}
+			c.mu.Lock()
+			c.observed[e.Key()] = o
+			if live {
+				c.heardAt[e.Key()] = c.cfg.Clock.Now()
+			}
+			c.mu.Unlock()
+			c.Nudge()
+		}
+		_ = w.Stop()
+	}
+}
+
+func (c *Controller) markSynced() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.synced:
+	default:
+		close(c.synced)
+	}
+}

@@ -1,0 +1,484 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"godwit.dev/godwit/internal/fault"
+	"godwit.dev/godwit/internal/migration/spec"
+	"godwit.dev/godwit/internal/migration/state"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// Pass is one reconcile pass over every migration, then the desired states.
+//
+// What goes wrong is kept where it belongs. The store that cannot be read is an outage: nothing
+// is judged, and the first pass that reads it again settles (Config.Settle). A migration the
+// controller cannot run (its stored spec does not parse, or its desired document would not fit
+// in a NATS message) fails on its own, with the reason, and the others go on. A desired document
+// the bus refuses is that agent's trouble and is tried again on the next pass; only losing the
+// connection to NATS stops deadlines.
+func (c *Controller) Pass(ctx context.Context) error {
+	now := c.cfg.Clock.Now()
+	c.mu.Lock()
+	var delta time.Duration
+	if !c.lastPass.IsZero() {
+		delta = now.Sub(c.lastPass)
+	}
+	c.lastPass = now
+	touch := now.Sub(c.touched) >= touchEvery
+	c.mu.Unlock()
+	c.followBus(now)
+	c.events.Flush(ctx)
+
+	if touch {
+		if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
+			return c.storeDown(err)
+		}
+		c.mu.Lock()
+		c.touched = now
+		c.mu.Unlock()
+	}
+	ms, err := c.cfg.Store.ListMigrations(ctx)
+	if err != nil {
+		return c.storeDown(err)
+	}
+	agents, err := c.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return c.storeDown(err)
+	}
+	c.mu.Lock()
+	if c.failing {
+		c.failing = false
+		c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
+		c.log.Info("migration controller: the store is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
+	}
+	c.mu.Unlock()
+	reachable := map[string]bool{}
+	for _, a := range agents {
+		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
+	}
+	// A snapshot: the watcher keeps updating the live map while this pass decides.
+	c.mu.Lock()
+	observed := make(map[string]wire.ObservedState, len(c.observed))
+	for k, v := range c.observed {
+		observed[k] = v
+	}
+	heard := map[string]bool{}
+	for k, at := range c.heardAt {
+		heard[k] = !at.Before(c.recoveredAt)
+	}
+	c.mu.Unlock()
+	var errs []error
+	passes := make([]*pass, 0, len(ms))
+	for _, m := range ms {
+		p, err := c.reconcile(ctx, m, observed, heard, reachable, delta, now)
+		if err != nil {
+			if errors.Is(err, fault.ErrFenced) {
+				return err
+			}
+			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
+		}
+		if p != nil {
+			passes = append(passes, p)
+		}
+	}
+	docs, err := c.desiredDocuments(ctx, passes)
+	if err != nil {
+		if errors.Is(err, fault.ErrFenced) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	if err := c.writeDesired(ctx, docs); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// touchEvery is how often the leader records that it is alive.
+const touchEvery = 5 * time.Second
+
+// followBus notes the connection to NATS: while it is down no deadline is judged; when it is
+// back the controller settles again and re-reads every agent's observed state.
+func (c *Controller) followBus(now time.Time) {
+	connected := c.cfg.Connected == nil || c.cfg.Connected()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !connected && !c.busDown:
+		c.busDown = true
+		c.log.Warn("migration controller: not connected to NATS; no deadline is enforced until it is back")
+	case connected && c.busDown:
+		c.busDown, c.judgeFrom, c.recoveredAt = false, now.Add(c.cfg.Settle), now
+		select {
+		case c.rewatch <- struct{}{}:
+		default:
+		}
+		c.log.Info("migration controller: bus is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
+	}
+}
+
+// storeDown marks the store unreadable (a fenced write is not that: it ends the run).
+func (c *Controller) storeDown(err error) error {
+	if !errors.Is(err, fault.ErrFenced) {
+		c.mu.Lock()
+		c.failing = true
+		c.mu.Unlock()
+	}
+	return err
+}
+
+func (c *Controller) parsedSpec(m wire.Migration) (*spec.Migration, error) {
+	c.mu.Lock()
+	sp, ok := c.specs[m.SpecHash]
+	c.mu.Unlock()
+	if ok {
+		return sp, nil
+	}
+	sp, err := spec.Parse([]byte(m.Spec))
+	if err != nil {
+		return nil, fmt.Errorf("stored spec does not parse: %w", err)
+	}
+	c.mu.Lock()
+	c.specs[m.SpecHash] = sp
+	c.mu.Unlock()
+	return sp, nil
+}
+
+// pass holds one migration's working set during a pass.
+type pass struct {
+	c         *Controller
+	m         wire.Migration
+	orig      wire.Migration
+	sp        *spec.Migration // nil when the stored spec does not parse
+	all       []wire.Assignment
+	latest    map[string]*wire.Assignment // agent → its latest attempt
+	order     []string                    // agents in stable order
+	dirty     map[string]bool
+	now       time.Time
+	events    []wire.Event
+	observed  map[string]wire.ObservedState
+	reachable map[string]bool
+	adopting  bool            // the first reconcile of this migration since taking the lead
+	judge     bool            // settled: every deadline may be enforced, new work may start
+	busUp     bool            // while settling, deadlines of agents heard from again may be enforced
+	overdue   bool            // the migration's deadline has passed (judged or not)
+	heard     map[string]bool // agents heard from since the controller took the lead or the bus came back
+}
+
+func (p *pass) touch(a *wire.Assignment) {
+	a.UpdatedAt = p.now
+	p.dirty[a.AgentID] = true
+}
+
+// setAssignment moves an assignment to a new state if the state machine allows it. Leaving
+// agent_unreachable forgets when it began; the callers that mean "the agent is back" say so
+// with reachableAgain.
+func (p *pass) setAssignment(a *wire.Assignment, to string) bool {
+	if a.State == to {
+		return false
+	}
+	if err := state.CheckAssignment(state.AssignmentState(a.State), state.AssignmentState(to)); err != nil {
+		p.c.log.Warn("migration controller: refused assignment transition", "migration", a.Migration, "agent", a.AgentID, "err", err)
+		return false
+	}
+	a.State = to
+	if to == aUnreachable {
+		a.UnreachableSince = p.now
+	} else {
+		a.UnreachableSince = time.Time{}
+	}
+	if assignmentSettled(to) {
+		a.FinishedAt = p.now
+	}
+	p.touch(a)
+	return true
+}
+
+// setMigration moves the migration to a new state with a reason, if allowed.
+func (p *pass) setMigration(to, reason string) {
+	if p.m.State == to {
+		p.m.Reason = reason
+		return
+	}
+	if err := state.CheckMigration(state.MigrationState(p.m.State), state.MigrationState(to)); err != nil {
+		p.c.log.Warn("migration controller: refused migration transition", "migration", p.m.Name, "err", err)
+		return
+	}
+	p.c.log.Info("migration state changed", "migration", p.m.Name, "from", p.m.State, "to", to, "reason", reason)
+	sev := wire.SeverityInfo
+	switch to {
+	case mFailed:
+		sev = wire.SeverityError
+	case mPaused, mPartiallySucceeded, mRollingBack, mCancelled:
+		sev = wire.SeverityWarning
+	}
+	extra, _ := json.Marshal(map[string]string{"from": p.m.State, "to": to})
+	p.events = append(p.events, wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventMigrationStateChanged, sev,
+		wire.EventData{Migration: p.m.Name, Message: fmt.Sprintf("migration %s: %s → %s: %s", p.m.Name, p.m.State, to, reason), Extra: extra}))
+	p.m.State, p.m.Reason = to, reason
+	if migrationFinal(to) {
+		p.m.FinishedAt = p.now
+	} else {
+		p.m.FinishedAt = time.Time{}
+	}
+}
+
+// reconcile runs one migration's pass and saves it. It returns the pass (for the desired
+// documents) unless the migration's records could not be read. A migration that cannot be run
+// is failed here, with the reason, and is not an error of the pass.
+func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed map[string]wire.ObservedState, heard, reachable map[string]bool, delta time.Duration, now time.Time) (*pass, error) {
+	sp, perr := c.parsedSpec(m)
+	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	adopting := !c.adopted[m.Name]
+	c.mu.Unlock()
+	busUp, settled := c.judging(now)
+	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: now,
+		observed: observed, reachable: reachable, adopting: adopting, judge: settled, busUp: busUp, heard: heard}
+	for i := range p.all {
+		a := &p.all[i]
+		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
+			p.latest[a.AgentID] = a
+		}
+	}
+	for id := range p.latest {
+		p.order = append(p.order, id)
+	}
+	sort.Strings(p.order)
+
+	p.observe(observed)
+	why := c.unrunnableReason(m, sp, perr)
+	switch {
+	case why != "" && !migrationFinal(p.m.State) && p.m.State != mRollingBack:
+		// Nothing of it can reach an agent: stop what may run and fail it, with the reason.
+		p.cancelInFlight(why)
+		p.setMigration(mFailed, why)
+	case why != "" && p.m.State == mRollingBack && sp == nil:
+		// A rollback goes on without steps (each agent rolls back from its journal), but no
+		// deadline can be judged without the spec.
+		p.setMigration(mFailed, why+"; run rollback again to resume it once the spec is fixed")
+	case !migrationFinal(p.m.State):
+		p.deadlines(reachable, delta)
+		p.advance()
+	case p.m.State == mCancelled:
+		p.cancelInFlight("migration aborted")
+	}
+	if err := p.save(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.adopted[m.Name] = true
+	c.mu.Unlock()
+	return p, nil
+}
+
+// unrunnableReason says why a stored migration cannot be run, or "" if it can. It is logged
+// once per migration (the migration's failure, with the reason, is its event).
+func (c *Controller) unrunnableReason(m wire.Migration, sp *spec.Migration, perr error) string {
+	why := ""
+	switch {
+	case perr != nil:
+		why = perr.Error()
+	default:
+		if err := c.deliverable(sp); err != nil {
+			why = err.Error()
+		}
+	}
+	if why == "" {
+		return ""
+	}
+	c.mu.Lock()
+	first := !c.unrunnable[m.Name]
+	c.unrunnable[m.Name] = true
+	c.mu.Unlock()
+	if first && !migrationFinal(m.State) {
+		c.log.Error("migration controller: migration cannot be run; it fails, the others go on", "migration", m.Name, "reason", why)
+	}
+	return why
+}
+
+// observe records what each agent confirmed and applies its reports for the current generation
+// of each latest attempt.
+func (p *pass) observe(obs map[string]wire.ObservedState) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		if a.DispatchedAt.IsZero() {
+			continue
+		}
+		doc, ok := obs[id]
+		if !ok {
+			continue
+		}
+		for _, o := range doc.Assignments {
+			if o.Migration != a.Migration || o.Attempt != a.Attempt {
+				continue // another migration, or a stale attempt: fenced out
+			}
+			if o.Generation > a.AckedGeneration && o.Generation <= a.Generation {
+				a.AckedGeneration = o.Generation
+				p.touch(a)
+			}
+			if o.Generation != a.Generation {
+				break // the agent has not acted on the current request yet (or reports an older one)
+			}
+			p.applyObservation(a, o)
+			break
+		}
+	}
+}
+
+func (p *pass) applyObservation(a *wire.Assignment, o wire.ObservedAssignment) {
+	from, since := a.State, a.UnreachableSince
+	if from == aUnreachable && !p.reachable[a.AgentID] && !assignmentSettled(o.State) {
+		// What the agent last said before it went away, read again: not news. The agent is
+		// back when liveness says so, or when it reports a result.
+		return
+	}
+	defer func() {
+		switch {
+		case from == a.State:
+		case from == aUnreachable:
+			p.reachableAgain(a, since)
+		case p.adopting:
+			p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo,
+				fmt.Sprintf("reconciled after the controller was away: the agent reports %s (the hub had %s)", a.State, from)))
+		}
+	}()
+	to := o.State
+	if a.State == aTimedOut && (to == aFailed || to == aTimedOut) {
+		to = aTimedOut // the hub's deadline stopped it; keep saying why
+	}
+	changed := false
+	if to != a.State {
+		changed = p.setAssignment(a, to)
+		if !changed {
+			return
+		}
+	}
+	if isFailure(to) && a.Failure == "" {
+		a.Failure = firstNonEmpty(o.Error, "failed without an error text")
+		a.FailedStep = o.StepName
+	}
+	exit := a.ExitCode
+	if o.ExitCode != nil {
+		exit = o.ExitCode
+	}
+	if a.Step != o.Step || a.StepName != o.StepName || a.Error != o.Error || a.Applied != len(o.Applied) || !sameInt(a.ExitCode, exit) {
+		a.Step, a.StepName, a.Error, a.Applied, a.ExitCode = o.Step, o.StepName, o.Error, len(o.Applied), exit
+		changed = true
+	}
+	if changed {
+		p.touch(a)
+	}
+}
+
+func sameInt(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// observedFor returns the agent's report about this attempt, if any.
+func (p *pass) observedFor(a *wire.Assignment) (wire.ObservedAssignment, bool) {
+	for _, o := range p.observed[a.AgentID].Assignments {
+		if o.Migration == a.Migration && o.Attempt == a.Attempt {
+			return o, true
+		}
+	}
+	return wire.ObservedAssignment{}, false
+}
+
+func (p *pass) assignmentEvent(a *wire.Assignment, sev, msg string) wire.Event {
+	return wire.NewEvent(wire.HubSource(p.c.cfg.HubID), wire.EventAssignmentReconciled, sev,
+		wire.EventData{AgentID: a.AgentID, Migration: a.Migration, Attempt: a.Attempt, Message: msg})
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// save writes what changed, fenced, and then sends the pass's events. A migration deleted
+// meanwhile is gone and has nothing to save.
+func (p *pass) save(ctx context.Context) error {
+	var changed []wire.Assignment
+	for _, id := range p.order {
+		if p.dirty[id] {
+			changed = append(changed, *p.latest[id])
+		}
+	}
+	if len(changed) == 0 && p.m == p.orig {
+		return nil
+	}
+	p.m.UpdatedAt = p.now
+	if err := p.c.cfg.Store.SaveMigration(ctx, p.c.fence(), p.m, changed); err != nil {
+		if errors.Is(err, fault.ErrConflict) || errors.Is(err, fault.ErrNotFound) {
+			// An operator changed (or deleted) it meanwhile: the next pass starts from theirs.
+			p.events = nil
+			return nil
+		}
+		return err
+	}
+	p.m.Version++
+	p.orig, p.dirty = p.m, map[string]bool{}
+	for _, e := range p.events {
+		p.c.publish(ctx, e)
+	}
+	p.events = nil
+	return nil
+}
+
+// wanted reports whether the hub expects the agent to act on a: dispatched and not settled, or
+// asked to stop (a cancel after a deadline, say) and not yet confirmed.
+func wanted(a *wire.Assignment) bool {
+	if a.DispatchedAt.IsZero() {
+		return false
+	}
+	return !assignmentSettled(a.State) || (a.Action == wire.ActionCancel && a.AckedGeneration < a.Generation)
+}
+
+// collectDesired adds what each agent should currently work on.
+func (p *pass) collectDesired(desired map[string][]entry) {
+	for _, id := range p.order {
+		a := p.latest[id]
+		if !wanted(a) {
+			continue
+		}
+		d := wire.DesiredAssignment{Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action}
+		if p.sp != nil {
+			d.FromVersion, d.ToVersion = p.sp.Spec.FromVersion, p.sp.Spec.ToVersion
+			if a.Action != wire.ActionCancel {
+				// A cancel needs no steps: whatever the spec, the agent can always be told to stop.
+				d.Steps, d.Signature = stepSpecs(p.sp), p.sp.Spec.Signature
+			}
+		}
+		desired[id] = append(desired[id], entry{DesiredAssignment: d, created: p.m.CreatedAt})
+	}
+}
+
+// undeliverable fails an agent's attempt whose request does not fit in its desired document,
+// and tells the agent to stop it in case an earlier document reached it.
+func (p *pass) undeliverable(agentID, reason string) {
+	a, ok := p.latest[agentID]
+	if !ok || a.Action != wire.ActionApply || assignmentSettled(a.State) {
+		return
+	}
+	a.Error, a.Failure, a.FailedStep = reason, reason, ""
+	if p.setAssignment(a, aFailed) {
+		a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+		p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, reason))
+	}
+}
