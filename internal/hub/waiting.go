@@ -56,8 +56,13 @@ func (h *Hub) waitingFor() (string, []string) {
 		n, strings.Join(missing, ", ")), missing
 }
 
-// waitingLeadership is the status's leadership part while this replica waits.
+// waitingLeadership is the status's leadership part while this replica waits. Its Waiting
+// reads after "waiting for", as the CLI and the UI show it.
 func (h *Hub) waitingLeadership() *wire.HubLeadership {
-	msg, missing := h.waitingFor()
+	n, missing := h.server.PeerStatus()
+	msg := fmt.Sprintf("a quorum of the JetStream cluster (%d NATS peers connected)", n)
+	if len(missing) > 0 {
+		msg = fmt.Sprintf("a quorum of the JetStream cluster; NATS peers not answering (%d connected): %s", n, strings.Join(missing, ", "))
+	}
 	return &wire.HubLeadership{Replica: h.id, State: wire.LeadershipWaiting, Waiting: msg, WaitingFor: missing}
 }
