@@ -1,8 +1,13 @@
 package bus
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Names the external cluster's configuration gives the hub's two users and the system account
@@ -68,4 +73,65 @@ authorization {
 `, AccountHub, AccountAgents, ClusterHubUser, p.HubPassword, exp, imp,
 		ClusterSystemAcct, ClusterSystemUser, p.SystemPassword, clusterAuthTimeout, p.Issuer, p.XKey,
 		AgentMaxSubscriptions, AgentMaxPayload), "\n")
+}
+
+// MoveStreamLeader asks JetStream to hand the raft leadership of a replicated stream to the
+// server named server when another of the stream's servers holds it (a preferred leader
+// stepdown, nats-server 2.11+), and returns the server that led the stream when it looked. A
+// stream with one replica, a server outside the stream's peer set or not current, or a leader
+// already there is left alone.
+//
+// The hub's leader keeps the lease bucket's stream led by the server it is connected to: the
+// loss of any other server then costs the lease nothing, where a lost stream leader would make
+// every renew fail for NATS's election time (4–9 s), long enough to end the term (docs/ha.md).
+func MoveStreamLeader(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, stream, server string) (string, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return "", fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cl := info.Cluster
+	if cl == nil || server == "" || cl.Leader == "" || cl.Leader == server {
+		return leaderOf(cl), nil
+	}
+	member := false
+	for _, p := range cl.Replicas {
+		if p.Name == server && p.Current {
+			member = true
+		}
+	}
+	if !member {
+		return cl.Leader, nil
+	}
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": server}})
+	if err != nil {
+		return cl.Leader, err
+	}
+	msg, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, req)
+	if err != nil {
+		return cl.Leader, fmt.Errorf("stream %s: leader stepdown: %w", stream, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return cl.Leader, fmt.Errorf("stream %s: leader stepdown: %w", stream, err)
+	}
+	if resp.Error != nil {
+		return cl.Leader, fmt.Errorf("stream %s: leader stepdown: %s (%d)", stream, resp.Error.Description, resp.Error.Code)
+	}
+	return cl.Leader, nil
+}
+
+func leaderOf(cl *jetstream.ClusterInfo) string {
+	if cl == nil {
+		return ""
+	}
+	return cl.Leader
 }

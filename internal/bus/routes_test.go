@@ -100,6 +100,46 @@ func TestRoutesFormOneJetStreamCluster(t *testing.T) {
 	if n != 2 || len(missing) != 0 {
 		t.Fatalf("PeerStatus = %d, %v; want both peers connected", n, missing)
 	}
+
+	// The stream's raft leadership moves to whichever server asks for it, and a second ask
+	// where it already is changes nothing.
+	ctx, cancel = context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	for _, i := range []int{2, 0, 1} {
+		c, err := srvs[i].ConnectHub(fmt.Sprintf("mover-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cjs, _ := jetstream.New(c)
+		name := c.ConnectedServerName()
+		var leader string
+		for {
+			// A request that lands while the leadership moves may go unanswered: the loop
+			// asks again.
+			ictx, icancel := context.WithTimeout(ctx, 2*time.Second)
+			_, _ = MoveStreamLeader(ictx, cjs, c, "KV_r3", name)
+			st, err := cjs.Stream(ictx, "KV_r3")
+			var info *jetstream.StreamInfo
+			if err == nil {
+				info, err = st.Info(ictx)
+			}
+			icancel()
+			if err == nil {
+				if leader = info.Cluster.Leader; leader == name {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("the stream is led by %q, want %s", leader, name)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if leader, err := MoveStreamLeader(ctx, cjs, c, "KV_r3", name); leader != name || err != nil {
+			t.Fatalf("asking again where it already leads = %q, %v; want %s", leader, err, name)
+		}
+		c.Close()
+	}
 }
 
 // A server whose peers never answer names them: the hub logs and shows whom it waits for.

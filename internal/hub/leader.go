@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/lease"
 	"godwit.dev/godwit/internal/store"
@@ -60,6 +61,7 @@ func (l *leader) lead(t lease.Term) {
 	}
 	h.log.Info("this replica leads: starting the leader-only workers", "epoch", t.Epoch)
 	h.noteRole(wire.RoleLeader, int64(t.Epoch), t.Started)
+	go l.keepLeaseStreamNear(ctx, t.Epoch)
 	ws := h.leaderWorkers()
 	// A start that fails for a passing reason (NATS electing a stream leader after a server
 	// was lost, the database restarting) is tried again within the term: handing the lease on
@@ -213,4 +215,40 @@ func (s fencedStore) SaveRun(ctx context.Context, f store.Fence, run wire.SweepR
 		return err
 	}
 	return s.Store.SaveRun(ctx, f, run, changed)
+}
+
+// keepLeaseStreamNear keeps the lease bucket's stream led by the NATS server this replica is
+// connected to (its own embedded one, or the external server it uses), checking once per ttl
+// for as long as the term lasts: losing any other server then leaves the lease's renews
+// untouched (bus.MoveStreamLeader, docs/ha.md). It logs once per term when the stream is led
+// there.
+func (l *leader) keepLeaseStreamNear(ctx context.Context, epoch uint64) {
+	h := l.h
+	if h.cfg.NATS.Replicas < 2 {
+		return
+	}
+	timing := h.cfg.LeaseTiming()
+	said := false
+	for {
+		here := h.nc.ConnectedServerName()
+		cctx, cancel := context.WithTimeout(ctx, timing.CallTimeout)
+		leader, err := bus.MoveStreamLeader(cctx, h.js, h.nc, "KV_"+LeaseBucket, here)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			h.log.Debug("cannot move the lease stream's leader to this replica's NATS server", "err", err)
+		case leader == here && !said:
+			said = true
+			h.log.Info("the lease stream is led by this replica's NATS server", "server", here, "epoch", epoch)
+		}
+		wait := timing.TTL
+		if leader != here {
+			wait = timing.RenewInterval // a move was asked for: see it done
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }

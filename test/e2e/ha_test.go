@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,6 +208,10 @@ func TestHADrills(t *testing.T) {
 		}
 	}
 
+	// The cluster leads, so its NATS identity is the database's: the first NATS a database's hubs
+	// use is the one it keeps.
+	lead, epoch := c.leader(t, []int{0, 1, 2}, 0, 60*time.Second)
+
 	// Bad input: a fourth hub with a standalone NATS on this database is refused at start.
 	other := start(t, "hub other-nats", nil, "hub", "--data-dir", filepath.Join(c.root, "other"), "--listen", "127.0.0.1:0",
 		"--nats-listen", "127.0.0.1:0", "--database", c.dsn, "--log-format", "text")
@@ -214,7 +219,6 @@ func TestHADrills(t *testing.T) {
 		t.Fatalf("a hub on another NATS: exit %d, output:\n%s", code, other.output())
 	}
 
-	lead, epoch := c.leader(t, []int{0, 1, 2}, 0, 60*time.Second)
 	st, err := c.hubs[0].status(t)
 	if err != nil || len(st.Replicas) != 3 {
 		t.Fatalf("status replicas = %+v, %v; want 3", st.Replicas, err)
@@ -312,7 +316,14 @@ func TestHADrills(t *testing.T) {
 	}
 
 	// Kill one follower, and with it one of the three NATS servers: no leader change, the API
-	// answers on the others.
+	// answers on the others. The leader keeps the lease's stream led by its own NATS server, so
+	// that no follower's loss stalls its renews for a stream leader election.
+	eventually(t, 30*time.Second, "the lease stream led by the leader's NATS server", func() error {
+		if !regexp.MustCompile(`the lease stream is led by this replica's NATS server"? .*epoch=` + strconv.FormatInt(epoch3, 10) + `\b`).MatchString(c.hubs[lead3].output()) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
 	victim := others(lead3)[0]
 	c.hubs[victim].signal(syscall.SIGKILL)
 	c.hubs[victim].wait(10 * time.Second)
