@@ -430,12 +430,17 @@ func (h *Hub) jetStreamCluster() bool {
 	return h.cfg.Clustered() || (h.cfg.NATS.URL != "" && h.cfg.NATS.Replicas > 1)
 }
 
+// jsClusterNotAvailable is nats-server's JSClusterNotAvailErr, "JetStream system temporarily
+// unavailable": the cluster has no meta leader yet.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
+
 // unanswered reports whether a JetStream request failed for want of an answer (or with the
 // cluster's "temporarily unavailable"), which a cluster electing its leaders gives for a while.
+// Other refusals, such as too few servers for the replicas, stay as they are.
 func unanswered(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || (errors.As(err, &api) && api.Code == http.StatusServiceUnavailable)
+		errors.Is(err, jetstream.ErrNoStreamResponse) || (errors.As(err, &api) && api.ErrorCode == jsClusterNotAvailable)
 }
 
 // routes is the embedded server's cluster configuration; nil for a one-server NATS. The
