@@ -104,8 +104,10 @@ func TestHAExternalNATS(t *testing.T) {
 	c.external = natsFlags()
 	first := start(t, "hub first-start", nil, append([]string{"hub", "--data-dir", filepath.Join(c.root, "hub-0"),
 		"--listen", "127.0.0.1:0", "--log-format", "text"}, c.args(0)...)...)
-	if code := first.wait(60 * time.Second); code != 1 || !strings.Contains(first.output(), hub.ClusterConfigFile) {
-		t.Fatalf("first start on the cluster without the callout: exit %d, want 1 naming %s; output:\n%s", code, hub.ClusterConfigFile, first.output())
+	if code := first.wait(60 * time.Second); code != 1 || !regexp.MustCompile(`does not send unknown users to this hub's auth callout .*`+
+		regexp.QuoteMeta(hub.ClusterConfigFile)).MatchString(first.output()) {
+		t.Fatalf("first start on the cluster without the callout: exit %d, want 1 saying the callout is missing and naming %s; output:\n%s",
+			code, hub.ClusterConfigFile, first.output())
 	}
 	raw, err := os.ReadFile(filepath.Join(c.root, "hub-0", hub.ClusterConfigFile))
 	if err != nil {
