@@ -394,6 +394,7 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 	if !h.jetStreamCluster() {
 		return try()
 	}
+	began := time.Now()
 	for {
 		var missing []string
 		if h.server != nil {
@@ -408,7 +409,8 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		if h.server == nil && !unanswered(err) {
+		settling := placementPending(err) && time.Since(began) < externalPlacementWait
+		if h.server == nil && !unanswered(err) && !settling {
 			// An external cluster that answers, and refuses: it will not change its mind.
 			return fmt.Errorf("%w (nats.replicas is %d: the NATS cluster must have at least that many JetStream servers)", err, h.cfg.NATS.Replicas)
 		}
@@ -433,6 +435,20 @@ func (h *Hub) jetStreamCluster() bool {
 // jsClusterNotAvailable is nats-server's JSClusterNotAvailErr, "JetStream system temporarily
 // unavailable": the cluster has no meta leader yet.
 const jsClusterNotAvailable jetstream.ErrorCode = 10008
+
+// jsNoPlacement is nats-server's JSClusterNoPeersErrF ("no suitable peers for placement"): too
+// few JetStream servers for the replicas, or a cluster just started whose meta leader has not
+// yet heard from them all.
+const jsNoPlacement jetstream.ErrorCode = 10005
+
+// externalPlacementWait is how long a hub on an external cluster takes "no suitable peers for
+// placement" for a cluster still gathering its servers before it believes it.
+const externalPlacementWait = 30 * time.Second
+
+func placementPending(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jsNoPlacement
+}
 
 // unanswered reports whether a JetStream request failed for want of an answer (or with the
 // cluster's "temporarily unavailable"), which a cluster electing its leaders gives for a while.
