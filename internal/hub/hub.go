@@ -417,6 +417,9 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 		h.log.Warn("jetstream cluster not ready; retrying", "err", err)
 		select {
 		case <-ctx.Done():
+			if len(missing) == 0 {
+				return fmt.Errorf("jetstream cluster: %w (last: %v)", ctx.Err(), err)
+			}
 			return fmt.Errorf("jetstream cluster: %w (waiting for %s)", ctx.Err(), strings.Join(missing, ","))
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -445,6 +448,7 @@ const jsNoPlacement jetstream.ErrorCode = 10005
 // placement" for a cluster still gathering its servers before it believes it.
 const externalPlacementWait = 30 * time.Second
 
+// placementPending reports whether err is "no suitable peers for placement".
 func placementPending(err error) bool {
 	var api *jetstream.APIError
 	return errors.As(err, &api) && api.ErrorCode == jsNoPlacement
