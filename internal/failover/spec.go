@@ -40,7 +40,7 @@ var kind = manifest.Kind{Name: Kind, MaxBytes: MaxSpecBytes}
 //	kind: FailoverGroup
 //	metadata: {name: pg-main}
 //	spec:
-//	  members:                       # each an agent id or a selector, not both
+//	  members:                       # each an agent id or a selector, not both; an agent taken in by two entries is refused
 //	    - {agent: 0f0e…, priority: 100}
 //	    - {selector: {matchLabels: {site: b, role: db}}, priority: 50, noFailover: false}
 //	  heartbeatInterval: 1s          # between two heartbeats of a member
