@@ -437,7 +437,7 @@ func (h *Hub) startHTTP() error {
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
 		CAFingerprint: h.caFingerprint(), NATSCA: h.agentNATSCA(), Access: access, Leadership: h.leadership,
 	})
-	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Sweeps: h.sweeps, Logger: h.log.With("component", "ui"),
+	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Sweeps: h.sweeps, Failover: h.failover, Logger: h.log.With("component", "ui"),
 		Version: buildinfo.String(), Access: access, Leadership: h.leadership})
 	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
 	mux := http.NewServeMux()
