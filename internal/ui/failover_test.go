@@ -300,7 +300,7 @@ func TestFailoverGroupViewer(t *testing.T) {
 	if res.StatusCode != http.StatusOK || !strings.Contains(page, `id="group-epoch">9<`) {
 		t.Fatalf("viewer's group page: %s", res.Status)
 	}
-	if strings.Contains(page, "/switchover") || strings.Contains(page, "/pause") || strings.Contains(page, "<button type=\"submit\" class=\"danger\"") ||
+	if strings.Contains(page, "/switchover") || strings.Contains(page, "/pause") || strings.Contains(page, `scope="col">Switchover<`) || strings.Contains(page, "<button type=\"submit\" class=\"danger\"") ||
 		!strings.Contains(page, "Role viewer may watch this group, not act on it") {
 		t.Fatal("a viewer is offered failover actions")
 	}
