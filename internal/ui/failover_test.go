@@ -113,7 +113,7 @@ spec:
 	return r, bus, svc
 }
 
-// between is the text of body from the element with id to the next element of that kind.
+// rowOf is the text of body from the element with id to the end of its table row (or the page).
 func rowOf(t *testing.T, body, id string) string {
 	t.Helper()
 	i := strings.Index(body, `id="`+id+`"`)
@@ -158,6 +158,9 @@ func TestFailoverGroupPages(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("group page: %s", res.Status)
 	}
+	if !strings.Contains(page, `data-live-topic="failover"`) {
+		t.Error("the group's page does not update itself")
+	}
 	if strings.Contains(page, `<script>alert("agent")`) {
 		t.Fatal("an agent's name is not escaped")
 	}
@@ -187,6 +190,9 @@ func TestFailoverGroupPages(t *testing.T) {
 	}
 	if !strings.Contains(page, `id="failover-timeout">20s<`) || !strings.Contains(page, "6s <span") {
 		t.Error("the timing (failover timeout 20s, fence deadline 6s) is not shown")
+	}
+	if !strings.Contains(page, "<dt>healthCheck</dt><dd><span class=\"muted\">none</span>") || !strings.Contains(page, "<dt>onFence</dt><dd><code>true</code>") {
+		t.Error("the hooks are not shown as applied")
 	}
 	// The timeline: this group's ten entries, newest first, the hook result among them.
 	tl := page[strings.Index(page, `id="timeline"`):]
