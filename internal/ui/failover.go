@@ -133,12 +133,7 @@ func (s *Server) summarize(ctx context.Context, g wire.FailoverGroup, tl []wire.
 	if sp, err := failover.SpecOf(g); err == nil {
 		sum.Spec = &sp
 	}
-	latest := map[string]wire.FailoverTimelineEntry{}
-	for _, e := range tl { // newest first
-		if _, seen := latest[e.Member]; !seen && e.Hook == "" {
-			latest[e.Member] = e
-		}
-	}
+	latest := failover.Latest(tl)
 	names := map[string]string{}
 	for _, id := range g.Members {
 		row := memberRow{ID: id, Name: id}
