@@ -300,6 +300,52 @@ func TestReadyzReflectsStoreAndBus(t *testing.T) {
 	}
 }
 
+// A hub replica that waits for its NATS peers serves without the parts that need JetStream:
+// their routes answer 503 saying why (Pending), the status shows the wait, reads of the store
+// answer. Without Pending, the 503 says only what does not run.
+func TestPendingPartsAnswer503SayingWhy(t *testing.T) {
+	t.Parallel()
+	const why = "waiting for the other hub replicas' NATS servers (0 connected; not answering: nats://b:7752)"
+	b := setup(t, func(c *Config) {
+		c.Pending = func() string { return why }
+		c.Leadership = func() *wire.HubLeadership {
+			return &wire.HubLeadership{Replica: "a", State: wire.LeadershipWaiting, Waiting: why, WaitingFor: []string{"nats://b:7752"}}
+		}
+	})
+	for _, r := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/migrations", "kind: Migration\n"}, {"GET", "/api/v1/migrations/m", ""}, {"POST", "/api/v1/check", ""},
+		{"GET", "/api/v1/dlq", ""}, {"POST", "/api/v1/agents/x/rehydrate", ""},
+		{"GET", "/api/v1/sweeps", ""}, {"GET", "/api/v1/failovergroups", ""},
+	} {
+		code, eb := b.call(t, r.method, r.path, b.admin, r.body, nil)
+		if code != http.StatusServiceUnavailable || eb.Error.Code != "unavailable" || !strings.Contains(eb.Error.Message, why) {
+			t.Errorf("%s %s = %d %+v; want 503 unavailable saying %q", r.method, r.path, code, eb, why)
+		}
+	}
+	var st wire.HubStatus
+	if code, eb := b.call(t, "GET", "/api/v1/status", b.admin, "", &st); code != http.StatusOK {
+		t.Fatalf("status = %d %+v", code, eb)
+	}
+	if st.Leadership == nil || st.Leadership.State != wire.LeadershipWaiting || st.IngestError != "event ingest not running yet: "+why {
+		t.Errorf("status = %+v (leadership %+v); want the wait shown", st, st.Leadership)
+	}
+	for _, path := range []string{"/api/v1/agents", "/api/v1/migrations", "/api/v1/events"} {
+		if code, eb := b.call(t, "GET", path, b.admin, "", nil); code != http.StatusOK {
+			t.Errorf("GET %s = %d %+v, want 200", path, code, eb)
+		}
+	}
+
+	plain := setup(t)
+	code, eb := plain.call(t, "GET", "/api/v1/sweeps", plain.admin, "", nil)
+	if code != http.StatusServiceUnavailable || eb.Error.Message != "sweep service not running" {
+		t.Errorf("without Pending: %d %+v; want 503 \"sweep service not running\"", code, eb)
+	}
+	var pst wire.HubStatus
+	if plain.call(t, "GET", "/api/v1/status", plain.admin, "", &pst); pst.IngestError != "" {
+		t.Errorf("without Pending: ingest_error %q, want none", pst.IngestError)
+	}
+}
+
 // GET /api/v1/agents is paged by name then id; following next_cursor lists every agent once,
 // and a bad limit, cursor or parameter is refused naming it.
 func TestListAgentsPages(t *testing.T) {

@@ -143,6 +143,11 @@ func (s *Server) status(r *http.Request) (any, error) {
 	if s.cfg.Leadership != nil {
 		st.Leadership = s.cfg.Leadership()
 	}
+	if s.cfg.Pipeline == nil && s.cfg.Pending != nil {
+		if why := s.cfg.Pending(); why != "" {
+			st.IngestError = "event ingest not running yet: " + why
+		}
+	}
 	if s.cfg.Pipeline != nil {
 		is, err := s.cfg.Pipeline.Status(r.Context())
 		if err != nil {
@@ -156,7 +161,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 
 func (s *Server) pipeline() (Pipeline, error) {
 	if s.cfg.Pipeline == nil {
-		return nil, fmt.Errorf("event pipeline not running: %w", fault.ErrUnavailable)
+		return nil, s.notRunning("event pipeline")
 	}
 	return s.cfg.Pipeline, nil
 }

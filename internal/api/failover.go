@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 
@@ -56,7 +55,7 @@ func (s *Server) switchoverFailoverGroup(r *http.Request) (any, error) {
 
 func (s *Server) failover() (Failover, error) {
 	if s.cfg.Failover == nil {
-		return nil, fmt.Errorf("failover group service not running: %w", fault.ErrUnavailable)
+		return nil, s.notRunning("failover group service")
 	}
 	return s.cfg.Failover, nil
 }

@@ -50,7 +50,7 @@ func (s *Server) check(r *http.Request) (any, error) {
 
 func (s *Server) migrations() (Migrations, error) {
 	if s.cfg.Migrations == nil {
-		return nil, fmt.Errorf("migration controller not running: %w", fault.ErrUnavailable)
+		return nil, s.notRunning("migration controller")
 	}
 	return s.cfg.Migrations, nil
 }

@@ -49,7 +49,10 @@ type Config struct {
 	Sweeps     Sweeps     // nil until the sweep service runs
 	Failover   Failover   // nil until the failover group service runs
 	// Leadership tells the status which replica leads, as this replica sees it; nil: not shown.
-	Leadership        func() *wire.HubLeadership
+	Leadership func() *wire.HubLeadership
+	// Pending, when set, says why the parts left nil above are not running yet (a hub replica
+	// that waits for its NATS peers); the 503 of a route that needs one of them carries it.
+	Pending           func() string
 	Logger            *slog.Logger
 	Registry          *prometheus.Registry
 	Now               func() time.Time
@@ -323,6 +326,16 @@ func decode(r *http.Request, v any) error {
 		return fmt.Errorf("request body has data after the JSON object: %w", fault.ErrInvalid)
 	}
 	return nil
+}
+
+// notRunning is the 503 of a route whose part (what) is nil: it says why when the hub knows.
+func (s *Server) notRunning(what string) error {
+	if s.cfg.Pending != nil {
+		if why := s.cfg.Pending(); why != "" {
+			return fmt.Errorf("%s not running yet: %s: %w", what, why, fault.ErrUnavailable)
+		}
+	}
+	return fmt.Errorf("%s not running: %w", what, fault.ErrUnavailable)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -49,7 +49,7 @@ func (s *Server) sweepRoutes() {
 
 func (s *Server) sweeps() (Sweeps, error) {
 	if s.cfg.Sweeps == nil {
-		return nil, fmt.Errorf("sweep service not running: %w", fault.ErrUnavailable)
+		return nil, s.notRunning("sweep service")
 	}
 	return s.cfg.Sweeps, nil
 }

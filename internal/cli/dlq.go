@@ -154,6 +154,9 @@ func newStatusCmd(stdio IO, opts *rootOptions) *cobra.Command {
 						fmt.Fprintf(tw, "leading since\t%s\n", l.Since.UTC().Format(time.RFC3339))
 					}
 					fmt.Fprintf(tw, "answered by\t%s\n", l.Replica)
+					if l.State == wire.LeadershipWaiting {
+						fmt.Fprintf(tw, "state\twaiting: this replica has not joined its JetStream cluster yet (no ingest, no lease)\n")
+					}
 					if l.Degraded {
 						fmt.Fprintf(tw, "lease\tdegraded: this replica's calls to NATS are failing\n")
 					}

@@ -2,7 +2,9 @@
 // store, starts (or connects to) NATS JetStream, and runs the API and the controllers.
 //
 // Start order follows dependencies (store → bus → controllers → HTTP), Stop runs it backwards,
-// so the hub never serves a request it cannot back with state.
+// so the hub never serves a request it cannot back with state. One exception: a replica of a
+// clustered embedded NATS whose peers do not answer serves, while it waits for them, what the
+// database alone backs (waiting.go).
 package hub
 
 import (
@@ -25,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/buildinfo"
 	"godwit.dev/godwit/internal/bus"
@@ -92,6 +95,10 @@ type Hub struct {
 	id          string
 	http        *http.Server
 	listener    net.Listener
+	front       front       // what the HTTP server serves: the waiting handler, then the full one
+	waiting     atomic.Bool // true while a clustered replica waits for its JetStream cluster
+	waitWeb     *ui.Server  // the waiting handler's web UI, closed when the full one takes over
+	access      *api.Access // shared by the API and the UI, and by both handlers
 	registry    *prometheus.Registry
 	endpoint    wire.HubEndpoint
 
@@ -129,7 +136,10 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			h.stopLocked(context.Background())
+			// Bounded: a replica stopped while it waited for its peers was serving already.
+			sctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout.D())
+			defer cancel()
+			h.stopLocked(sctx)
 		}
 	}()
 	if h.dir, err = datadir.Open(h.cfg.DataDir, datadir.KindHub); err != nil {
@@ -155,12 +165,15 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if err = h.setupTLS(); err != nil {
 		return err
 	}
-	if err = h.startBus(ctx); err != nil {
-		return err
-	}
 	h.registry = prometheus.NewRegistry()
 	h.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newFleetCollector(h.store, h.log))
+	if h.access, err = h.newAccess(); err != nil {
+		return err
+	}
+	if err = h.startBus(ctx); err != nil {
+		return err
+	}
 	lim := h.cfg.AgentLimits
 	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry, EnsureStreams: h.ensureStreams,
 		ClockSkew: lim.ClockSkew.D(), Quota: ingest.Quota{EventsPerSecond: float64(lim.EventRate), EventBurst: float64(lim.EventBurst),
@@ -210,7 +223,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	if err := h.failover.Publisher.Publish(ctx, wire.FailoverGroup{}); err != nil {
 		h.log.Warn("failover groups could not be published to their members yet (apply again to retry)", "err", err)
 	}
-	if err = h.startHTTP(); err != nil {
+	if err = h.serveAll(); err != nil {
 		return err
 	}
 	// The API serves from here on; the leader-only workers run while this replica holds the
@@ -327,9 +340,6 @@ func (h *Hub) startBus(ctx context.Context) error {
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		return err
 	}
-	if err = h.ensureJetStream(ctx); err != nil {
-		return err
-	}
 	h.endpoint.NATS = h.cfg.NATS.Advertise
 	if len(h.endpoint.NATS) == 0 {
 		if h.server != nil {
@@ -343,6 +353,16 @@ func (h *Hub) startBus(ctx context.Context) error {
 		if h.endpoint.NATS[i], err = credential.StripUserinfo(strings.TrimSpace(u)); err != nil {
 			return err
 		}
+	}
+	if h.cfg.Clustered() {
+		// Waiting for the peers below may take as long as they stay down: meanwhile the
+		// operator gets answers (waiting.go).
+		if err = h.serveWhileWaiting(ctx); err != nil {
+			return err
+		}
+	}
+	if err = h.ensureJetStream(ctx); err != nil {
+		return err
 	}
 	if h.server == nil {
 		return h.probeExternal(ctx)
@@ -381,8 +401,8 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 	for {
 		n, missing := h.server.PeerStatus()
 		if len(missing) > 0 {
-			h.log.Warn("waiting for the other hub replicas' NATS servers: this replica follows until the JetStream cluster has a quorum",
-				"waiting_for", strings.Join(missing, ","), "connected", n)
+			h.log.Warn("waiting for the other hub replicas' NATS servers: this replica follows until the JetStream cluster has a quorum (it serves the API and the UI from the database meanwhile)",
+				"waiting_for", strings.Join(missing, ","), "connected", n, "api", h.endpoint.API)
 		}
 		err := try()
 		if err == nil {
@@ -425,25 +445,54 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-func (h *Hub) startHTTP() error {
-	pipe := pipeline{h: h, ing: h.ingest}
-	access, err := h.access()
-	if err != nil {
-		return err
-	}
-	srv := api.New(api.Config{
-		Store: h.store, Bus: busAdapter{h}, Pipeline: pipe, Migrations: h.migrate, Sweeps: h.sweeps, Failover: h.failover,
-		Logger: h.log, Registry: h.registry,
+// handler builds the API and the web UI. Until the JetStream cluster is ready (waiting), the
+// parts that need it are left out: their routes answer 503 saying why (api.Config.Pending).
+func (h *Hub) handler(waiting bool) (http.Handler, *ui.Server) {
+	ac := api.Config{
+		Store: h.store, Bus: busAdapter{h}, Logger: h.log,
 		MaxBodyBytes: h.cfg.MaxBodyBytes, HeartbeatInterval: h.cfg.Liveness.HeartbeatInterval.D(),
-		CAFingerprint: h.caFingerprint(), NATSCA: h.agentNATSCA(), Access: access, Leadership: h.leadership,
-	})
-	web := ui.New(ui.Config{Store: h.store, Migrations: h.migrate, Pipeline: pipe, Sweeps: h.sweeps, Failover: h.failover, Logger: h.log.With("component", "ui"),
-		Version: buildinfo.String(), Access: access, Leadership: h.leadership})
-	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
+		CAFingerprint: h.caFingerprint(), NATSCA: h.agentNATSCA(), Access: h.access, Leadership: h.leadership,
+	}
+	uc := ui.Config{Store: h.store, Logger: h.log.With("component", "ui"), Version: buildinfo.String(), Access: h.access,
+		Leadership: h.leadership}
 	mux := http.NewServeMux()
+	if waiting {
+		ac.Pending = h.pending
+		// The API's request metrics are registered once, by the full API; the rest of the
+		// registry is served from the start.
+		mux.Handle("GET /metrics", promhttp.HandlerFor(h.registry, promhttp.HandlerOpts{Registry: h.registry}))
+	} else {
+		pipe := pipeline{h: h, ing: h.ingest}
+		ac.Pipeline, ac.Migrations, ac.Sweeps, ac.Failover, ac.Registry = pipe, h.migrate, h.sweeps, h.failover, h.registry
+		uc.Migrations, uc.Pipeline, uc.Sweeps, uc.Failover = h.migrate, pipe, h.sweeps, h.failover
+	}
+	web := ui.New(uc)
+	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
 	mux.Handle("/ui/", web)
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	mux.Handle("/", srv)
+	mux.Handle("/", api.New(ac))
+	return mux, web
+}
+
+// serveAll serves the whole API and UI: it starts the HTTP server, or, on a replica that
+// served while it waited for JetStream, hands the running server over to them.
+func (h *Hub) serveAll() error {
+	hd, web := h.handler(false)
+	if h.http == nil {
+		return h.startHTTP(hd, web)
+	}
+	h.http.RegisterOnShutdown(web.Close)
+	h.front.set(hd)
+	h.waiting.Store(false)
+	// The waiting UI's live pages end; browsers reconnect to the full one.
+	h.waitWeb.Close()
+	h.log.Info("the JetStream cluster is ready: this replica serves the whole API and runs the ingest")
+	return nil
+}
+
+// startHTTP listens and serves hd; web is its UI, whose live streams end at shutdown.
+func (h *Hub) startHTTP(hd http.Handler, web *ui.Server) error {
+	h.front.set(hd)
 	ln, err := net.Listen("tcp", h.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", h.cfg.Listen, err)
@@ -455,7 +504,7 @@ func (h *Hub) startHTTP() error {
 		h.endpoint.CA = h.tls.CAFile
 	}
 	h.listener = ln
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: &h.front, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
 	h.http = hs
 	// Live UI streams never end by themselves: Shutdown would wait for them until its deadline.
 	hs.RegisterOnShutdown(web.Close)
@@ -471,9 +520,9 @@ func (h *Hub) startHTTP() error {
 	return h.dir.WriteFile(wire.HubEndpointFile, b)
 }
 
-// access is the one authority on callers the API and the web UI share: tokens and roles, the
+// newAccess is the one authority on callers the API and the web UI share: tokens and roles, the
 // failed-attempt limit per client address, and the audit log.
-func (h *Hub) access() (*api.Access, error) {
+func (h *Hub) newAccess() (*api.Access, error) {
 	limiter, err := ratelimit.New(ratelimit.Config{Burst: h.cfg.Auth.FailureBurst, Interval: h.cfg.Auth.FailureInterval.D()})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
@@ -638,6 +687,9 @@ func (h *Hub) publishEvent(ctx context.Context, e wire.Event) error {
 type busAdapter struct{ h *Hub }
 
 func (b busAdapter) Ready(ctx context.Context) error {
+	if b.h.waiting.Load() {
+		return errors.New(b.h.pending())
+	}
 	if b.h.server != nil && !b.h.server.Ready() {
 		return errors.New("embedded nats server not ready")
 	}

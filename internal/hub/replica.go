@@ -104,35 +104,48 @@ func (h *Hub) startLease(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if h.replica.stop == nil {
+		h.startReplicaRow(ctx)
+	} else {
+		// Written while this replica waited for JetStream, before its NATS identity was known.
+		h.replica.mu.Lock()
+		h.replica.row.NATS = h.natsID
+		h.replica.mu.Unlock()
+		h.saveReplica(ctx)
+	}
+	if err := l.Start(ctx); err != nil {
+		return err
+	}
+	h.lease.Store(l)
+	return nil
+}
+
+// startReplicaRow writes this replica's row, as a follower, and keeps it current.
+func (h *Hub) startReplicaRow(ctx context.Context) {
 	now := time.Now()
 	h.replica.mu.Lock()
 	h.replica.row = wire.HubReplica{ID: h.id, Address: h.endpoint.API, NATS: h.natsID, Role: wire.RoleFollower,
 		Since: now, StartedAt: now, LastSeen: now}
 	h.replica.mu.Unlock()
 	h.saveReplica(ctx)
-	if err := l.Start(ctx); err != nil {
-		return err
-	}
-	h.lease.Store(l)
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	h.replica.stop, h.replica.done = stop, make(chan struct{})
 	go h.heartbeat(rctx, h.replica.done)
-	return nil
 }
 
 // stopLease ends a term in progress (the leader-only workers stop), hands the lease on and
 // removes this replica's row.
 func (h *Hub) stopLease(ctx context.Context) error {
-	l := h.lease.Load()
-	if l == nil {
-		return nil
+	var err error
+	if l := h.lease.Load(); l != nil {
+		err = l.Stop(ctx)
 	}
-	err := l.Stop(ctx)
-	if h.replica.stop != nil {
-		h.replica.stop()
-		<-h.replica.done
-		h.replica.stop = nil
+	if h.replica.stop == nil {
+		return err
 	}
+	h.replica.stop()
+	<-h.replica.done
+	h.replica.stop = nil
 	if derr := h.store.DeleteReplica(ctx, h.id); derr != nil {
 		h.log.Warn("removing this replica's row", "err", derr)
 	}
@@ -188,6 +201,9 @@ func (h *Hub) saveReplica(ctx context.Context) {
 
 // leadership is the leadership part of the status, as this replica sees it.
 func (h *Hub) leadership() *wire.HubLeadership {
+	if h.waiting.Load() {
+		return h.waitingLeadership()
+	}
 	l := h.lease.Load()
 	if l == nil {
 		return nil

@@ -144,6 +144,43 @@ func TestTakeoverWaitsForTheTTL(t *testing.T) {
 	}
 }
 
+// A contender whose reads failed (its store was away, as while NATS elects a new leader for the
+// lease's stream) needs RecoverAfter good reads in a row before it may acquire, and makes them
+// within about one renew interval: it probes faster while degraded.
+func TestDegradedContenderRecoversWithinOneInterval(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	a := b.replica("a")
+	b.waitLeader(a)
+	c := b.replica("b", noWatch)
+	settle(t, b.clock, c.idle)
+	a.f.Kill()
+	c.f.SetPartition(leasetest.Refuse)
+	cut := b.clock.Now()
+	for b.clock.Now().Before(cut.Add(2 * manualTiming.TTL)) {
+		b.clock.Advance(250 * time.Millisecond)
+		settle(t, b.clock, c.idle)
+	}
+	if st := c.l.Status(); st.Leader || !st.Degraded {
+		t.Fatalf("b while its store is away: %+v", st)
+	}
+	c.f.SetPartition(leasetest.Connected)
+	back := b.clock.Now()
+	reads := c.f.Calls("get")
+	const step = 50 * time.Millisecond
+	for !c.leader() {
+		if b.clock.Now().Sub(back) > manualTiming.RenewInterval+step {
+			t.Fatalf("b does not lead %s after its store came back (%d reads):%s",
+				b.clock.Now().Sub(back), c.f.Calls("get")-reads, b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	if n := c.f.Calls("get") - reads; n < manualTiming.RecoverAfter {
+		t.Fatalf("b led after %d good reads, want at least RecoverAfter = %d", n, manualTiming.RecoverAfter)
+	}
+}
+
 // A stalled renew loop (its goroutine frozen, as by SIGSTOP or a long GC pause) does not keep
 // the term alive: the watchdog ends it at ttl − margin after the last successful renew was
 // sent, while the loop is still frozen, and a contender acquires only later.

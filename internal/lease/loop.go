@@ -83,6 +83,12 @@ func (l *Lease) followStep(ctx context.Context, nextPoll time.Time) time.Time {
 		default:
 			l.note(err)
 		}
+		if l.isDegraded() {
+			// Leaving the degraded state takes RecoverAfter successes in a row: probe that many
+			// times per interval, so that a store back from an outage (a stream leader elected
+			// after its server was lost) is trusted again after about one interval, not several.
+			nextPoll = now.Add(l.t.RenewInterval / time.Duration(max(l.t.RecoverAfter, 1)))
+		}
 	}
 
 	now = l.clock.Now()
@@ -495,6 +501,12 @@ func (l *Lease) lastRevision() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last.entry.Revision
+}
+
+func (l *Lease) isDegraded() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.health.Degraded()
 }
 
 // note records the outcome of a store call (nil: it answered in time).

@@ -39,4 +39,15 @@ type HubLeadership struct {
 	Degraded bool `json:"degraded"`
 	// Waiting says what a follower waits for (a NATS peer that does not answer, for one).
 	Waiting string `json:"waiting,omitempty"`
+	// State is LeadershipWaiting while the answering replica waits for its JetStream cluster
+	// (it serves what the database alone backs, and neither runs the ingest nor contends for
+	// the lease); absent once it has joined.
+	State string `json:"state,omitempty"`
+	// WaitingFor are the NATS peers (route addresses) the answering replica waits for, while
+	// State is LeadershipWaiting.
+	WaitingFor []string `json:"waiting_for,omitempty"`
 }
+
+// LeadershipWaiting is the HubLeadership.State of a replica that waits for its JetStream
+// cluster to have a quorum (docs/ha.md).
+const LeadershipWaiting = "waiting"

@@ -174,7 +174,7 @@ func startHub(t *testing.T, dataDir string, extra ...string) *hubProc {
 	if raw, err := os.ReadFile(filepath.Join(dataDir, "admin.token")); err == nil {
 		h.token = strings.TrimSpace(string(raw))
 	}
-	eventually(t, 30*time.Second, "hub ready", func() error {
+	eventually(t, 60*time.Second, "hub ready", func() error {
 		resp, err := http.Get(h.api + "/readyz")
 		if err != nil {
 			return err

@@ -28,7 +28,8 @@ import (
 )
 
 // Clock tells the time. Deadlines under the "active" policy add up the differences between
-// successive passes, so a test clock that jumps hours counts hours of hub up-time.
+// successive passes that read and saved the store, so a test clock that jumps hours between two
+// such passes counts hours of hub up-time (and one that jumps while the store is away, none).
 type Clock interface{ Now() time.Time }
 
 type realClock struct{}
@@ -86,8 +87,13 @@ type Controller struct {
 	observed map[string]wire.ObservedState // agent → latest observed document
 	specs    map[string]*spec.Migration    // spec hash → parsed spec
 	written  map[string]string             // agent → desired document last written
-	lastPass time.Time
-	touched  time.Time // last TouchEpoch
+	// counted holds, per migration, the time of the last pass that read the store and saved
+	// the migration's counted time: the next pass counts from there. A pass takes the whole map
+	// and puts back only the migrations it saved, so a pass cut short in any way (the store
+	// unreachable, a save refused, a panic, a stop) leaves no mark, and the time until the next
+	// pass that gets through is never counted.
+	counted map[string]time.Time
+	touched time.Time // last TouchEpoch
 	// adopted names the migrations reconciled since taking the lead: until a migration's first
 	// reconcile, what it adopts from the agents happened while no controller ran, and each
 	// change becomes an event.
@@ -139,7 +145,7 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
-		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{},
+		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}, counted: map[string]time.Time{},
 		unrunnable: map[string]bool{}, writeErr: map[string]string{},
 		events: hubevent.New(cfg.Publish, cfg.Logger),
 		life:   worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
@@ -160,7 +166,7 @@ func (c *Controller) begin(ctx context.Context) error {
 	c.mu.Lock()
 	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]string{}
 	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
-	c.lastPass, c.failing, c.busDown = time.Time{}, false, false
+	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
 	select {

@@ -492,6 +492,97 @@ func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 	}
 }
 
+// outageStore is the store with a switch: while down, the calls of one kind fail as those of an
+// unreachable database do.
+type outageStore struct {
+	store.Store
+	mu   sync.Mutex
+	down string // "read": listing migrations fails; "save": saving one fails; "": none
+}
+
+func (o *outageStore) set(down string) { o.mu.Lock(); defer o.mu.Unlock(); o.down = down }
+
+func (o *outageStore) fails(kind string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.down == kind {
+		return fmt.Errorf("database unreachable (test): %w", fault.ErrUnavailable)
+	}
+	return nil
+}
+
+func (o *outageStore) ListMigrations(ctx context.Context) ([]wire.Migration, error) {
+	if err := o.fails("read"); err != nil {
+		return nil, err
+	}
+	return o.Store.ListMigrations(ctx)
+}
+
+func (o *outageStore) SaveMigration(ctx context.Context, f store.Fence, m wire.Migration, as []wire.Assignment) error {
+	if err := o.fails("save"); err != nil {
+		return err
+	}
+	return o.Store.SaveMigration(ctx, f, m, as)
+}
+
+// Under the active policy, time while the store is away counts nothing, whenever the clock moves
+// relative to the passes that fail: here the last failed pass read the clock before a 4h jump,
+// and the first pass after the outage must not count the jump — nor must a pass that read the
+// store but could not save what it counted hand its time on.
+func TestActiveDeadlineIgnoresStoreOutage(t *testing.T) {
+	t.Parallel()
+	for _, down := range []string{"read", "save"} {
+		t.Run(down, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 1)
+			ctx := context.Background()
+			st := &outageStore{Store: b.store}
+			cfg := b.c.cfg
+			cfg.Store = st
+			c := New(cfg)
+			if err := c.lead(ctx); err != nil {
+				t.Fatal(err)
+			}
+			pass := func(wantErr bool) {
+				t.Helper()
+				if err := c.Pass(ctx); (err != nil) != wantErr {
+					t.Fatalf("Pass: %v, want an error: %v", err, wantErr)
+				}
+			}
+			b.apply(t, "m1", "    batchSize: 1\n    onAgentFailure: leave")
+			pass(false) // dispatched
+			b.clock.Add(10 * time.Minute)
+			pass(false)
+			if a := b.latest(t, "m1")["agent-1"]; a.ActiveMS != (10 * time.Minute).Milliseconds() {
+				t.Fatalf("before the outage: %dms counted, want 10m", a.ActiveMS)
+			}
+
+			st.set(down)
+			b.clock.Add(time.Minute)
+			pass(true) // reads the clock before the jump, then fails
+			b.clock.Add(4 * time.Hour)
+			st.set("")
+			pass(false)
+			a := b.latest(t, "m1")["agent-1"]
+			if a.State == aTimedOut || a.ActiveMS != (10*time.Minute).Milliseconds() {
+				t.Fatalf("after a 4h outage of the store: %s, %dms counted; want 10m counted and no deadline", a.State, a.ActiveMS)
+			}
+
+			// Counting goes on from the first pass that got through.
+			b.clock.Add(45 * time.Minute)
+			pass(false)
+			if a := b.latest(t, "m1")["agent-1"]; a.State == aTimedOut || a.ActiveMS != (55*time.Minute).Milliseconds() {
+				t.Fatalf("45m after the outage: %s, %dms counted; want 55m", a.State, a.ActiveMS)
+			}
+			b.clock.Add(10 * time.Minute)
+			pass(false)
+			if a := b.latest(t, "m1")["agent-1"]; a.State != aTimedOut {
+				t.Fatalf("65m of up-time against a 1h deadline: %s, %dms counted; want timed out", a.State, a.ActiveMS)
+			}
+		})
+	}
+}
+
 func TestSignature(t *testing.T) {
 	cases := map[string]string{
 		"write /var/lib/x: no space left on device (errno 28)": "write /var/lib/x: no space left on device (errno N)",

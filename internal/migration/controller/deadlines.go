@@ -21,10 +21,11 @@ func (c *Controller) judging(now time.Time) (busUp, settled bool) {
 // deadlines counts time and enforces the assignment and migration deadlines.
 //
 // Under the "active" policy (the default) only time that could be used counts: time between
-// passes of a running hub (a hub that was down counts nothing for its downtime, since the first
-// pass after a start has no previous pass), for an assignment only while its agent is reachable,
-// and for the migration only while it is running or rolling back and at least one of its agents
-// is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
+// passes of a running hub that read the store and saved what they counted (a hub that was down
+// counts nothing for its downtime, since the first pass after a start has no previous pass, and
+// an outage of the store counts nothing either, since a pass it cut short leaves none: delta is
+// zero then), for an assignment only while its agent is reachable, and for the migration only
+// while it is running or rolling back and at least one of its agents is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
 // counts. A rollback gets a fresh timer when it is requested.
 func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall

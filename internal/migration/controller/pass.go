@@ -17,7 +17,8 @@ import (
 // Pass is one reconcile pass over every migration, then the desired states.
 //
 // What goes wrong is kept where it belongs. The store that cannot be read is an outage: nothing
-// is judged, and the first pass that reads it again settles (Config.Settle). A migration the
+// is judged, the time until a pass gets through again is not counted, and the first pass that
+// reads it again settles (Config.Settle). A migration the
 // controller cannot run (its stored spec does not parse, or its desired document would not fit
 // in a NATS message) fails on its own, with the reason, and the others go on. A desired document
 // the bus refuses is that agent's trouble and is tried again on the next pass; only losing the
@@ -25,11 +26,10 @@ import (
 func (c *Controller) Pass(ctx context.Context) error {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
-	var delta time.Duration
-	if !c.lastPass.IsZero() {
-		delta = now.Sub(c.lastPass)
-	}
-	c.lastPass = now
+	// Each migration counts the time since its last pass that got through (Controller.counted);
+	// this pass puts back the marks of the migrations it saves, and only those.
+	counted := c.counted
+	c.counted = map[string]time.Time{}
 	touch := now.Sub(c.touched) >= touchEvery
 	c.mu.Unlock()
 	c.followBus(now)
@@ -76,6 +76,10 @@ func (c *Controller) Pass(ctx context.Context) error {
 	var errs []error
 	passes := make([]*pass, 0, len(ms))
 	for _, m := range ms {
+		var delta time.Duration
+		if at, ok := counted[m.Name]; ok {
+			delta = now.Sub(at)
+		}
 		p, err := c.reconcile(ctx, m, observed, heard, reachable, delta, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
@@ -277,6 +281,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed m
 	}
 	c.mu.Lock()
 	c.adopted[m.Name] = true
+	c.counted[m.Name] = now
 	c.mu.Unlock()
 	return p, nil
 }
