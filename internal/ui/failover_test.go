@@ -266,7 +266,7 @@ func TestFailoverGroupActions(t *testing.T) {
 		t.Fatalf("switchover confirmation for a noFailover member: %s\n%s", res.Status, body)
 	}
 	res, body = r.post(c, base+"/switchover", url.Values{"csrf": {csrf}, "to": {evil}, "confirm": {"yes"}}, nil)
-	if res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "is noFailover: it never becomes primary") || !strings.Contains(body, `id="members"`) {
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "is noFailover (through spec.members[2]): it never becomes primary") || !strings.Contains(body, `id="members"`) {
 		t.Fatalf("switchover to a noFailover member: %s", res.Status)
 	}
 	// A non-member: refused on the confirmation step and confirmed, naming it.
