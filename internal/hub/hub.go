@@ -510,7 +510,7 @@ func (h *Hub) handler(waiting bool) (http.Handler, *ui.Server) {
 	} else {
 		pipe := pipeline{h: h, ing: h.ingest}
 		ac.Pipeline, ac.Migrations, ac.Sweeps, ac.Failover, ac.Registry = pipe, h.migrate, h.sweeps, h.failover, h.registry
-		uc.Migrations, uc.Pipeline, uc.Sweeps = h.migrate, pipe, h.sweeps
+		uc.Migrations, uc.Pipeline, uc.Sweeps, uc.Failover = h.migrate, pipe, h.sweeps, h.failover
 	}
 	web := ui.New(uc)
 	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.
