@@ -11,6 +11,10 @@
 //	    verify:   [{regexp: '^systemctl is-active [a-z-]+$'}]
 //	    rollback: []            # nothing
 //	    check:    []            # sweep checks
+//	    healthCheck: [{exact: "pg_isready -q"}]   # failover group hooks, one kind per hook
+//	    onPromote:   [{exact: "/usr/local/bin/pg-promote"}]
+//	    onFence:     [{exact: "systemctl stop postgresql"}]
+//	    onDemote:    []
 //	  runAs: {user: app, group: app, workDir: /var/lib/app}
 //	  maxTimeout: 30m
 //	  env: {allow: [PATH, LANG, "LC_*"]}
@@ -32,8 +36,13 @@
 //     policy whose user the agent cannot switch to: it tries, before the agent starts.
 //   - With env.allow, only those variables of the agent's environment reach a command (an
 //     entry ending in * allows a prefix), besides the GODWIT_* variables the runner sets.
+//   - Failover group hooks (healthCheck, onPromote, onFence, onDemote) are command kinds of
+//     their own, named as the FailoverGroup names them: with spec.commands present, a hook the
+//     allow-list of its kind does not match is refused, and the agent does not join the group.
 //   - With trusted keys, a migration's commands run only when its steps carry a valid signature
 //     by one of them (package specsig); sweep checks are governed by the allow-lists alone.
+//     Failover groups are not signed: under trusted keys a hook runs only when spec.commands
+//     allows it, so a policy with keys and no allow-lists refuses every hook.
 //   - Digest is "sha256:" and the SHA-256 of the policy's canonical form (public keys by
 //     content, not by file name); the agent reports it to the hub with every heartbeat.
 package policy
@@ -66,17 +75,29 @@ const MaxBytes = 256 << 10
 
 var kind = manifest.Kind{Name: KindName, MaxBytes: MaxBytes}
 
-// Command kinds: the phases of a migration step, and sweep checks.
+// Command kinds: the phases of a migration step, sweep checks, and the hooks of a failover
+// group (named as its spec.hooks names them).
 const (
-	KindDetect   = "detect"
-	KindRun      = "run"
-	KindVerify   = "verify"
-	KindRollback = "rollback"
-	KindCheck    = "check"
+	KindDetect      = "detect"
+	KindRun         = "run"
+	KindVerify      = "verify"
+	KindRollback    = "rollback"
+	KindCheck       = "check"
+	KindHealthCheck = "healthCheck"
+	KindOnPromote   = "onPromote"
+	KindOnFence     = "onFence"
+	KindOnDemote    = "onDemote"
 )
 
 // Kinds are the command kinds in the order of the file's reference.
-var Kinds = []string{KindDetect, KindRun, KindVerify, KindRollback, KindCheck}
+var Kinds = []string{KindDetect, KindRun, KindVerify, KindRollback, KindCheck,
+	KindHealthCheck, KindOnPromote, KindOnFence, KindOnDemote}
+
+// HookKinds are the kinds of failover group hooks.
+var HookKinds = []string{KindHealthCheck, KindOnPromote, KindOnFence, KindOnDemote}
+
+// IsHook reports whether kind is a failover group hook's.
+func IsHook(kind string) bool { return slices.Contains(HookKinds, kind) }
 
 // shellControl are the characters that may not follow a prefix entry's match.
 const shellControl = ";&|<>$`()\n\r"
@@ -446,10 +467,11 @@ func (p *Policy) canonical() canonicalPolicy {
 
 // Command is one command the hub asks the agent to run.
 type Command struct {
-	Kind    string // detect, run, verify, rollback or check
+	Kind    string // detect, run, verify, rollback, check, or a hook kind (HookKinds)
 	Script  string
 	Timeout time.Duration
-	// Migration, Steps and Signature are the assignment the command belongs to (not for checks).
+	// Migration, Steps and Signature are the assignment the command belongs to (not for checks
+	// and hooks).
 	Migration string
 	Steps     []wire.StepSpec
 	Signature string
@@ -458,7 +480,7 @@ type Command struct {
 // Refusal is why the policy refuses a command: the rule (a field of the policy file) and why.
 type Refusal struct {
 	Policy string // metadata.name
-	Rule   string // spec.commands.run, spec.maxTimeout, spec.signatures
+	Rule   string // spec.commands.run, spec.maxTimeout, spec.signatures.trustedKeys
 	Reason string
 }
 
@@ -475,7 +497,13 @@ func (p *Policy) Check(c Command) error {
 	refuse := func(rule, format string, args ...any) error {
 		return &Refusal{Policy: p.Metadata.Name, Rule: rule, Reason: fmt.Sprintf(format, args...)}
 	}
-	if len(p.keys) > 0 && c.Kind != KindCheck {
+	if len(p.keys) > 0 && IsHook(c.Kind) && p.Commands == nil {
+		// A failover group carries no signature: the allow-lists are the only gate for its
+		// hooks, and with keys but no allow-lists nothing vouches for them.
+		return refuse("spec.signatures.trustedKeys", "failover group hooks are not signed, and this agent runs only signed commands (trusted keys: %s) unless spec.commands.%s allows them; refused %s",
+			p.keyNames(), c.Kind, quoteClip(c.Script))
+	}
+	if len(p.keys) > 0 && c.Kind != KindCheck && !IsHook(c.Kind) {
 		_, err := specsig.Verify(p.keys, c.Signature, c.Migration, c.Steps)
 		switch {
 		case errors.Is(err, specsig.ErrUnsigned):

@@ -252,3 +252,72 @@ func TestDocsExample(t *testing.T) {
 		t.Fatalf("the example lost a part: %+v", p)
 	}
 }
+
+// Failover group hooks are kinds of their own: a hook kind the commands block leaves out
+// allows nothing, maxTimeout refuses a longer hook, and under trusted keys (a group is never
+// signed) only the allow-lists can let a hook through.
+func TestCheckHooks(t *testing.T) {
+	p := mustLoad(t, `apiVersion: godwit.dev/v1
+kind: AgentPolicy
+metadata: {name: db}
+spec:
+  commands:
+    healthCheck: [{exact: "pg_isready -q"}]
+    onPromote: [{prefix: "/usr/local/bin/pg-promote "}]
+    onFence: []
+  maxTimeout: 1m
+`)
+	for _, c := range []struct {
+		kind, script string
+		timeout      time.Duration
+		rule         string // "" allowed
+	}{
+		{KindHealthCheck, "pg_isready -q", time.Second, ""},
+		{KindHealthCheck, "pg_isready -q; touch /tmp/x", time.Second, "spec.commands.healthCheck"},
+		{KindOnPromote, "/usr/local/bin/pg-promote main", time.Second, ""},
+		{KindOnPromote, "/usr/local/bin/pg-promote main && reboot", time.Second, "spec.commands.onPromote"},
+		{KindOnPromote, "/usr/local/bin/pg-promote main", time.Hour, "spec.maxTimeout"},
+		{KindOnFence, "true", time.Second, "spec.commands.onFence"},   // an empty list
+		{KindOnDemote, "true", time.Second, "spec.commands.onDemote"}, // absent from the block
+		{KindRun, "pg_isready -q", time.Second, "spec.commands.run"},  // kinds do not mix
+	} {
+		err := p.Check(Command{Kind: c.kind, Script: c.script, Timeout: c.timeout})
+		var ref *Refusal
+		switch {
+		case c.rule == "" && err != nil:
+			t.Errorf("%s %q: refused: %v", c.kind, c.script, err)
+		case c.rule != "" && (!errors.As(err, &ref) || ref.Rule != c.rule || ref.Policy != "db"):
+			t.Errorf("%s %q: err = %v, want a refusal by rule %s", c.kind, c.script, err, c.rule)
+		}
+	}
+	for _, k := range HookKinds {
+		if !IsHook(k) {
+			t.Errorf("IsHook(%s) = false", k)
+		}
+	}
+	if IsHook(KindRun) || IsHook(KindCheck) {
+		t.Error("a step or check kind taken for a hook")
+	}
+
+	pub, _, _ := specsig.GenerateKey()
+	pemKey, _ := specsig.MarshalPublicKey(pub)
+	keys := "  signatures:\n    trustedKeys:\n      - name: ops\n        publicKey: |\n" + indent(string(pemKey), "          ")
+	head := "apiVersion: godwit.dev/v1\nkind: AgentPolicy\nmetadata: {name: signed}\nspec:\n"
+	var ref *Refusal
+	keysOnly := mustLoad(t, head+keys)
+	if err := keysOnly.Check(Command{Kind: KindOnPromote, Script: "true", Timeout: time.Second}); !errors.As(err, &ref) || ref.Rule != "spec.signatures.trustedKeys" {
+		t.Fatalf("a hook under trusted keys and no allow-lists: err = %v, want a refusal by spec.signatures.trustedKeys", err)
+	}
+	listed := mustLoad(t, head+"  commands:\n    onPromote: [{exact: \"true\"}]\n"+keys)
+	if err := listed.Check(Command{Kind: KindOnPromote, Script: "true", Timeout: time.Second}); err != nil {
+		t.Fatalf("a hook the allow-list names, under trusted keys: %v", err)
+	}
+	if err := listed.Check(Command{Kind: KindOnFence, Script: "true", Timeout: time.Second}); !errors.As(err, &ref) || ref.Rule != "spec.commands.onFence" {
+		t.Fatalf("a hook the allow-list leaves out, under trusted keys: err = %v", err)
+	}
+	// A policy without allow-lists or keys lets hooks run, as it does every other command.
+	open := mustLoad(t, head+"  maxTimeout: 1m\n")
+	if err := open.Check(Command{Kind: KindOnFence, Script: "anything", Timeout: time.Second}); err != nil {
+		t.Fatalf("an open policy refused a hook: %v", err)
+	}
+}
