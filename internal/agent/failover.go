@@ -39,6 +39,7 @@ func (a *Agent) failover(ctx context.Context, interval time.Duration) {
 	}
 	var cur *membership
 	bucket := ""
+	refused := "" // the spec hash of an assignment the policy refused: not tried again
 	defer func() { a.stopMember(cur) }()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -69,8 +70,15 @@ func (a *Agent) failover(ctx context.Context, interval time.Duration) {
 			// New permissions come with a new connection.
 			_ = a.nc.ForceReconnect()
 		}
-		if cur == nil && next != nil {
-			cur = a.startMember(ctx, *next)
+		if cur == nil && next != nil && next.SpecHash != refused {
+			var err error
+			cur, err = a.startMember(ctx, *next)
+			if ref := (*member.HookRefused)(nil); errors.As(err, &ref) {
+				// Reported once per spec: the policy is fixed for the agent's life, so only a
+				// changed group can be allowed.
+				refused = next.SpecHash
+				a.failoverRefused(ref)
+			}
 		}
 	wait:
 		select {
@@ -89,19 +97,20 @@ func bucketOf(a *wire.FailoverAssignment) string {
 	return a.Bucket
 }
 
-// startMember starts the member runtime of as; nil when the spec cannot be run (logged).
-func (a *Agent) startMember(ctx context.Context, as wire.FailoverAssignment) *membership {
+// startMember starts the member runtime of as; nil when the spec cannot be run (logged), with
+// the error: a *member.HookRefused when the agent's policy refuses a hook of the group.
+func (a *Agent) startMember(ctx context.Context, as wire.FailoverAssignment) (*membership, error) {
 	sp, err := spec.SpecOf(wire.FailoverGroup{Name: as.Group, Spec: as.Spec})
 	if err != nil {
 		a.log.Error("failover assignment: spec does not decode", "group", as.Group, "err", err)
-		return nil
+		return nil, err
 	}
 	m, err := member.New(member.Config{Spec: sp, Self: a.id.AgentID, KV: bus.GroupKV{Conn: a.nc, Bucket: as.Bucket,
 		Poll: time.Duration(sp.HeartbeatInterval) * time.Millisecond},
-		Logger: a.log.With("component", "failover"), Report: a.failoverEvent})
+		Logger: a.log.With("component", "failover"), Report: a.failoverEvent, Policy: a.policy})
 	if err != nil {
-		a.log.Error("failover assignment refused", "group", as.Group, "err", err)
-		return nil
+		a.log.Error("failover assignment refused; this agent stays out of the group", "group", as.Group, "err", err)
+		return nil, err
 	}
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ms := &membership{a: as, m: m, cancel: cancel, started: make(chan struct{})}
@@ -110,7 +119,23 @@ func (a *Agent) startMember(ctx context.Context, as wire.FailoverAssignment) *me
 		defer close(ms.started)
 		_ = m.Start(mctx)
 	}()
-	return ms
+	return ms, nil
+}
+
+// failoverRefused records that the agent's policy refused a hook of a group as a
+// failover.policy.refused event naming the hook and the rule: the agent does not run the
+// group's member.
+func (a *Agent) failoverRefused(ref *member.HookRefused) {
+	group := ref.Group
+	extra, err := json.Marshal(map[string]string{"group": group, "hook": ref.Hook, "rule": ref.Refusal.Rule,
+		"policy": ref.Refusal.Policy, "policy_digest": a.policy.Digest()})
+	if err != nil {
+		return
+	}
+	e := wire.NewEvent(wire.AgentSource(a.id.AgentID), wire.EventFailoverPolicyRefused, wire.SeverityError, wire.EventData{
+		AgentID: a.id.AgentID, Message: ref.Error() + "; this agent does not join the group", Extra: extra})
+	e.Subject = "failovergroup/" + group
+	_ = a.record(context.Background(), e)
 }
 
 // stopMember stops a membership: gracefully (a primary with handoverOnStop hands over) within
@@ -138,7 +163,7 @@ func (a *Agent) failoverEvent(t wire.FailoverTransition) {
 		return
 	}
 	sev := wire.SeverityInfo
-	if t.HookResult == "failed" || t.HookResult == "timed_out" || t.To == "fence_failed" {
+	if t.HookResult == "failed" || t.HookResult == "timed_out" || t.HookResult == "refused" || t.To == "fence_failed" {
 		sev = wire.SeverityError
 	}
 	msg := "failover group " + t.Group + ": " + t.From + " → " + t.To + ": " + t.Reason

@@ -53,9 +53,12 @@ const (
 	EventMigrationStepOrphanKilled = "migration.step.orphan_killed"
 	// The agent's policy refused a command (docs/security.md, "Agent policy"): nothing of it
 	// ran, and the assignment failed (or its rollback did) with the rule in the error.
-	EventPolicyRefused     = "migration.policy.refused"
-	EventControllerResumed = "hub.controller.resumed"
-	EventCheckFinding      = "hub.check.finding"
+	EventPolicyRefused = "migration.policy.refused"
+	// The agent's policy refused a hook of its failover group (docs/failover.md): the agent does
+	// not run the group's member, so it never promotes.
+	EventFailoverPolicyRefused = "failover.policy.refused"
+	EventControllerResumed     = "hub.controller.resumed"
+	EventCheckFinding          = "hub.check.finding"
 )
 
 // KnownEventTypes is the closed set of event types the hub stores.
@@ -68,6 +71,7 @@ var KnownEventTypes = map[string]bool{
 	EventFailoverHookFailed: true, EventMigrationStepStarted: true, EventMigrationStepCancelled: true,
 	EventMigrationStepOrphaned: true, EventMigrationStepOrphanExited: true, EventMigrationStepOrphanKilled: true,
 	EventControllerResumed: true, EventCheckFinding: true, EventAgentStatusChanged: true, EventPolicyRefused: true,
+	EventFailoverPolicyRefused: true,
 }
 
 // AgentEventTypes are the types an agent may publish on its own subject. Every other known
@@ -84,7 +88,7 @@ var AgentEventTypes = map[string]bool{
 	EventMigrationStepOrphaned: true, EventMigrationStepOrphanExited: true, EventMigrationStepOrphanKilled: true,
 	EventPolicyRefused:      true,
 	EventSweepCheckResult:   true,
-	EventFailoverTransition: true, EventFailoverHookFailed: true,
+	EventFailoverTransition: true, EventFailoverHookFailed: true, EventFailoverPolicyRefused: true,
 }
 
 // HubEventTypes are the types only a hub emits: operator actions, the controllers' state changes

@@ -43,7 +43,7 @@ type FailoverTransition struct {
 	Reason string `json:"reason"`
 	// Hook names the hook whose result this is (onFence, ...), with its outcome.
 	Hook       string `json:"hook,omitempty"`
-	HookResult string `json:"hook_result,omitempty"` // succeeded | failed | timed_out | cancelled
+	HookResult string `json:"hook_result,omitempty"` // succeeded | failed | timed_out | cancelled | refused (by the agent policy; not run)
 	DurationMS int64  `json:"duration_ms,omitempty"`
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"godwit.dev/godwit/internal/agent/execute"
 	"godwit.dev/godwit/internal/agent/failover/machine"
+	"godwit.dev/godwit/internal/agent/policy"
 	spec "godwit.dev/godwit/internal/failover"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/lease"
@@ -42,6 +43,42 @@ type Config struct {
 	Env []string
 	// Registry gets the membership's metrics (godwit_failover_*); nil keeps them unexported.
 	Registry prometheus.Registerer
+	// Policy is the agent's policy (docs/security.md, "Agent policy"): New refuses a group
+	// whose hooks it refuses, every hook is checked again right before it runs, and hooks run
+	// as its runAs with its environment. nil: no policy.
+	Policy *policy.Policy
+}
+
+// HookRefused is a hook of a group the agent's policy refuses; it unwraps to the
+// *policy.Refusal, which names the rule.
+type HookRefused struct {
+	Group, Hook string
+	Refusal     *policy.Refusal
+}
+
+func (e *HookRefused) Error() string {
+	return fmt.Sprintf("failover group %s: hook %s: %v", e.Group, e.Hook, e.Refusal)
+}
+
+func (e *HookRefused) Unwrap() error { return e.Refusal }
+
+// CheckHooks returns nil when the policy allows every hook of s, or the *HookRefused of the
+// first it refuses (in policy.HookKinds order).
+func CheckHooks(p *policy.Policy, s spec.Canonical) error {
+	for _, name := range policy.HookKinds {
+		h, ok := s.Hooks[name]
+		if !ok {
+			continue
+		}
+		err := p.Check(policy.Command{Kind: name, Script: h.Command, Timeout: time.Duration(h.TimeoutMS) * time.Millisecond})
+		var ref *policy.Refusal
+		if errors.As(err, &ref) {
+			return &HookRefused{Group: s.Name, Hook: name, Refusal: ref}
+		} else if err != nil {
+			return fmt.Errorf("failover group %s: hook %s: %w", s.Name, name, err)
+		}
+	}
+	return nil
 }
 
 // Member runs one membership. Start it once; Stop ends it.
@@ -72,10 +109,14 @@ type Member struct {
 	stopOnce   sync.Once
 }
 
-// New prepares a membership.
+// New prepares a membership. A group whose hooks cfg.Policy refuses is an error wrapping the
+// *HookRefused (CheckHooks): the member never starts, so it never promotes.
 func New(cfg Config) (*Member, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := CheckHooks(cfg.Policy, cfg.Spec); err != nil {
+		return nil, err
 	}
 	clk := cfg.Clock
 	if clk == nil {
@@ -597,8 +638,19 @@ func (r *hookRunner) run(ctx context.Context, name string, h spec.CanonicalHook,
 		"GODWIT_FAILOVER_ROLE=" + string(role)}, mb.cfg.Env...)
 	go func() {
 		defer cancel()
-		res := execute.Run(hctx, execute.Command{Script: h.Command, Env: env, Timeout: time.Duration(h.TimeoutMS) * time.Millisecond,
-			Grace: hookGrace, TailBytes: 1024})
+		cmd := execute.Command{Script: h.Command, Env: env, Timeout: time.Duration(h.TimeoutMS) * time.Millisecond,
+			Grace: hookGrace, TailBytes: 1024}
+		var res execute.Result
+		refused := false
+		// New checked every hook; checking again here keeps a hook from running should the
+		// spec in hand ever differ from the one checked.
+		if err := mb.cfg.Policy.Check(policy.Command{Kind: name, Script: cmd.Script, Timeout: cmd.Timeout}); err != nil {
+			mb.log.Error("failover hook refused by the agent policy; not run", "hook", name, "err", err)
+			res, refused = execute.Result{ExitCode: -1, StartErr: err, Stderr: err.Error()}, true
+		} else {
+			mb.cfg.Policy.Prepare(&cmd)
+			res = execute.Run(hctx, cmd)
+		}
 		r.mu.Lock()
 		if r.cur == rh {
 			r.cur = nil
@@ -607,6 +659,8 @@ func (r *hookRunner) run(ctx context.Context, name string, h spec.CanonicalHook,
 		close(rh.done)
 		result := "succeeded"
 		switch {
+		case refused:
+			result = "refused"
 		case res.Cancelled:
 			result = "cancelled"
 		case res.TimedOut:
