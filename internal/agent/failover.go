@@ -133,7 +133,8 @@ func (a *Agent) failoverRefused(ref *member.HookRefused) {
 		return
 	}
 	e := wire.NewEvent(wire.AgentSource(a.id.AgentID), wire.EventFailoverPolicyRefused, wire.SeverityError, wire.EventData{
-		AgentID: a.id.AgentID, Message: ref.Error() + "; this agent does not join the group", Extra: extra})
+		AgentID: a.id.AgentID, Message: "failover group " + group + ": hook " + ref.Hook + " refused by the agent policy; this agent does not join the group",
+		Error: ref.Error(), Extra: extra})
 	e.Subject = "failovergroup/" + group
 	_ = a.record(context.Background(), e)
 }

@@ -102,13 +102,13 @@ spec:
 	stateDir := filepath.Join(root, "agent")
 	agent := start(t, "agent policy", nil, "agent", "--hub", h.api, "--state-dir", stateDir, "--name", "guarded",
 		"--label", "policy=yes", "--log-format", "text", "--policy", policyFile, "--enroll-token", token)
-	var digest string
+	var digest, agentID string
 	eventually(t, 60*time.Second, "the agent online with its policy digest", func() error {
 		a, ok := statusByName(h.agents(t))["guarded"]
 		if !ok || a.Status != wire.StatusOnline || a.System.PolicyDigest == "" {
 			return fmt.Errorf("agent %+v", a)
 		}
-		digest = a.System.PolicyDigest
+		digest, agentID = a.System.PolicyDigest, a.ID
 		return nil
 	})
 	if m := regexp.MustCompile(`digest=(sha256:[0-9a-f]{64})`).FindStringSubmatch(agent.output()); m == nil || m[1] != digest {
@@ -190,8 +190,32 @@ spec:
 			t.Errorf("%s: event %+v extra %+v, want rule %s (%q)", c.name, e.Data, extra, c.rule, c.why)
 		}
 	}
-	// Nothing of a refused step ran.
-	for _, name := range []string{"outside.out", "outside.extra", "signed.out", "altered.out", "unsigned.out"} {
+	// A failover group whose onPromote the policy does not list: the agent does not join it,
+	// says so once with a failover.policy.refused event, and the hook never runs.
+	group := filepath.Join(root, "group.yaml")
+	promoted := filepath.Join(workDir, "promoted.out")
+	if err := os.WriteFile(group, []byte("apiVersion: godwit.dev/v1\nkind: FailoverGroup\nmetadata: {name: guarded}\nspec:\n  members:\n    - {agent: "+agentID+"}\n"+
+		"  hooks:\n    onPromote: {command: 'touch "+promoted+"', timeout: 5s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cli(t, "apply", "-f", group)
+	eventually(t, 30*time.Second, "the failover.policy.refused event", func() error {
+		var events []wire.EventRecord
+		if err := json.Unmarshal([]byte(h.cli(t, "events", "--type", wire.EventFailoverPolicyRefused, "-o", "json")), &events); err != nil {
+			return err
+		}
+		if len(events) != 1 {
+			return fmt.Errorf("%d events, want 1", len(events))
+		}
+		var extra struct{ Group, Hook, Rule string }
+		_ = json.Unmarshal(events[0].Data.Extra, &extra)
+		if events[0].Severity != wire.SeverityError || extra.Group != "guarded" || extra.Hook != "onPromote" || extra.Rule != "spec.commands.onPromote" {
+			t.Fatalf("event %+v extra %+v, want onPromote refused by spec.commands.onPromote", events[0].Data, extra)
+		}
+		return nil
+	})
+	// Nothing of a refused step or hook ran.
+	for _, name := range []string{"outside.out", "outside.extra", "signed.out", "altered.out", "unsigned.out", "promoted.out"} {
 		if _, err := os.Stat(filepath.Join(workDir, name)); err == nil {
 			t.Errorf("%s exists: a refused step ran", name)
 		}
