@@ -13,6 +13,10 @@
 //   - Hooks run one at a time: a hook asked for by a transition first cancels the running hook
 //     (SIGTERM to its process group, SIGKILL after a short grace) and waits for it to end, so a
 //     slow fence never lands after what followed it. A hook is killed at its timeout.
+//   - With the agent's policy (Config.Policy), New refuses a group any of whose hooks the policy
+//     refuses (*HookRefused names the hook and the rule): such a member never starts, so it
+//     never promotes. Each hook is checked again right before it runs (result "refused", not
+//     run) and runs as the policy's runAs with its environment.
 //   - Every transition and hook result is reported (failover.transition) with group, member,
 //     from, to, epoch and reason.
 //   - Stop hands over when the member is a healthy primary and handoverOnStop is set, then
