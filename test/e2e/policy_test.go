@@ -195,7 +195,8 @@ spec:
 	group := filepath.Join(root, "group.yaml")
 	promoted := filepath.Join(workDir, "promoted.out")
 	if err := os.WriteFile(group, []byte("apiVersion: godwit.dev/v1\nkind: FailoverGroup\nmetadata: {name: guarded}\nspec:\n  members:\n    - {agent: "+agentID+"}\n"+
-		"  hooks:\n    onPromote: {command: 'touch "+promoted+"', timeout: 5s}\n"), 0o600); err != nil {
+		"  hooks:\n    onPromote: {command: 'touch "+promoted+"', timeout: 5s}\n"+
+		"    onFence: {command: 'touch "+filepath.Join(workDir, "fenced.out")+"', timeout: 1s}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h.cli(t, "apply", "-f", group)
@@ -215,7 +216,7 @@ spec:
 		return nil
 	})
 	// Nothing of a refused step or hook ran.
-	for _, name := range []string{"outside.out", "outside.extra", "signed.out", "altered.out", "unsigned.out", "promoted.out"} {
+	for _, name := range []string{"outside.out", "outside.extra", "signed.out", "altered.out", "unsigned.out", "promoted.out", "fenced.out"} {
 		if _, err := os.Stat(filepath.Join(workDir, name)); err == nil {
 			t.Errorf("%s exists: a refused step ran", name)
 		}
