@@ -100,22 +100,47 @@ func (s *Server) getFailoverGroup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := wire.FailoverGroupDetail{FailoverGroup: g, Timeline: []wire.FailoverTimelineEntry{}}
-	evs, _, err := s.cfg.Store.QueryEvents(r.Context(), store.EventQuery{Types: []string{wire.EventFailoverTransition}, Limit: 1000})
+	tl, err := FailoverTimelines(r.Context(), s.cfg.Store, g.Name)
 	if err != nil {
 		return nil, err
 	}
+	return wire.FailoverGroupDetail{FailoverGroup: g, Timeline: tl[g.Name]}, nil
+}
+
+// timelineEventsRead bounds the failover.transition events read for the timelines (of every
+// group; the newest).
+const timelineEventsRead = 1000
+
+// FailoverTimelines returns the timelines of the groups named, from the failover.transition
+// events the hub stored: each newest first, at most timelineLimit entries, never nil. The API's
+// group detail and the web UI read them here.
+func FailoverTimelines(ctx context.Context, st store.Store, groups ...string) (map[string][]wire.FailoverTimelineEntry, error) {
+	out := make(map[string][]wire.FailoverTimelineEntry, len(groups))
+	for _, g := range groups {
+		out[g] = []wire.FailoverTimelineEntry{}
+	}
+	evs, _, err := st.QueryEvents(ctx, store.EventQuery{Types: []string{wire.EventFailoverTransition}, Limit: timelineEventsRead})
+	if err != nil {
+		return nil, err
+	}
+	full := 0
 	for _, e := range evs {
 		var t wire.FailoverTransition
-		if len(e.Data.Extra) == 0 || json.Unmarshal(e.Data.Extra, &t) != nil || t.Group != g.Name {
+		if len(e.Data.Extra) == 0 || json.Unmarshal(e.Data.Extra, &t) != nil {
 			continue
 		}
-		d.Timeline = append(d.Timeline, wire.FailoverTimelineEntry{Time: e.Time, FailoverTransition: t})
-		if len(d.Timeline) == timelineLimit {
-			break
+		tl, ok := out[t.Group]
+		if !ok || len(tl) == timelineLimit {
+			continue
+		}
+		out[t.Group] = append(tl, wire.FailoverTimelineEntry{Time: e.Time, FailoverTransition: t})
+		if len(tl)+1 == timelineLimit {
+			if full++; full == len(out) {
+				break
+			}
 		}
 	}
-	return d, nil
+	return out, nil
 }
 
 func (s *Server) deleteFailoverGroup(r *http.Request) (any, error) {

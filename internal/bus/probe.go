@@ -111,7 +111,9 @@ func Probe(ctx context.Context, cfg ProbeConfig) error {
 	opts := append([]nats.Option{}, cfg.Options...)
 	opts = append(opts,
 		nats.Name("godwit-probe "+id),
-		nats.MaxReconnects(0),
+		// Not MaxReconnects(0): that drops only the server it was on from the pool, and with
+		// the other servers of a cluster left the kicked probe reconnects instead of closing.
+		nats.NoReconnect(),
 		nats.Timeout(5*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			select {

@@ -205,12 +205,7 @@ func printFailoverDetail(w io.Writer, d wire.FailoverGroupDetail) {
 	fmt.Fprintf(w, "Name:     %s\nState:    %s\nVersion:  %d\nCreated:  %s\n", d.Name, pausedWord(d.FailoverGroup), d.Version,
 		d.CreatedAt.UTC().Format(time.RFC3339))
 	// The latest transition of each member says its role, state and epoch.
-	latest := map[string]wire.FailoverTimelineEntry{}
-	for i := len(d.Timeline) - 1; i >= 0; i-- {
-		if e := d.Timeline[i]; e.Hook == "" {
-			latest[e.Member] = e
-		}
-	}
+	latest := failover.Latest(d.Timeline)
 	fmt.Fprintln(w, "Members:")
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "  AGENT\tROLE\tSTATE\tEPOCH\tSINCE")

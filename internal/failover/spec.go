@@ -40,7 +40,7 @@ var kind = manifest.Kind{Name: Kind, MaxBytes: MaxSpecBytes}
 //	kind: FailoverGroup
 //	metadata: {name: pg-main}
 //	spec:
-//	  members:                       # each an agent id or a selector, not both
+//	  members:                       # each an agent id or a selector, not both; an agent taken in by two entries is refused
 //	    - {agent: 0f0e…, priority: 100}
 //	    - {selector: {matchLabels: {site: b, role: db}}, priority: 50, noFailover: false}
 //	  heartbeatInterval: 1s          # between two heartbeats of a member
@@ -272,6 +272,10 @@ type Canonical struct {
 	MaxLagOnFailover  int                      `json:"maxLagOnFailover"`
 	HandoverOnStop    bool                     `json:"handoverOnStop"`
 	Hooks             map[string]CanonicalHook `json:"hooks"`
+	// Resolved are the member agents with their settings, as the hub resolved the entries when
+	// it applied the group (Spec.Resolve); absent from a document's own canonical form. The hash
+	// covers it: an agent whose settings change restarts its membership.
+	Resolved []Settings `json:"resolved,omitempty"`
 }
 
 // CanonicalMember is one member entry.
@@ -313,7 +317,10 @@ func (s *Spec) Canonical() Canonical {
 }
 
 // Hash is the hex SHA-256 of the canonical form (manifest.Hash).
-func (s *Spec) Hash() string { return manifest.Hash(s.Canonical()) }
+func (s *Spec) Hash() string { return s.Canonical().Hash() }
+
+// Hash is the hex SHA-256 of the canonical form (manifest.Hash), resolution included.
+func (c Canonical) Hash() string { return manifest.Hash(c) }
 
 // Warnings are worth showing when the spec is applied.
 func (s *Spec) Warnings() []string {

@@ -184,7 +184,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		}
 		// On a cluster that just lost or regained a server, the consumer's leader may be
 		// being elected: try again for a while.
-		if !h.cfg.Clustered() || attempt >= 30 || ctx.Err() != nil {
+		if !h.jetStreamCluster() || attempt >= 30 || ctx.Err() != nil {
 			return fmt.Errorf("event ingest: %w", err)
 		}
 		h.log.Warn("event ingest not ready; retrying", "err", err)
@@ -378,7 +378,7 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 	// replica starting at the same time, may never be answered: on a cluster each try is short,
 	// and tried again (what the last try created is found at once).
 	timeout := 30 * time.Second
-	if h.cfg.Clustered() {
+	if h.jetStreamCluster() {
 		timeout = 3 * time.Second
 	}
 	try := func() error {
@@ -391,30 +391,76 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 		}
 		return h.ensureStreams(bctx)
 	}
-	if !h.cfg.Clustered() {
-		err := try()
-		if err != nil && h.cfg.NATS.Replicas > 1 {
-			return fmt.Errorf("%w (nats.replicas is %d: the NATS cluster must have at least that many JetStream servers)", err, h.cfg.NATS.Replicas)
-		}
-		return err
+	if !h.jetStreamCluster() {
+		return try()
 	}
+	began := time.Now()
 	for {
-		n, missing := h.server.PeerStatus()
-		if len(missing) > 0 {
-			h.log.Warn("waiting for the other hub replicas' NATS servers: this replica follows until the JetStream cluster has a quorum (it serves the API and the UI from the database meanwhile)",
-				"waiting_for", strings.Join(missing, ","), "connected", n, "api", h.endpoint.API)
+		var missing []string
+		if h.server != nil {
+			var n int
+			n, missing = h.server.PeerStatus()
+			if len(missing) > 0 {
+				h.log.Warn("waiting for the other hub replicas' NATS servers: this replica follows until the JetStream cluster has a quorum (it serves the API and the UI from the database meanwhile)",
+					"waiting_for", strings.Join(missing, ","), "connected", n, "api", h.endpoint.API)
+			}
 		}
 		err := try()
 		if err == nil {
 			return nil
 		}
+		settling := placementPending(err) && time.Since(began) < externalPlacementWait
+		if h.server == nil && !unanswered(err) && !settling {
+			// An external cluster that answers, and refuses: it will not change its mind.
+			return fmt.Errorf("%w (nats.replicas is %d: the NATS cluster must have at least that many JetStream servers)", err, h.cfg.NATS.Replicas)
+		}
 		h.log.Warn("jetstream cluster not ready; retrying", "err", err)
 		select {
 		case <-ctx.Done():
+			if len(missing) == 0 {
+				return fmt.Errorf("jetstream cluster: %w (last: %v)", ctx.Err(), err)
+			}
 			return fmt.Errorf("jetstream cluster: %w (waiting for %s)", ctx.Err(), strings.Join(missing, ","))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// jetStreamCluster reports whether the hub's JetStream is a cluster of servers: the embedded
+// server routed to the other replicas', or an external cluster holding R>1 streams. A request to
+// a cluster that has no meta leader or stream leader yet (just started, or restarted to add the
+// auth callout as docs/security.md asks) may never be answered, so on a cluster the hub's start
+// tries each declaration briefly, and again.
+func (h *Hub) jetStreamCluster() bool {
+	return h.cfg.Clustered() || (h.cfg.NATS.URL != "" && h.cfg.NATS.Replicas > 1)
+}
+
+// jsClusterNotAvailable is nats-server's JSClusterNotAvailErr, "JetStream system temporarily
+// unavailable": the cluster has no meta leader yet.
+const jsClusterNotAvailable jetstream.ErrorCode = 10008
+
+// jsNoPlacement is nats-server's JSClusterNoPeersErrF ("no suitable peers for placement"): too
+// few JetStream servers for the replicas, or a cluster just started whose meta leader has not
+// yet heard from them all.
+const jsNoPlacement jetstream.ErrorCode = 10005
+
+// externalPlacementWait is how long a hub on an external cluster takes "no suitable peers for
+// placement" for a cluster still gathering its servers before it believes it.
+const externalPlacementWait = 30 * time.Second
+
+// placementPending reports whether err is "no suitable peers for placement".
+func placementPending(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jsNoPlacement
+}
+
+// unanswered reports whether a JetStream request failed for want of an answer (or with the
+// cluster's "temporarily unavailable"), which a cluster electing its leaders gives for a while.
+// Other refusals, such as too few servers for the replicas, stay as they are.
+func unanswered(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || (errors.As(err, &api) && api.ErrorCode == jsClusterNotAvailable)
 }
 
 // routes is the embedded server's cluster configuration; nil for a one-server NATS. The
@@ -464,7 +510,7 @@ func (h *Hub) handler(waiting bool) (http.Handler, *ui.Server) {
 	} else {
 		pipe := pipeline{h: h, ing: h.ingest}
 		ac.Pipeline, ac.Migrations, ac.Sweeps, ac.Failover, ac.Registry = pipe, h.migrate, h.sweeps, h.failover, h.registry
-		uc.Migrations, uc.Pipeline, uc.Sweeps = h.migrate, pipe, h.sweeps
+		uc.Migrations, uc.Pipeline, uc.Sweeps, uc.Failover = h.migrate, pipe, h.sweeps, h.failover
 	}
 	web := ui.New(uc)
 	// The web UI under /ui/, the API and everything else as before; "/" leads people to the UI.

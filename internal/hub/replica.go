@@ -84,7 +84,7 @@ func (h *Hub) startLease(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		// As ensureJetStream: on a cluster, short tries again and again.
 		timeout := 30 * time.Second
-		if h.cfg.Clustered() {
+		if h.jetStreamCluster() {
 			timeout = 3 * time.Second
 		}
 		bctx, cancel := context.WithTimeout(ctx, timeout)
@@ -94,7 +94,7 @@ func (h *Hub) startLease(ctx context.Context) error {
 		if err == nil {
 			break
 		}
-		if !h.cfg.Clustered() || errors.Is(err, ErrOtherNATS) || attempt >= 20 {
+		if !h.jetStreamCluster() || errors.Is(err, ErrOtherNATS) || attempt >= 20 {
 			return err
 		}
 		h.log.Warn("lease bucket not ready; retrying", "err", err)

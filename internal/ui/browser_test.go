@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // driftSweep finds web-2 drifted: the demo leaves a "disk full" marker in its work directory,
@@ -660,6 +661,48 @@ func TestBrowser(t *testing.T) {
 			until(`location.pathname === '/ui/dead-letters' && document.querySelector('.flash-ok') !== null`),
 			until(`document.querySelector('table.deadletters') === null`),
 		)
+	})
+
+	t.Run("FailoverGroup", func(t *testing.T) {
+		b := b.with(t)
+		group := fmt.Sprintf(`apiVersion: godwit.dev/v1
+kind: FailoverGroup
+metadata: {name: ui-pair}
+spec:
+  members:
+    - {agent: %s, priority: 100}
+    - {agent: %s, priority: 50}
+  hooks:
+    onPromote: {command: "true", timeout: 10s}
+    onFence: {command: "true", timeout: 2s}
+`, f.agents["web-1"], f.agents["db-1"])
+		f.api("POST", "/api/v1/failovergroups", "application/yaml", group, nil)
+		// The agents get the group over the bus, elect a primary and report it; the page
+		// shows it when the transitions arrive.
+		b.do("the group's page shows the primary its members elected",
+			chromedp.Navigate(f.base+"/ui/failovergroups/ui-pair"),
+			chromedp.WaitVisible(id("members")),
+			until(`document.querySelector('tr[data-primary="true"] .badge-ok') !== null`),
+		)
+		b.shot("18-failover-group")
+		b.do("pause it with a reason, confirmed",
+			chromedp.SendKeys(id("pause-reason"), "ui test"),
+			click(id("pause-group")),
+			chromedp.WaitVisible(id("confirm-dialog")),
+			click(id("confirm-ok")),
+			until(`document.querySelector('#paused-banner') !== null`),
+			chromedp.WaitVisible(id("resume-group")),
+		)
+		var g wire.FailoverGroup
+		f.api("GET", "/api/v1/failovergroups/ui-pair", "", "", &g)
+		if !g.Paused || g.PauseReason != "ui test" {
+			t.Fatalf("after the pause the hub has paused %v, reason %q", g.Paused, g.PauseReason)
+		}
+		b.do("the list shows it paused",
+			chromedp.Navigate(f.base+"/ui/failovergroups"),
+			chromedp.WaitVisible(css(`tr[data-group="ui-pair"] .group-mode .badge-warning`)),
+		)
+		b.shot("19-failover-groups")
 	})
 
 	t.Run("Logout", func(t *testing.T) {

@@ -32,6 +32,7 @@ const (
 	topicDeadLetters = "dlq"
 	topicSweeps      = "sweeps"
 	topicSweep       = "sweep:"
+	topicFailover    = "failover"
 )
 
 // keepAlive is how often an idle stream gets a comment line (proxies close silent connections)
@@ -43,7 +44,7 @@ func validTopic(t string) bool {
 		return false
 	}
 	switch t {
-	case topicDashboard, topicAgents, topicEvents, topicMigrations, topicDeadLetters, topicSweeps:
+	case topicDashboard, topicAgents, topicEvents, topicMigrations, topicDeadLetters, topicSweeps, topicFailover:
 		return true
 	}
 	for _, p := range []string{topicAgent, topicMigration, topicSweep} {
@@ -147,6 +148,10 @@ func (s *Server) mark(ctx context.Context, topic string) (string, error) {
 		}
 	case strings.HasPrefix(topic, topicSweep):
 		if err := add(s.sweepsMark(ctx, strings.TrimPrefix(topic, topicSweep))); err != nil {
+			return "", err
+		}
+	case topic == topicFailover:
+		if err := add(s.failoverMark(ctx)); err != nil {
 			return "", err
 		}
 	default:

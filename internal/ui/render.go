@@ -15,6 +15,7 @@ import (
 	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/errline"
 	"godwit.dev/godwit/internal/human"
+	"godwit.dev/godwit/internal/manifest"
 
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
@@ -87,6 +88,8 @@ var funcs = template.FuncMap{
 	"inZone":         inZone,
 	"join":           strings.Join,
 	"lower":          strings.ToLower,
+	"millis":         func(v int64) string { return manifest.FormatDuration(ms(v)) },
+	"duration":       manifest.FormatDuration,
 	"derefInt": func(p *int) string {
 		if p == nil {
 			return ""

@@ -12,28 +12,34 @@ import (
 // work: a session may do it when its role reaches that route's (api.RoleFor), so the API's one
 // table decides for the UI too. Templates ask with .Session.May "name".
 var capabilities = map[string]string{
-	"migrate":      "POST /api/v1/migrations/{name}/{action}",
-	"runSweep":     "POST /api/v1/sweeps/{name}/runs",
-	"suspendSweep": "POST /api/v1/sweeps/{name}/suspend",
-	"replay":       "POST /api/v1/dlq/{seq}/replay",
-	"purge":        "DELETE /api/v1/dlq/{seq}",
-	"purgeAll":     "POST /api/v1/dlq/purge",
-	"audit":        "GET /api/v1/audit",
+	"migrate":        "POST /api/v1/migrations/{name}/{action}",
+	"runSweep":       "POST /api/v1/sweeps/{name}/runs",
+	"suspendSweep":   "POST /api/v1/sweeps/{name}/suspend",
+	"replay":         "POST /api/v1/dlq/{seq}/replay",
+	"purge":          "DELETE /api/v1/dlq/{seq}",
+	"purgeAll":       "POST /api/v1/dlq/purge",
+	"audit":          "GET /api/v1/audit",
+	"pauseFailover":  "POST /api/v1/failovergroups/{name}/pause",
+	"resumeFailover": "POST /api/v1/failovergroups/{name}/resume",
+	"switchover":     "POST /api/v1/failovergroups/{name}/switchover",
 }
 
 // routeCapabilities gives every web UI post, and every page that needs more than a viewer, the
 // capability it exercises. A post missing here needs the admin role (TestEveryPostHasARole
 // fails until it has an entry); logout needs only a session.
 var routeCapabilities = map[string]string{
-	"POST /ui/logout":                     "",
-	"POST /ui/migrations/{name}/{action}": "migrate",
-	"POST /ui/sweeps/{name}/run":          "runSweep",
-	"POST /ui/sweeps/{name}/suspend":      "suspendSweep",
-	"POST /ui/sweeps/{name}/resume":       "suspendSweep",
-	"POST /ui/dead-letters/{seq}/replay":  "replay",
-	"POST /ui/dead-letters/{seq}/purge":   "purge",
-	"POST /ui/dead-letters/purge":         "purgeAll",
-	"GET /ui/audit":                       "audit",
+	"POST /ui/logout":                           "",
+	"POST /ui/migrations/{name}/{action}":       "migrate",
+	"POST /ui/sweeps/{name}/run":                "runSweep",
+	"POST /ui/sweeps/{name}/suspend":            "suspendSweep",
+	"POST /ui/sweeps/{name}/resume":             "suspendSweep",
+	"POST /ui/dead-letters/{seq}/replay":        "replay",
+	"POST /ui/dead-letters/{seq}/purge":         "purge",
+	"POST /ui/dead-letters/purge":               "purgeAll",
+	"GET /ui/audit":                             "audit",
+	"POST /ui/failovergroups/{name}/pause":      "pauseFailover",
+	"POST /ui/failovergroups/{name}/resume":     "resumeFailover",
+	"POST /ui/failovergroups/{name}/switchover": "switchover",
 }
 
 // need is the API route a UI route does the work of and the role it needs.

@@ -43,8 +43,9 @@ func TestEveryPostHasARole(t *testing.T) {
 	c := &current{}
 	for role, may := range map[wire.Role][]string{
 		wire.RoleViewer:   nil,
-		wire.RoleOperator: {"migrate", "runSweep", "suspendSweep", "replay"},
-		wire.RoleAdmin:    {"migrate", "runSweep", "suspendSweep", "replay", "purge", "purgeAll", "audit"},
+		wire.RoleOperator: {"migrate", "runSweep", "suspendSweep", "replay", "pauseFailover", "resumeFailover", "switchover"},
+		wire.RoleAdmin: {"migrate", "runSweep", "suspendSweep", "replay", "purge", "purgeAll", "audit",
+			"pauseFailover", "resumeFailover", "switchover"},
 	} {
 		c.Role = role
 		for capability := range capabilities {

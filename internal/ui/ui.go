@@ -1,6 +1,6 @@
 // Package ui serves the hub's web UI under /ui/: the fleet at a glance, agents with their event
-// history, migrations with progress and operator actions, sweeps with their runs, and the dead
-// letters.
+// history, migrations with progress and operator actions, sweeps with their runs, failover
+// groups with their members and timeline, and the dead letters.
 //
 // Pages are rendered on the server with html/template from embedded files; the one script
 // (static/app.js, hand-written, no build step) only adds confirmation dialogs, in-place form
@@ -48,8 +48,10 @@ type Config struct {
 	Pipeline api.Pipeline
 	// Sweeps is the sweep service; nil while it is not running (the sweep pages say so).
 	Sweeps api.Sweeps
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Failover is the failover group service; nil while it is not running (the pages say so).
+	Failover api.Failover
+	Logger   *slog.Logger
+	Now      func() time.Time
 	// SessionTTL is how long a login lasts (default 12h).
 	SessionTTL time.Duration
 	// LiveInterval is how often live pages' marks are polled (default 1s).
@@ -128,6 +130,11 @@ func (s *Server) routes() {
 	s.handle("POST /ui/sweeps/{name}/run", s.action(s.runSweep))
 	s.handle("POST /ui/sweeps/{name}/suspend", s.action(s.suspendSweep))
 	s.handle("POST /ui/sweeps/{name}/resume", s.action(s.resumeSweep))
+	s.handle("GET /ui/failovergroups", s.view(s.failoverGroups))
+	s.handle("GET /ui/failovergroups/{name}", s.view(s.failoverGroup))
+	s.handle("POST /ui/failovergroups/{name}/pause", s.action(s.pauseFailoverGroup))
+	s.handle("POST /ui/failovergroups/{name}/resume", s.action(s.resumeFailoverGroup))
+	s.handle("POST /ui/failovergroups/{name}/switchover", s.action(s.switchoverFailoverGroup))
 	s.handle("GET /ui/dead-letters", s.view(s.deadLetters))
 	s.handle("GET /ui/dead-letters/{seq}", s.view(s.deadLetter))
 	s.handle("POST /ui/dead-letters/{seq}/replay", s.action(s.actOnDeadLetter))

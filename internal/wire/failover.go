@@ -8,7 +8,8 @@ import (
 // FailoverGroup is the hub's record of a failover group.
 type FailoverGroup struct {
 	Name string `json:"name"`
-	// Spec is the canonical form of the applied document (failover.Canonical, JSON).
+	// Spec is the canonical form of the applied document (failover.Canonical, JSON), with the
+	// members' settings as resolved when the group was applied (its "resolved" field).
 	Spec     json.RawMessage `json:"spec"`
 	SpecHash string          `json:"spec_hash"`
 	// Members are the member agents' ids in the order of the spec (selectors resolved when the

@@ -36,9 +36,16 @@ type haCluster struct {
 	links [3][3]*linkProxy
 	hubs  []*hubProc
 	token string
+	// external is the NATS flags of hubs on an external cluster (--nats, …); empty when each hub
+	// runs its own embedded server.
+	external []string
 }
 
 func (c *haCluster) args(i int) []string {
+	if len(c.external) > 0 {
+		args := append([]string{"--database", c.dsn, "--shutdown-timeout", "5s"}, c.external...)
+		return append(append(args, c.lease...), fastLiveness...)
+	}
 	args := []string{"--database", c.dsn, "--nats-listen", c.natsAddr[i], "--nats-cluster-listen", c.routeAddr[i],
 		"--nats-replicas", "3", "--shutdown-timeout", "5s"}
 	for j := range c.routeAddr {

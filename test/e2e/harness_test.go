@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/bus/bustest"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -47,6 +48,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	bustest.RemoveNATSServerBinary()
 	os.Exit(code)
 }
 

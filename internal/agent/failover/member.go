@@ -82,22 +82,9 @@ func New(cfg Config) (*Member, error) {
 		clk = lease.RealClock{}
 	}
 	s := cfg.Spec
-	rank, eligible, found := 0, true, false
-	for _, m := range s.Members {
-		if m.Agent == cfg.Self {
-			found, eligible = true, !m.NoFailover
-		}
-	}
-	if !found && len(s.Members) > 0 && s.Members[0].Agent != "" {
-		return nil, fmt.Errorf("failover group %s: agent %s is not a member: %w", s.Name, cfg.Self, fault.ErrInvalid)
-	}
-	// The rank: how many members with an agent id have a higher priority (a selector's
-	// members share their entry's priority; the hub resolved them to ids in spec order).
-	myPrio := priorityOf(s, cfg.Self)
-	for _, m := range s.Members {
-		if m.Agent != "" && m.Agent != cfg.Self && !m.NoFailover && m.Priority > myPrio {
-			rank++
-		}
+	self, rank, err := standing(s, cfg.Self)
+	if err != nil {
+		return nil, err
 	}
 	ms := func(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
 	_, hasHealth := s.Hooks[machine.HookHealthCheck]
@@ -106,7 +93,7 @@ func New(cfg Config) (*Member, error) {
 	mb := &Member{cfg: cfg, log: cfg.Logger.With("group", s.Name, "member", cfg.Self), clock: clk,
 		m: machine.New(machine.Config{Group: s.Name, Self: cfg.Self, FailureThreshold: s.FailureThreshold,
 			RecoveryThreshold: s.RecoveryThreshold, FenceDeadline: ms(s.HeartbeatTimeout) * time.Duration(s.FailureThreshold),
-			FailoverTimeout: ms(s.FailoverTimeout), RankDelay: ms(s.HeartbeatInterval) * time.Duration(rank), Eligible: eligible,
+			FailoverTimeout: ms(s.FailoverTimeout), RankDelay: ms(s.HeartbeatInterval) * time.Duration(rank), Eligible: self.Eligible(),
 			MaxLag: int64(s.MaxLagOnFailover), HasHealth: hasHealth, HasDemote: hasDemote}),
 		rec:     lease.Cell{KV: cfg.KV, Key: KeyRecord, Timeout: timeout, Clock: clk},
 		own:     lease.Cell{KV: cfg.KV, Key: MemberKey(cfg.Self), Timeout: timeout, Clock: clk},
@@ -120,13 +107,22 @@ func New(cfg Config) (*Member, error) {
 	return mb, nil
 }
 
-func priorityOf(s spec.Canonical, self string) int {
-	for _, m := range s.Members {
-		if m.Agent == self {
-			return m.Priority
+// standing returns self's settings and its rank among the candidates: how many other eligible
+// members have a higher priority (each rank waits one more heartbeat interval before it
+// promotes). Both come from the spec's one resolution of member settings (spec.Canonical
+// MemberSettings and SettingsOf), whether self was named by id or taken in by a selector.
+func standing(s spec.Canonical, self string) (spec.Settings, int, error) {
+	me, ok := s.SettingsOf(self)
+	if !ok {
+		return me, 0, fmt.Errorf("failover group %s: agent %s is not a member: %w", s.Name, self, fault.ErrInvalid)
+	}
+	rank := 0
+	for _, m := range s.MemberSettings() {
+		if m.Agent != self && m.Eligible() && m.Priority > me.Priority {
+			rank++
 		}
 	}
-	return 0
+	return me, rank, nil
 }
 
 // Role and State are the member's, for status pages; safe from any goroutine.
@@ -415,6 +411,11 @@ func (mb *Member) watched(ctx context.Context, key string, e lease.Entry) {
 		}
 		mb.m.SetPaused(c.Paused)
 		if c.SwitchoverTo != "" && mb.m.Role() == machine.Primary && c.SwitchoverEpoch == mb.m.Epoch() {
+			// The hub refuses these; a primary does not fence for a member that will not promote.
+			if to, ok := mb.cfg.Spec.SettingsOf(c.SwitchoverTo); !ok || !to.Eligible() {
+				mb.log.Warn("switchover ignored: the member named is not an eligible member", "to", c.SwitchoverTo)
+				return
+			}
 			if acts, ok := mb.m.Handover(c.SwitchoverTo, "switchover to "+c.SwitchoverTo+" asked by the hub"); ok {
 				mb.apply(ctx, acts)
 			}
@@ -533,8 +534,8 @@ func (mb *Member) stopGracefully(ctx context.Context, ack chan struct{}) {
 // bestReplica is the eligible member with the highest priority whose own key says it watches.
 func (mb *Member) bestReplica(ctx context.Context) string {
 	best, bestPrio := "", -1
-	for _, m := range mb.cfg.Spec.Members {
-		if m.Agent == "" || m.Agent == mb.cfg.Self || m.NoFailover {
+	for _, m := range mb.cfg.Spec.MemberSettings() {
+		if m.Agent == mb.cfg.Self || !m.Eligible() {
 			continue
 		}
 		c := lease.Cell{KV: mb.cfg.KV, Key: MemberKey(m.Agent), Timeout: mb.own.Timeout, Clock: mb.clock}

@@ -59,6 +59,7 @@ func RemoveNATSServerBinary() {
 // NATSServer is a nats-server process started from a configuration file.
 type NATSServer struct {
 	t    testing.TB
+	Name string // its server_name
 	Dir  string // holds the configuration file, the JetStream store and the log
 	URL  string // nats://127.0.0.1:<port>
 	cmd  *exec.Cmd
@@ -71,9 +72,16 @@ type NATSServer struct {
 // stopped at the end of the test.
 func StartNATSServer(t testing.TB, dir, conf string) *NATSServer {
 	t.Helper()
-	s := &NATSServer{t: t, Dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
-	full := fmt.Sprintf("listen: \"127.0.0.1:-1\"\nserver_name: godwit-test\njetstream {\n  store_dir: %q\n}\n\n%s",
-		filepath.Join(dir, "jetstream"), conf)
+	return StartNamedNATSServer(t, dir, "godwit-test", conf)
+}
+
+// StartNamedNATSServer is StartNATSServer under the server_name name: one server of a cluster,
+// whose conf holds its cluster block.
+func StartNamedNATSServer(t testing.TB, dir, name, conf string) *NATSServer {
+	t.Helper()
+	s := &NATSServer{t: t, Name: name, Dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+	full := fmt.Sprintf("listen: \"127.0.0.1:-1\"\nserver_name: %q\njetstream {\n  store_dir: %q\n}\n\n%s",
+		name, filepath.Join(dir, "jetstream"), conf)
 	cfgPath := filepath.Join(dir, "nats-server.conf")
 	if err := os.WriteFile(cfgPath, []byte(full), 0o600); err != nil {
 		t.Fatal(err)
@@ -92,7 +100,7 @@ func StartNATSServer(t testing.TB, dir, conf string) *NATSServer {
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("nats-server log:\n%s", s.log.String())
+			t.Logf("nats-server %s log:\n%s", s.Name, s.log.String())
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -142,6 +150,17 @@ func (s *NATSServer) Stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// Kill ends the server at once (SIGKILL), as a crash would, and waits for it.
+func (s *NATSServer) Kill() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
 }
 
 type syncBuffer struct {

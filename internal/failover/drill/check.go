@@ -61,7 +61,8 @@ type Report struct {
 //     (onFence end, onDemote start, or its death) — unless that member is a zombie: paused
 //     (SIGSTOP) then, or resumed less than window (the failover timeout) before, so that its
 //     watchdog could not run through the window the timing rule relies on;
-//  4. a zombie fences first: once resumed, the first hook it starts is onFence.
+//  4. a zombie fences first: once resumed, the first hook it starts is onFence (a zombie whose
+//     onFence had already started when the other was promoted has fenced first).
 func Check(lines []HookLine, faults []Fault, window time.Duration) Report {
 	type ev struct {
 		at    time.Time
@@ -81,6 +82,7 @@ func Check(lines []HookLine, faults []Fault, window time.Duration) Report {
 	paused := map[string]bool{}
 	resumed := map[string]time.Time{}
 	zombie := map[string]bool{}
+	fencing := map[string]bool{} // onFence started, not yet ended
 	owner := map[uint64]string{}
 	var maxEpoch uint64
 	for _, e := range evs {
@@ -126,15 +128,19 @@ func Check(lines []HookLine, faults []Fault, window time.Duration) Report {
 					if !zombie[m] {
 						r.Zombies++
 					}
-					zombie[m] = true
+					// One already running onFence has fenced first: its next hook may be any.
+					zombie[m] = !fencing[m]
 					continue
 				}
 				r.Violations = append(r.Violations, fmt.Sprintf("%s: %s promoted at epoch %d while %s was primary at epoch %d",
 					l.At.Format(time.RFC3339Nano), l.Member, l.Epoch, m, ep))
 			}
 			open[l.Member] = l.Epoch
+		case l.Hook == "onFence" && l.Phase == "start":
+			fencing[l.Member] = true
 		case l.Hook == "onFence" && l.Phase == "end", l.Hook == "onDemote" && l.Phase == "start":
 			delete(open, l.Member)
+			delete(fencing, l.Member)
 		}
 	}
 	return r

@@ -52,15 +52,21 @@ func (s *Service) Apply(ctx context.Context, data []byte, dryRun bool) (wire.Fai
 	if err := sp.Validate(); err != nil {
 		return wire.FailoverApplyResult{}, err
 	}
-	members, err := s.resolve(ctx, sp)
+	resolved, err := s.resolve(ctx, sp)
 	if err != nil {
 		return wire.FailoverApplyResult{}, err
+	}
+	members := make([]string, 0, len(resolved))
+	for _, m := range resolved {
+		members = append(members, m.Agent)
 	}
 	res := wire.FailoverApplyResult{Name: sp.Name, Warnings: sp.Warnings()}
 	if len(members) < 2 {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("the group has %d member: there is no replica to fail over to", len(members)))
 	}
-	spec, err := json.Marshal(sp.Canonical())
+	c := sp.Canonical()
+	c.Resolved = resolved
+	spec, err := json.Marshal(c)
 	if err != nil {
 		return res, err
 	}
@@ -70,7 +76,7 @@ func (s *Service) Apply(ctx context.Context, data []byte, dryRun bool) (wire.Fai
 		return res, err
 	}
 	now := s.now()
-	g := wire.FailoverGroup{Name: sp.Name, Spec: spec, SpecHash: sp.Hash(), Members: members, CreatedAt: now, UpdatedAt: now}
+	g := wire.FailoverGroup{Name: sp.Name, Spec: spec, SpecHash: c.Hash(), Members: members, CreatedAt: now, UpdatedAt: now}
 	if found {
 		g.Version, g.CreatedAt, g.Paused, g.PauseReason = existing.Version, existing.CreatedAt, existing.Paused, existing.PauseReason
 	}
@@ -103,8 +109,9 @@ func (s *Service) publish(ctx context.Context, g wire.FailoverGroup) error {
 	return nil
 }
 
-// resolve turns the members into agent ids in spec order, refusing what Apply refuses.
-func (s *Service) resolve(ctx context.Context, sp *failover.Spec) ([]string, error) {
+// resolve resolves the members to enrolled, unrevoked agents with their settings
+// (failover.Spec.Resolve), refusing an agent of another group.
+func (s *Service) resolve(ctx context.Context, sp *failover.Spec) ([]failover.Settings, error) {
 	agents, err := s.Store.ListAgents(ctx)
 	if err != nil {
 		return nil, err
@@ -122,52 +129,13 @@ func (s *Service) resolve(ctx context.Context, sp *failover.Spec) ([]string, err
 			owner[id] = g.Name
 		}
 	}
-	byID := map[string]wire.Agent{}
+	var cands []failover.Candidate
 	for _, a := range agents {
 		if a.RevokedAt == nil {
-			byID[a.ID] = a
+			cands = append(cands, failover.Candidate{ID: a.ID, Labels: a.Labels})
 		}
 	}
-	var out []string
-	from := map[string]string{}
-	fail := func(field, format string, args ...any) error {
-		return &fault.FieldError{Field: field, Line: sp.Line(field), Message: fmt.Sprintf(format, args...)}
-	}
-	var errs []error
-	add := func(field, id string) {
-		switch {
-		case from[id] != "":
-			errs = append(errs, fail(field, "agent %s is already a member through %s", id, from[id]))
-		case owner[id] != "":
-			errs = append(errs, fail(field, "agent %s is already a member of failover group %s: an agent belongs to one group (remove it there first)", id, owner[id]))
-		default:
-			from[id] = field
-			out = append(out, id)
-		}
-	}
-	for i, m := range sp.Members {
-		if m.Agent != "" {
-			field := fmt.Sprintf("spec.members[%d].agent", i)
-			if _, ok := byID[m.Agent]; !ok {
-				errs = append(errs, fail(field, "unknown agent %s: no enrolled, unrevoked agent has this id (godwit get agents)", m.Agent))
-				continue
-			}
-			add(field, m.Agent)
-			continue
-		}
-		field := fmt.Sprintf("spec.members[%d].selector", i)
-		n := 0
-		for _, a := range agents {
-			if a.RevokedAt == nil && m.Selector.Matches(a.Labels) {
-				add(field, a.ID)
-				n++
-			}
-		}
-		if n == 0 {
-			errs = append(errs, fail(field, "matches no enrolled agent"))
-		}
-	}
-	return out, errors.Join(errs...)
+	return sp.Resolve(cands, func(id string) string { return owner[id] })
 }
 
 // Get returns a stored group.
@@ -230,12 +198,16 @@ func (s *Service) Switchover(ctx context.Context, name, to string) (wire.Failove
 	if !slices.Contains(g.Members, to) {
 		return wire.FailoverSwitchoverResult{}, fault.Invalid("to", "%q is not a member of failover group %s (members: %v)", to, name, g.Members)
 	}
-	if sp, err := failover.SpecOf(g); err == nil {
-		for _, m := range sp.Members {
-			if m.Agent == to && m.NoFailover {
-				return wire.FailoverSwitchoverResult{}, fault.Invalid("to", "member %s is noFailover: it never becomes primary", to)
-			}
+	c, err := failover.SpecOf(g)
+	if err != nil {
+		return wire.FailoverSwitchoverResult{}, err
+	}
+	if m, ok := c.SettingsOf(to); ok && !m.Eligible() {
+		entry := "a selector entry"
+		if m.Entry >= 0 {
+			entry = fmt.Sprintf("spec.members[%d]", m.Entry)
 		}
+		return wire.FailoverSwitchoverResult{}, fault.Invalid("to", "member %s is noFailover (through %s): it never becomes primary", to, entry)
 	}
 	sw, ok := s.Publisher.(Switcher)
 	if !ok {

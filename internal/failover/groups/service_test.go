@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,45 @@ func TestSwitchoverRefusesNamingTheField(t *testing.T) {
 	// The recorder is no Switcher: without the bus there is nobody to tell.
 	if _, err := svc.Switchover(ctx, "pg", a1); !errors.Is(err, fault.ErrUnavailable) {
 		t.Fatalf("without the bus: %v", err)
+	}
+}
+
+// A member's noFailover and priority hold whether the entry that took it in names it by id or
+// selects it: the stored spec carries the resolution the members read, and a switchover to a
+// member marked noFailover through a selector is refused.
+func TestSelectorMembersKeepTheirSettings(t *testing.T) {
+	svc, _, rec := setup(t)
+	ctx := t.Context()
+	res, err := svc.Apply(ctx, doc("pg", "{agent: "+a1+", priority: 10}", "{selector: {matchLabels: {site: b}}, priority: 50, noFailover: true}"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := failover.SpecOf(res.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []failover.Settings{{Agent: a1, Priority: 10, Entry: 0}, {Agent: a2, Priority: 50, NoFailover: true, Entry: 1}, {Agent: a3, Priority: 50, NoFailover: true, Entry: 1}}
+	if !slices.Equal(c.Resolved, want) || res.Group.SpecHash != c.Hash() {
+		t.Fatalf("stored resolution %+v (hash %s, want %s)\nwant %+v", c.Resolved, res.Group.SpecHash, c.Hash(), want)
+	}
+	for _, to := range []string{a2, a3} {
+		_, err := svc.Switchover(ctx, "pg", to)
+		if want := "to: member " + to + " is noFailover (through spec.members[1])"; !errors.Is(err, fault.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Switchover(%s) = %v, want %q", to, err, want)
+		}
+	}
+	// The selector entry now lets its members fail over: the settings change, and so does the
+	// hash the members restart on.
+	res2, err := svc.Apply(ctx, doc("pg", "{agent: "+a1+", priority: 10}", "{selector: {matchLabels: {site: b}}, priority: 50}"), false)
+	if err != nil || res2.Outcome != "configured" || res2.Group.SpecHash == res.Group.SpecHash || len(rec.got) != 2 {
+		t.Fatalf("re-apply = %+v, %v", res2, err)
+	}
+	if _, err := svc.Switchover(ctx, "pg", a2); !errors.Is(err, fault.ErrUnavailable) {
+		t.Fatalf("a switchover to an eligible selector member reaches the bus check: %v", err)
+	}
+	// Two selectors taking in one agent are refused naming both fields, and nothing is stored.
+	_, err = svc.Apply(ctx, doc("pg", "{selector: {matchLabels: {role: db}}}", "{selector: {matchLabels: {site: b}}, noFailover: true}"), false)
+	if want := "spec.members[1].selector (line 7): agent " + a2 + " is already a member through spec.members[0].selector"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("overlapping selectors: %v\nwant %q", err, want)
 	}
 }
