@@ -116,7 +116,8 @@ type MigrationQuery struct {
 // agent's liveness beside its migration state, agents that need attention, errors over time).
 type FleetStore interface {
 	// AgentStates returns the agents with these ids (unknown ids left out), or every agent when
-	// ids is nil, ordered by name then id.
+	// ids is nil, ordered by name then id. Agents with the same labels may share one Labels map:
+	// callers read it and do not change it.
 	AgentStates(ctx context.Context, ids []string) ([]AgentState, error)
 	// RollbackFailures maps agents to the migrations whose latest attempt on them is
 	// rollback_failed: the agents with these ids, or every agent when ids is nil.

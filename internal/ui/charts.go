@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -207,11 +208,27 @@ func niceMax(n int) int {
 // mapColumns is how many agents a row of the fleet map holds.
 const mapColumns = 100
 
-// Cell geometry of the fleet map, in viewBox units.
+// Cell geometry of the fleet map, in viewBox units (whole numbers: paths are written as integers).
 const (
-	mapCell = 6.0
-	mapGap  = 1.0
+	mapCell = 6
+	mapGap  = 1
 )
+
+// appendSquare appends the path of one cell at (x, y): "M<x> <y>h6v6h-6z". Ten thousand of them
+// make a fleet map, so they are appended, not formatted.
+func appendSquare(b []byte, x, y int) []byte {
+	b = append(b, 'M')
+	b = strconv.AppendInt(b, int64(x), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, int64(y), 10)
+	b = append(b, 'h')
+	b = strconv.AppendInt(b, mapCell, 10)
+	b = append(b, 'v')
+	b = strconv.AppendInt(b, mapCell, 10)
+	b = append(b, "h-"...)
+	b = strconv.AppendInt(b, mapCell, 10)
+	return append(b, 'z')
+}
 
 // mapState is how an agent is drawn: the worst that applies.
 func mapState(a store.AgentState, attention bool) string {
@@ -292,7 +309,7 @@ func fleetMap(agents []store.AgentState, broken map[string][]string, by string) 
 			return strings.Compare(b, a)
 		})
 	}
-	paths := map[string]map[string]*strings.Builder{}
+	paths := map[string]map[string]*[]byte{}
 	cross := map[string]string{}
 	for _, a := range agents {
 		v := a.Labels[d.By]
@@ -301,7 +318,7 @@ func fleetMap(agents []store.AgentState, broken map[string][]string, by string) 
 			g = &mapGroup{Value: v, Counts: map[string]int{}}
 			groups[v] = g
 			order = append(order, v)
-			paths[v] = map[string]*strings.Builder{}
+			paths[v] = map[string]*[]byte{}
 		}
 		st := mapState(a, len(broken[a.ID]) > 0)
 		i := g.Total
@@ -309,15 +326,15 @@ func fleetMap(agents []store.AgentState, broken map[string][]string, by string) 
 		g.Counts[st]++
 		d.Counts[st]++
 		d.Total++
-		x, y := float64(i%mapColumns)*(mapCell+mapGap), float64(i/mapColumns)*(mapCell+mapGap)
+		x, y := (i%mapColumns)*(mapCell+mapGap), (i/mapColumns)*(mapCell+mapGap)
 		pb := paths[v][st]
 		if pb == nil {
-			pb = &strings.Builder{}
+			pb = &[]byte{}
 			paths[v][st] = pb
 		}
-		fmt.Fprintf(pb, "M%g %gh%gv%gh-%gz", x, y, mapCell, mapCell, mapCell)
+		*pb = appendSquare(*pb, x, y)
 		if st == "attention" {
-			cross[v] += fmt.Sprintf("M%g %gl%g %gm0 -%gl-%g %g", x+1, y+1, mapCell-2, mapCell-2, mapCell-2, mapCell-2, mapCell-2)
+			cross[v] += fmt.Sprintf("M%d %dl%d %dm0 -%dl-%d %d", x+1, y+1, mapCell-2, mapCell-2, mapCell-2, mapCell-2, mapCell-2)
 		}
 		if st != "online" && st != "revoked" {
 			if len(g.Exceptions) < exceptionsShown || st == "attention" {
@@ -332,7 +349,7 @@ func fleetMap(agents []store.AgentState, broken map[string][]string, by string) 
 		g := groups[v]
 		for _, st := range mapStates {
 			if pb := paths[v][st]; pb != nil {
-				g.Paths = append(g.Paths, mapPath{State: st, D: pb.String(), Count: g.Counts[st]})
+				g.Paths = append(g.Paths, mapPath{State: st, D: string(*pb), Count: g.Counts[st]})
 			}
 		}
 		g.Cross = cross[v]

@@ -26,3 +26,9 @@ var EventQuery = eventQuery
 
 // RunsQuery is the SQL text and arguments ListRuns runs for q.
 var RunsQuery = runsQuery
+
+// LatestQuery is the SQL text and arguments LatestAssignments runs for q.
+var LatestQuery = latestQuery
+
+// RollbackFailuresQuery is the SQL text RollbackFailures runs for every agent.
+const RollbackFailuresQuery = rollbackFailuresQuery + rollbackFailuresOrder

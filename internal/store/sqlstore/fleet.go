@@ -5,6 +5,7 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -36,6 +37,9 @@ func inChunks(ids []string, fn func(ph string, args []any) error) error {
 // AgentStates implements store.FleetStore.
 func (s *Store) AgentStates(ctx context.Context, ids []string) ([]store.AgentState, error) {
 	var out []store.AgentState
+	// A fleet has few distinct label sets (site × role × tier): each text is decoded once and
+	// its map shared by the agents that have it, which the interface allows.
+	decoded := map[string]map[string]string{}
 	read := func(q string, args ...any) error {
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -44,16 +48,21 @@ func (s *Store) AgentStates(ctx context.Context, ids []string) ([]store.AgentSta
 		defer rows.Close()
 		for rows.Next() {
 			var a store.AgentState
-			var labels string
+			var labels sql.RawBytes
 			var revoked *int64
 			if err := rows.Scan(&a.ID, &a.Name, &a.Status, &revoked, &labels); err != nil {
 				return fmt.Errorf("agent states: %w", err)
 			}
 			a.Revoked = revoked != nil
-			if labels != "" && labels != "{}" {
-				if err := json.Unmarshal([]byte(labels), &a.Labels); err != nil {
-					return fmt.Errorf("agent states: labels of %s: %w", a.ID, err)
+			if len(labels) > 0 && string(labels) != "{}" {
+				m, ok := decoded[string(labels)] // no copy: the compiler looks up a []byte key in place
+				if !ok {
+					if err := json.Unmarshal(labels, &m); err != nil {
+						return fmt.Errorf("agent states: labels of %s: %w", a.ID, err)
+					}
+					decoded[string(labels)] = m
 				}
+				a.Labels = m
 			}
 			out = append(out, a)
 		}
@@ -84,12 +93,19 @@ func sortAgentStates(as []store.AgentState) {
 	})
 }
 
+// rollbackFailuresQuery reads the attempts whose rollback failed from the partial index
+// assignments_rollback_failed (only those attempts, in agent order), not every assignment.
+const (
+	rollbackFailuresQuery = `SELECT a.agent_id, a.migration FROM assignments a WHERE a.state = 'rollback_failed'
+		AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.migration = a.migration AND b.agent_id = a.agent_id AND b.attempt > a.attempt)`
+	rollbackFailuresOrder = ` ORDER BY a.agent_id, a.migration`
+)
+
 // RollbackFailures implements store.FleetStore. The latest attempt is the one no attempt of
 // the same migration and agent follows (the primary key answers that).
 func (s *Store) RollbackFailures(ctx context.Context, ids []string) (map[string][]string, error) {
 	out := map[string][]string{}
-	const q = `SELECT a.agent_id, a.migration FROM assignments a WHERE a.state = 'rollback_failed'
-		AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.migration = a.migration AND b.agent_id = a.agent_id AND b.attempt > a.attempt)`
+	const q = rollbackFailuresQuery
 	read := func(q string, args ...any) error {
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
@@ -106,13 +122,13 @@ func (s *Store) RollbackFailures(ctx context.Context, ids []string) (map[string]
 		return rows.Err()
 	}
 	if ids == nil {
-		if err := read(q + ` ORDER BY a.agent_id, a.migration`); err != nil {
+		if err := read(q + rollbackFailuresOrder); err != nil {
 			return nil, err
 		}
 		return out, nil
 	}
 	err := inChunks(ids, func(ph string, args []any) error {
-		return read(q+` AND a.agent_id IN (`+ph+`) ORDER BY a.agent_id, a.migration`, args...)
+		return read(q+` AND a.agent_id IN (`+ph+`)`+rollbackFailuresOrder, args...)
 	})
 	return out, err
 }

@@ -50,7 +50,8 @@ func TestEventListingsWalkAnIndex(t *testing.T) {
 		{"agent, next page", store.EventQuery{AgentID: agent, Cursor: cursor}, "events_agent_time"},
 		{"agent and time range", store.EventQuery{AgentID: agent, Since: at}, "events_agent_time"},
 		{"migration", store.EventQuery{Migration: "m1"}, "events_migration_time"},
-		{"migration and errors", store.EventQuery{Migration: "m1", Severities: []string{wire.SeverityError}}, "events_migration_time"},
+		{"migration and errors", store.EventQuery{Migration: "m1", Severities: []string{wire.SeverityError}}, "events_problems_migration_time"},
+		{"migration, errors of a type", store.EventQuery{Migration: "m1", Severities: []string{wire.SeverityError}, Types: []string{"migration.*"}}, "events_problems_migration_time"},
 		{"errors", store.EventQuery{Severities: []string{wire.SeverityError}}, "events_problems_time"},
 		{"warnings and errors", store.EventQuery{Severities: []string{wire.SeverityWarning, wire.SeverityError}}, "events_problems_time"},
 		{"errors in a time range", store.EventQuery{Severities: []string{wire.SeverityError}, Since: at}, "events_problems_time"},
@@ -139,6 +140,66 @@ func TestRunListingsWalkAnIndex(t *testing.T) {
 			got := strings.Join(plan, "; ")
 			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
 				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
+			}
+		})
+	}
+}
+
+// The migration page's reads of a fleet-wide migration's latest attempts walk an index in the
+// page's order (a grid page stops after its rows instead of sorting every assignment), and the
+// agents whose rollback failed are read from their partial index, not from every assignment.
+func TestAssignmentReadsWalkAnIndex(t *testing.T) {
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := 2
+	cases := []struct {
+		name, index string
+		text        string
+		args        []any
+	}{
+		{name: "rollback failures", index: "assignments_rollback_failed", text: sqlstore.RollbackFailuresQuery},
+	}
+	for _, c := range []struct {
+		name string
+		q    store.LatestQuery
+	}{
+		{"grid page", store.LatestQuery{Migration: "m", Limit: 400}},
+		{"grid page 10", store.LatestQuery{Migration: "m", Limit: 400, Offset: 3600}},
+		{"grid page of a state", store.LatestQuery{Migration: "m", State: "failed", Limit: 400}},
+		{"next batch", store.LatestQuery{Migration: "m", Batch: &batch}},
+	} {
+		text, args, err := sqlstore.LatestQuery(c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct {
+			name, index string
+			text        string
+			args        []any
+		}{c.name, "assignments_grid", text, args})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+c.text, c.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			got := strings.Join(plan, "; ")
+			if walks := strings.Contains(got+";", "INDEX "+c.index+";") || strings.Contains(got, "INDEX "+c.index+" "); !walks || strings.Contains(got, "TEMP B-TREE") {
+				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, c.text, got, c.index)
 			}
 		})
 	}

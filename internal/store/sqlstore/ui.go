@@ -362,8 +362,31 @@ func (s *Store) CountLatestAssignments(ctx context.Context, migration string) ([
 
 // LatestAssignments implements store.UIStore.
 func (s *Store) LatestAssignments(ctx context.Context, q store.LatestQuery) ([]wire.Assignment, error) {
+	query, args, err := latestQuery(q)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("latest assignments: %w", err)
+	}
+	defer rows.Close()
+	var out []wire.Assignment
+	for rows.Next() {
+		a, err := scanAssignment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// latestQuery is the SQL text and arguments LatestAssignments runs for q: in the order of the
+// index assignments_grid (migration, batch, agent_id), so a page stops after its rows.
+func latestQuery(q store.LatestQuery) (string, []any, error) {
 	if q.Offset < 0 || q.Limit < 0 {
-		return nil, fault.Invalid("limit", "offset and limit must not be negative")
+		return "", nil, fault.Invalid("limit", "offset and limit must not be negative")
 	}
 	where := []string{`a.migration = $1`, latestOnly}
 	args := []any{q.Migration}
@@ -383,22 +406,9 @@ func (s *Store) LatestAssignments(ctx context.Context, q store.LatestQuery) ([]w
 	if q.Limit > 0 {
 		query += fmt.Sprintf(` LIMIT %d OFFSET %d`, q.Limit, q.Offset)
 	} else if q.Offset > 0 {
-		return nil, fault.Invalid("offset", "an offset needs a limit")
+		return "", nil, fault.Invalid("offset", "an offset needs a limit")
 	}
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("latest assignments: %w", err)
-	}
-	defer rows.Close()
-	var out []wire.Assignment
-	for rows.Next() {
-		a, err := scanAssignment(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return query, args, nil
 }
 
 // prefixed qualifies every column of a comma-separated list with p.

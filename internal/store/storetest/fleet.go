@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +13,42 @@ import (
 
 func runFleet(t *testing.T, setup func(t *testing.T) store.Store) {
 	t.Run("Fleet", func(t *testing.T) {
+		t.Run("AgentStatesLabels", func(t *testing.T) {
+			// Agents with the same labels, others and none: each agent reads its own, in every
+			// order the rows come in.
+			s := setup(t)
+			ctx := t.Context()
+			createToken(t, s, "tok", "secret", 100, base.Add(time.Hour))
+			labels := []map[string]string{{"site": "ams", "role": "web"}, {"site": "fra"}, {"site": "ams", "role": "web"}, nil, {"role": "web", "site": "ams"}}
+			var ids []string
+			for i, l := range labels {
+				a := agent(fmt.Sprintf("l%d", i), fmt.Sprintf("node-%d", i))
+				a.Labels = l
+				if err := s.Enroll(ctx, "secret", base, a, "cred"); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, a.ID)
+			}
+			for _, q := range [][]string{nil, {"l4", "l1", "l0"}} {
+				got, err := s.AgentStates(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range got {
+					i := slices.Index(ids, a.ID)
+					want := labels[i]
+					if len(want) == 0 {
+						want = nil
+					}
+					if len(a.Labels) == 0 {
+						a.Labels = nil
+					}
+					if !reflect.DeepEqual(a.Labels, want) {
+						t.Errorf("AgentStates(%v): %s has labels %v, want %v", q, a.ID, a.Labels, want)
+					}
+				}
+			}
+		})
 		t.Run("AgentStatesAndRollbackFailures", func(t *testing.T) {
 			s := setup(t)
 			ctx := t.Context()
