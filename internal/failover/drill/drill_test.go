@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -136,9 +137,11 @@ func TestPausedPrimaryFencesFirstAndDemotes(t *testing.T) {
 			seq = append(seq, l.Hook)
 		}
 	}
+	// onFence may run more than once: a fence that failed or timed out (its timeout is 300 ms,
+	// which a loaded machine can exceed) is tried again before the member demotes.
 	got := strings.Join(seq, " ")
-	if i := strings.Index(got, "onPromote"); i < 0 || got[i:] != "onPromote onFence onDemote" {
-		t.Fatalf("the old primary's hooks: %q, want them to end with onPromote onFence onDemote", got)
+	if !regexp.MustCompile(`(^| )onPromote( onFence)+ onDemote$`).MatchString(got) {
+		t.Fatalf("the old primary's hooks: %q, want them to end with onPromote, onFence (once or more), onDemote", got)
 	}
 }
 
