@@ -158,22 +158,17 @@ func suspendRequest(r *http.Request) (wire.SweepSuspendRequest, error) {
 // suspendSweep suspends a sweep: no scheduled run fires until it is resumed; triggered runs
 // still run. The answer says whether it changed (outcome suspended or unchanged).
 func (s *Server) suspendSweep(r *http.Request) (any, error) {
-	sw, err := s.sweeps()
-	if err != nil {
-		return nil, err
-	}
-	req, err := suspendRequest(r)
-	if err != nil {
-		return nil, err
-	}
-	if req.By == "" {
-		req.By = s.clientBy(r)
-	}
-	return sw.Suspend(r.Context(), r.PathValue("name"), req)
+	return s.suspension(r, Sweeps.Suspend)
 }
 
 // resumeSweep resumes a sweep; its resumePolicy decides what happens to the firings held back.
 func (s *Server) resumeSweep(r *http.Request) (any, error) {
+	return s.suspension(r, Sweeps.Resume)
+}
+
+// suspension reads a suspend or resume request (the client as its author unless it names one)
+// and hands it to the sweep service's act.
+func (s *Server) suspension(r *http.Request, act func(Sweeps, context.Context, string, wire.SweepSuspendRequest) (wire.SweepSuspendResult, error)) (any, error) {
 	sw, err := s.sweeps()
 	if err != nil {
 		return nil, err
@@ -185,7 +180,7 @@ func (s *Server) resumeSweep(r *http.Request) (any, error) {
 	if req.By == "" {
 		req.By = s.clientBy(r)
 	}
-	return sw.Resume(r.Context(), r.PathValue("name"), req)
+	return act(sw, r.Context(), r.PathValue("name"), req)
 }
 
 func (s *Server) listSweepRuns(r *http.Request) (any, error) {
