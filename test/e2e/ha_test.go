@@ -231,54 +231,10 @@ func TestHADrills(t *testing.T) {
 		t.Fatalf("status replicas = %+v, %v; want 3", st.Replicas, err)
 	}
 
-	// Agents enroll on a follower: every replica serves the API.
-	front := others(lead)[0]
-	tok := strings.TrimSpace(c.hubs[front].cli(t, "token", "create", "--uses", "4", "--ttl", "10m"))
+	// Agents enroll on a follower: every replica serves the API. kill -9 the leader mid-migration.
 	agents := []string{"ha-1", "ha-2"}
-	for _, a := range agents {
-		c.hubs[front].startAgent(t, filepath.Join(c.root, a), tok, "role=ha")
-	}
-	eventually(t, 60*time.Second, "agents online", func() error {
-		m := statusByName(c.hubs[front].agents(t))
-		for _, a := range agents {
-			if m[a].Status != wire.StatusOnline {
-				return fmt.Errorf("%s is %q", a, m[a].Status)
-			}
-		}
-		return nil
-	})
-	spec := writeTemp(t, haSpec)
-	c.hubs[front].cli(t, "apply", "-f", spec)
-	work := func(agent, file string) string { return filepath.Join(c.root, agent, "work", file) }
-	eventually(t, 60*time.Second, "the first step running", func() error {
-		_, err := os.Stat(work("ha-1", "c1"))
-		return err
-	})
-
-	// kill -9 the leader.
-	killed := time.Now()
-	c.hubs[lead].signal(syscall.SIGKILL)
-	c.hubs[lead].wait(10 * time.Second)
-	lead2, epoch2 := c.leader(t, others(lead), epoch, 60*time.Second)
-	t.Logf("leader hub-%d killed at epoch %d; hub-%d leads at epoch %d after %s", lead, epoch, lead2, epoch2, time.Since(killed).Round(time.Millisecond))
-	survivor := others(lead, lead2)[0]
-	eventually(t, 120*time.Second, "migration succeeded", func() error {
-		var d wire.MigrationDescription
-		if err := json.Unmarshal([]byte(c.hubs[survivor].cli(t, "describe", "migration", "ha", "-o", "json")), &d); err != nil {
-			return err
-		}
-		if d.Migration.State != "succeeded" {
-			return fmt.Errorf("state %s (%s)", d.Migration.State, d.Migration.Reason)
-		}
-		return nil
-	})
-	for _, a := range agents {
-		for _, f := range []string{"c1", "c2", "c3"} {
-			if b, err := os.ReadFile(work(a, f)); err != nil || strings.TrimSpace(string(b)) != "x" {
-				t.Fatalf("%s/%s = %q, %v: a step ran more than once, or not at all", a, f, b, err)
-			}
-		}
-	}
+	c.enrollAndApply(t, lead, agents)
+	lead2, epoch2, survivor := c.killLeaderMidMigration(t, lead, epoch, agents)
 	eventually(t, 30*time.Second, "every agent's result event stored", func() error {
 		var evs []wire.EventRecord
 		out := c.hubs[survivor].cli(t, "events", "--type", wire.EventExecutionSucceeded, "-o", "json")
@@ -362,4 +318,66 @@ func TestSecondHubOnOneSQLiteFileRefused(t *testing.T) {
 		t.Fatalf("second hub on one SQLite file: exit %d, output:\n%s", code, second.output())
 	}
 	first.cli(t, "get", "agents")
+}
+
+// enrollAndApply enrolls agents (label role=ha) through a follower of lead, applies haSpec there,
+// and returns once the first agent runs the first step.
+func (c *haCluster) enrollAndApply(t *testing.T, lead int, agents []string) {
+	t.Helper()
+	front := others(lead)[0]
+	tok := strings.TrimSpace(c.hubs[front].cli(t, "token", "create", "--uses", strconv.Itoa(2*len(agents)), "--ttl", "10m"))
+	for _, a := range agents {
+		c.hubs[front].startAgent(t, filepath.Join(c.root, a), tok, "role=ha")
+	}
+	eventually(t, 60*time.Second, "agents online", func() error {
+		m := statusByName(c.hubs[front].agents(t))
+		for _, a := range agents {
+			if m[a].Status != wire.StatusOnline {
+				return fmt.Errorf("%s is %q", a, m[a].Status)
+			}
+		}
+		return nil
+	})
+	c.hubs[front].cli(t, "apply", "-f", writeTemp(t, haSpec))
+	eventually(t, 60*time.Second, "the first step running", func() error {
+		_, err := os.Stat(c.work(agents[0], "c1"))
+		return err
+	})
+}
+
+// killLeaderMidMigration kills the leader with SIGKILL while haSpec runs: another replica leads
+// under a newer epoch, the migration succeeds, and every step ran exactly once on every agent
+// (its counter file holds one line). It returns the new leader, its epoch, and the replica that
+// is neither.
+func (c *haCluster) killLeaderMidMigration(t *testing.T, lead int, epoch int64, agents []string) (lead2 int, epoch2 int64, survivor int) {
+	t.Helper()
+	killed := time.Now()
+	c.hubs[lead].signal(syscall.SIGKILL)
+	c.hubs[lead].wait(10 * time.Second)
+	lead2, epoch2 = c.leader(t, others(lead), epoch, 60*time.Second)
+	t.Logf("leader hub-%d killed at epoch %d; hub-%d leads at epoch %d after %s", lead, epoch, lead2, epoch2, time.Since(killed).Round(time.Millisecond))
+	survivor = others(lead, lead2)[0]
+	eventually(t, 120*time.Second, "migration succeeded", func() error {
+		var d wire.MigrationDescription
+		if err := json.Unmarshal([]byte(c.hubs[survivor].cli(t, "describe", "migration", "ha", "-o", "json")), &d); err != nil {
+			return err
+		}
+		if d.Migration.State != "succeeded" {
+			return fmt.Errorf("state %s (%s)", d.Migration.State, d.Migration.Reason)
+		}
+		return nil
+	})
+	for _, a := range agents {
+		for _, f := range []string{"c1", "c2", "c3"} {
+			if b, err := os.ReadFile(c.work(a, f)); err != nil || strings.TrimSpace(string(b)) != "x" {
+				t.Fatalf("%s/%s = %q, %v: a step ran more than once, or not at all", a, f, b, err)
+			}
+		}
+	}
+	return lead2, epoch2, survivor
+}
+
+// work is the path of a file in an agent's work dir.
+func (c *haCluster) work(agent, file string) string {
+	return filepath.Join(c.root, agent, "work", file)
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/hub"
 	"godwit.dev/godwit/internal/store/pgtest"
-	"godwit.dev/godwit/internal/wire"
 )
 
 // natsCluster is three real nats-server processes routed into one JetStream cluster on
@@ -146,53 +143,10 @@ func TestHAExternalNATS(t *testing.T) {
 	}
 	lead, epoch := c.leader(t, []int{0, 1, 2}, 0, 60*time.Second)
 
-	// 3. Agents, on a follower; a migration.
-	front := others(lead)[0]
-	tok := strings.TrimSpace(c.hubs[front].cli(t, "token", "create", "--uses", "2", "--ttl", "10m"))
+	// 3. Agents, on a follower; a migration. 4. kill -9 the leader.
 	agents := []string{"ext-1", "ext-2"}
-	for _, a := range agents {
-		c.hubs[front].startAgent(t, filepath.Join(c.root, a), tok, "role=ha")
-	}
-	eventually(t, 60*time.Second, "agents online", func() error {
-		m := statusByName(c.hubs[front].agents(t))
-		for _, a := range agents {
-			if m[a].Status != wire.StatusOnline {
-				return fmt.Errorf("%s is %q", a, m[a].Status)
-			}
-		}
-		return nil
-	})
-	c.hubs[front].cli(t, "apply", "-f", writeTemp(t, haSpec))
-	work := func(agent, file string) string { return filepath.Join(c.root, agent, "work", file) }
-	eventually(t, 60*time.Second, "the first step running", func() error {
-		_, err := os.Stat(work(agents[0], "c1"))
-		return err
-	})
-
-	// 4. kill -9 the leader.
-	killed := time.Now()
-	c.hubs[lead].signal(syscall.SIGKILL)
-	c.hubs[lead].wait(10 * time.Second)
-	lead2, epoch2 := c.leader(t, others(lead), epoch, 60*time.Second)
-	t.Logf("leader hub-%d killed at epoch %d; hub-%d leads at epoch %d after %s", lead, epoch, lead2, epoch2, time.Since(killed).Round(time.Millisecond))
-	survivor := others(lead, lead2)[0]
-	eventually(t, 90*time.Second, "migration succeeded", func() error {
-		var d wire.MigrationDescription
-		if err := json.Unmarshal([]byte(c.hubs[survivor].cli(t, "describe", "migration", "ha", "-o", "json")), &d); err != nil {
-			return err
-		}
-		if d.Migration.State != "succeeded" {
-			return fmt.Errorf("state %s (%s)", d.Migration.State, d.Migration.Reason)
-		}
-		return nil
-	})
-	for _, a := range agents {
-		for _, f := range []string{"c1", "c2", "c3"} {
-			if b, err := os.ReadFile(work(a, f)); err != nil || strings.TrimSpace(string(b)) != "x" {
-				t.Fatalf("%s/%s = %q, %v: a step ran more than once, or not at all", a, f, b, err)
-			}
-		}
-	}
+	c.enrollAndApply(t, lead, agents)
+	lead2, epoch2, _ := c.killLeaderMidMigration(t, lead, epoch, agents)
 
 	// The killed replica comes back, as a follower.
 	c.start(t, lead)
