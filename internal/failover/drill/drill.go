@@ -54,7 +54,7 @@ type Cluster struct {
 	// agentKV: members reach the bucket as agents do (direct gets, compare-and-set puts).
 	agentKV bool
 	kv      jetstream.KeyValue
-	nc  *nats.Conn
+	nc      *nats.Conn
 	// Env is added to each member's environment (and so its hooks'), by member id.
 	Env map[string][]string
 
