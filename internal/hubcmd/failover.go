@@ -47,6 +47,9 @@ are printed on standard output as JSON lines (failover.transition). SIGTERM stop
 a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kvMode != "jetstream" && kvMode != "agent" {
+				return fmt.Errorf("--kv: %q is neither jetstream nor agent", kvMode)
+			}
 			data, err := os.ReadFile(file)
 			if err != nil {
 				return err
@@ -80,8 +83,6 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 			case "agent":
 				kv = bus.GroupKV{Conn: nc, Bucket: member.BucketName(namespace, sp.Name),
 					Poll: time.Duration(sp.HeartbeatInterval) * time.Millisecond}
-			default:
-				return fmt.Errorf("--kv: %q is neither jetstream nor agent", kvMode)
 			}
 			enc := json.NewEncoder(stdio.Out)
 			events := make(chan wire.FailoverTransition, 1024)
