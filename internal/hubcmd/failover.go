@@ -38,6 +38,7 @@ func newFailoverCmd(stdio cli.IO) *cobra.Command {
 // failover drills and the benchmark run it as real processes.
 func newFailoverMemberCmd(stdio cli.IO) *cobra.Command {
 	var natsURL, file, self, namespace, level, metricsAddr, kvMode string
+	var replicas int
 	cmd := &cobra.Command{
 		Use:   "member --nats URL -f GROUP.yaml --member AGENT_ID",
 		Short: "Run one member of a failover group against a NATS server (the runtime an agent runs per group)",
@@ -49,6 +50,9 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kvMode != "jetstream" && kvMode != "agent" {
 				return fmt.Errorf("--kv: %q is neither jetstream nor agent", kvMode)
+			}
+			if replicas < 1 || replicas > 5 {
+				return fmt.Errorf("--replicas: %d is not between 1 and 5", replicas)
 			}
 			data, err := os.ReadFile(file)
 			if err != nil {
@@ -75,7 +79,7 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 					return err
 				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-				kv, err = js.CreateOrUpdateKeyValue(ctx, member.BucketConfig(namespace, sp.Name, 1))
+				kv, err = member.OpenBucket(ctx, js, namespace, sp.Name, replicas)
 				cancel()
 				if err != nil {
 					return fmt.Errorf("group bucket: %w", err)
@@ -127,7 +131,8 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 	cmd.Flags().StringVar(&self, "member", "", "this member's agent id")
 	cmd.Flags().StringVar(&namespace, "namespace", "godwit", "installation namespace of the group's bucket")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	cmd.Flags().StringVar(&kvMode, "kv", "jetstream", "how the member reaches the bucket: jetstream (the JetStream API; creates the bucket, one replica) or agent (as an agent does: direct gets and compare-and-set puts only; the bucket must exist)")
+	cmd.Flags().StringVar(&kvMode, "kv", "jetstream", "how the member reaches the bucket: jetstream (the JetStream API; uses the bucket as it is, or creates it with --replicas) or agent (as an agent does: direct gets and compare-and-set puts only; the bucket must exist)")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of the group's bucket when --kv jetstream creates it (an existing bucket is never changed)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve the member's Prometheus metrics (godwit_failover_*) on this address")
 	_ = cmd.MarkFlagRequired("nats")
 	_ = cmd.MarkFlagRequired("filename")
