@@ -1,11 +1,13 @@
 package failover
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,9 +106,13 @@ type Member struct {
 	hbInFlight bool
 	queued     bool // a record write the machine asked for waits for the write in flight
 	unknown    bool // the last record write's outcome is unknown
-	stopping   chan struct{}
-	startOnce  sync.Once
-	stopOnce   sync.Once
+	// ownLost are the bodies of the writes of this member's key whose outcome is unknown, since
+	// the last one known (each may have landed, its revision lost with the answer; distinct
+	// bodies only, the status being role, state and epoch).
+	ownLost   [][]byte
+	stopping  chan struct{}
+	startOnce sync.Once
+	stopOnce  sync.Once
 }
 
 // New prepares a membership. A group whose hooks cfg.Policy refuses is an error wrapping the
@@ -317,14 +323,21 @@ func (mb *Member) heartbeat(ctx context.Context) {
 	mb.hbInFlight = true
 	sent := mb.clock.Now()
 	status := MemberStatus{Role: string(mb.m.Role()), State: string(mb.m.State()), Epoch: mb.m.Epoch()}
-	rev := mb.ownRev
+	rev, lost := mb.ownRev, slices.Clone(mb.ownLost)
+	body, _ := json.Marshal(status)
 	go func() {
-		next, err := mb.writeOwn(ctx, rev, status)
+		next, err := mb.writeOwn(ctx, rev, body, lost)
 		o, rerr := mb.read(ctx)
 		mb.post(ctx, func() {
 			mb.hbInFlight = false
 			if err == nil || errors.Is(err, lease.ErrLate) {
 				mb.ownRev = next
+			}
+			switch {
+			case !lease.OutcomeUnknown(err):
+				mb.ownLost = nil
+			case !slices.ContainsFunc(mb.ownLost, func(l []byte) bool { return bytes.Equal(l, body) }):
+				mb.ownLost = append(mb.ownLost, body)
 			}
 			now := mb.clock.Now()
 			if mb.m.Role() != machine.Replica {
@@ -403,9 +416,11 @@ func (mb *Member) recordWritten(ctx context.Context, next uint64, err error, sen
 }
 
 // writeOwn writes the member's own key: Create the first time, then compare-and-set on its
-// own last revision.
-func (mb *Member) writeOwn(ctx context.Context, rev uint64, st MemberStatus) (uint64, error) {
-	b, _ := json.Marshal(st)
+// own last revision. After writes whose outcome was unknown (lost, the bodies they sent), a
+// conflict is checked with one read: if the key holds one of those writes, it landed and its
+// revision is adopted — without this, one lost answer (a reply late past heartbeatTimeout, a
+// partition healed) would make every later write conflict and keep the member failed for good.
+func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]byte) (uint64, error) {
 	if rev == 0 {
 		next, err := mb.own.Create(ctx, b)
 		if !errors.Is(err, fault.ErrConflict) {
@@ -417,7 +432,13 @@ func (mb *Member) writeOwn(ctx context.Context, rev uint64, st MemberStatus) (ui
 		}
 		return mb.own.Swap(ctx, e.Revision, b)
 	}
-	return mb.own.Swap(ctx, rev, b)
+	next, err := mb.own.Swap(ctx, rev, b)
+	if errors.Is(err, fault.ErrConflict) && len(lost) > 0 {
+		if e, rerr := mb.own.Read(ctx); rerr == nil && slices.ContainsFunc(lost, func(l []byte) bool { return bytes.Equal(l, e.Value) }) {
+			return mb.own.Swap(ctx, e.Revision, b)
+		}
+	}
+	return next, err
 }
 
 // watch hands entries of key to the loop; it only accelerates (reads alone are enough).

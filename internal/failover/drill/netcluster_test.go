@@ -2,6 +2,7 @@ package drill
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -18,6 +19,13 @@ func natsCluster(t *testing.T, members int, tm Timing) *Cluster {
 			b, _ := os.ReadFile(c.Log)
 			t.Logf("hook log:\n%s", b)
 			t.Logf("members: %s", c.Describe())
+			for _, f := range c.Faults() {
+				t.Logf("fault %d %s %s", f.At.UnixNano(), f.What, f.Member)
+			}
+			for _, id := range c.IDs {
+				b, _ := os.ReadFile(filepath.Join(c.Dir, id+".log"))
+				t.Logf("member %s log (last 4000 bytes):\n%s", id, b[max(0, len(b)-4000):])
+			}
 		}
 	})
 	return c

@@ -32,9 +32,27 @@ func (c *Cluster) settle(ctx context.Context) (string, error) {
 	return c.WaitPrimary(ctx, "")
 }
 
+// Kinds is how many kinds of fault Step picks from: 6 (kills, pauses, a graceful stop, a
+// restart), and 4 more on a cluster with proxies (NewOnNATSCluster): a cut of the primary, a
+// cut of a replica, a latency blip on the primary, a latency blip on a replica.
+func (c *Cluster) Kinds() int {
+	if len(c.proxies) > 0 {
+		return 10
+	}
+	return 6
+}
+
 // Step applies one random fault to the group and waits until it has one healthy primary again.
-// It returns what it did.
+// It returns what it did: a kind of two words ("kill primary", "cut replica") and details.
 func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
+	return c.StepKind(ctx, rng, rng.IntN(c.Kinds()))
+}
+
+// StepKind is Step with the kind of fault given (0 ≤ kind < Kinds()); rng draws its durations.
+func (c *Cluster) StepKind(ctx context.Context, rng *rand.Rand, kind int) (string, error) {
+	if kind < 0 || kind >= c.Kinds() {
+		return "", fmt.Errorf("fault kind %d: this drill has kinds 0 to %d", kind, c.Kinds()-1)
+	}
 	p, err := c.settle(ctx)
 	if err != nil {
 		return "", err
@@ -52,7 +70,21 @@ func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
 		_, err := c.WaitPrimary(wctx, not)
 		return err
 	}
-	switch n := rng.IntN(6); {
+	// around draws a duration from lo to hi times the failover timeout.
+	around := func(lo, hi float64) time.Duration {
+		return time.Duration(float64(ft) * (lo + (hi-lo)*rng.Float64())).Round(time.Millisecond)
+	}
+	// blip delays the server's bytes to member id by more than heartbeatTimeout for d.
+	blip := func(id string, d time.Duration) time.Duration {
+		lag := time.Duration(c.T.Timeout) * time.Millisecond * 3 / 2
+		c.note(id, "delay")
+		c.proxies[id].SetDelay(lag)
+		time.Sleep(d) // the fault itself: how long NATS answers late
+		c.proxies[id].SetDelay(0)
+		c.note(id, "undelay")
+		return lag
+	}
+	switch n := kind; {
 	case n == 0 || replica == "": // kill the primary, restart it once replaced
 		c.Kill(p)
 		if replica != "" {
@@ -62,11 +94,11 @@ func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
 		}
 		return "kill primary", c.Start(p)
 	case n == 1: // pause the primary for a random time around the failover timeout
-		d := time.Duration(float64(ft) * (0.2 + 1.8*rng.Float64()))
+		d := around(0.2, 2)
 		c.Pause(p)
 		time.Sleep(d)
 		c.Resume(p)
-		return fmt.Sprintf("pause primary %s", d.Round(time.Millisecond)), wait("")
+		return fmt.Sprintf("pause primary %s", d), wait("")
 	case n == 2: // graceful stop of the primary: hand over
 		c.Term(p)
 		if err := wait(p); err != nil {
@@ -82,11 +114,62 @@ func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
 	case n == 4: // kill a replica
 		c.Kill(replica)
 		return "kill replica", c.Start(replica)
-	default: // pause a replica past the timeout
+	case n == 5: // pause a replica past the timeout
 		c.Pause(replica)
-		time.Sleep(time.Duration(float64(ft) * (0.5 + rng.Float64())))
+		time.Sleep(around(0.5, 1.5))
 		c.Resume(replica)
 		return "pause replica", wait("")
+	case n == 6: // cut the primary off from NATS for a random time around the failover timeout
+		d := around(0.2, 2)
+		c.Cut(p)
+		time.Sleep(d) // the fault itself
+		c.Heal(p)
+		return fmt.Sprintf("cut primary %s", d), c.waitSettled(ctx)
+	case n == 7: // cut a replica off, past the timeout or not
+		d := around(0.2, 2)
+		c.Cut(replica)
+		time.Sleep(d)
+		c.Heal(replica)
+		return fmt.Sprintf("cut replica %s", d), c.waitSettled(ctx)
+	case n == 8: // the primary's acknowledgements late for a while
+		d := around(0.2, 1.5)
+		lag := blip(p, d)
+		return fmt.Sprintf("delay primary %s for %s", lag, d), c.waitSettled(ctx)
+	default: // a replica's replies late for a while
+		d := around(0.2, 1.5)
+		lag := blip(replica, d)
+		return fmt.Sprintf("delay replica %s for %s", lag, d), c.waitSettled(ctx)
+	}
+}
+
+// waitSettled waits until one live member is a healthy primary and every other live member
+// watches as a replica: the outcome of a cut or a blip once it has ended, whichever member the
+// group kept or chose.
+func (c *Cluster) waitSettled(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*c.failover()+10*time.Second)
+	defer cancel()
+	for {
+		p, ok := c.Primary()
+		settled := ok
+		for _, id := range c.IDs {
+			if !settled {
+				break
+			}
+			if id == p || !c.Alive(id) {
+				continue
+			}
+			if r, s, _ := c.State(id); r != "replica" || s != "watching" {
+				settled = false
+			}
+		}
+		if settled {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the group did not settle (one healthy primary, the others watching): %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
