@@ -2,8 +2,10 @@ package hubcmd
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -24,9 +26,13 @@ func newBenchFailoverCmd(stdio cli.IO) *cobra.Command {
 (godwit failover member), kills the primary with SIGKILL --kills times and prints the promotion
 delay — from the dead primary's last write of the group record to its successor's promoting write,
 both on the NATS server's clock — as min / median / p99 against failoverTimeout. Then it runs
---trials randomized fault steps (kills, pauses around the timeout, graceful stops, restarts) and
-checks the hook log: one member per epoch, epochs grow, never two primaries, a resumed zombie
-fences first. It exits non-zero on any violation.`,
+--trials randomized fault steps on a second group, run on a 3-node JetStream cluster (the bucket
+R3) with each member behind a loopback proxy: kills, pauses around the timeout, graceful stops,
+restarts, cuts of the primary or a replica off from NATS around the timeout, and latency blips
+(the server's answers held above heartbeatTimeout) on the primary or a replica; it prints how many
+steps of each kind ran and checks the hook log: one member per epoch, epochs grow, never two
+primaries (a cut member held to the rule like any running one), a resumed zombie fences first.
+It exits non-zero on any violation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -47,7 +53,12 @@ fences first. It exits non-zero on any violation.`,
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			closed := false
+			defer func() {
+				if !closed {
+					c.Close()
+				}
+			}()
 			if err := c.StartAll(); err != nil {
 				return err
 			}
@@ -71,6 +82,16 @@ fences first. It exits non-zero on any violation.`,
 				}
 			}
 			if trials > 0 {
+				c.Close()
+				closed = true
+				c, err := drill.NewOnNATSCluster(exe, filepath.Join(dir, "trials"), members, t)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				if err := c.StartAll(); err != nil {
+					return err
+				}
 				seed := uint64(time.Now().UnixNano())
 				rng := rand.New(rand.NewPCG(seed, 1))
 				counts := map[string]int{}
@@ -88,8 +109,12 @@ fences first. It exits non-zero on any violation.`,
 					return err
 				}
 				r := drill.Check(lines, c.Faults(), time.Duration(t.Failover)*time.Millisecond)
-				fmt.Fprintf(out, "randomized trials: %d (seed %d) %v: %d promotions, %d zombies fenced first, %d violations\n",
-					trials, seed, counts, r.Promotions, r.Zombies, len(r.Violations))
+				fmt.Fprintf(out, "randomized trials on a 3-node JetStream cluster: %d (seed %d): %d promotions, %d zombies fenced first, %d violations\n",
+					trials, seed, r.Promotions, r.Zombies, len(r.Violations))
+				kinds := slices.Sorted(maps.Keys(counts))
+				for _, k := range kinds {
+					fmt.Fprintf(out, "  %-16s %d\n", k, counts[k])
+				}
 				for _, v := range r.Violations {
 					fmt.Fprintln(out, "  violation:", v)
 				}
