@@ -145,3 +145,34 @@ func TestLatencyBlipDoesNotFlap(t *testing.T) {
 		t.Fatalf("the primary fenced on a latency blip: %+v", ev.all)
 	}
 }
+
+// A replica whose answers come back later than heartbeatTimeout goes failed, though its writes
+// of its own key land (their revisions lost with the answers). Once the answers are in time
+// again it adopts the write that landed and is eligible again: watching, not failed for good on
+// one conflict after another.
+func TestReplicaRecoversFromLostAnswers(t *testing.T) {
+	url := startNATS(t)
+	kv := bucket(t, url, "pg")
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	ev := &timed{}
+	a, fa := startFaulty(t, kv, s, idA, ev)
+	b, fb := startFaulty(t, kv, s, idB, ev)
+	p, r, _, rID := primaryOf(t, a, b)
+	fr := fb
+	if p == b {
+		fr = fa
+	}
+	eventually(t, "the replica watching", 10*time.Second, func() bool { _, st, _ := r.Status(); return st == machine.Watching })
+	blip := time.Now()
+	fr.SetLatency(10*time.Millisecond, 300*time.Millisecond) // writes land; answers late past heartbeatTimeout 200ms
+	eventually(t, "the replica failed", 10*time.Second, func() bool { _, ok := ev.first(rID, string(machine.Failed), blip); return ok })
+	fr.SetLatency(0, 0)
+	healed := time.Now()
+	eventually(t, "the replica watching again", 10*time.Second, func() bool {
+		_, ok := ev.first(rID, string(machine.Watching), healed)
+		return ok
+	})
+	if ro, st, _ := p.Status(); ro != machine.Primary || st != machine.Healthy {
+		t.Fatalf("the primary is %s %s", ro, st)
+	}
+}
