@@ -60,7 +60,9 @@ type Report struct {
 //  3. no two primaries: when a member's onPromote starts, every other member's term has ended
 //     (onFence end, onDemote start, or its death) — unless that member is a zombie: paused
 //     (SIGSTOP) then, or resumed less than window (the failover timeout) before, so that its
-//     watchdog could not run through the window the timing rule relies on;
+//     watchdog could not run through the window the timing rule relies on; a member cut off
+//     from NATS or slowed (cut, heal, delay, undelay) runs on, so it is held to this rule as
+//     it stands;
 //  4. a zombie fences first: once resumed, the first hook it starts is onFence (a zombie whose
 //     onFence had already started when the other was promoted has fenced first).
 func Check(lines []HookLine, faults []Fault, window time.Duration) Report {

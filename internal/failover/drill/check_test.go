@@ -9,7 +9,8 @@ import (
 // The checker's model on hand-written histories: a paused primary that resumes and fences is a
 // zombie fenced first, also when its onFence had already started when the other was promoted;
 // one that resumes and demotes without fencing, or a promotion beside a live primary, is a
-// violation.
+// violation. A member cut off from NATS, or slowed, runs on: it is no zombie, and its term
+// must have ended before another's promotion.
 func TestCheck(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
@@ -37,6 +38,18 @@ func TestCheck(t *testing.T) {
 			append(primaryA, hook(1200, "start", "onPromote", "b", 3), hook(1600, "start", "onDemote", "a", 2)),
 			[]Fault{{At: at(100), Member: "a", What: "stop"}, {At: at(1500), Member: "a", What: "cont"}}, 1,
 			"zombie a started onDemote before onFence"},
+		{"cut off, fences before the other is promoted",
+			append(primaryA, hook(900, "start", "onFence", "a", 2), hook(910, "end", "onFence", "a", 2),
+				hook(1300, "start", "onPromote", "b", 3)),
+			[]Fault{{At: at(100), Member: "a", What: "cut"}, {At: at(2000), Member: "a", What: "heal"}}, 0, ""},
+		{"cut off, still primary when the other is promoted",
+			append(primaryA, hook(1300, "start", "onPromote", "b", 3), hook(1400, "start", "onFence", "a", 2)),
+			[]Fault{{At: at(100), Member: "a", What: "cut"}, {At: at(2000), Member: "a", What: "heal"}}, 0,
+			"b promoted at epoch 3 while a was primary at epoch 2"},
+		{"latency blip, still primary when the other is promoted",
+			append(primaryA, hook(1300, "start", "onPromote", "b", 3)),
+			[]Fault{{At: at(100), Member: "a", What: "delay"}, {At: at(1200), Member: "a", What: "undelay"}}, 0,
+			"b promoted at epoch 3 while a was primary at epoch 2"},
 		{"promoted beside a live primary",
 			append(primaryA, hook(1200, "start", "onPromote", "b", 3)), nil, 0,
 			"b promoted at epoch 3 while a was primary at epoch 2"},
