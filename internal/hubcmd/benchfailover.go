@@ -101,6 +101,9 @@ It exits non-zero on any violation.`,
 						keep = true
 						return fmt.Errorf("trial %d (%s): %w; members: %s (logs kept in %s)", i+1, what, err, c.Describe(), dir)
 					}
+					if strings.Contains(what, "no live replica") {
+						fmt.Fprintf(out, "  trial %d: %s\n", i+1, what)
+					}
 					f := strings.Fields(what)
 					counts[f[0]+" "+f[1]]++
 				}

@@ -210,6 +210,7 @@ func TestRandomizedTrials(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d (%s): %v; members: %s", i+1, what, err, c.Describe())
 		}
+		t.Logf("step %d: %s", i+1, what)
 		f := strings.Fields(what)
 		counts[f[0]+" "+f[1]]++
 	}

@@ -86,13 +86,17 @@ func (c *Cluster) StepKind(ctx context.Context, rng *rand.Rand, kind int) (strin
 	}
 	switch n := kind; {
 	case n == 0 || replica == "": // kill the primary, restart it once replaced
+		what := "kill primary"
+		if replica == "" {
+			what += " (no live replica: " + c.Describe() + ")"
+		}
 		c.Kill(p)
 		if replica != "" {
 			if err := wait(p); err != nil {
-				return "kill primary", err
+				return what, err
 			}
 		}
-		return "kill primary", c.Start(p)
+		return what, c.Start(p)
 	case n == 1: // pause the primary for a random time around the failover timeout
 		d := around(0.2, 2)
 		c.Pause(p)
