@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"time"
 
 	member "godwit.dev/godwit/internal/agent/failover"
@@ -25,10 +26,29 @@ func (c *Cluster) StartAll() error {
 
 func (c *Cluster) failover() time.Duration { return time.Duration(c.T.Failover) * time.Millisecond }
 
-// settle waits for one healthy primary and for every live member to have reported a state.
+// settle waits for one healthy primary and for every live member to have reported a state
+// (a member reports one once its first read of the store answered: it is connected, and a
+// later cut only makes it reconnect — a cut during its first connection would end it, as a
+// member whose first connection fails exits).
 func (c *Cluster) settle(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*c.failover()+10*time.Second)
 	defer cancel()
+	for {
+		reported := true
+		for _, id := range c.IDs {
+			if r, _, _ := c.State(id); c.Alive(id) && r == "" {
+				reported = false
+			}
+		}
+		if reported {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("a member reported no state: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	return c.WaitPrimary(ctx, "")
 }
 
@@ -52,6 +72,13 @@ func (c *Cluster) Step(ctx context.Context, rng *rand.Rand) (string, error) {
 func (c *Cluster) StepKind(ctx context.Context, rng *rand.Rand, kind int) (string, error) {
 	if kind < 0 || kind >= c.Kinds() {
 		return "", fmt.Errorf("fault kind %d: this drill has kinds 0 to %d", kind, c.Kinds()-1)
+	}
+	// Between steps every member runs: one that exited on its own is a finding, not a fault
+	// the drill applied (it would leave the group smaller for every later step).
+	for _, id := range c.IDs {
+		if pr := c.proc(id); pr != nil && !c.Alive(id) {
+			return "", fmt.Errorf("member %s exited on its own (%s); its log: %s", id, pr.cmd.ProcessState, filepath.Join(c.Dir, id+".log"))
+		}
 	}
 	p, err := c.settle(ctx)
 	if err != nil {
