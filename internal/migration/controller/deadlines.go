@@ -27,14 +27,15 @@ func (c *Controller) judging(now time.Time) (busUp, settled bool) {
 // zero then), for an assignment only while its agent is reachable, and for the migration only
 // while it is running or rolling back and at least one of its agents is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
 // counts. A rollback gets a fresh timer when it is requested.
-func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
+func (p *pass) deadlines(delta time.Duration) {
+	reachable := p.view.reachable
 	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
 	// The migration's time counts only while some agent with work in flight is reachable:
 	// otherwise nothing could progress, whatever the hub does.
 	workable := false
 	for _, id := range p.order {
 		a := p.latest[id]
-		if reachable[id] && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
+		if reachable(id) && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
 			workable = true
 			break
 		}
@@ -48,8 +49,8 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
 			continue
 		}
-		p.reachability(a, reachable[id])
-		if active && delta > 0 && reachable[id] {
+		p.reachability(a, reachable(id))
+		if active && delta > 0 && reachable(id) {
 			// A timer that started since the last pass (a rollback or retry requested
 			// meanwhile) counts only from its start.
 			a.ActiveMS += min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
@@ -62,7 +63,7 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		}
 		// While settling, only an agent heard from again (it has reconnected and re-sent its
 		// observed state) is judged; one still silent waits for the settle time.
-		if used <= limit || !(p.judge || (p.busUp && reachable[id] && p.heard[id])) {
+		if used <= limit || !(p.judge || (p.busUp && reachable(id) && p.view.seen(id).heard)) {
 			continue
 		}
 		switch a.Action {
