@@ -3,8 +3,10 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
@@ -139,5 +141,39 @@ func TestPassWorksFromWhatChanged(t *testing.T) {
 	}
 	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 {
 		t.Fatalf("pass after that: %d agent rows, %d assignment reads; want none", rows, reads)
+	}
+}
+
+// Counting active time writes an in-flight assignment once per activeFlush of it, not on every
+// pass; the deadline is judged from the time counted, stored or not, and a new leader starts
+// from the stored time (its deadline comes later, never sooner).
+func TestActiveTimeStoredInSteps(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1\n    onAgentFailure: leave")
+	b.pass(t)
+	b.report(t, 1, "m1", aApplying, "")
+	b.pass(t)
+	stored := func() int64 { t.Helper(); return b.latest(t, "m1")["agent-1"].ActiveMS }
+	var seen []int64
+	for range 25 {
+		b.clock.Add(time.Second)
+		b.pass(t)
+		seen = append(seen, stored())
+	}
+	want := []int64{0, 0, 0, 0, 0, 0, 0, 0, 0, 10000}
+	if !slices.Equal(seen[:10], want) || seen[19] != 20000 || seen[24] != 20000 {
+		t.Fatalf("stored active time after each 1s pass: %v; want it written at 10s and 20s only", seen)
+	}
+	// The deadline counts the unsaved time: 1h minus 25s more counted, then 1s over it.
+	b.clock.Add(time.Hour - 25*time.Second)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aApplying {
+		t.Fatalf("at exactly the deadline: %s (%dms)", a.State, a.ActiveMS)
+	}
+	b.clock.Add(time.Second)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aTimedOut || a.ActiveMS != time.Hour.Milliseconds()+1000 {
+		t.Fatalf("1s past the deadline: %s (%dms)", a.State, a.ActiveMS)
 	}
 }

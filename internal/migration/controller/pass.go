@@ -158,10 +158,11 @@ type pass struct {
 	now      time.Time
 	events   []wire.Event
 	view     *view
-	adopting bool // the first reconcile of this migration since taking the lead
-	judge    bool // settled: every deadline may be enforced, new work may start
-	busUp    bool // while settling, deadlines of agents heard from again may be enforced
-	overdue  bool // the migration's deadline has passed (judged or not)
+	unsaved  map[string]unsavedActive // agent → active time counted and not yet stored
+	adopting bool                     // the first reconcile of this migration since taking the lead
+	judge    bool                     // settled: every deadline may be enforced, new work may start
+	busUp    bool                     // while settling, deadlines of agents heard from again may be enforced
+	overdue  bool                     // the migration's deadline has passed (judged or not)
 }
 
 func (p *pass) touch(a *wire.Assignment) {
@@ -248,6 +249,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	}
 	sort.Strings(p.order)
 
+	p.addUnsaved()
 	p.observe()
 	why := c.unrunnableReason(m, sp, perr)
 	switch {
@@ -433,6 +435,7 @@ func (p *pass) save(ctx context.Context) error {
 		}
 	}
 	if len(changed) == 0 && p.m == p.orig {
+		p.keepUnsaved()
 		return nil
 	}
 	p.m.UpdatedAt = p.now
@@ -445,6 +448,7 @@ func (p *pass) save(ctx context.Context) error {
 		return err
 	}
 	p.m.Version++
+	p.keepUnsaved()
 	p.orig, p.dirty = p.m, map[string]bool{}
 	for _, e := range p.events {
 		p.c.publish(ctx, e)
