@@ -144,6 +144,64 @@ func TestTakeoverWaitsForTheTTL(t *testing.T) {
 	}
 }
 
+// laggingKV answers every other read with an older revision of the key, as a clustered bucket
+// does when reads go to any replica and one of them lags (restarted, or waiting for its stream
+// to elect a leader). It cannot watch: the contender reads.
+type laggingKV struct {
+	jetstream.KeyValue
+	stale atomic.Uint64 // the revision the lagging replica has; 0: none lags
+	reads atomic.Int64
+}
+
+func (k *laggingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if rev := k.stale.Load(); rev != 0 && k.reads.Add(1)%2 == 0 {
+		return k.KeyValue.GetRevision(ctx, key, rev)
+	}
+	return k.KeyValue.Get(ctx, key)
+}
+
+func (k *laggingKV) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return nil, errors.New("no watch in this test")
+}
+
+// Reads that alternate between the key's revision and an older one (a lagging replica) do not
+// restart the contender's count: it takes over the ttl after it first saw the newer revision.
+func TestLaggingReplicaReadsDoNotRestartTheCount(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	a := b.replica("a")
+	b.waitLeader(a)
+	old := b.revision()
+	b.clock.Advance(manualTiming.RenewInterval) // a renews once
+	settle(t, b.clock, a.idle)
+	if b.revision() <= old {
+		t.Fatalf("a did not renew:%s", b.rec)
+	}
+	a.f.Kill()
+
+	lag := &laggingKV{KeyValue: b.kv}
+	lag.stale.Store(old)
+	t0 := b.clock.Now()
+	c := b.replica("b", func(c *Config) { c.KV = lag })
+	settle(t, b.clock, c.idle)
+	const step = 250 * time.Millisecond
+	for !c.leader() {
+		if b.clock.Now().Sub(t0) > manualTiming.TTL+manualTiming.RenewInterval {
+			t.Fatalf("b does not lead %s after it first read the key (%d reads, every other one behind):%s",
+				b.clock.Now().Sub(t0), lag.reads.Load(), b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	if lag.reads.Load() < 4 {
+		t.Fatalf("b read the key %d times; the test needs reads that alternate", lag.reads.Load())
+	}
+	acq, _ := b.rec.find("b", ReasonAcquired)
+	if acq.At.Sub(t0) < manualTiming.TTL {
+		t.Errorf("b acquired %s after its first read, before the ttl", acq.At.Sub(t0))
+	}
+}
+
 // A contender whose reads failed (its store was away, as while NATS elects a new leader for the
 // lease's stream) needs RecoverAfter good reads in a row before it may acquire, and makes them
 // within about one renew interval: it probes faster while degraded.
