@@ -149,19 +149,25 @@ func TestTakeoverWaitsForTheTTL(t *testing.T) {
 // to elect a leader). It cannot watch: the contender reads.
 type laggingKV struct {
 	jetstream.KeyValue
-	stale atomic.Uint64 // the revision the lagging replica has; 0: none lags
-	reads atomic.Int64
+	stale   atomic.Uint64 // the revision the lagging replica has; 0: none lags
+	reads   atomic.Int64
+	watches bool // Watch works (else it fails: the contender reads)
 }
 
 func (k *laggingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
 	if rev := k.stale.Load(); rev != 0 && k.reads.Add(1)%2 == 0 {
-		return k.KeyValue.GetRevision(ctx, key, rev)
+		if e, err := k.KeyValue.GetRevision(ctx, key, rev); err == nil {
+			return e, nil
+		}
 	}
 	return k.KeyValue.Get(ctx, key)
 }
 
-func (k *laggingKV) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	return nil, errors.New("no watch in this test")
+func (k *laggingKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if !k.watches {
+		return nil, errors.New("no watch in this test")
+	}
+	return k.KeyValue.Watch(ctx, keys, opts...)
 }
 
 // Reads that alternate between the key's revision and an older one (a lagging replica) do not
