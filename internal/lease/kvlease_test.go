@@ -208,6 +208,60 @@ func TestLaggingReplicaReadsDoNotRestartTheCount(t *testing.T) {
 	}
 }
 
+// refusingUpdates fails every Update while on, as a clustered bucket does while its stream
+// elects a leader (reads are answered by any replica; writes need the leader). It cannot watch.
+type refusingUpdates struct {
+	jetstream.KeyValue
+	on atomic.Bool
+}
+
+func (k *refusingUpdates) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	if k.on.Load() {
+		return 0, errors.New("nats: no responders available for request")
+	}
+	return k.KeyValue.Update(ctx, key, value, revision)
+}
+
+func (k *refusingUpdates) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return nil, errors.New("no watch in this test")
+}
+
+// A takeover write that fails (the stream still electing its leader) degrades the contender,
+// which starts its RecoverAfter reads at once, at the degraded pace, and writes again within
+// about one renew interval, not after the read that was due next plus those reads.
+func TestFailedTakeoverTriesAgainWithinOneInterval(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	a := b.replica("a")
+	b.waitLeader(a)
+	a.f.Kill()
+	ref := &refusingUpdates{KeyValue: b.kv}
+	ref.on.Store(true)
+	t0 := b.clock.Now()
+	c := b.replica("b", func(c *Config) { c.KV = ref })
+	settle(t, b.clock, c.idle)
+	const step = 50 * time.Millisecond
+	for !c.l.Status().Degraded {
+		if b.clock.Now().Sub(t0) > manualTiming.TTL+manualTiming.RenewInterval {
+			t.Fatalf("b did not try to take over by the ttl:%s", b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	ref.on.Store(false)
+	back := b.clock.Now()
+	for !c.leader() {
+		if b.clock.Now().Sub(back) > manualTiming.RenewInterval+step {
+			t.Fatalf("b does not lead %s after its takeover failed:%s", b.clock.Now().Sub(back), b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	if n := b.rec.count("b", ReasonRecovered); n != 1 {
+		t.Errorf("b recovered %d times before leading, want once (after RecoverAfter reads):%s", n, b.rec)
+	}
+}
+
 // A contender whose reads failed (its store was away, as while NATS elects a new leader for the
 // lease's stream) needs RecoverAfter good reads in a row before it may acquire, and makes them
 // within about one renew interval: it probes faster while degraded.
