@@ -433,7 +433,9 @@ func publish(ctx context.Context, nc *nats.Conn, msgs []published) error {
 	}
 	for _, m := range msgs {
 		msg := &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
-		if _, err := pjs.PublishMsgAsync(msg); err != nil {
+		// A loaded machine can keep the stream from acknowledging 4096 publishes for longer than
+		// the client's default stall wait (200 ms); waiting is what a publisher should do then.
+		if _, err := pjs.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 			return err
 		}
 	}

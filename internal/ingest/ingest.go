@@ -220,7 +220,12 @@ func (i *Ingester) Start(ctx context.Context) error {
 	r := &run{stopFetching: stopFetching, abort: abort, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); i.loop(soft, hard, cons) }()
+	go func() {
+		defer wg.Done()
+		acks := i.startAcker()
+		defer acks.close() // Stop returns once what committed is acknowledged
+		i.loop(soft, hard, cons, acks)
+	}()
 	go func() { defer wg.Done(); i.refreshLag(soft) }()
 	go func() {
 		wg.Wait()
@@ -313,7 +318,7 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 // is still stored when Stop comes meanwhile, like the batch in flight; one that waited behind a
 // store call for half the ack wait is handed back instead, since the server is about to
 // redeliver it to another replica.
-func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
+func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
 	var batch []jetstream.Msg
 	defer func() {
 		if p := recover(); p != nil {
@@ -360,9 +365,9 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 		var out outcome
 		switch {
 		case prepared:
-			out = i.store(hard, groups)
+			out = i.store(hard, acks, groups)
 		case len(batch) > 0:
-			out = i.handle(hard, batch)
+			out = i.handle(hard, acks, batch)
 		}
 		if out == backOff {
 			pause = i.cfg.NakDelay
