@@ -30,6 +30,11 @@ type Dialect struct {
 	// the network wants many rows per round trip. An in-process engine is fastest with 1: one
 	// prepared statement executed per row, which SQLite runs without parsing anything again.
 	RowsPerInsert int
+	// ArrayParams says that the driver binds Go slices as SQL arrays and the engine has unnest
+	// (PostgreSQL through pgx): a batch of events is then one statement of one array per column,
+	// encoded in binary and planned once, instead of statements of RowsPerInsert rows of
+	// parameters. RowsPerInsert does not apply to events then.
+	ArrayParams bool
 	// Maintain, if set, runs in its own goroutine from Open until Close (which cancels ctx and
 	// waits for it): upkeep the engine wants done off the writers' path.
 	Maintain func(ctx context.Context, db *sql.DB)
