@@ -34,7 +34,8 @@ func TestAcknowledgedEventsAreStored(t *testing.T) {
 	var once sync.Once
 	flaky := &wrapStore{Store: bd.store}
 	flaky.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
-		// Before each transaction, what the server counts as acknowledged must already be stored.
+		// Batches are read in stream order, so what committed is a prefix of the stream: the ack
+		// floor ends exactly there. Before each transaction, what the server counts as acknowledged must already be stored.
 		if bad := bd.ackedNotIn(t, ctx, &mu, committed); len(bad) > 0 {
 			mu.Lock()
 			early = append(early, bad...)
@@ -78,8 +79,8 @@ func TestAcknowledgedEventsAreStored(t *testing.T) {
 	if bad := bd.ackedNotIn(t, testCtx(t), nil, committed); len(bad) > 0 {
 		t.Errorf("acknowledged but not stored: %v", bad)
 	}
-	if len(committed) != commits*batch {
-		t.Fatalf("%d events committed, want %d", len(committed), commits*batch)
+	if len(committed) == 0 {
+		t.Fatal("nothing committed before the database went down")
 	}
 	if n := bd.count(t); n != int64(len(committed)) {
 		t.Errorf("store holds %d events, want the %d committed", n, len(committed))

@@ -312,12 +312,13 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 
 // loop fetches and handles batches until soft is cancelled or the worker panics.
 //
-// After a full batch there is most likely more in the stream, so the next batch is fetched and
-// prepared (validated, dead letters sent) while this one is being stored: one batch ahead, never
-// more. Under load the store then never waits for a fetch or for decoding. A batch fetched ahead
-// is still stored when Stop comes meanwhile, like the batch in flight; one that waited behind a
-// store call for half the ack wait is handed back instead, since the server is about to
-// redeliver it to another replica.
+// While a batch is stored, the next one is read and prepared (validated, dead letters sent) when
+// more is likely to come — the batch was full, or its pull request is still open: one batch
+// ahead, never more. The read ahead takes messages until Batch or until the store is ready for
+// them, so that the store never waits for a batch to fill while messages are there, and batches
+// grow with the load. A batch read ahead that waited behind a store call for half the ack wait is
+// handed back instead of stored, since the server is about to redeliver it to another replica;
+// so is one read ahead when Stop came, and whatever the open pull request still brings.
 func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
 	var batch []jetstream.Msg
 	defer func() {
@@ -325,8 +326,13 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			i.panicked(p, batch)
 		}
 	}()
-	var pause time.Duration
-	var ahead *fetchAhead
+	var (
+		pause time.Duration
+		ahead *fetchAhead
+		p     pull
+	)
+	now := make(chan struct{}) // the loop's own reads are for a store that is waiting
+	close(now)
 	for {
 		if pause > 0 {
 			select {
@@ -347,7 +353,11 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			if r.panic != nil {
 				panic(r.panic)
 			}
-			if len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2 {
+			switch {
+			case len(groups) > 0 && soft.Err() != nil:
+				i.handBackGroups(groups)
+				groups = nil
+			case len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2:
 				i.log.Warn("ingest: a batch fetched ahead waited half the ack wait behind a slow store call; handed back",
 					"events", len(groups), "waited", time.Since(ahead.started).Round(time.Millisecond))
 				i.handBackGroups(groups)
@@ -355,12 +365,13 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			}
 			ahead = nil
 		case soft.Err() != nil:
+			i.handBack(i.finish(&p))
 			return
 		default:
-			batch, err = i.fetch(cons)
+			batch, err = i.read(cons, &p, now)
 		}
-		if err == nil && len(batch) == i.cfg.Batch && soft.Err() == nil {
-			ahead = i.fetchAhead(hard, cons)
+		if err == nil && len(batch) > 0 && (len(batch) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
+			ahead = i.fetchAhead(hard, cons, &p)
 		}
 		var out outcome
 		switch {
@@ -378,7 +389,7 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			continue
 		}
 		if soft.Err() != nil {
-			continue // a batch fetched ahead is still stored; then the loop returns
+			continue // the loop returns after handing back what is still open
 		}
 		i.log.Warn("ingest: fetch failed", "err", err)
 		pause = max(pause, i.cfg.NakDelay, time.Second)
@@ -439,9 +450,10 @@ func (i *Ingester) Health() error {
 	return i.health
 }
 
-// fetchAhead is a batch being fetched and prepared while the one before it is stored.
+// fetchAhead is a batch being read and prepared while the one before it is stored.
 type fetchAhead struct {
-	started time.Time // local monotonic time the pull request was made
+	started time.Time     // local monotonic time the read began
+	hurry   chan struct{} // closed when the loop waits for the batch
 	done    chan fetched
 }
 
@@ -464,8 +476,8 @@ func (p carriedPanic) String() string {
 	return fmt.Sprintf("%v (while %s)\n%s", p.value, p.where, p.stack)
 }
 
-func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fetchAhead {
-	f := &fetchAhead{started: time.Now(), done: make(chan fetched, 1)}
+func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *pull) *fetchAhead {
+	f := &fetchAhead{started: time.Now(), hurry: make(chan struct{}), done: make(chan fetched, 1)}
 	go func() {
 		var r fetched
 		defer func() {
@@ -474,12 +486,13 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fet
 			}
 			f.done <- r
 		}()
-		r.msgs, r.err = i.fetch(cons)
+		r.msgs, r.err = i.read(cons, p, f.hurry)
 		if len(r.msgs) == 0 {
 			return
 		}
 		if ctx.Err() != nil {
 			i.handBack(r.msgs)
+			r.msgs = nil
 			return
 		}
 		r.groups = i.prepare(ctx, r.msgs)
@@ -487,7 +500,11 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fet
 	return f
 }
 
-func (f *fetchAhead) wait() fetched { return <-f.done }
+// wait tells the goroutine to return what it has and waits for it.
+func (f *fetchAhead) wait() fetched {
+	close(f.hurry)
+	return <-f.done
+}
 
 func consumerGone(err error) bool {
 	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
@@ -500,19 +517,110 @@ func consumerGone(err error) bool {
 // that, so that no single message can exceed it and stall the consumer.
 const fetchMaxBytes = 64 << 20
 
-// fetch waits out one pull request (at most MaxWait). It is not cut short by Stop: messages the
-// server has already sent for the request would otherwise be dropped by the client and sit
-// un-acknowledged until AckWait.
-func (i *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait), jetstream.FetchMaxBytes(fetchMaxBytes))
-	if err != nil {
-		return nil, err
+// linger is how long a read waits for the next message once it has some: a pause that long ends
+// the burst, and what came is stored now rather than when the pull request expires.
+const linger = 20 * time.Millisecond
+
+// pull is the pull request being read, nil when none is open. A read takes what the request has
+// delivered and may leave it open for the next read, so that a batch is stored as soon as the
+// messages stop coming or the store is ready for it, not when the request expires. One goroutine
+// reads it at a time: the loop, or the one fetching ahead while the loop waits for it.
+type pull struct {
+	open   jetstream.MessageBatch
+	opened time.Time // local monotonic time the open request was made
+}
+
+// read returns the consumer's next messages. It opens a pull request for Batch messages (and
+// fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
+// (MaxWait), then takes more until Batch, the end of the request, a pause of linger or, once
+// hurry is closed, the first moment nothing is waiting. A request is never abandoned: messages
+// the server has sent for it would be dropped by the client and sit un-acknowledged until
+// AckWait; Stop finishes it (finish).
+func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{}) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if p.open != nil && len(msgs) == 0 && time.Since(p.opened) >= i.cfg.AckWait/2 {
+			// What the request delivered waited behind a slow store call: the server is about to
+			// hand it to another replica. Hand it back now, as a batch fetched ahead would be.
+			if stale := i.finish(p); len(stale) > 0 {
+				i.log.Warn("ingest: messages of a pull request waited half the ack wait behind a slow store call; handed back",
+					"events", len(stale), "waited", time.Since(p.opened).Round(time.Millisecond))
+				i.handBack(stale)
+			}
+		}
+		continued := p.open != nil
+		if !continued {
+			b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait), jetstream.FetchMaxBytes(fetchMaxBytes))
+			if err != nil {
+				return nil, err
+			}
+			p.open, p.opened = b, time.Now()
+		}
+		ch := p.open.Messages()
+		if len(msgs) == 0 {
+			m, ok := <-ch
+			if !ok {
+				err := p.open.Error()
+				p.open = nil
+				if continued && err == nil {
+					continue // the last read took the request's last message
+				}
+				return nil, err
+			}
+			msgs = append(msgs, m)
+		}
+		for len(msgs) < i.cfg.Batch {
+			var m jetstream.Msg
+			ok := true
+			select {
+			case m, ok = <-ch:
+			default:
+				select {
+				case <-hurry:
+					return msgs, nil
+				default:
+				}
+				if timer == nil {
+					timer = time.NewTimer(linger)
+				} else {
+					timer.Reset(linger)
+				}
+				select {
+				case m, ok = <-ch:
+				case <-hurry:
+					return msgs, nil
+				case <-timer.C:
+					return msgs, nil
+				}
+			}
+			if !ok {
+				err := p.open.Error()
+				p.open = nil
+				return msgs, err
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs, nil
+	}
+}
+
+// finish reads the open pull request, if any, to its end (at most MaxWait).
+func (i *Ingester) finish(p *pull) []jetstream.Msg {
+	if p.open == nil {
+		return nil
 	}
 	var msgs []jetstream.Msg
-	for m := range b.Messages() {
+	for m := range p.open.Messages() {
 		msgs = append(msgs, m)
 	}
-	return msgs, b.Error()
+	p.open = nil
+	return msgs
 }
 
 // panicked reports a worker panic: logged with its stack, counted, sent once on Fatal. The batch is
