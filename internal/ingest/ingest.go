@@ -48,8 +48,9 @@ type Config struct {
 	Consumer string
 	// Batch is the most messages fetched, and written in one transaction, at a time.
 	Batch int
-	// MaxWait is how long one fetch waits for a full batch. Stop waits for the fetch in progress,
-	// so it also bounds how long Stop takes on an idle stream.
+	// MaxWait is how long one pull request lasts: how long a read waits for a first message on
+	// an idle stream. Stop waits for the open request to end, so it also bounds how long Stop
+	// takes on an idle stream.
 	MaxWait time.Duration
 	// AckWait is how long a delivered message may stay un-acknowledged before the server hands
 	// it to another replica. A store call taking longer is abandoned as a transient failure.
