@@ -12,10 +12,11 @@
 // between commit and ack, an event re-published by an agent's outbox, or a replayed dead letter
 // is skipped by the unique event id (and counted in godwit_ingest_events_duplicate_total).
 //
-// Batches follow the load. A read takes what its pull request has delivered and ends when the
-// messages pause (20 ms), when Batch is reached or when the store is ready for more, leaving the
-// request open for the next read; a burst's last events are stored at once, not when the request
-// expires. While a batch is written, the next one is read and validated (one batch ahead, never
+// Batches follow the load. While the stream holds more for the consumer (a backlog, or agents
+// publishing faster than the store writes), a read takes Batch messages. Once it has caught up,
+// a read ends when the messages pause (20 ms) or the store is ready for more, leaving the pull
+// request open for the next read: a burst's last events are stored at once, not when the
+// request expires. While a batch is written, the next one is read and validated (one batch ahead, never
 // more), so the store never waits for the bus or for decoding, and the batch read meanwhile is as
 // large as what arrived. The acknowledgements of a committed batch are sent, and confirmed by the
 // server, on a goroutine of their own while the next batch is written: they still follow the

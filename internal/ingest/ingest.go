@@ -533,8 +533,9 @@ type pull struct {
 
 // read returns the consumer's next messages. It opens a pull request for Batch messages (and
 // fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
-// (MaxWait), then takes more until Batch, the end of the request, a pause of linger or, once
-// hurry is closed, the first moment nothing is waiting. A request is never abandoned: messages
+// (MaxWait), then takes more until Batch or the end of the request; or, when the stream held
+// nothing more for the consumer as the last message taken was delivered, until a pause of
+// linger or, once hurry is closed, the first moment nothing is waiting. A request is never abandoned: messages
 // the server has sent for it would be dropped by the client and sit un-acknowledged until
 // AckWait; Stop finishes it (finish).
 func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{}) ([]jetstream.Msg, error) {
@@ -582,6 +583,12 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{})
 			select {
 			case m, ok = <-ch:
 			default:
+				if morePending(msgs[len(msgs)-1]) {
+					// A backlog: the rest of the batch is on its way. Small batches would cost a
+					// transaction, and derived-state rows, for a few events each.
+					m, ok = <-ch
+					break
+				}
 				select {
 				case <-hurry:
 					return msgs, nil
@@ -609,6 +616,12 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{})
 		}
 		return msgs, nil
 	}
+}
+
+// morePending reports whether the stream held more for the consumer when m was delivered.
+func morePending(m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && md.NumPending > 0
 }
 
 // finish reads the open pull request, if any, to its end (at most MaxWait).
