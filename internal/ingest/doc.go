@@ -14,11 +14,12 @@
 //
 // Batches follow the load. While the stream holds more for the consumer (a backlog, or agents
 // publishing faster than the store writes), a read takes Batch messages. Once it has caught up,
-// a read ends when the messages pause (20 ms) or the store is ready for more, leaving the pull
-// request open for the next read: a burst's last events are stored at once, not when the
-// request expires. While a batch is written, the next one is read and validated (one batch ahead, never
-// more), so the store never waits for the bus or for decoding, and the batch read meanwhile is as
-// large as what arrived. The acknowledgements of a committed batch are sent, and confirmed by the
+// a read ends when the messages pause (20 ms), leaving the pull request open for the next read:
+// a burst's last events are stored at once, not when the request expires, while a steady flow is
+// still written in full batches (each costs a transaction and a derived-state row per agent in
+// it, so small ones would cost more per event). While a batch is written, the next one is read
+// and validated (one batch ahead, never more), so the store never waits for the bus or for
+// decoding. The acknowledgements of a committed batch are sent, and confirmed by the
 // server, on a goroutine of their own while the next batch is written: they still follow the
 // commit, and Stop returns only once they are confirmed.
 //

@@ -315,9 +315,7 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 //
 // While a batch is stored, the next one is read and prepared (validated, dead letters sent) when
 // more is likely to come — the batch was full, or its pull request is still open: one batch
-// ahead, never more. The read ahead takes messages until Batch or until the store is ready for
-// them, so that the store never waits for a batch to fill while messages are there, and batches
-// grow with the load. A batch read ahead that waited behind a store call for half the ack wait is
+// ahead, never more. A batch read ahead that waited behind a store call for half the ack wait is
 // handed back instead of stored, since the server is about to redeliver it to another replica;
 // so is one read ahead when Stop came, and whatever the open pull request still brings.
 func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
@@ -332,8 +330,6 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 		ahead *fetchAhead
 		p     pull
 	)
-	now := make(chan struct{}) // the loop's own reads are for a store that is waiting
-	close(now)
 	for {
 		if pause > 0 {
 			select {
@@ -369,7 +365,7 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			i.handBack(i.finish(&p))
 			return
 		default:
-			batch, err = i.read(cons, &p, now)
+			batch, err = i.read(cons, &p)
 		}
 		if err == nil && len(batch) > 0 && (len(batch) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
 			ahead = i.fetchAhead(hard, cons, &p)
@@ -453,8 +449,7 @@ func (i *Ingester) Health() error {
 
 // fetchAhead is a batch being read and prepared while the one before it is stored.
 type fetchAhead struct {
-	started time.Time     // local monotonic time the read began
-	hurry   chan struct{} // closed when the loop waits for the batch
+	started time.Time // local monotonic time the read began
 	done    chan fetched
 }
 
@@ -478,7 +473,7 @@ func (p carriedPanic) String() string {
 }
 
 func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *pull) *fetchAhead {
-	f := &fetchAhead{started: time.Now(), hurry: make(chan struct{}), done: make(chan fetched, 1)}
+	f := &fetchAhead{started: time.Now(), done: make(chan fetched, 1)}
 	go func() {
 		var r fetched
 		defer func() {
@@ -487,7 +482,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *p
 			}
 			f.done <- r
 		}()
-		r.msgs, r.err = i.read(cons, p, f.hurry)
+		r.msgs, r.err = i.read(cons, p)
 		if len(r.msgs) == 0 {
 			return
 		}
@@ -501,11 +496,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *p
 	return f
 }
 
-// wait tells the goroutine to return what it has and waits for it.
-func (f *fetchAhead) wait() fetched {
-	close(f.hurry)
-	return <-f.done
-}
+func (f *fetchAhead) wait() fetched { return <-f.done }
 
 func consumerGone(err error) bool {
 	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
@@ -535,10 +526,10 @@ type pull struct {
 // fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
 // (MaxWait), then takes more until Batch or the end of the request; or, when the stream held
 // nothing more for the consumer as the last message taken was delivered, until a pause of
-// linger or, once hurry is closed, the first moment nothing is waiting. A request is never abandoned: messages
+// linger. A request is never abandoned: messages
 // the server has sent for it would be dropped by the client and sit un-acknowledged until
 // AckWait; Stop finishes it (finish).
-func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{}) ([]jetstream.Msg, error) {
+func (i *Ingester) read(cons jetstream.Consumer, p *pull) ([]jetstream.Msg, error) {
 	var msgs []jetstream.Msg
 	var timer *time.Timer
 	defer func() {
@@ -589,11 +580,6 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{})
 					m, ok = <-ch
 					break
 				}
-				select {
-				case <-hurry:
-					return msgs, nil
-				default:
-				}
 				if timer == nil {
 					timer = time.NewTimer(linger)
 				} else {
@@ -601,8 +587,6 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull, hurry <-chan struct{})
 				}
 				select {
 				case m, ok = <-ch:
-				case <-hurry:
-					return msgs, nil
 				case <-timer.C:
 					return msgs, nil
 				}
