@@ -3,8 +3,10 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -42,10 +44,11 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 	if len(events) == 0 && len(states) == 0 {
 		return 0, nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, release, err := s.beginEvents(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert events: %w", err)
 	}
+	defer release()
 	defer func() { _ = tx.Rollback() }()
 	if s.dialect.ArrayParams {
 		inserted, err := insertEventArrays(ctx, tx, events, newestStates(states))
@@ -85,6 +88,37 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 		return 0, fmt.Errorf("insert events: commit: %w", err)
 	}
 	return int(inserted), nil
+}
+
+// beginEvents begins the transaction of a batch of events: on the connection kept for them
+// (Dialect.OneEventWriter), waiting for it while another batch is written, or on any. release
+// gives the connection back once the transaction has ended.
+func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), err error) {
+	if s.eventConn == nil {
+		tx, err := s.db.BeginTx(ctx, nil)
+		return tx, func() {}, err
+	}
+	var conn *sql.Conn
+	select {
+	case conn = <-s.eventConn:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	if conn == nil {
+		if conn, err = s.db.Conn(ctx); err != nil {
+			s.eventConn <- nil
+			return nil, nil, err
+		}
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+			_ = conn.Close()
+			conn = nil // the next batch takes a new one
+		}
+		s.eventConn <- conn
+		return nil, nil, err
+	}
+	return tx, func() { s.eventConn <- conn }, nil
 }
 
 // Statements of a whole batch for engines that bind Go slices as arrays (Dialect.ArrayParams):
