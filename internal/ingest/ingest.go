@@ -366,6 +366,10 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			return
 		default:
 			batch, err = i.read(cons, &p)
+			if len(batch) > 0 && hard.Err() == nil {
+				// Before reading ahead: dead letters go out in the order of the stream.
+				groups, prepared = i.prepare(hard, batch), true
+			}
 		}
 		if err == nil && len(batch) > 0 && (len(batch) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
 			ahead = i.fetchAhead(hard, cons, &p)
