@@ -133,6 +133,8 @@ type engine struct {
 	name string
 	// open returns a store on a database nobody else uses, and what removes it.
 	open func(ctx context.Context) (store.Store, func() error, error)
+	// reused: the database holds the data of an earlier run (bench ui --sqlite-file).
+	reused bool
 }
 
 // openEngines turns engine names into engines. PostgreSQL is measured on postgresDSN, or on
