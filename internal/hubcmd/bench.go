@@ -142,6 +142,7 @@ over it, the table marks it.`,
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")
 	f.StringVar(&cfg.TempDir, "temp-dir", "", "directory for the SQLite file (default: the system's)")
+	f.StringVar(&cfg.SQLiteFile, "sqlite-file", "", "SQLite database to measure: built there if absent and kept, reused as it is if present (--agents and --events then do not apply)")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }
