@@ -119,21 +119,22 @@ func FailoverTimelines(ctx context.Context, st store.Store, groups ...string) (m
 	for _, g := range groups {
 		out[g] = []wire.FailoverTimelineEntry{}
 	}
-	evs, _, err := st.QueryEvents(ctx, store.EventQuery{Types: []string{wire.EventFailoverTransition}, Limit: timelineEventsRead})
+	evs, _, err := st.QueryEvents(ctx, store.EventQuery{Types: []string{wire.EventFailoverTransition, wire.EventFailoverPolicyRefused},
+		Limit: timelineEventsRead})
 	if err != nil {
 		return nil, err
 	}
 	full := 0
 	for _, e := range evs {
-		var t wire.FailoverTransition
-		if len(e.Data.Extra) == 0 || json.Unmarshal(e.Data.Extra, &t) != nil {
+		te, ok := timelineEntry(e.Event)
+		if !ok {
 			continue
 		}
-		tl, ok := out[t.Group]
+		tl, ok := out[te.Group]
 		if !ok || len(tl) == timelineLimit {
 			continue
 		}
-		out[t.Group] = append(tl, wire.FailoverTimelineEntry{Time: e.Time, FailoverTransition: t})
+		out[te.Group] = append(tl, te)
 		if len(tl)+1 == timelineLimit {
 			if full++; full == len(out) {
 				break
@@ -141,6 +142,31 @@ func FailoverTimelines(ctx context.Context, st store.Store, groups ...string) (m
 		}
 	}
 	return out, nil
+}
+
+// timelineEntry is a stored failover.transition or failover.policy.refused event as a timeline
+// entry; false when its data does not decode.
+func timelineEntry(e wire.Event) (wire.FailoverTimelineEntry, bool) {
+	if len(e.Data.Extra) == 0 {
+		return wire.FailoverTimelineEntry{}, false
+	}
+	te := wire.FailoverTimelineEntry{Time: e.Time, Event: e.Type}
+	switch e.Type {
+	case wire.EventFailoverTransition:
+		if json.Unmarshal(e.Data.Extra, &te.FailoverTransition) != nil {
+			return te, false
+		}
+	case wire.EventFailoverPolicyRefused:
+		var r struct{ Group, Hook, Rule, Policy string }
+		if json.Unmarshal(e.Data.Extra, &r) != nil || r.Group == "" {
+			return te, false
+		}
+		te.Group, te.Member, te.Hook, te.HookResult, te.Rule, te.Policy = r.Group, e.Data.AgentID, r.Hook, "refused", r.Rule, r.Policy
+		te.Reason = "refused by agent policy " + r.Policy + ", rule " + r.Rule + ": this agent does not join the group"
+	default:
+		return te, false
+	}
+	return te, true
 }
 
 func (s *Server) deleteFailoverGroup(r *http.Request) (any, error) {

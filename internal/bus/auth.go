@@ -176,7 +176,9 @@ func AgentPermissions(agentID string) *server.Permissions { return AgentPermissi
 // groupBucket ("" for none). Beside its own assignment key (read and watch), a member may read
 // the group record, the control key and the members' keys of that bucket, write the record
 // (only by compare-and-set: JetStream checks the expected revision) and its own member key,
-// and nothing of any other bucket. It never writes the control key: that is the hub's.
+// subscribe to the record's subject (the other members' writes of it, as a hint to read it
+// again: GroupKV.Watch), and nothing of any other bucket. It never writes the control key:
+// that is the hub's.
 func AgentPermissionsIn(agentID, groupBucket string) *server.Permissions {
 	if !ValidAgentID(agentID) || groupBucket != "" && !validBucketToken(groupBucket) {
 		return &server.Permissions{
@@ -193,7 +195,14 @@ func AgentPermissionsIn(agentID, groupBucket string) *server.Permissions {
 		wire.KVDirectGetSubject(wire.BucketSweep, agentID),
 		wire.KVDirectGetSubject(wire.BucketFailover, agentID),
 	}
+	sub := []string{
+		wire.AgentInbox(agentID) + ".>",
+		wire.KVSubject(wire.BucketDesired, agentID),
+		wire.KVSubject(wire.BucketSweep, agentID),
+		wire.KVSubject(wire.BucketFailover, agentID),
+	}
 	if groupBucket != "" {
+		sub = append(sub, wire.KVSubject(groupBucket, groupRecordKey))
 		pub = append(pub,
 			wire.KVDirectGetSubject(groupBucket, "record"),
 			wire.KVDirectGetSubject(groupBucket, "control"),
@@ -203,13 +212,8 @@ func AgentPermissionsIn(agentID, groupBucket string) *server.Permissions {
 		)
 	}
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: []string{
-			wire.AgentInbox(agentID) + ".>",
-			wire.KVSubject(wire.BucketDesired, agentID),
-			wire.KVSubject(wire.BucketSweep, agentID),
-			wire.KVSubject(wire.BucketFailover, agentID),
-		}},
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: sub},
 	}
 }
 

@@ -147,6 +147,13 @@ func (g GroupKV) Update(ctx context.Context, key string, value []byte, revision 
 // Watch polls key every Poll and delivers each new revision, the current one first (whatever
 // the options: a member that starts must see a pause set before it). A delete or purge is
 // delivered as such. The watcher ends with ctx or Stop.
+//
+// The record key is also read at once whenever a write to it is published — a member's
+// permissions let it subscribe to its group's record subject, where the other members' writes
+// pass — so a promotion is seen without waiting for the next poll. The message is only that
+// nudge: a write JetStream refused (a lost compare-and-set) is published all the same, so what
+// is delivered is always what a direct get returned, with the store's revision and time.
+// (Control is written by the hub, in another account; it is polled only.)
 func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
 	every := g.Poll
 	if every <= 0 {
@@ -154,8 +161,22 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &pollWatcher{updates: make(chan jetstream.KeyValueEntry), stop: cancel}
+	nudge := make(chan struct{}, 1)
+	var sub *nats.Subscription
+	if key == groupRecordKey {
+		// Without it (a failed subscribe) polling alone still delivers every revision.
+		sub, _ = g.Conn.Subscribe(wire.KVSubject(g.Bucket, key), func(*nats.Msg) {
+			select {
+			case nudge <- struct{}{}:
+			default:
+			}
+		})
+	}
 	go func() {
 		defer close(w.updates)
+		if sub != nil {
+			defer func() { _ = sub.Unsubscribe() }()
+		}
 		var seen uint64
 		t := time.NewTicker(every)
 		defer t.Stop()
@@ -175,11 +196,16 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-nudge:
 			}
 		}
 	}()
 	return w, nil
 }
+
+// groupRecordKey is the group record's key in a failover group's bucket: the one key whose
+// writes a member may subscribe to (AgentPermissionsIn).
+const groupRecordKey = "record"
 
 type pollWatcher struct {
 	updates chan jetstream.KeyValueEntry

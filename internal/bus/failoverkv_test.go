@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,8 +32,9 @@ func TestGroupBucketPermissions(t *testing.T) {
 	idA, pwA := agents.enroll(t)
 	idB, pwB := agents.enroll(t)
 	idC, pwC := agents.enroll(t)
+	idD, pwD := agents.enroll(t)
 	const g1, g2 = "godwit_fo_godwit_one", "godwit_fo_godwit_two"
-	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: map[string]string{idA: g1, idB: g2}}
+	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: map[string]string{idA: g1, idB: g2, idD: g1}}
 	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -78,11 +80,39 @@ func TestGroupBucketPermissions(t *testing.T) {
 	if err != nil || rev2 <= rev {
 		t.Fatalf("update at the right revision: %d, %v", rev2, err)
 	}
+	// A member's watch of the record is pushed another member's write at once (its poll is an
+	// hour away): its permissions let it subscribe to the record's subject.
+	wctx, wcancel := context.WithCancel(t.Context())
+	defer wcancel()
+	w, err := GroupKV{Conn: a.Conn, Bucket: g1, Poll: time.Hour}.Watch(wctx, "record")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := <-w.Updates(); e == nil || e.Revision() != rev2 {
+		t.Fatalf("the watch's first entry: %v, want revision %d", e, rev2)
+	}
+	if err := a.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d := bd.connectAgent(t, idD, pwD)
+	rev3, err := GroupKV{Conn: d.Conn, Bucket: g1}.Update(testCtx(t), "record", []byte(`{"epoch":3}`), rev2)
+	if err != nil {
+		t.Fatalf("the other member's update: %v", err)
+	}
+	select {
+	case e := <-w.Updates():
+		if e == nil || e.Revision() != rev3 || string(e.Value()) != `{"epoch":3}` {
+			t.Fatalf("pushed entry %v, want revision %d", e, rev3)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other member's write of the record was not pushed to the watch")
+	}
+	rev2 = rev3
 	if _, err := kvA.Create(testCtx(t), "member."+idA, []byte(`{}`)); err != nil {
 		t.Fatalf("own member key: %v", err)
 	}
 	e, err := kvA.Get(testCtx(t), "record")
-	if err != nil || string(e.Value()) != `{"epoch":2}` || e.Revision() != rev2 || e.Created().IsZero() {
+	if err != nil || string(e.Value()) != `{"epoch":3}` || e.Revision() != rev2 || e.Created().IsZero() {
 		t.Fatalf("get record: %v %v", e, err)
 	}
 	if _, err := kvA.Get(testCtx(t), "control"); err != nil {
@@ -132,6 +162,16 @@ func TestGroupBucketPermissions(t *testing.T) {
 			t.Fatalf("%s: allowed", d.name)
 		}
 		waitPermissionViolation(t, d.conn, d.subj)
+	}
+	// Subscriptions beyond its own group's record are refused too.
+	for _, x := range []struct {
+		conn *agentConn
+		subj string
+	}{{b, wire.KVSubject(g1, "record")}, {c, wire.KVSubject(g1, "record")}, {a, wire.KVSubject(g1, "control")}, {a, wire.KVSubject(g1, "member."+idD)}} {
+		if _, err := x.conn.Conn.SubscribeSync(x.subj); err != nil {
+			t.Fatal(err)
+		}
+		waitPermissionViolation(t, x.conn, x.subj)
 	}
 	// Nothing of the refused writes landed.
 	kv1, _ := js.KeyValue(testCtx(t), g1)

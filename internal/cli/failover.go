@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"godwit.dev/godwit/internal/failover"
 	"godwit.dev/godwit/internal/human"
+	"godwit.dev/godwit/internal/manifest"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -204,18 +205,33 @@ func newFailoverDescribeCmd(stdio IO, opts *rootOptions) *cobra.Command {
 func printFailoverDetail(w io.Writer, d wire.FailoverGroupDetail) {
 	fmt.Fprintf(w, "Name:     %s\nState:    %s\nVersion:  %d\nCreated:  %s\n", d.Name, pausedWord(d.FailoverGroup), d.Version,
 		d.CreatedAt.UTC().Format(time.RFC3339))
-	// The latest transition of each member says its role, state and epoch.
-	latest := failover.Latest(d.Timeline)
+	c, specErr := failover.SpecOf(d.FailoverGroup)
+	if specErr == nil {
+		printFailoverSettings(w, c)
+	}
+	// The latest transition of each member says its role, state and epoch; a policy refusal
+	// newer than it says the agent runs no member of the group.
+	latest, refused := failover.Latest(d.Timeline), failover.Refused(d.Timeline)
 	fmt.Fprintln(w, "Members:")
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "  AGENT\tROLE\tSTATE\tEPOCH\tSINCE")
+	fmt.Fprintln(tw, "  AGENT\tENTRY\tPRIORITY\tNOFAILOVER\tROLE\tSTATE\tEPOCH\tSINCE")
 	for _, m := range d.Members {
-		e, ok := latest[m]
-		if !ok {
-			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\n", m)
+		entry, prio, nofo := "?", "?", "?"
+		if specErr == nil {
+			if st, ok := c.SettingsOf(m); ok {
+				entry, prio, nofo = memberEntry(c, st.Entry), fmt.Sprint(st.Priority), fmt.Sprint(st.NoFailover)
+			}
+		}
+		if r, ok := refused[m]; ok {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t-\trefused (hook %s, agent policy)\t-\t%s\n", m, entry, prio, nofo, r.Hook, r.Time.UTC().Format(time.RFC3339))
 			continue
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", m, e.Role, e.To, e.Epoch, e.Time.UTC().Format(time.RFC3339))
+		e, ok := latest[m]
+		if !ok {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t-\t-\t-\t-\n", m, entry, prio, nofo)
+			continue
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m, entry, prio, nofo, e.Role, e.To, e.Epoch, e.Time.UTC().Format(time.RFC3339))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "Timeline (newest first):")
@@ -225,15 +241,16 @@ func printFailoverDetail(w io.Writer, d wire.FailoverGroupDetail) {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, e := range d.Timeline {
 		what := e.From + " → " + e.To
-		if e.Hook != "" {
+		if e.Event == wire.EventFailoverPolicyRefused {
+			what = e.Hook + " refused"
+		} else if e.Hook != "" {
 			what = e.Hook + " " + e.HookResult
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\tepoch %d\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Member, what, e.Epoch, e.Reason)
 	}
 	_ = tw.Flush()
-	var spec any
-	if json.Unmarshal(d.Spec, &spec) == nil {
-		if c, err := failover.SpecOf(d.FailoverGroup); err == nil {
+	if specErr == nil {
+		{
 			b, _ := json.Marshal(failover.Document(c))
 			var doc any
 			_ = json.Unmarshal(b, &doc)
@@ -245,4 +262,61 @@ func printFailoverDetail(w io.Writer, d wire.FailoverGroupDetail) {
 			}
 		}
 	}
+}
+
+// printFailoverSettings prints what the members run with: the timing with the defaults filled
+// in and the rule it keeps, and each hook with its timeout.
+func printFailoverSettings(w io.Writer, c failover.Canonical) {
+	ms := func(v int64) string { return manifest.FormatDuration(time.Duration(v) * time.Millisecond) }
+	fmt.Fprintln(w, "Timing (defaults filled in):")
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintf(tw, "  heartbeatInterval\t%s\n  heartbeatTimeout\t%s\n  failureThreshold\t%d\n  safetyMargin\t%s\n",
+		ms(c.HeartbeatInterval), ms(c.HeartbeatTimeout), c.FailureThreshold, ms(c.SafetyMargin))
+	fmt.Fprintf(tw, "  failoverTimeout\t%s\t(> heartbeatTimeout × failureThreshold + safetyMargin = %s)\n", ms(c.FailoverTimeout),
+		ms(c.HeartbeatTimeout*int64(c.FailureThreshold)+c.SafetyMargin))
+	lag := fmt.Sprint(c.MaxLagOnFailover)
+	if c.MaxLagOnFailover == 0 {
+		lag = "0 (no limit)"
+	}
+	fmt.Fprintf(tw, "  recoveryThreshold\t%d\n  maxLagOnFailover\t%s\n  handoverOnStop\t%v\n", c.RecoveryThreshold, lag, c.HandoverOnStop)
+	_ = tw.Flush()
+	fmt.Fprintln(w, "Hooks:")
+	tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "  HOOK\tTIMEOUT\tCOMMAND")
+	for _, name := range []string{"healthCheck", "onPromote", "onFence", "onDemote"} {
+		h, ok := c.Hooks[name]
+		if !ok || strings.TrimSpace(h.Command) == "" {
+			fmt.Fprintf(tw, "  %s\t-\t(none)\n", name)
+			continue
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, ms(h.TimeoutMS), oneLine(h.Command, 60))
+	}
+	_ = tw.Flush()
+}
+
+// memberEntry names the spec entry that took a member in.
+func memberEntry(c failover.Canonical, i int) string {
+	if i < 0 || i >= len(c.Members) {
+		return "a selector (not resolved)"
+	}
+	if c.Members[i].Selector != nil {
+		return fmt.Sprintf("spec.members[%d].selector", i)
+	}
+	return fmt.Sprintf("spec.members[%d].agent", i)
+}
+
+// oneLine is s's first line, cut to n runes.
+func oneLine(s string, n int) string {
+	s = strings.TrimSpace(s)
+	cut := false
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s, cut = s[:i], true
+	}
+	if r := []rune(s); len(r) > n {
+		s, cut = string(r[:n]), true
+	}
+	if cut {
+		s += " …"
+	}
+	return s
 }

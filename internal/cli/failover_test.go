@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/failover/groups"
 	"godwit.dev/godwit/internal/logging"
+	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -92,10 +95,34 @@ spec:
 	if out, _, code := run("failover", "pause", "pg", "--reason", "upgrade"); code != 0 || !strings.Contains(out, "paused (upgrade)") {
 		t.Fatalf("pause: %d %q", code, out)
 	}
+	// ids[0]'s policy refused a hook; ids[1] reported a transition.
+	refusal, _ := json.Marshal(map[string]string{"group": "pg", "hook": "onFence", "rule": "spec.commands.run", "policy": "db-hosts"})
+	moved, _ := json.Marshal(wire.FailoverTransition{Group: "pg", Member: ids[1], Role: "replica", From: "initializing", To: "watching", Epoch: 4, Reason: "another is primary"})
+	ev1 := wire.NewEvent(wire.AgentSource(ids[0]), wire.EventFailoverPolicyRefused, wire.SeverityError, wire.EventData{AgentID: ids[0], Extra: refusal})
+	ev2 := wire.NewEvent(wire.AgentSource(ids[1]), wire.EventFailoverTransition, wire.SeverityInfo, wire.EventData{AgentID: ids[1], Extra: moved})
+	if _, err := st.InsertEvents(ctx, []store.StoredEvent{{Event: ev1, ReceivedAt: now}, {Event: ev2, ReceivedAt: now}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	out, _, code := run("describe", "failovergroup", "pg")
 	if code != 0 || !strings.Contains(out, "State:    paused (upgrade)") || !strings.Contains(out, ids[1]) || !strings.Contains(out, "kind: FailoverGroup") ||
 		!strings.Contains(out, "failoverTimeout: 20s") {
 		t.Fatalf("describe: %d %q", code, out)
+	}
+	// The settings the members run with: timing after defaults and its rule, hooks with their
+	// timeouts, members through the entry that took them in; the refusal on the timeline and as
+	// the member's standing.
+	for _, re := range []string{
+		`(?m)^  heartbeatInterval +1s$`, `(?m)^  failureThreshold +3$`,
+		`(?m)^  failoverTimeout +20s +\(> heartbeatTimeout × failureThreshold \+ safetyMargin = \d+s\)$`,
+		`(?m)^  maxLagOnFailover +0 \(no limit\)$`, `(?m)^  healthCheck +- +\(none\)$`, `(?m)^  onFence +2s +pg_ctl stop$`,
+		`(?m)^  onPromote +1m +pg_ctl promote$`,
+		`(?m)^  ` + ids[0] + ` +spec\.members\[0\]\.selector +0 +false +- +refused \(hook onFence, agent policy\)`,
+		`(?m)^  ` + ids[1] + ` +spec\.members\[0\]\.selector +0 +false +replica +watching +4 `,
+		`(?m)^  \S+ +` + ids[0] + ` +onFence refused +epoch 0 +refused by agent policy db-hosts, rule spec\.commands\.run`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("describe lacks %s:\n%s", re, out)
+		}
 	}
 	if out, _, code := run("failover", "resume", "pg"); code != 0 || !strings.Contains(out, "active") {
 		t.Fatalf("resume: %d %q", code, out)

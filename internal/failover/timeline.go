@@ -14,3 +14,24 @@ func Latest(timeline []wire.FailoverTimelineEntry) map[string]wire.FailoverTimel
 	}
 	return latest
 }
+
+// Refused is, for each member whose agent's policy refused a hook of the group since it last
+// reported a transition, that refusal (failover.policy.refused): the agent runs no member of
+// the group, so its last transition, if any, is not its state.
+func Refused(timeline []wire.FailoverTimelineEntry) map[string]wire.FailoverTimelineEntry {
+	out := map[string]wire.FailoverTimelineEntry{}
+	seen := map[string]bool{}
+	for _, e := range timeline {
+		if seen[e.Member] {
+			continue
+		}
+		switch {
+		case e.Event == wire.EventFailoverPolicyRefused:
+			out[e.Member] = e
+			seen[e.Member] = true
+		case e.Hook == "":
+			seen[e.Member] = true
+		}
+	}
+	return out
+}

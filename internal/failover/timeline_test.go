@@ -25,3 +25,33 @@ func TestLatest(t *testing.T) {
 		t.Fatal("an empty timeline has latest transitions")
 	}
 }
+
+// A policy refusal is a member's current standing only when it is newer than the member's
+// latest transition.
+func TestRefused(t *testing.T) {
+	refused := func(member, hook string) wire.FailoverTimelineEntry {
+		return wire.FailoverTimelineEntry{Event: wire.EventFailoverPolicyRefused,
+			FailoverTransition: wire.FailoverTransition{Member: member, Hook: hook, HookResult: "refused"}}
+	}
+	moved := func(member, to string) wire.FailoverTimelineEntry {
+		return wire.FailoverTimelineEntry{Event: wire.EventFailoverTransition, FailoverTransition: wire.FailoverTransition{Member: member, To: to}}
+	}
+	hook := func(member string) wire.FailoverTimelineEntry {
+		return wire.FailoverTimelineEntry{Event: wire.EventFailoverTransition, FailoverTransition: wire.FailoverTransition{Member: member, Hook: "onDemote", HookResult: "succeeded"}}
+	}
+	got := Refused([]wire.FailoverTimelineEntry{ // newest first
+		refused("a", "onFence"),
+		hook("b"),
+		refused("b", "onPromote"),
+		moved("c", "watching"),
+		refused("c", "onFence"), // older than c's transition: c runs a member since
+		moved("a", "healthy"),
+		refused("a", "healthCheck"),
+	})
+	if len(got) != 2 || got["a"].Hook != "onFence" || got["b"].Hook != "onPromote" {
+		t.Fatalf("refused = %+v", got)
+	}
+	if l := Latest([]wire.FailoverTimelineEntry{refused("a", "onFence")}); len(l) != 0 {
+		t.Fatalf("a refusal taken for a transition: %+v", l)
+	}
+}

@@ -18,7 +18,9 @@ import (
 	"godwit.dev/godwit/internal/cli"
 
 	member "godwit.dev/godwit/internal/agent/failover"
+	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/failover"
+	"godwit.dev/godwit/internal/lease"
 	"godwit.dev/godwit/internal/logging"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -35,7 +37,8 @@ func newFailoverCmd(stdio cli.IO) *cobra.Command {
 // FailoverGroup file: the runtime an agent runs for each of its groups, on its own. The
 // failover drills and the benchmark run it as real processes.
 func newFailoverMemberCmd(stdio cli.IO) *cobra.Command {
-	var natsURL, file, self, namespace, level, metricsAddr string
+	var natsURL, file, self, namespace, level, metricsAddr, kvMode string
+	var replicas int
 	cmd := &cobra.Command{
 		Use:   "member --nats URL -f GROUP.yaml --member AGENT_ID",
 		Short: "Run one member of a failover group against a NATS server (the runtime an agent runs per group)",
@@ -45,6 +48,12 @@ are printed on standard output as JSON lines (failover.transition). SIGTERM stop
 a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kvMode != "jetstream" && kvMode != "agent" {
+				return fmt.Errorf("--kv: %q is neither jetstream nor agent", kvMode)
+			}
+			if replicas < 1 || replicas > 5 {
+				return fmt.Errorf("--replicas: %d is not between 1 and 5", replicas)
+			}
 			data, err := os.ReadFile(file)
 			if err != nil {
 				return err
@@ -62,15 +71,22 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 				return err
 			}
 			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			kv, err := js.CreateOrUpdateKeyValue(ctx, member.BucketConfig(namespace, sp.Name, 1))
-			cancel()
-			if err != nil {
-				return fmt.Errorf("group bucket: %w", err)
+			var kv lease.KV
+			switch kvMode {
+			case "jetstream":
+				js, err := jetstream.New(nc)
+				if err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+				kv, err = member.OpenBucket(ctx, js, namespace, sp.Name, replicas)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("group bucket: %w", err)
+				}
+			case "agent":
+				kv = bus.GroupKV{Conn: nc, Bucket: member.BucketName(namespace, sp.Name),
+					Poll: time.Duration(sp.HeartbeatInterval) * time.Millisecond}
 			}
 			enc := json.NewEncoder(stdio.Out)
 			events := make(chan wire.FailoverTransition, 1024)
@@ -115,6 +131,8 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 	cmd.Flags().StringVar(&self, "member", "", "this member's agent id")
 	cmd.Flags().StringVar(&namespace, "namespace", "godwit", "installation namespace of the group's bucket")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&kvMode, "kv", "jetstream", "how the member reaches the bucket: jetstream (the JetStream API; uses the bucket as it is, or creates it with --replicas) or agent (as an agent does: direct gets and compare-and-set puts only; the bucket must exist)")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of the group's bucket when --kv jetstream creates it (an existing bucket is never changed)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve the member's Prometheus metrics (godwit_failover_*) on this address")
 	_ = cmd.MarkFlagRequired("nats")
 	_ = cmd.MarkFlagRequired("filename")

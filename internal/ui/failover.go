@@ -133,7 +133,7 @@ func (s *Server) summarize(ctx context.Context, g wire.FailoverGroup, tl []wire.
 	if sp, err := failover.SpecOf(g); err == nil {
 		sum.Spec = &sp
 	}
-	latest := failover.Latest(tl)
+	latest, refused := failover.Latest(tl), failover.Refused(tl)
 	names := map[string]string{}
 	for _, id := range g.Members {
 		row := memberRow{ID: id, Name: id}
@@ -153,6 +153,11 @@ func (s *Server) summarize(ctx context.Context, g wire.FailoverGroup, tl []wire.
 			row.Role, row.State, row.Epoch, row.Since, row.Reason = e.Role, e.To, e.Epoch, e.Time, e.Reason
 		}
 		row.Health, row.Badge = memberHealth(row.Role, row.State, row.Online)
+		if r, ok := refused[id]; ok {
+			// The agent's policy refused a hook: it runs no member of the group.
+			row.Role, row.State, row.Epoch, row.Since, row.Reason = "", "", 0, r.Time, r.Reason
+			row.Health, row.Badge = "failed", badge{"error", "icon-error", "refused: hook " + r.Hook + " (agent policy)"}
+		}
 		if sum.Spec != nil {
 			s.specEntry(&row, *sum.Spec, a.Labels)
 		}
@@ -198,9 +203,18 @@ func (s *Server) summarize(ctx context.Context, g wire.FailoverGroup, tl []wire.
 	return sum, nil
 }
 
-// specEntry fills a member's priority and noFailover from its spec entry: the one naming its id,
-// else the first selector entry its agent's labels match.
+// specEntry fills a member's priority and noFailover: from the hub's resolution of the group
+// (failover.Canonical.SettingsOf), or for a group stored without one from its spec entry — the
+// one naming its id, else the first selector entry its agent's labels match.
 func (s *Server) specEntry(row *memberRow, sp failover.Canonical, labels map[string]string) {
+	// The hub's resolution when the group has one: the settings the member runs with.
+	if sp.Resolved != nil {
+		if st, ok := sp.SettingsOf(row.ID); ok {
+			row.Priority, row.NoFailover = st.Priority, st.NoFailover
+			row.Selector = st.Entry >= 0 && st.Entry < len(sp.Members) && sp.Members[st.Entry].Selector != nil
+		}
+		return
+	}
 	for _, m := range sp.Members {
 		if m.Agent == row.ID {
 			row.Priority, row.NoFailover = m.Priority, m.NoFailover

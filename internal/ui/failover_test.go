@@ -320,3 +320,33 @@ func TestFailoverGroupViewer(t *testing.T) {
 		t.Fatalf("a viewer's posts changed something: paused %v, switchovers %v", g.Paused, bus.taken())
 	}
 }
+
+// A member agent whose policy refused a hook of the group is shown so on the group's page —
+// its row and the timeline name the hook and the rule.
+func TestFailoverGroupPageShowsPolicyRefusal(t *testing.T) {
+	t.Parallel()
+	r, _, _ := newFailoverRig(t)
+	evil := r.agent[`<script>alert("agent")</script>`]
+	extra, _ := json.Marshal(map[string]string{"group": "pg-main", "hook": "onFence", "rule": "spec.commands.run", "policy": "web-hosts"})
+	e := wire.NewEvent(wire.AgentSource(evil), wire.EventFailoverPolicyRefused, wire.SeverityError, wire.EventData{AgentID: evil, Extra: extra})
+	e.Time = r.now.Add(-time.Minute)
+	if _, err := r.store.InsertEvents(t.Context(), []store.StoredEvent{{Event: e, ReceivedAt: e.Time}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := r.client()
+	r.loginWith(c, r.apiToken("tok-view", wire.RoleViewer, time.Hour))
+	res, page := r.get(c, "/ui/failovergroups/pg-main")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("group page: %s", res.Status)
+	}
+	m := rowOf(t, page, "member-"+evil)
+	if !strings.Contains(m, `data-health="failed"`) || !strings.Contains(m, "refused: hook onFence (agent policy)") ||
+		!strings.Contains(m, "refused by agent policy web-hosts, rule spec.commands.run") {
+		t.Errorf("the refusing member's row:\n%s", m)
+	}
+	tl := page[strings.Index(page, `id="timeline"`):]
+	if !strings.Contains(tl, "onFence refused") || !strings.Contains(tl, "refused by agent policy web-hosts, rule spec.commands.run") ||
+		!strings.Contains(tl, "11 of the 11") {
+		t.Errorf("the timeline does not show the refusal:\n%s", tl)
+	}
+}

@@ -59,10 +59,18 @@ type FailoverGroupDetail struct {
 	Timeline []FailoverTimelineEntry `json:"timeline"`
 }
 
-// FailoverTimelineEntry is one failover.transition event of the group.
+// FailoverTimelineEntry is one event of the group's timeline: a failover.transition (a
+// transition, or a hook result when Hook is set), or a failover.policy.refused — a member agent
+// whose policy refused a hook of the group, and which so does not join it (Hook names the hook,
+// HookResult is "refused", Rule and Policy name what refused it, Reason says it in words; no
+// role, state or epoch).
 type FailoverTimelineEntry struct {
 	Time time.Time `json:"time"`
+	// Event is the event type: failover.transition or failover.policy.refused.
+	Event string `json:"event"`
 	FailoverTransition
+	Rule   string `json:"rule,omitempty"`
+	Policy string `json:"policy,omitempty"`
 }
 
 // FailoverAssignment is the value of an agent's key in BucketFailover: the group it is a member

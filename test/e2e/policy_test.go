@@ -215,6 +215,16 @@ spec:
 		}
 		return nil
 	})
+	// The refusal is on the group's timeline (API and describe), the member's standing.
+	d := h.failoverGroup(t, "guarded")
+	if len(d.Timeline) == 0 || d.Timeline[0].Event != wire.EventFailoverPolicyRefused || d.Timeline[0].Member != agentID ||
+		d.Timeline[0].Hook != "onPromote" || d.Timeline[0].Rule != "spec.commands.onPromote" {
+		t.Errorf("the group's timeline does not start with the refusal: %+v", d.Timeline)
+	}
+	if out := h.cli(t, "describe", "failovergroup", "guarded"); !strings.Contains(out, "refused (hook onPromote, agent policy)") ||
+		!strings.Contains(out, "onPromote refused") || !strings.Contains(out, "rule spec.commands.onPromote") {
+		t.Errorf("describe does not show the refusal:\n%s", out)
+	}
 	// Nothing of a refused step or hook ran.
 	for _, name := range []string{"outside.out", "outside.extra", "signed.out", "altered.out", "unsigned.out", "promoted.out", "fenced.out"} {
 		if _, err := os.Stat(filepath.Join(workDir, name)); err == nil {

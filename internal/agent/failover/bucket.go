@@ -1,6 +1,8 @@
 package failover
 
 import (
+	"context"
+	"errors"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,6 +42,23 @@ func BucketConfig(namespace, group string, replicas int) jetstream.KeyValueConfi
 	c := lease.BucketConfig(BucketName(namespace, group), replicas)
 	c.Description = "Godwit failover group " + group + " (keys: record, control, member.<agent>)"
 	return c
+}
+
+// OpenBucket returns the group's bucket as it is, and creates it with replicas only when it is
+// missing. An existing bucket's configuration is never changed: a member started with one replica
+// against a cluster must not turn the group's R3 bucket into R1.
+func OpenBucket(ctx context.Context, js jetstream.JetStream, namespace, group string, replicas int) (jetstream.KeyValue, error) {
+	name := BucketName(namespace, group)
+	kv, err := js.KeyValue(ctx, name)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return kv, err
+	}
+	kv, err = js.CreateKeyValue(ctx, BucketConfig(namespace, group, replicas))
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another member created it in between.
+		return js.KeyValue(ctx, name)
+	}
+	return kv, err
 }
 
 // Control is the value of KeyControl.

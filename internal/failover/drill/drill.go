@@ -47,8 +47,14 @@ type Cluster struct {
 	T                        Timing
 
 	srv *server.Server
-	kv  jetstream.KeyValue
-	nc  *nats.Conn
+	// servers are the three servers of a NATS cluster (NewOnNATSCluster; srv is servers[0]).
+	servers []*server.Server
+	// proxies[id] carries member id's connection to its server (NewOnNATSCluster).
+	proxies map[string]*Proxy
+	// agentKV: members reach the bucket as agents do (direct gets, compare-and-set puts).
+	agentKV bool
+	kv      jetstream.KeyValue
+	nc      *nats.Conn
 	// Env is added to each member's environment (and so its hooks'), by member id.
 	Env map[string][]string
 
@@ -83,6 +89,12 @@ func New(exe, dir string, members int, t Timing) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c, c.writeSpec(t)
+}
+
+// writeSpec writes the drill group's document: members by id with falling priorities, timing
+// t, hooks that log their start and end.
+func (c *Cluster) writeSpec(t Timing) error {
 	c.T = t
 	hook := func(name string, ms int) string {
 		line := func(phase string) string {
@@ -98,17 +110,22 @@ func New(exe, dir string, members int, t Timing) (*Cluster, error) {
 	fmt.Fprintf(&b, "  heartbeatInterval: %dms\n  heartbeatTimeout: %dms\n  failureThreshold: %d\n  safetyMargin: %dms\n  failoverTimeout: %dms\n  recoveryThreshold: 2\n",
 		t.Interval, t.Timeout, t.Threshold, t.Margin, t.Failover)
 	b.WriteString("  hooks:\n" + hook("onPromote", 5000) + hook("onFence", t.FenceMS) + hook("onDemote", 5000))
-	return c, os.WriteFile(c.Spec, []byte(b.String()), 0o600)
+	return os.WriteFile(c.Spec, []byte(b.String()), 0o600)
+}
+
+func newCluster(exe, dir string, members int, group string) *Cluster {
+	c := &Cluster{Exe: exe, Dir: dir, Log: filepath.Join(dir, "hooks.log"), Spec: filepath.Join(dir, "group.yaml"), Group: group,
+		procs: map[string]*Proc{}, Env: map[string][]string{}, proxies: map[string]*Proxy{}}
+	for i := range members {
+		c.IDs = append(c.IDs, fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1))
+	}
+	return c
 }
 
 // NewGroup starts NATS and the bucket of group for members ids ...-1, ...-2; the caller
 // writes the FailoverGroup document to c.Spec (its members c.IDs) before starting members.
 func NewGroup(exe, dir string, members int, group string) (*Cluster, error) {
-	c := &Cluster{Exe: exe, Dir: dir, Log: filepath.Join(dir, "hooks.log"), Spec: filepath.Join(dir, "group.yaml"), Group: group,
-		procs: map[string]*Proc{}, Env: map[string][]string{}}
-	for i := range members {
-		c.IDs = append(c.IDs, fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1))
-	}
+	c := newCluster(exe, dir, members, group)
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"),
 		NoLog: true, NoSigs: true})
 	if err != nil {
@@ -144,12 +161,19 @@ func (c *Cluster) Close() {
 		_ = p.cmd.Process.Kill()
 		<-p.exit
 	}
+	for _, p := range c.proxies {
+		p.Close()
+	}
 	if c.nc != nil {
 		c.nc.Close()
 	}
-	if c.srv != nil {
-		c.srv.Shutdown()
-		c.srv.WaitForShutdown()
+	servers := c.servers
+	if len(servers) == 0 && c.srv != nil {
+		servers = []*server.Server{c.srv}
+	}
+	for _, s := range servers {
+		s.Shutdown()
+		s.WaitForShutdown()
 	}
 }
 
@@ -168,8 +192,15 @@ func (c *Cluster) Faults() []Fault {
 
 // Start starts (or restarts) member id.
 func (c *Cluster) Start(id string) error {
-	cmd := exec.Command(c.Exe, "failover", "member", "--nats", c.URL, "-f", c.Spec, "--member", id, "--namespace", "drill",
-		"--log-level", "warn")
+	url := c.URL
+	if p := c.proxies[id]; p != nil {
+		url = p.URL()
+	}
+	args := []string{"failover", "member", "--nats", url, "-f", c.Spec, "--member", id, "--namespace", "drill", "--log-level", "warn"}
+	if c.agentKV {
+		args = append(args, "--kv", "agent")
+	}
+	cmd := exec.Command(c.Exe, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

@@ -145,9 +145,11 @@ func TestRunListingsWalkAnIndex(t *testing.T) {
 	}
 }
 
-// The migration page's reads of a fleet-wide migration's latest attempts walk an index in the
-// page's order (a grid page stops after its rows instead of sorting every assignment), and the
-// agents whose rollback failed are read from their partial index, not from every assignment.
+// The migration page's reads of a fleet-wide migration's latest attempts walk a partial index of
+// only the latest attempts in the page's order (a grid page stops after its rows instead of
+// sorting every assignment, and no row is probed for a later attempt), the counts walk theirs in
+// GROUP BY order, the failed agents and the agents whose rollback failed are read from their
+// partial indexes, not from every assignment, and the agents are counted by status from an index.
 func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
 	if err != nil {
@@ -161,15 +163,18 @@ func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 		args        []any
 	}{
 		{name: "rollback failures", index: "assignments_rollback_failed", text: sqlstore.RollbackFailuresQuery},
+		{name: "counts", index: "assignments_latest_counts", text: sqlstore.CountLatestQuery, args: []any{"m"}},
+		{name: "agents by status", index: "agents_status_revoked", text: sqlstore.CountAgentsQuery},
 	}
 	for _, c := range []struct {
-		name string
-		q    store.LatestQuery
+		name, index string
+		q           store.LatestQuery
 	}{
-		{"grid page", store.LatestQuery{Migration: "m", Limit: 400}},
-		{"grid page 10", store.LatestQuery{Migration: "m", Limit: 400, Offset: 3600}},
-		{"grid page of a state", store.LatestQuery{Migration: "m", State: "failed", Limit: 400}},
-		{"next batch", store.LatestQuery{Migration: "m", Batch: &batch}},
+		{"grid page", "assignments_latest", store.LatestQuery{Migration: "m", Limit: 400}},
+		{"grid page 10", "assignments_latest", store.LatestQuery{Migration: "m", Limit: 400, Offset: 3600}},
+		{"grid page of a state", "assignments_latest", store.LatestQuery{Migration: "m", State: "failed", Limit: 400}},
+		{"next batch", "assignments_latest", store.LatestQuery{Migration: "m", Batch: &batch}},
+		{"failed", "assignments_latest_failed", store.LatestQuery{Migration: "m", Failed: true}},
 	} {
 		text, args, err := sqlstore.LatestQuery(c.q)
 		if err != nil {
@@ -179,7 +184,7 @@ func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 			name, index string
 			text        string
 			args        []any
-		}{c.name, "assignments_grid", text, args})
+		}{c.name, c.index, text, args})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
