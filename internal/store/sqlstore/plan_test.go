@@ -1,6 +1,7 @@
 package sqlstore_test
 
 import (
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,24 +65,7 @@ func TestEventListingsWalkAnIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, text, args)
 		})
 	}
 }
@@ -123,24 +107,7 @@ func TestRunListingsWalkAnIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, text, args)
 		})
 	}
 }
@@ -188,24 +155,31 @@ func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+c.text, c.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if walks := strings.Contains(got+";", "INDEX "+c.index+";") || strings.Contains(got, "INDEX "+c.index+" "); !walks || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, c.text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, c.text, c.args)
 		})
+	}
+}
+
+// assertWalks fails unless SQLite's plan of text walks index (the whole index name, not one it
+// begins) without a temporary B-tree (a sort).
+func assertWalks(t *testing.T, db *sql.DB, name, index, text string, args []any) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	got := strings.Join(plan, "; ")
+	if walks := strings.Contains(got+";", "INDEX "+index+";") || strings.Contains(got, "INDEX "+index+" "); !walks || strings.Contains(got, "TEMP B-TREE") {
+		t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", name, text, got, index)
 	}
 }
