@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -132,6 +133,8 @@ type engine struct {
 	name string
 	// open returns a store on a database nobody else uses, and what removes it.
 	open func(ctx context.Context) (store.Store, func() error, error)
+	// reused: the database holds the data of an earlier run (bench ui --sqlite-file).
+	reused bool
 }
 
 // openEngines turns engine names into engines. PostgreSQL is measured on postgresDSN, or on
@@ -245,22 +248,31 @@ func postgresEngine(server string) engine {
 func ingestEngine(ctx context.Context, cfg IngestConfig, e engine, src *eventSource) (IngestResult, error) {
 	res := IngestResult{Engine: e.name, Events: cfg.Events, IngestBatch: cfg.IngestBatch, RawBatch: cfg.Batch}
 	var err error
-	live, err := endToEnd(ctx, cfg, e, src, false)
+	var live, backlog run
+	// Each phase runs under the profiler label phase=<engine>-<phase>, which the goroutines it
+	// starts (NATS server, ingest, store) inherit: go tool pprof -tagfocus phase=sqlite-backlog.
+	phase(ctx, e.name, "live", func(ctx context.Context) { live, err = endToEnd(ctx, cfg, e, src, false) })
 	if err != nil {
 		return res, fmt.Errorf("end to end, live: %w", err)
 	}
 	res.EndToEnd, res.Published, res.CPU, res.OtherCPU = live.total, live.published, live.cpu, live.otherCPU
 	quiesce()
-	backlog, err := endToEnd(ctx, cfg, e, src, true)
+	phase(ctx, e.name, "backlog", func(ctx context.Context) { backlog, err = endToEnd(ctx, cfg, e, src, true) })
 	if err != nil {
 		return res, fmt.Errorf("end to end, backlog: %w", err)
 	}
 	res.Backlog, res.BacklogCPU, res.BacklogOtherCPU = backlog.total, backlog.cpu, backlog.otherCPU
 	quiesce() // the end-to-end run's garbage and dirty pages are not the raw insert's to handle
-	if res.Raw, err = rawInsert(ctx, cfg, e, src); err != nil {
+	phase(ctx, e.name, "raw", func(ctx context.Context) { res.Raw, err = rawInsert(ctx, cfg, e, src) })
+	if err != nil {
 		return res, fmt.Errorf("raw insert: %w", err)
 	}
 	return res, nil
+}
+
+// phase runs fn under the profiler label phase=<engine>-<name>.
+func phase(ctx context.Context, engine, name string, fn func(context.Context)) {
+	pprof.Do(ctx, pprof.Labels("phase", engine+"-"+name), fn)
 }
 
 // rawInsert times InsertEvents of cfg.Events events, cfg.Batch at a time, into a fresh database.
@@ -433,7 +445,9 @@ func publish(ctx context.Context, nc *nats.Conn, msgs []published) error {
 	}
 	for _, m := range msgs {
 		msg := &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
-		if _, err := pjs.PublishMsgAsync(msg); err != nil {
+		// A loaded machine can keep the stream from acknowledging 4096 publishes for longer than
+		// the client's default stall wait (200 ms); waiting is what a publisher should do then.
+		if _, err := pjs.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -28,6 +29,7 @@ import (
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/ui"
 	"godwit.dev/godwit/internal/wire"
@@ -42,6 +44,9 @@ type UIConfig struct {
 	Engines  []string
 	Postgres string
 	TempDir  string
+	// SQLiteFile, when set, is the SQLite database measured instead of a temp dir: built there
+	// when the file does not exist, reused as it is when it does (delete it to build a new one).
+	SQLiteFile string
 }
 
 // UIResult is one page's server times.
@@ -49,6 +54,11 @@ type UIResult struct {
 	Engine, Page, Path string
 	P50, P95, Max      time.Duration
 	Bytes              int
+	// CPU is this process's CPU time per request (the mean over the timed requests, from
+	// /proc/self/stat); OtherCPUs is how many CPUs the machine's other processes kept busy
+	// meanwhile. On a busy machine the times above include waiting for a CPU; these say so.
+	CPU       time.Duration
+	OtherCPUs float64
 }
 
 // UITarget is the page time the UI aims to stay under (p95).
@@ -305,6 +315,13 @@ func RunUI(ctx context.Context, cfg UIConfig) ([]UIResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.SQLiteFile != "" {
+		for i := range engines {
+			if engines[i].name == EngineSQLite {
+				engines[i] = keptSQLiteEngine(cfg.SQLiteFile)
+			}
+		}
+	}
 	for _, e := range engines {
 		rs, err := uiEngine(ctx, cfg, e)
 		results = append(results, rs...)
@@ -313,14 +330,15 @@ func RunUI(ctx context.Context, cfg UIConfig) ([]UIResult, error) {
 		}
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ENGINE\tPAGE\tP50 MS\tP95 MS\tMAX MS\tKIB\t\t")
+	fmt.Fprintln(tw, "ENGINE\tPAGE\tP50 MS\tP95 MS\tMAX MS\tCPU MS\tOTHERS\tKIB\t\t")
 	for _, r := range results {
 		flag := ""
 		if r.P95 > UITarget {
 			flag = "over target"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n", r.Engine, r.Page, ms(r.P50), ms(r.P95), ms(r.Max), float64(r.Bytes)/1024, flag)
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f\t%s\t\n", r.Engine, r.Page, ms(r.P50), ms(r.P95), ms(r.Max), ms(r.CPU), r.OtherCPUs, float64(r.Bytes)/1024, flag)
 	}
+	fmt.Fprintln(tw, "CPU MS: this process's CPU time per request (mean); OTHERS: CPUs the machine's other processes kept busy meanwhile")
 	return results, tw.Flush()
 }
 
@@ -333,15 +351,21 @@ func uiEngine(ctx context.Context, cfg UIConfig, e engine) (_ []UIResult, err er
 	}
 	defer func() { err = errors.Join(err, closeStore()) }()
 	logf := func(f string, a ...any) { fmt.Fprintf(cfg.Out, "%s: %s\n", e.name, fmt.Sprintf(f, a...)) }
-	f, err := SeedUI(ctx, st, cfg.Agents, cfg.Events, logf)
-	if err != nil {
+	var f UIFixture
+	if e.reused {
+		if f, err = ReusedUIFixture(ctx, st); err != nil {
+			return nil, err
+		}
+		logf("reusing the fixture in %s", cfg.SQLiteFile)
+	} else if f, err = SeedUI(ctx, st, cfg.Agents, cfg.Events, logf); err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
 	now := time.Now().UTC()
-	if _, err := st.InitAdminToken(ctx, cred.Hash(benchToken), now); err != nil {
+	if _, err := st.InitAdminToken(ctx, cred.Hash(benchToken), now); err != nil && !e.reused {
 		return nil, err
 	}
 	const sessionID = "bench-session"
+	_ = st.DeleteSession(ctx, cred.Hash(sessionID))
 	if err := st.CreateSession(ctx, store.Session{IDHash: cred.Hash(sessionID), CSRF: "csrf", CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
 		TokenID: wire.AdminTokenID, Role: wire.RoleAdmin, Actor: "bench"}); err != nil {
 		return nil, err
@@ -375,6 +399,9 @@ func uiEngine(ctx context.Context, cfg UIConfig, e engine) (_ []UIResult, err er
 		}
 		times := make([]time.Duration, cfg.Requests)
 		size := 0
+		cpu0, _ := procCPU("self")
+		busy0, _ := machineBusy()
+		began := time.Now()
 		for i := range times {
 			start := time.Now()
 			n, err := serve()
@@ -384,11 +411,41 @@ func uiEngine(ctx context.Context, cfg UIConfig, e engine) (_ []UIResult, err er
 			}
 			size = n
 		}
+		elapsed := time.Since(began)
+		cpu1, _ := procCPU("self")
+		busy1, _ := machineBusy()
 		slices.Sort(times)
 		r := UIResult{Engine: e.name, Page: p.Name, Path: p.Path, Bytes: size, Max: times[len(times)-1],
-			P50: times[len(times)/2], P95: times[min(len(times)-1, (len(times)*95+99)/100-1)]}
-		fmt.Fprintf(cfg.Out, "%s: %-24s p50 %7.1f ms  p95 %7.1f ms  %6.1f KiB\n", e.name, p.Name, ms(r.P50), ms(r.P95), float64(size)/1024)
+			P50: times[len(times)/2], P95: times[min(len(times)-1, (len(times)*95+99)/100-1)],
+			CPU: (cpu1 - cpu0) / time.Duration(len(times)), OtherCPUs: max(0, (busy1-busy0-(cpu1-cpu0)).Seconds()/elapsed.Seconds())}
+		fmt.Fprintf(cfg.Out, "%s: %-24s p50 %7.1f ms  p95 %7.1f ms  cpu %6.1f ms  others %.2f CPUs  %6.1f KiB\n",
+			e.name, p.Name, ms(r.P50), ms(r.P95), ms(r.CPU), r.OtherCPUs, float64(size)/1024)
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// ReusedUIFixture finds the fixture SeedUI made in st by an earlier run.
+func ReusedUIFixture(ctx context.Context, st store.Store) (UIFixture, error) {
+	page, _, err := st.PageAgents(ctx, store.AgentQuery{Search: "node-00000", Limit: 1})
+	if err != nil {
+		return UIFixture{}, err
+	}
+	if len(page) != 1 {
+		return UIFixture{}, errors.New("the reused database holds no bench fixture (no agent node-00000); delete it to build one")
+	}
+	return UIFixture{AgentID: page[0].ID, Migration: "fleet-openssl-3"}, nil
+}
+
+// keptSQLiteEngine opens path, which outlives the run; reused says it held a fixture already.
+func keptSQLiteEngine(path string) engine {
+	_, err := os.Stat(path)
+	reused := err == nil
+	return engine{name: EngineSQLite, reused: reused, open: func(ctx context.Context) (store.Store, func() error, error) {
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, st.Close, nil
+	}}
 }

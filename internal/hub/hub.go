@@ -201,7 +201,10 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	h.live = liveness.New(liveness.Config{KV: h.buckets.Heartbeats, Store: h.store, Logger: h.log.With("component", "liveness"),
 		Interval: h.cfg.Liveness.HeartbeatInterval.D(), Grace: h.cfg.Liveness.Grace.D(), LastSeenEvery: h.cfg.Liveness.LastSeenEvery.D(),
 		OnExit: h.workerExited, Registry: h.registry,
-		Publish: h.publishEvent, HubID: h.id})
+		Publish: h.publishEvent, HubID: h.id,
+		// The migration controller (created below; both run while this replica leads) keeps
+		// its reachability index from the changes liveness stores.
+		OnStatus: func(id, status string) { h.migrate.AgentStatus(id, status) }})
 	h.migrate = controller.New(controller.Config{
 		Store: leaderStore, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
 		Leader: termLeadership{l: h.leader, name: controller.LeadershipName}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
@@ -758,6 +761,12 @@ func (b busAdapter) AgentURLs() []string { return b.h.endpoint.NATS }
 // DisconnectAgent closes the agent's live connections: on the embedded server directly, on an
 // external cluster through its system account.
 func (b busAdapter) DisconnectAgent(ctx context.Context, id string) (int, error) {
+	// The API calls this once the revocation is stored: the migration controller, if it runs
+	// here, stops counting the agent as reachable on its next pass (on another replica it learns
+	// it from liveness once the agent's heartbeats stop, or from its periodic resync).
+	if b.h.migrate != nil {
+		b.h.migrate.AgentRevoked(id)
+	}
 	if b.h.server != nil {
 		return b.h.server.DisconnectAgent(id), nil
 	}

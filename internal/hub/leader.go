@@ -31,6 +31,13 @@ const (
 	natsIdentityKey = "nats-identity"
 )
 
+// MinClusteredTTL is the least lease ttl with which, on an embedded clustered NATS, a crash of the
+// leader is taken over within ttl + renew interval: nats-server's longest raft election (9 s),
+// which the lease's stream goes through when the leader's server dies with it, plus one failed
+// takeover write (docs/ha.md, "On a replicated bucket"). A shorter ttl is safe and allowed;
+// the hub says so at start.
+const MinClusteredTTL = 9500 * time.Millisecond
+
 // leader is the one lifecycle of the leader-only workers under the lease.
 type leader struct {
 	h *Hub

@@ -99,6 +99,10 @@ func (h *Hub) startLease(ctx context.Context) error {
 		}
 		h.log.Warn("lease bucket not ready; retrying", "err", err)
 	}
+	if ttl := h.cfg.LeaseTiming().TTL; h.cfg.Clustered() && ttl < MinClusteredTTL {
+		h.log.Info("the lease ttl is shorter than NATS's longest stream election plus a failed write: when the leader crashes, another replica leads once the lease's stream has a new leader (up to 9 s) plus about one renew interval, not within ttl + renew interval (docs/ha.md)",
+			"ttl", ttl, "advised_min", MinClusteredTTL)
+	}
 	l, err := lease.New(lease.Config{Name: LeaseName, Holder: h.id, KV: kv, Timing: h.cfg.LeaseTiming(),
 		Logger: h.log.With("component", "lease"), Registry: h.registry, Lead: h.leader.lead})
 	if err != nil {

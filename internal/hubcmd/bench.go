@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"godwit.dev/godwit/internal/bench"
 	"godwit.dev/godwit/internal/cli"
+	"godwit.dev/godwit/internal/lease"
 )
 
 func newBenchCmd(stdio cli.IO) *cobra.Command {
@@ -92,8 +93,10 @@ func newBenchHACmd(stdio cli.IO) *cobra.Command {
 		Long: `ha starts three hub child processes on a temporary PostgreSQL database, their embedded NATS servers
 routed into one JetStream cluster with R3 streams and buckets, then kills the leading hub with SIGKILL
 --kills times. Each time it measures how long until another replica's GET /api/v1/status says it leads
-under a newer epoch (polled every 5 ms), restarts the killed hub and waits until it is ready. It prints
-every failover and their min, median, p99 and max next to the configured lease ttl.`,
+under a newer epoch (each survivor polled every 5 ms), restarts the killed hub and waits until it is ready.
+It prints every failover — from the kill to the start of the new leader's term (the since its status
+reports), and to its status saying so — and their min, median, p99 and max next to the configured lease
+ttl and ttl + renew interval. The lease timing defaults to the hub's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := bench.RunHA(cmd.Context(), cfg)
@@ -103,10 +106,11 @@ every failover and their min, median, p99 and max next to the configured lease t
 	f := cmd.Flags()
 	f.IntVar(&cfg.Kills, "kills", 50, "how many times to kill the leader")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: "+bench.DefaultPostgres+")")
-	f.DurationVar(&cfg.TTL, "lease-ttl", 3*time.Second, "the hubs' lease ttl")
-	f.DurationVar(&cfg.Renew, "lease-renew-interval", 500*time.Millisecond, "the hubs' lease renew interval")
-	f.DurationVar(&cfg.Call, "lease-call-timeout", 500*time.Millisecond, "the hubs' lease call timeout")
-	f.DurationVar(&cfg.Margin, "lease-margin", time.Second, "the hubs' lease margin")
+	def := lease.DefaultTiming()
+	f.DurationVar(&cfg.TTL, "lease-ttl", def.TTL, "the hubs' lease ttl (default: the hub's)")
+	f.DurationVar(&cfg.Renew, "lease-renew-interval", def.RenewInterval, "the hubs' lease renew interval (default: the hub's)")
+	f.DurationVar(&cfg.Call, "lease-call-timeout", def.CallTimeout, "the hubs' lease call timeout (default: the hub's)")
+	f.DurationVar(&cfg.Margin, "lease-margin", def.Margin, "the hubs' lease margin (default: the hub's)")
 	f.StringVar(&cfg.TempDir, "temp-dir", "", "directory for the hubs' data dirs (default: the system's)")
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the data dirs and logs afterwards")
 	return cmd
@@ -138,6 +142,7 @@ over it, the table marks it.`,
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")
 	f.StringVar(&cfg.TempDir, "temp-dir", "", "directory for the SQLite file (default: the system's)")
+	f.StringVar(&cfg.SQLiteFile, "sqlite-file", "", "SQLite database to measure: built there if absent and kept, reused as it is if present (--agents and --events then do not apply)")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }

@@ -44,12 +44,12 @@ type group []*item
 func (g group) event() store.StoredEvent { return g[0].ev }
 
 // handle processes one fetched batch. ctx is cancelled only when Stop's budget runs out.
-func (i *Ingester) handle(ctx context.Context, msgs []jetstream.Msg) outcome {
+func (i *Ingester) handle(ctx context.Context, acks *acker, msgs []jetstream.Msg) outcome {
 	if ctx.Err() != nil {
 		i.handBack(msgs)
 		return aborted
 	}
-	return i.store(ctx, i.prepare(ctx, msgs))
+	return i.store(ctx, acks, i.prepare(ctx, msgs))
 }
 
 // prepare validates a fetched batch: it dead-letters the messages that can never be stored and
@@ -159,11 +159,11 @@ func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 }
 
 // store writes the groups of a prepared batch and acknowledges them, or hands them back.
-func (i *Ingester) store(ctx context.Context, groups []group) outcome {
+func (i *Ingester) store(ctx context.Context, acks *acker, groups []group) outcome {
 	if len(groups) == 0 {
 		return proceed
 	}
-	err := i.commit(ctx, groups)
+	err := i.commit(ctx, acks, groups)
 	switch {
 	case err == nil:
 		return proceed
@@ -187,7 +187,7 @@ func (i *Ingester) store(ctx context.Context, groups []group) outcome {
 	i.log.Warn("ingest: store refused a batch; retrying its events one by one", "events", len(groups), "err", err)
 	out := proceed
 	for _, g := range groups {
-		err := i.commit(ctx, []group{g})
+		err := i.commit(ctx, acks, []group{g})
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -249,8 +249,8 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 }
 
 // commit writes the groups' events and the state rows they advance in one transaction, then
-// acknowledges every delivery in them.
-func (i *Ingester) commit(ctx context.Context, groups []group) error {
+// hands every delivery in them to the acker.
+func (i *Ingester) commit(ctx context.Context, acks *acker, groups []group) error {
 	// A store call longer than AckWait is pointless: the server has handed the batch to
 	// another replica by then.
 	sctx, cancel := context.WithTimeoutCause(ctx, i.cfg.AckWait, errStoreTimeout)
@@ -268,13 +268,10 @@ func (i *Ingester) commit(ctx context.Context, groups []group) error {
 		return storeErr(sctx, err)
 	}
 	i.advanced(states)
-	deliveries := 0
-	for _, g := range groups {
-		deliveries += len(g)
-	}
+	all := deliveries(groups)
 	i.m.ingested.Add(float64(inserted))
-	i.m.duplicates.Add(float64(deliveries - inserted))
-	i.ack(ctx, groups)
+	i.m.duplicates.Add(float64(len(all) - inserted))
+	acks.send(all)
 	return nil
 }
 
@@ -290,30 +287,6 @@ func storeErr(ctx context.Context, err error) error {
 
 func (i *Ingester) transient(err error) bool {
 	return errors.Is(err, errStoreTimeout) || i.cfg.IsTransient(err)
-}
-
-// ack acknowledges every delivery. The last acknowledgement waits for the server's confirmation;
-// the server handles a connection's acknowledgements in order, so when it returns the whole batch
-// is acknowledged (what Stop promises). A failed ack costs a redelivery, which the store skips.
-func (i *Ingester) ack(ctx context.Context, groups []group) {
-	var all []*item
-	for _, g := range groups {
-		all = append(all, g...)
-	}
-	for n, it := range all {
-		var err error
-		if n == len(all)-1 {
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
-			err = it.msg.DoubleAck(actx)
-			cancel()
-		} else {
-			err = it.msg.Ack()
-		}
-		if err != nil {
-			i.log.Warn("ingest: ack failed; the event will be redelivered and skipped as a duplicate",
-				"stream_seq", it.md.Sequence.Stream, "err", err)
-		}
-	}
 }
 
 // nak hands deliveries back for redelivery after NakDelay.

@@ -4,15 +4,24 @@
 // # Delivery and effect
 //
 // Every hub replica runs an Ingester on the same durable pull consumer, so JetStream splits the
-// work between them: each fetch takes up to Config.Batch messages (and 64 MiB) that no other
-// replica holds. A batch is validated, then written with one Store.InsertEvents call: one
+// work between them: each pull request asks for up to Config.Batch messages (and 64 MiB) that no
+// other replica holds. A batch is validated, then written with one Store.InsertEvents call: one
 // transaction that inserts the events with ON CONFLICT (id) DO NOTHING and upserts the agents'
 // derived state. Messages are acknowledged only after that transaction has committed. Delivery
 // is therefore at least once and the effect exactly once: a message redelivered after a crash
 // between commit and ack, an event re-published by an agent's outbox, or a replayed dead letter
-// is skipped by the unique event id (and counted in godwit_ingest_events_duplicate_total). After
-// a full batch (a backlog) the next one is fetched and validated while this one is being
-// written, so the store never waits for the bus; there is never more than one batch ahead.
+// is skipped by the unique event id (and counted in godwit_ingest_events_duplicate_total).
+//
+// Batches follow the load. While the stream holds more for the consumer (a backlog, or agents
+// publishing faster than the store writes), a read takes Batch messages. Once it has caught up,
+// a read ends when the messages pause (20 ms), leaving the pull request open for the next read:
+// a burst's last events are stored at once, not when the request expires, while a steady flow is
+// still written in full batches (each costs a transaction and a derived-state row per agent in
+// it, so small ones would cost more per event). While a batch is written, the next one is read
+// and validated (one batch ahead, never more), so the store never waits for the bus or for
+// decoding. The acknowledgements of a committed batch are sent, and confirmed by the
+// server, on a goroutine of their own while the next batch is written: they still follow the
+// commit, and Stop returns only once they are confirmed.
 //
 // A replica that dies, hangs or loses its connection holds its batch un-acknowledged; after
 // Config.AckWait the server redelivers it to whichever replica fetches next. Nothing is lost and
@@ -61,11 +70,12 @@
 //
 // # Stopping
 //
-// Stop ends fetching, lets the batch in flight finish (and the one fetched ahead of it, if any)
-// and acknowledges what committed. A batch fetched ahead that waited half of Config.AckWait behind
-// a slow store call is handed back instead of written: the server is about to redeliver it. If the
-// budget runs out first, the store call in flight is cancelled, the batch is handed back for
-// immediate redelivery to the other replicas, and Stop returns the context's error. A panic in the
+// Stop ends fetching, lets the batch in flight finish and acknowledges what committed. A batch
+// read ahead, and whatever the open pull request still brings (Stop waits for it to end, at most
+// Config.MaxWait), are handed back for immediate redelivery to the other replicas. So are messages
+// that waited half of Config.AckWait behind a slow store call, read ahead or on the open request:
+// the server is about to redeliver them. If the budget runs out first, the store call in flight
+// is cancelled, the batch is handed back, and Stop returns the context's error. A panic in the
 // worker is logged with its stack and the stream sequences of the batch, counted in
 // godwit_worker_panics_total, and reported once on Fatal; the batch is left un-acknowledged for
 // redelivery and the process is expected to exit non-zero.

@@ -48,8 +48,9 @@ type Config struct {
 	Consumer string
 	// Batch is the most messages fetched, and written in one transaction, at a time.
 	Batch int
-	// MaxWait is how long one fetch waits for a full batch. Stop waits for the fetch in progress,
-	// so it also bounds how long Stop takes on an idle stream.
+	// MaxWait is how long one pull request lasts: how long a read waits for a first message on
+	// an idle stream. Stop waits for the open request to end, so it also bounds how long Stop
+	// takes on an idle stream.
 	MaxWait time.Duration
 	// AckWait is how long a delivered message may stay un-acknowledged before the server hands
 	// it to another replica. A store call taking longer is abandoned as a transient failure.
@@ -220,7 +221,12 @@ func (i *Ingester) Start(ctx context.Context) error {
 	r := &run{stopFetching: stopFetching, abort: abort, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); i.loop(soft, hard, cons) }()
+	go func() {
+		defer wg.Done()
+		acks := i.startAcker()
+		defer acks.close() // Stop returns once what committed is acknowledged
+		i.loop(soft, hard, cons, acks)
+	}()
 	go func() { defer wg.Done(); i.refreshLag(soft) }()
 	go func() {
 		wg.Wait()
@@ -307,21 +313,23 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 
 // loop fetches and handles batches until soft is cancelled or the worker panics.
 //
-// After a full batch there is most likely more in the stream, so the next batch is fetched and
-// prepared (validated, dead letters sent) while this one is being stored: one batch ahead, never
-// more. Under load the store then never waits for a fetch or for decoding. A batch fetched ahead
-// is still stored when Stop comes meanwhile, like the batch in flight; one that waited behind a
-// store call for half the ack wait is handed back instead, since the server is about to
-// redeliver it to another replica.
-func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
+// While a batch is stored, the next one is read and prepared (validated, dead letters sent) when
+// more is likely to come — the batch was full, or its pull request is still open: one batch
+// ahead, never more. A batch read ahead that waited behind a store call for half the ack wait is
+// handed back instead of stored, since the server is about to redeliver it to another replica;
+// so is one read ahead when Stop came, and whatever the open pull request still brings.
+func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
 	var batch []jetstream.Msg
 	defer func() {
 		if p := recover(); p != nil {
 			i.panicked(p, batch)
 		}
 	}()
-	var pause time.Duration
-	var ahead *fetchAhead
+	var (
+		pause time.Duration
+		ahead *fetchAhead
+		p     pull
+	)
 	for {
 		if pause > 0 {
 			select {
@@ -342,7 +350,11 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 			if r.panic != nil {
 				panic(r.panic)
 			}
-			if len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2 {
+			switch {
+			case len(groups) > 0 && soft.Err() != nil:
+				i.handBackGroups(groups)
+				groups = nil
+			case len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2:
 				i.log.Warn("ingest: a batch fetched ahead waited half the ack wait behind a slow store call; handed back",
 					"events", len(groups), "waited", time.Since(ahead.started).Round(time.Millisecond))
 				i.handBackGroups(groups)
@@ -350,19 +362,24 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 			}
 			ahead = nil
 		case soft.Err() != nil:
+			i.handBack(i.finish(&p))
 			return
 		default:
-			batch, err = i.fetch(cons)
+			batch, err = i.read(cons, &p)
+			if len(batch) > 0 && hard.Err() == nil {
+				// Before reading ahead: dead letters go out in the order of the stream.
+				groups, prepared = i.prepare(hard, batch), true
+			}
 		}
-		if err == nil && len(batch) == i.cfg.Batch && soft.Err() == nil {
-			ahead = i.fetchAhead(hard, cons)
+		if err == nil && len(batch) > 0 && (len(batch) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
+			ahead = i.fetchAhead(hard, cons, &p)
 		}
 		var out outcome
 		switch {
 		case prepared:
-			out = i.store(hard, groups)
+			out = i.store(hard, acks, groups)
 		case len(batch) > 0:
-			out = i.handle(hard, batch)
+			out = i.handle(hard, acks, batch)
 		}
 		if out == backOff {
 			pause = i.cfg.NakDelay
@@ -373,7 +390,7 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer) {
 			continue
 		}
 		if soft.Err() != nil {
-			continue // a batch fetched ahead is still stored; then the loop returns
+			continue // the loop returns after handing back what is still open
 		}
 		i.log.Warn("ingest: fetch failed", "err", err)
 		pause = max(pause, i.cfg.NakDelay, time.Second)
@@ -434,9 +451,9 @@ func (i *Ingester) Health() error {
 	return i.health
 }
 
-// fetchAhead is a batch being fetched and prepared while the one before it is stored.
+// fetchAhead is a batch being read and prepared while the one before it is stored.
 type fetchAhead struct {
-	started time.Time // local monotonic time the pull request was made
+	started time.Time // local monotonic time the read began
 	done    chan fetched
 }
 
@@ -459,7 +476,7 @@ func (p carriedPanic) String() string {
 	return fmt.Sprintf("%v (while %s)\n%s", p.value, p.where, p.stack)
 }
 
-func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fetchAhead {
+func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *pull) *fetchAhead {
 	f := &fetchAhead{started: time.Now(), done: make(chan fetched, 1)}
 	go func() {
 		var r fetched
@@ -469,12 +486,13 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer) *fet
 			}
 			f.done <- r
 		}()
-		r.msgs, r.err = i.fetch(cons)
+		r.msgs, r.err = i.read(cons, p)
 		if len(r.msgs) == 0 {
 			return
 		}
 		if ctx.Err() != nil {
 			i.handBack(r.msgs)
+			r.msgs = nil
 			return
 		}
 		r.groups = i.prepare(ctx, r.msgs)
@@ -495,19 +513,116 @@ func consumerGone(err error) bool {
 // that, so that no single message can exceed it and stall the consumer.
 const fetchMaxBytes = 64 << 20
 
-// fetch waits out one pull request (at most MaxWait). It is not cut short by Stop: messages the
-// server has already sent for the request would otherwise be dropped by the client and sit
-// un-acknowledged until AckWait.
-func (i *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait), jetstream.FetchMaxBytes(fetchMaxBytes))
-	if err != nil {
-		return nil, err
+// linger is how long a read waits for the next message once it has some: a pause that long ends
+// the burst, and what came is stored now rather than when the pull request expires.
+const linger = 20 * time.Millisecond
+
+// pull is the pull request being read, nil when none is open. A read takes what the request has
+// delivered and may leave it open for the next read, so that a batch is stored as soon as the
+// messages stop coming or the store is ready for it, not when the request expires. One goroutine
+// reads it at a time: the loop, or the one fetching ahead while the loop waits for it.
+type pull struct {
+	open   jetstream.MessageBatch
+	opened time.Time // local monotonic time the open request was made
+}
+
+// read returns the consumer's next messages. It opens a pull request for Batch messages (and
+// fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
+// (MaxWait), then takes more until Batch or the end of the request; or, when the stream held
+// nothing more for the consumer as the last message taken was delivered, until a pause of
+// linger. A request is never abandoned: messages
+// the server has sent for it would be dropped by the client and sit un-acknowledged until
+// AckWait; Stop finishes it (finish).
+func (i *Ingester) read(cons jetstream.Consumer, p *pull) ([]jetstream.Msg, error) {
+	var msgs []jetstream.Msg
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if p.open != nil && len(msgs) == 0 && time.Since(p.opened) >= i.cfg.AckWait/2 {
+			// What the request delivered waited behind a slow store call: the server is about to
+			// hand it to another replica. Hand it back now, as a batch fetched ahead would be.
+			if stale := i.finish(p); len(stale) > 0 {
+				i.log.Warn("ingest: messages of a pull request waited half the ack wait behind a slow store call; handed back",
+					"events", len(stale), "waited", time.Since(p.opened).Round(time.Millisecond))
+				i.handBack(stale)
+			}
+		}
+		continued := p.open != nil
+		if !continued {
+			b, err := cons.Fetch(i.cfg.Batch, jetstream.FetchMaxWait(i.cfg.MaxWait), jetstream.FetchMaxBytes(fetchMaxBytes))
+			if err != nil {
+				return nil, err
+			}
+			p.open, p.opened = b, time.Now()
+		}
+		ch := p.open.Messages()
+		if len(msgs) == 0 {
+			m, ok := <-ch
+			if !ok {
+				err := p.open.Error()
+				p.open = nil
+				if continued && err == nil {
+					continue // the last read took the request's last message
+				}
+				return nil, err
+			}
+			msgs = append(msgs, m)
+		}
+		for len(msgs) < i.cfg.Batch {
+			var m jetstream.Msg
+			ok := true
+			select {
+			case m, ok = <-ch:
+			default:
+				if morePending(msgs[len(msgs)-1]) {
+					// A backlog: the rest of the batch is on its way. Small batches would cost a
+					// transaction, and derived-state rows, for a few events each.
+					m, ok = <-ch
+					break
+				}
+				if timer == nil {
+					timer = time.NewTimer(linger)
+				} else {
+					timer.Reset(linger)
+				}
+				select {
+				case m, ok = <-ch:
+				case <-timer.C:
+					return msgs, nil
+				}
+			}
+			if !ok {
+				err := p.open.Error()
+				p.open = nil
+				return msgs, err
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs, nil
+	}
+}
+
+// morePending reports whether the stream held more for the consumer when m was delivered.
+func morePending(m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && md.NumPending > 0
+}
+
+// finish reads the open pull request, if any, to its end (at most MaxWait).
+func (i *Ingester) finish(p *pull) []jetstream.Msg {
+	if p.open == nil {
+		return nil
 	}
 	var msgs []jetstream.Msg
-	for m := range b.Messages() {
+	for m := range p.open.Messages() {
 		msgs = append(msgs, m)
 	}
-	return msgs, b.Error()
+	p.open = nil
+	return msgs
 }
 
 // panicked reports a worker panic: logged with its stack, counted, sent once on Fatal. The batch is

@@ -12,7 +12,8 @@
 //     epochs only grow, whatever happens to the key (delete, purge, expiry): a later term always
 //     fences an earlier one.
 //   - Staleness is judged by local monotonic time since this process saw the key's revision
-//     change, never by comparing a store timestamp with the local clock. A contender takes over
+//     change (to a newer revision: an older one is a read served by a lagging replica), never
+//     by comparing a store timestamp with the local clock. A contender takes over
 //     only after it has itself seen the key unchanged for the whole TTL, or when the holder
 //     released it.
 //   - Every store call has a deadline; an answer after it counts as a failure. A replica whose

@@ -43,23 +43,34 @@ func (h *Health) Streak() (failures, successes int) { return h.failures, h.succe
 // Staleness tells how long a key has kept one revision, by the local clock, counting from when
 // this process first saw that revision: never from the store's timestamp, which was taken on
 // another machine's clock. A revision is the store's sequence number, so "same revision" means
-// "not written since", however long the reader was away. Not safe for concurrent use.
+// "not written since", however long the reader was away or its reads failed. Not safe for
+// concurrent use.
 type Staleness struct {
 	rev   uint64
 	since time.Time
 	seen  bool
 }
 
-// Observe records that a read which returned at local time at found revision rev (0: absent).
-// Any revision other than the current one restarts the count, a lower one included (a stale
-// read or a recreated bucket): restarting only delays a takeover. It reports whether it did.
+// Observe records that a read which returned at local time at found revision rev (0: absent),
+// and reports whether it restarted the count. A higher revision, or an absent key, restarts it;
+// the same revision does not. A lower revision does not either: revisions only grow, so it is a
+// read served by a replica that lags behind one already seen (a clustered bucket answers reads
+// from any replica, and a replica that has just restarted, or lost its stream leader, answers
+// from what it has). Counting afresh from it would restart the count each time reads alternate
+// between replicas, for as long as one lags. Use Behind to tell such a read apart, and Reset
+// when a compare-and-set on the revision being timed conflicted (the bucket may have been
+// recreated, its revisions started again).
 func (s *Staleness) Observe(rev uint64, at time.Time) bool {
-	if s.seen && rev == s.rev {
+	if s.seen && (rev == s.rev || s.Behind(rev)) {
 		return false
 	}
 	s.rev, s.since, s.seen = rev, at, true
 	return true
 }
+
+// Behind reports whether rev is a revision older than the one being timed: a read served by a
+// lagging replica. An absent key (rev 0) is never behind.
+func (s *Staleness) Behind(rev uint64) bool { return s.seen && rev != 0 && rev < s.rev }
 
 // Current returns the revision being timed and when it was first seen; ok is false before the
 // first observation.

@@ -51,13 +51,24 @@ func TestStaleness(t *testing.T) {
 	if got := s.Unchanged(t0.Add(4 * time.Second)); got != 4*time.Second {
 		t.Fatalf("Unchanged = %s, want 4s counted from the first sight", got)
 	}
-	// A lower revision (a stale read, a recreated bucket) restarts the count too.
-	if !s.Observe(3, t0.Add(5*time.Second)) || s.Unchanged(t0.Add(6*time.Second)) != time.Second {
-		t.Fatal("a different revision must restart the count")
+	// A lower revision is a read served by a lagging replica: it changes nothing.
+	if !s.Behind(3) || s.Behind(5) || s.Behind(6) || s.Behind(0) {
+		t.Fatal("Behind must hold for a lower revision only, never for an absent key")
+	}
+	if s.Observe(3, t0.Add(5*time.Second)) || s.Unchanged(t0.Add(6*time.Second)) != 6*time.Second {
+		t.Fatal("a lower revision must not restart the count")
+	}
+	// A higher one does.
+	if !s.Observe(7, t0.Add(7*time.Second)) || s.Unchanged(t0.Add(8*time.Second)) != time.Second {
+		t.Fatal("a higher revision must restart the count")
 	}
 	rev, since, ok := s.Current()
-	if !ok || rev != 3 || !since.Equal(t0.Add(5*time.Second)) {
+	if !ok || rev != 7 || !since.Equal(t0.Add(7*time.Second)) {
 		t.Fatalf("Current = %d %v %v", rev, since, ok)
+	}
+	// An absent key restarts it too (deleted or purged: Create comes next, and conflicts if not).
+	if !s.Observe(0, t0.Add(9*time.Second)) {
+		t.Fatal("an absent key must restart the count")
 	}
 	s.Reset()
 	if _, _, ok := s.Current(); ok {

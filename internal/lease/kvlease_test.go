@@ -144,6 +144,124 @@ func TestTakeoverWaitsForTheTTL(t *testing.T) {
 	}
 }
 
+// laggingKV answers every other read with an older revision of the key, as a clustered bucket
+// does when reads go to any replica and one of them lags (restarted, or waiting for its stream
+// to elect a leader). It cannot watch: the contender reads.
+type laggingKV struct {
+	jetstream.KeyValue
+	stale   atomic.Uint64 // the revision the lagging replica has; 0: none lags
+	reads   atomic.Int64
+	watches bool // Watch works (else it fails: the contender reads)
+}
+
+func (k *laggingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if rev := k.stale.Load(); rev != 0 && k.reads.Add(1)%2 == 0 {
+		if e, err := k.KeyValue.GetRevision(ctx, key, rev); err == nil {
+			return e, nil
+		}
+	}
+	return k.KeyValue.Get(ctx, key)
+}
+
+func (k *laggingKV) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	if !k.watches {
+		return nil, errors.New("no watch in this test")
+	}
+	return k.KeyValue.Watch(ctx, keys, opts...)
+}
+
+// Reads that alternate between the key's revision and an older one (a lagging replica) do not
+// restart the contender's count: it takes over the ttl after it first saw the newer revision.
+func TestLaggingReplicaReadsDoNotRestartTheCount(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	a := b.replica("a")
+	b.waitLeader(a)
+	old := b.revision()
+	b.clock.Advance(manualTiming.RenewInterval) // a renews once
+	settle(t, b.clock, a.idle)
+	if b.revision() <= old {
+		t.Fatalf("a did not renew:%s", b.rec)
+	}
+	a.f.Kill()
+
+	lag := &laggingKV{KeyValue: b.kv}
+	lag.stale.Store(old)
+	t0 := b.clock.Now()
+	c := b.replica("b", func(c *Config) { c.KV = lag })
+	settle(t, b.clock, c.idle)
+	const step = 250 * time.Millisecond
+	for !c.leader() {
+		if b.clock.Now().Sub(t0) > manualTiming.TTL+manualTiming.RenewInterval {
+			t.Fatalf("b does not lead %s after it first read the key (%d reads, every other one behind):%s",
+				b.clock.Now().Sub(t0), lag.reads.Load(), b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	if lag.reads.Load() < 4 {
+		t.Fatalf("b read the key %d times; the test needs reads that alternate", lag.reads.Load())
+	}
+	acq, _ := b.rec.find("b", ReasonAcquired)
+	if acq.At.Sub(t0) < manualTiming.TTL {
+		t.Errorf("b acquired %s after its first read, before the ttl", acq.At.Sub(t0))
+	}
+}
+
+// refusingUpdates fails every Update while on, as a clustered bucket does while its stream
+// elects a leader (reads are answered by any replica; writes need the leader). It cannot watch.
+type refusingUpdates struct {
+	jetstream.KeyValue
+	on atomic.Bool
+}
+
+func (k *refusingUpdates) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	if k.on.Load() {
+		return 0, errors.New("nats: no responders available for request")
+	}
+	return k.KeyValue.Update(ctx, key, value, revision)
+}
+
+func (k *refusingUpdates) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return nil, errors.New("no watch in this test")
+}
+
+// A takeover write that fails (the stream still electing its leader) degrades the contender,
+// which starts its RecoverAfter reads at once, at the degraded pace, and writes again within
+// about one renew interval, not after the read that was due next plus those reads.
+func TestFailedTakeoverTriesAgainWithinOneInterval(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	a := b.replica("a")
+	b.waitLeader(a)
+	a.f.Kill()
+	ref := &refusingUpdates{KeyValue: b.kv}
+	ref.on.Store(true)
+	t0 := b.clock.Now()
+	c := b.replica("b", func(c *Config) { c.KV = ref })
+	settle(t, b.clock, c.idle)
+	const step = 50 * time.Millisecond
+	for !c.l.Status().Degraded {
+		if b.clock.Now().Sub(t0) > manualTiming.TTL+manualTiming.RenewInterval {
+			t.Fatalf("b did not try to take over by the ttl:%s", b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	ref.on.Store(false)
+	back := b.clock.Now()
+	for !c.leader() {
+		if b.clock.Now().Sub(back) > manualTiming.RenewInterval+step {
+			t.Fatalf("b does not lead %s after its takeover failed:%s", b.clock.Now().Sub(back), b.rec)
+		}
+		b.clock.Advance(step)
+		settle(t, b.clock, c.idle)
+	}
+	if n := b.rec.count("b", ReasonRecovered); n != 1 {
+		t.Errorf("b recovered %d times before leading, want once (after RecoverAfter reads):%s", n, b.rec)
+	}
+}
+
 // A contender whose reads failed (its store was away, as while NATS elects a new leader for the
 // lease's stream) needs RecoverAfter good reads in a row before it may acquire, and makes them
 // within about one renew interval: it probes faster while degraded.

@@ -123,6 +123,11 @@ func (l *Lease) followStep(ctx context.Context, nextPoll time.Time) time.Time {
 		default:
 			l.note(err) // it may have landed: the next read tells
 			l.log.Debug("lease acquire failed", "err", err)
+			// Degraded now: start the recoverAfter reads at once (the pace of a degraded
+			// contender), not at the read that was due before this call.
+			if soon := l.clock.Now().Add(l.t.RenewInterval / time.Duration(max(l.t.RecoverAfter, 1))); soon.Before(nextPoll) {
+				nextPoll = soon
+			}
 		}
 	}
 
@@ -477,19 +482,31 @@ func (l *Lease) release(ctx context.Context, t *term) {
 	}
 }
 
-// observe records a read of the key that returned at local time at.
+// observe records a read of the key that returned at local time at. A read of a revision older
+// than the one being timed is ignored (Staleness.Observe says why): the last observation stays
+// the newer one, and so does its count.
 func (l *Lease) observe(e Entry, absent bool, at time.Time) {
 	o := observation{ok: true, entry: e, absent: absent}
 	if !absent {
 		o.rec, o.recErr = DecodeRecord(e.Value, e.Revision)
 	}
 	l.mu.Lock()
+	if !absent && l.seen.Behind(e.Revision) {
+		cur, _, _ := l.seen.Current()
+		l.mu.Unlock()
+		l.log.Debug("lease read served by a lagging replica; ignored", "revision", e.Revision, "seen", cur)
+		return
+	}
+	prev, _, _ := l.seen.Current()
 	changed := l.seen.Observe(e.Revision, at)
 	l.last = o
 	leading := l.term != nil && !l.term.ended
 	l.mu.Unlock()
 	if !leading && !absent && o.recErr == nil {
 		l.m.epoch.Set(float64(o.rec.EpochAt(e.Revision)))
+	}
+	if changed {
+		l.log.Debug("lease key changed", "revision", e.Revision, "previous", prev, "absent", absent)
 	}
 	if changed && !absent && o.recErr != nil {
 		l.log.Warn("lease key holds something that is not a lease record; it is taken over once it stays unchanged for the ttl",

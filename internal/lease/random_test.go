@@ -246,7 +246,7 @@ func (s trialStats) String() string {
 	for _, r := range allReasons[:5] {
 		ends = append(ends, fmt.Sprintf("%s=%d", r, s.ends[r]))
 	}
-	for _, k := range []string{"pause", "partition", "latency", "kill", "restart"} {
+	for _, k := range []string{"pause", "partition", "latency", "kill", "restart", "lag"} {
 		faults = append(faults, fmt.Sprintf("%s=%d", k, s.faults[k]))
 	}
 	p50, top := s.lateness()
@@ -258,7 +258,8 @@ func (s trialStats) String() string {
 // Contenders in one process on one real bucket, each behind its own fault injector, under
 // random kills (stop renewing for good), pauses (the loop frozen, before or after its call
 // reaches the store), partitions (calls hang or are refused) and latency (requests and answers
-// late, past the call deadline), and graceful restarts. A checker over the history: no two
+// late, past the call deadline), reads half of which a lagging replica answers with an older
+// revision, and graceful restarts. A checker over the history: no two
 // terms overlap on the shared clock, epochs strictly increase; and once the faults stop, a
 // living contender leads. GODWIT_LEASE_TRIALS sets the number of trials (20 by default),
 // GODWIT_LEASE_SEED the first seed.
@@ -315,6 +316,7 @@ func envInt(t *testing.T, name string, def int) int {
 type member struct {
 	name   string
 	f      *leasetest.FaultKV
+	lag    *laggingKV
 	l      *Lease
 	killed bool
 	busy   time.Time // a fault is in force until then
@@ -331,7 +333,8 @@ func runTrial(kv jetstream.KeyValue, seed uint64, tm Timing) (trialStats, error)
 	start := func(i int) (*member, error) {
 		gen[i]++
 		name := fmt.Sprintf("c%d.%d", i, gen[i])
-		f := leasetest.NewFaultKV(kv, RealClock{})
+		lag := &laggingKV{KeyValue: kv, watches: true}
+		f := leasetest.NewFaultKV(lag, RealClock{})
 		l, err := New(Config{Name: key, Holder: fmt.Sprintf("c%d", i), KV: f, Timing: tm,
 			Lead: func(t Term) { <-t.Context().Done() }, OnTransition: rec.on(name)})
 		if err != nil {
@@ -340,7 +343,7 @@ func runTrial(kv jetstream.KeyValue, seed uint64, tm Timing) (trialStats, error)
 		if err := l.Start(context.Background()); err != nil {
 			return nil, err
 		}
-		return &member{name: name, f: f, l: l}, nil
+		return &member{name: name, f: f, lag: lag, l: l}, nil
 	}
 	stop := func(m *member) error {
 		if m.killed {
@@ -416,6 +419,16 @@ func runTrial(kv jetstream.KeyValue, seed uint64, tm Timing) (trialStats, error)
 			}
 			ms[i] = n
 			continue
+		case k < 10:
+			// Every other read answered by a replica that stays at the key's present revision
+			// while the key moves on (a NATS server restarted, or without its stream leader).
+			e, err := kv.Get(context.Background(), key)
+			if err != nil {
+				continue
+			}
+			st.faults["lag"]++
+			m.lag.stale.Store(e.Revision())
+			time.AfterFunc(d, func() { m.lag.stale.Store(0) })
 		default:
 			continue // a quiet spell
 		}
@@ -427,6 +440,7 @@ func runTrial(kv jetstream.KeyValue, seed uint64, tm Timing) (trialStats, error)
 			m.f.Thaw()
 			m.f.SetPartition(leasetest.Connected)
 			m.f.SetLatency(0, 0)
+			m.lag.stale.Store(0)
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)

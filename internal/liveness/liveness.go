@@ -66,6 +66,10 @@ type Config struct {
 	// heartbeat before it is written again: at most one last-seen write per agent per
 	// LastSeenEvery. Changes of status are written at once regardless. ≤ 0: DefaultLastSeenEvery.
 	LastSeenEvery time.Duration
+	// OnStatus is told of each change of an agent's status once it is stored (the migration
+	// controller keeps its reachability index from these instead of reading every agent on
+	// every pass). Nil: nobody is told. It must not block.
+	OnStatus func(agentID, status string)
 }
 
 // DefaultLastSeenEvery is Config.LastSeenEvery's default.
@@ -83,6 +87,7 @@ type Controller struct {
 	events   *hubevent.Sender
 
 	lastSeenEvery time.Duration
+	onStatus      func(agentID, status string)
 
 	mu     sync.Mutex
 	beats  map[string]beat // latest heartbeat per agent, from the bucket
@@ -140,7 +145,7 @@ func New(cfg Config) *Controller {
 	}
 	c := &Controller{kv: cfg.KV, store: cfg.Store, log: cfg.Logger, interval: cfg.Interval, grace: cfg.Grace, hubID: cfg.HubID,
 		now: cfg.Now, events: hubevent.New(cfg.Publish, cfg.Logger),
-		beats: map[string]beat{}, synced: make(chan struct{}), lastSeenEvery: cfg.LastSeenEvery,
+		beats: map[string]beat{}, synced: make(chan struct{}), lastSeenEvery: cfg.LastSeenEvery, onStatus: cfg.OnStatus,
 		life: worker.New(worker.Config{Name: "liveness", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 	if c.now == nil {
 		c.now = c.storeNow
@@ -325,6 +330,7 @@ func (c *Controller) tick(ctx context.Context) {
 		r := c.index[u.AgentID]
 		if r.status != u.Status {
 			c.log.Info("agent status changed", "agent", u.AgentID, "from", r.status, "to", u.Status)
+			c.told(u.AgentID, u.Status)
 		}
 		r.status = u.Status
 		if u.LastSeen.After(r.lastSeen) {
@@ -474,6 +480,14 @@ func (c *Controller) markAllUnknown(ctx context.Context) {
 	}
 	for _, u := range updates {
 		c.index[u.AgentID].status = wire.StatusUnknown
+		c.told(u.AgentID, wire.StatusUnknown)
 	}
 	c.log.Warn("liveness: bus unreachable for longer than the grace; agent status is unknown", "agents", len(updates))
+}
+
+// told passes a stored change of status on to Config.OnStatus.
+func (c *Controller) told(id, status string) {
+	if c.onStatus != nil {
+		c.onStatus(id, status)
+	}
 }

@@ -210,3 +210,36 @@ func TestOfflineAgentWithoutAStoredHeartbeat(t *testing.T) {
 		t.Fatalf("events: %s", strings.Join(got, "\n"))
 	}
 }
+
+// OnStatus is told of each stored change of status, once, and of nothing else: an hour of
+// ticks with one agent away is one change, not 720 reports.
+func TestOnStatusToldOfChangesOnly(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 2)
+	c := f.controller()
+	var mu sync.Mutex
+	told := map[string][]string{}
+	c.onStatus = func(id, status string) {
+		mu.Lock()
+		defer mu.Unlock()
+		told[id] = append(told[id], status)
+	}
+	f.run(c, 10*time.Minute, 1, 2)
+	f.run(c, time.Hour, 2) // agent-1 stops
+	f.run(c, 10*time.Minute, 1, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]string{
+		f.agents[0].ID: "online offline online",
+		f.agents[1].ID: "online",
+	}
+	for id, w := range want {
+		if got := strings.Join(told[id], " "); got != w {
+			t.Fatalf("told of %s: %q, want %q", id, got, w)
+		}
+		a, err := f.store.GetAgent(context.Background(), id)
+		if err != nil || a.Status != wire.StatusOnline {
+			t.Fatalf("stored status of %s: %s (%v)", id, a.Status, err)
+		}
+	}
+}

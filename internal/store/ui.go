@@ -122,6 +122,10 @@ type FleetStore interface {
 	// RollbackFailures maps agents to the migrations whose latest attempt on them is
 	// rollback_failed: the agents with these ids, or every agent when ids is nil.
 	RollbackFailures(ctx context.Context, ids []string) (map[string][]string, error)
+	// NotOnlineInBatch returns the agents of one batch (0-based) of a migration, by their latest
+	// attempts, that are not online or are revoked (without their labels): those whose attempt
+	// failed or keeps a failure first, then by agent id.
+	NotOnlineInBatch(ctx context.Context, migration string, batch int) ([]AgentState, error)
 	// ProblemCounts counts the warning and error events in [Since, Until) by time bucket, type
 	// and severity.
 	ProblemCounts(ctx context.Context, q ProblemQuery) ([]ProblemCount, error)

@@ -180,8 +180,9 @@ func hadFailure(a *wire.Assignment) bool {
 }
 
 // approvalWarnings says what is wrong before the next batch is approved: agents whose rollback
-// failed or that failed, and agents of the next batch that are not online.
-func approvalWarnings(latest []*wire.Assignment, next int, states map[string]store.AgentState, fleetBroken map[string][]string) []string {
+// failed or that failed (of latest, the failed latest attempts, with their agents in states), and
+// the agents of the next batch that are not online (notOnline, in the order they are named).
+func approvalWarnings(latest []*wire.Assignment, notOnline []store.AgentState, next int, states map[string]store.AgentState, fleetBroken map[string][]string) []string {
 	var broken, failed, away []string
 	seen := map[string]bool{}
 	for _, a := range latest {
@@ -206,8 +207,7 @@ func approvalWarnings(latest []*wire.Assignment, next int, states map[string]sto
 	}
 	for _, a := range latest {
 		name := a.AgentID
-		st, known := states[a.AgentID]
-		if known {
+		if st, known := states[a.AgentID]; known {
 			name = st.Name
 		}
 		switch {
@@ -216,13 +216,13 @@ func approvalWarnings(latest []*wire.Assignment, next int, states map[string]sto
 		case a.State == "failed" || a.State == "timed_out":
 			failed = append(failed, name)
 		}
-		if a.Batch == next && known && (st.Revoked || st.Status != wire.StatusOnline) {
-			status := st.Status
-			if st.Revoked {
-				status = "revoked"
-			}
-			away = append(away, name+" ("+status+")")
+	}
+	for _, st := range notOnline {
+		status := st.Status
+		if st.Revoked {
+			status = "revoked"
 		}
+		away = append(away, st.Name+" ("+status+")")
 	}
 	var out []string
 	if len(broken) > 0 {

@@ -154,6 +154,10 @@ func (s *Server) ingestStatus(ctx context.Context) (*wire.IngestStatus, string) 
 	if s.cfg.Pipeline == nil {
 		return nil, "the event pipeline is not running on this hub"
 	}
+	// JetStream answers nothing while the ingest's streams elect a new leader (seconds after a
+	// NATS server is lost): the page says the figures are not available rather than wait.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	st, err := s.cfg.Pipeline.Status(ctx)
 	if err != nil {
 		return nil, err.Error()
@@ -795,6 +799,7 @@ func (s *Server) migrationView(ctx context.Context, r *http.Request, name string
 		approvable = approvable || b.Action == string(wire.MigrationApprove)
 	}
 	var fleetBroken map[string][]string
+	var away []store.AgentState
 	if approvable {
 		if fleetBroken, err = s.cfg.Store.RollbackFailures(ctx, nil); err != nil {
 			return nil, err
@@ -802,17 +807,13 @@ func (s *Server) migrationView(ctx context.Context, r *http.Request, name string
 		for id := range fleetBroken {
 			ids = append(ids, id)
 		}
-		next, err := s.cfg.Store.LatestAssignments(ctx, store.LatestQuery{Migration: name, Batch: &nextBatch})
-		if err != nil {
+		// The next batch's agents that are not online come from one query with their names and
+		// liveness: not the batch (a quarter of a fleet-wide migration) read and looked up.
+		if away, err = s.cfg.Store.NotOnlineInBatch(ctx, name, nextBatch); err != nil {
 			return nil, err
 		}
-		for i := range next {
-			if !hadFailure(&next[i]) {
-				latest = append(latest, &next[i])
-			}
-		}
 		for _, a := range latest {
-			if a.Batch == nextBatch || a.State == "rollback_failed" || a.State == "failed" || a.State == "timed_out" {
+			if a.State == "rollback_failed" || a.State == "failed" || a.State == "timed_out" {
 				ids = append(ids, a.AgentID)
 			}
 		}
@@ -919,7 +920,7 @@ func (s *Server) migrationView(ctx context.Context, r *http.Request, name string
 		return nil, err
 	}
 	if approvable {
-		if warn := approvalWarnings(latest, nextBatch, states, fleetBroken); len(warn) > 0 {
+		if warn := approvalWarnings(latest, away, nextBatch, states, fleetBroken); len(warn) > 0 {
 			for i := range d.Actions {
 				if b := &d.Actions[i]; b.Action == string(wire.MigrationApprove) {
 					b.Warnings = warn

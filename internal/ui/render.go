@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"godwit.dev/godwit/internal/api"
@@ -47,6 +48,7 @@ type layout struct {
 type page struct{ t *template.Template }
 
 var funcs = template.FuncMap{
+	"iconSVG":     iconSVG,
 	"ts":          formatTime,
 	"ago":         func(t time.Time) string { return human.Ago(t, time.Now()) },
 	"sev":         severity,
@@ -98,6 +100,43 @@ var funcs = template.FuncMap{
 	},
 }
 
+// iconTemplate is templates/icons.html: the template "icon-svg" draws an icon by its name.
+var iconTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("icons").ParseFS(templateFS, "templates/icons.html"))
+})
+
+// iconCache holds the SVG of every icon the pages name, rendered once: a page inserts an icon
+// with one lookup instead of walking the template's chain of comparisons (a migration page draws
+// about a thousand icons). The bytes are those the template writes.
+var iconCache = sync.OnceValue(func() map[string]template.HTML {
+	out := map[string]template.HTML{}
+	for _, name := range []string{"icon-error", "icon-warning", "icon-info", "icon-ok", "icon-online", "icon-offline", "icon-unknown",
+		"icon-revoked", "icon-running", "icon-rollback", "icon-paused", "icon-pending", "icon-logo"} {
+		h, err := renderIcon(name)
+		if err != nil {
+			panic(err)
+		}
+		out[name] = h
+	}
+	return out
+})
+
+func renderIcon(name string) (template.HTML, error) {
+	var b strings.Builder
+	if err := iconTemplate().ExecuteTemplate(&b, "icon-svg", name); err != nil {
+		return "", err
+	}
+	return template.HTML(b.String()), nil
+}
+
+// iconSVG is the SVG of the icon name (an empty one for a name no icon has, as the template).
+func iconSVG(name string) (template.HTML, error) {
+	if h, ok := iconCache()[name]; ok {
+		return h, nil
+	}
+	return renderIcon(name)
+}
+
 // parsePages parses every page template with the layout and the shared partials.
 func parsePages() map[string]*page {
 	names, err := templateFS.ReadDir("templates")
@@ -107,7 +146,7 @@ func parsePages() map[string]*page {
 	out := map[string]*page{}
 	for _, e := range names {
 		name := strings.TrimSuffix(e.Name(), ".html")
-		if name == "layout" || name == "partials" {
+		if name == "layout" || name == "partials" || name == "icons" {
 			continue
 		}
 		t := template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS,

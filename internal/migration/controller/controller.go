@@ -119,6 +119,21 @@ type Controller struct {
 	recoveredAt time.Time
 	passes      *prometheus.CounterVec
 
+	// agents is the reachability index (agents.go): read from SQL once per run (or again when
+	// resync is set), then changed only by agentChanges, the changes reported since the last
+	// pass. Only the pass's goroutine reads or changes the map itself.
+	agents       map[string]agentEntry
+	agentChanges []agentChange
+	resync       bool
+	// obsChanged names the agents whose observed state arrived since the last pass; idle holds
+	// the finished migrations a pass skips until they or one of their agents change (only the
+	// pass's goroutine uses it).
+	obsChanged map[string]bool
+	idle       map[string]idle
+	// unsaved is, per migration and agent, active time counted by passes that got through and
+	// not yet stored (see activeFlush).
+	unsaved map[string]map[string]unsavedActive
+
 	events *hubevent.Sender
 	life   *worker.Lifecycle
 }
@@ -146,9 +161,10 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}, counted: map[string]time.Time{},
-		unrunnable: map[string]bool{}, writeErr: map[string]string{},
-		events: hubevent.New(cfg.Publish, cfg.Logger),
-		life:   worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
+		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
+		unsaved: map[string]map[string]unsavedActive{},
+		events:  hubevent.New(cfg.Publish, cfg.Logger),
+		life:    worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
 
 // Start acquires leadership, starts following observed state and runs passes until Stop. Safe
@@ -167,6 +183,10 @@ func (c *Controller) begin(ctx context.Context) error {
 	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]string{}
 	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
+	// The agent index is read again from SQL by the first pass: another hub may have led and
+	// written in between.
+	c.agents, c.agentChanges, c.obsChanged, c.idle = nil, nil, map[string]bool{}, map[string]idle{}
+	c.unsaved = map[string]map[string]unsavedActive{}
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
 	select {
@@ -259,6 +279,7 @@ func (c *Controller) run(ctx context.Context) error {
 		case <-t.C:
 		case <-c.life.Nudged():
 		case <-check.C:
+			c.resyncAgents()
 			if _, err := c.Check(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("consistency check failed", "err", err)
 			}

@@ -137,6 +137,21 @@ func (b *bundle) apply(t *testing.T, name, rollout string) wire.MigrationApplyRe
 	return res
 }
 
+// setStatus stores the agents' liveness status and tells c, as package liveness does in a hub.
+func (b *bundle) setStatus(t *testing.T, c *Controller, status string, agents ...int) {
+	t.Helper()
+	var ls []store.Liveness
+	for _, n := range agents {
+		ls = append(ls, store.Liveness{AgentID: b.agents[n-1].ID, Status: status})
+	}
+	if err := b.store.UpdateLiveness(context.Background(), ls); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		c.AgentStatus(l.AgentID, l.Status)
+	}
+}
+
 func (b *bundle) pass(t *testing.T) {
 	t.Helper()
 	if err := b.c.Pass(context.Background()); err != nil {
@@ -462,10 +477,7 @@ func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 	b := setup(t, 1)
 	b.apply(t, "m1", "    batchSize: 1\n    onAgentFailure: leave")
 	b.pass(t)
-	ctx := context.Background()
-	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOffline}}); err != nil {
-		t.Fatal(err)
-	}
+	b.setStatus(t, b.c, wire.StatusOffline, 1)
 	for range 4 { // four hours of hub up-time with the agent away
 		b.clock.Add(time.Hour)
 		b.pass(t)
@@ -473,9 +485,7 @@ func TestActiveDeadlineIgnoresUnreachableTime(t *testing.T) {
 	if a := b.latest(t, "m1")["agent-1"]; a.State != aUnreachable || a.ActiveMS != 0 {
 		t.Fatalf("after 4h unreachable: %s, %dms counted; want agent_unreachable and nothing counted", a.State, a.ActiveMS)
 	}
-	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[0].ID, Status: wire.StatusOnline}}); err != nil {
-		t.Fatal(err)
-	}
+	b.setStatus(t, b.c, wire.StatusOnline, 1)
 	b.clock.Add(30 * time.Minute)
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.State != aPending {

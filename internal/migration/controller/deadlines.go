@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"maps"
 	"time"
 
 	"godwit.dev/godwit/internal/migration/spec"
@@ -27,14 +28,15 @@ func (c *Controller) judging(now time.Time) (busUp, settled bool) {
 // zero then), for an assignment only while its agent is reachable, and for the migration only
 // while it is running or rolling back and at least one of its agents is reachable. Under "wall", elapsed time since dispatch (assignment) or creation (migration)
 // counts. A rollback gets a fresh timer when it is requested.
-func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
+func (p *pass) deadlines(delta time.Duration) {
+	reachable := p.view.reachable
 	active := p.sp.Spec.DeadlinePolicy != spec.DeadlineWall
 	// The migration's time counts only while some agent with work in flight is reachable:
 	// otherwise nothing could progress, whatever the hub does.
 	workable := false
 	for _, id := range p.order {
 		a := p.latest[id]
-		if reachable[id] && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
+		if reachable(id) && !a.DispatchedAt.IsZero() && !assignmentSettled(a.State) {
 			workable = true
 			break
 		}
@@ -48,12 +50,13 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		if a.DispatchedAt.IsZero() || assignmentSettled(a.State) || a.Action == wire.ActionCancel {
 			continue
 		}
-		p.reachability(a, reachable[id])
-		if active && delta > 0 && reachable[id] {
+		p.reachability(a, reachable(id))
+		if active && delta > 0 && reachable(id) {
 			// A timer that started since the last pass (a rollback or retry requested
 			// meanwhile) counts only from its start.
-			a.ActiveMS += min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
-			p.dirty[id] = true
+			ms := min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
+			a.ActiveMS += ms
+			p.countUnsaved(a, ms)
 		}
 		limit := p.sp.Spec.Timeouts.Assignment
 		used := time.Duration(a.ActiveMS) * time.Millisecond
@@ -62,7 +65,7 @@ func (p *pass) deadlines(reachable map[string]bool, delta time.Duration) {
 		}
 		// While settling, only an agent heard from again (it has reconnected and re-sent its
 		// observed state) is judged; one still silent waits for the settle time.
-		if used <= limit || !(p.judge || (p.busUp && reachable[id] && p.heard[id])) {
+		if used <= limit || !(p.judge || (p.busUp && reachable(id) && p.view.seen(id).heard)) {
 			continue
 		}
 		switch a.Action {
@@ -159,4 +162,63 @@ func (p *pass) reachableAgain(a *wire.Assignment, since time.Time) {
 		away = "after " + p.now.Sub(since).Round(time.Second).String() + " (unreachable since " + since.UTC().Format(time.RFC3339) + ")"
 	}
 	p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo, fmt.Sprintf("agent reachable again %s; the assignment is %s", away, a.State)))
+}
+
+// activeFlush bounds the active time an assignment may have counted in memory and not yet
+// stored: counting alone writes an in-flight assignment at most once per activeFlush of its
+// active time, not on every pass (any other change writes it at once, with the time counted).
+// A new leader starts from the stored times, so a leader change loses at most this much of each
+// assignment's counted time: its deadline comes that much later, never sooner.
+const activeFlush = 10 * time.Second
+
+// unsavedActive is active time counted for an assignment and not yet stored; it belongs to the
+// attempt and timer (DispatchedAt) it was counted for.
+type unsavedActive struct {
+	attempt    int
+	dispatched time.Time
+	ms         int64
+}
+
+// addUnsaved adds what earlier passes counted and did not store to the assignments read.
+func (p *pass) addUnsaved() {
+	p.c.mu.Lock()
+	prev := p.c.unsaved[p.m.Name]
+	p.c.mu.Unlock()
+	p.unsaved = make(map[string]unsavedActive, len(prev))
+	for id, u := range prev {
+		a, ok := p.latest[id]
+		if !ok || a.Attempt != u.attempt || !a.DispatchedAt.Equal(u.dispatched) {
+			continue
+		}
+		a.ActiveMS += u.ms
+		p.unsaved[id] = u
+	}
+}
+
+// countUnsaved records ms counted for a; the assignment is written once enough is unsaved.
+func (p *pass) countUnsaved(a *wire.Assignment, ms int64) {
+	u := p.unsaved[a.AgentID]
+	if u.attempt != a.Attempt || !u.dispatched.Equal(a.DispatchedAt) {
+		u = unsavedActive{attempt: a.Attempt, dispatched: a.DispatchedAt}
+	}
+	u.ms += ms
+	p.unsaved[a.AgentID] = u
+	if u.ms >= activeFlush.Milliseconds() {
+		p.dirty[a.AgentID] = true
+	}
+}
+
+// keepUnsaved hands what this pass counted and did not store to the next pass, once the pass
+// is saved: a written assignment has nothing unsaved left.
+func (p *pass) keepUnsaved() {
+	for id := range p.dirty {
+		delete(p.unsaved, id)
+	}
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	if len(p.unsaved) == 0 {
+		delete(p.c.unsaved, p.m.Name)
+		return
+	}
+	p.c.unsaved[p.m.Name] = maps.Clone(p.unsaved)
 }

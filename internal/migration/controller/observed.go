@@ -53,16 +53,23 @@ func (c *Controller) watchObserved(ctx context.Context) {
 				c.log.Warn("migration controller: ignoring malformed observed state", "agent", e.Key())
 				continue
 			}
-			c.mu.Lock()
-			c.observed[e.Key()] = o
-			if live {
-				c.heardAt[e.Key()] = c.cfg.Clock.Now()
-			}
-			c.mu.Unlock()
-			c.Nudge()
+			c.observe(o, live)
 		}
 		_ = w.Stop()
 	}
+}
+
+// observe records an agent's observed document (heard from again when live) and asks for a
+// pass, which looks at that agent again.
+func (c *Controller) observe(o wire.ObservedState, live bool) {
+	c.mu.Lock()
+	c.observed[o.AgentID] = o
+	c.obsChanged[o.AgentID] = true
+	if live {
+		c.heardAt[o.AgentID] = c.cfg.Clock.Now()
+	}
+	c.mu.Unlock()
+	c.Nudge()
 }
 
 func (c *Controller) markSynced() {

@@ -47,7 +47,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 	if err != nil {
 		return c.storeDown(err)
 	}
-	agents, err := c.cfg.Store.ListAgents(ctx)
+	agents, err := c.reachability(ctx)
 	if err != nil {
 		return c.storeDown(err)
 	}
@@ -57,30 +57,21 @@ func (c *Controller) Pass(ctx context.Context) error {
 		c.judgeFrom, c.recoveredAt = now.Add(c.cfg.Settle), now
 		c.log.Info("migration controller: the store is back; deadlines enforced again after the settle time", "settle", c.cfg.Settle)
 	}
+	v := &view{c: c, agents: agents, recovered: c.recoveredAt, obs: map[string]seenState{}}
 	c.mu.Unlock()
-	reachable := map[string]bool{}
-	for _, a := range agents {
-		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
-	}
-	// A snapshot: the watcher keeps updating the live map while this pass decides.
-	c.mu.Lock()
-	observed := make(map[string]wire.ObservedState, len(c.observed))
-	for k, v := range c.observed {
-		observed[k] = v
-	}
-	heard := map[string]bool{}
-	for k, at := range c.heardAt {
-		heard[k] = !at.Before(c.recoveredAt)
-	}
-	c.mu.Unlock()
+	changed := c.takeObserved()
 	var errs []error
 	passes := make([]*pass, 0, len(ms))
 	for _, m := range ms {
+		if i, ok := c.idle[m.Name]; ok && i.version == m.Version && !i.touched(changed) {
+			continue // finished, nothing left to send, nothing new heard: no per-agent work
+		}
+		delete(c.idle, m.Name)
 		var delta time.Duration
 		if at, ok := counted[m.Name]; ok {
 			delta = now.Sub(at)
 		}
-		p, err := c.reconcile(ctx, m, observed, heard, reachable, delta, now)
+		p, err := c.reconcile(ctx, m, v, delta, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				return err
@@ -156,23 +147,22 @@ func (c *Controller) parsedSpec(m wire.Migration) (*spec.Migration, error) {
 
 // pass holds one migration's working set during a pass.
 type pass struct {
-	c         *Controller
-	m         wire.Migration
-	orig      wire.Migration
-	sp        *spec.Migration // nil when the stored spec does not parse
-	all       []wire.Assignment
-	latest    map[string]*wire.Assignment // agent → its latest attempt
-	order     []string                    // agents in stable order
-	dirty     map[string]bool
-	now       time.Time
-	events    []wire.Event
-	observed  map[string]wire.ObservedState
-	reachable map[string]bool
-	adopting  bool            // the first reconcile of this migration since taking the lead
-	judge     bool            // settled: every deadline may be enforced, new work may start
-	busUp     bool            // while settling, deadlines of agents heard from again may be enforced
-	overdue   bool            // the migration's deadline has passed (judged or not)
-	heard     map[string]bool // agents heard from since the controller took the lead or the bus came back
+	c        *Controller
+	m        wire.Migration
+	orig     wire.Migration
+	sp       *spec.Migration // nil when the stored spec does not parse
+	all      []wire.Assignment
+	latest   map[string]*wire.Assignment // agent → its latest attempt
+	order    []string                    // agents in stable order
+	dirty    map[string]bool
+	now      time.Time
+	events   []wire.Event
+	view     *view
+	unsaved  map[string]unsavedActive // agent → active time counted and not yet stored
+	adopting bool                     // the first reconcile of this migration since taking the lead
+	judge    bool                     // settled: every deadline may be enforced, new work may start
+	busUp    bool                     // while settling, deadlines of agents heard from again may be enforced
+	overdue  bool                     // the migration's deadline has passed (judged or not)
 }
 
 func (p *pass) touch(a *wire.Assignment) {
@@ -236,7 +226,7 @@ func (p *pass) setMigration(to, reason string) {
 // reconcile runs one migration's pass and saves it. It returns the pass (for the desired
 // documents) unless the migration's records could not be read. A migration that cannot be run
 // is failed here, with the reason, and is not an error of the pass.
-func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed map[string]wire.ObservedState, heard, reachable map[string]bool, delta time.Duration, now time.Time) (*pass, error) {
+func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, delta time.Duration, now time.Time) (*pass, error) {
 	sp, perr := c.parsedSpec(m)
 	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
 	if err != nil {
@@ -247,7 +237,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed m
 	c.mu.Unlock()
 	busUp, settled := c.judging(now)
 	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: now,
-		observed: observed, reachable: reachable, adopting: adopting, judge: settled, busUp: busUp, heard: heard}
+		view: v, adopting: adopting, judge: settled, busUp: busUp}
 	for i := range p.all {
 		a := &p.all[i]
 		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
@@ -259,7 +249,8 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed m
 	}
 	sort.Strings(p.order)
 
-	p.observe(observed)
+	p.addUnsaved()
+	p.observe()
 	why := c.unrunnableReason(m, sp, perr)
 	switch {
 	case why != "" && !migrationFinal(p.m.State) && p.m.State != mRollingBack:
@@ -271,7 +262,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed m
 		// deadline can be judged without the spec.
 		p.setMigration(mFailed, why+"; run rollback again to resume it once the spec is fixed")
 	case !migrationFinal(p.m.State):
-		p.deadlines(reachable, delta)
+		p.deadlines(delta)
 		p.advance()
 	case p.m.State == mCancelled:
 		p.cancelInFlight("migration aborted")
@@ -283,7 +274,24 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, observed m
 	c.adopted[m.Name] = true
 	c.counted[m.Name] = now
 	c.mu.Unlock()
+	if p.idle() {
+		c.idle[m.Name] = idle{version: p.m.Version, agents: p.order}
+	}
 	return p, nil
+}
+
+// idle reports whether the migration is finished, saved, and leaves nothing for any agent to
+// act on or confirm: passes skip it until it or one of its agents changes.
+func (p *pass) idle() bool {
+	if !migrationFinal(p.m.State) || p.m != p.orig || len(p.dirty) > 0 {
+		return false
+	}
+	for _, a := range p.latest {
+		if wanted(a) {
+			return false
+		}
+	}
+	return true
 }
 
 // unrunnableReason says why a stored migration cannot be run, or "" if it can. It is logged
@@ -313,16 +321,17 @@ func (c *Controller) unrunnableReason(m wire.Migration, sp *spec.Migration, perr
 
 // observe records what each agent confirmed and applies its reports for the current generation
 // of each latest attempt.
-func (p *pass) observe(obs map[string]wire.ObservedState) {
+func (p *pass) observe() {
 	for _, id := range p.order {
 		a := p.latest[id]
 		if a.DispatchedAt.IsZero() {
 			continue
 		}
-		doc, ok := obs[id]
-		if !ok {
+		seen := p.view.seen(id)
+		if !seen.ok {
 			continue
 		}
+		doc := seen.doc
 		for _, o := range doc.Assignments {
 			if o.Migration != a.Migration || o.Attempt != a.Attempt {
 				continue // another migration, or a stale attempt: fenced out
@@ -342,7 +351,7 @@ func (p *pass) observe(obs map[string]wire.ObservedState) {
 
 func (p *pass) applyObservation(a *wire.Assignment, o wire.ObservedAssignment) {
 	from, since := a.State, a.UnreachableSince
-	if from == aUnreachable && !p.reachable[a.AgentID] && !assignmentSettled(o.State) {
+	if from == aUnreachable && !p.view.reachable(a.AgentID) && !assignmentSettled(o.State) {
 		// What the agent last said before it went away, read again: not news. The agent is
 		// back when liveness says so, or when it reports a result.
 		return
@@ -394,7 +403,7 @@ func sameInt(a, b *int) bool {
 
 // observedFor returns the agent's report about this attempt, if any.
 func (p *pass) observedFor(a *wire.Assignment) (wire.ObservedAssignment, bool) {
-	for _, o := range p.observed[a.AgentID].Assignments {
+	for _, o := range p.view.seen(a.AgentID).doc.Assignments {
 		if o.Migration == a.Migration && o.Attempt == a.Attempt {
 			return o, true
 		}
@@ -426,6 +435,7 @@ func (p *pass) save(ctx context.Context) error {
 		}
 	}
 	if len(changed) == 0 && p.m == p.orig {
+		p.keepUnsaved()
 		return nil
 	}
 	p.m.UpdatedAt = p.now
@@ -438,6 +448,7 @@ func (p *pass) save(ctx context.Context) error {
 		return err
 	}
 	p.m.Version++
+	p.keepUnsaved()
 	p.orig, p.dirty = p.m, map[string]bool{}
 	for _, e := range p.events {
 		p.c.publish(ctx, e)

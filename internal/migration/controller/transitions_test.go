@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -39,16 +38,7 @@ func TestFourHourOutageMarksTransitionsOnly(t *testing.T) {
 		b.report(t, n, "m1", aApplying, "")
 	}
 	b.pass(t)
-	setStatus := func(status string) {
-		var ls []store.Liveness
-		for _, a := range b.agents {
-			ls = append(ls, store.Liveness{AgentID: a.ID, Status: status})
-		}
-		if err := b.store.UpdateLiveness(ctx, ls); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setStatus(wire.StatusOffline)
+	b.setStatus(t, b.c, wire.StatusOffline, 1, 2)
 	passes := func(c *Controller, d time.Duration) {
 		for end := b.clock.Now().Add(d); b.clock.Now().Before(end); {
 			b.clock.Add(5 * time.Second)
@@ -72,7 +62,7 @@ func TestFourHourOutageMarksTransitionsOnly(t *testing.T) {
 			t.Fatalf("after 4h away: %+v", a)
 		}
 	}
-	setStatus(wire.StatusOnline)
+	b.setStatus(t, next, wire.StatusOnline, 1, 2)
 	passes(next, time.Minute)
 	got := b.hubEvents(wire.EventAssignmentReconciled, wire.EventMigrationStateChanged, wire.EventCheckFinding)
 	want := []string{"pending → running", // before the outage

@@ -49,6 +49,7 @@ func Dialect() sqlstore.Dialect {
 			}, nil
 		},
 		IsTransient: IsTransient,
+		ArrayParams: true,
 	}
 }
 

@@ -129,8 +129,9 @@ func Dialect() sqlstore.Dialect {
 		IsTransient: IsTransient,
 		// In process, a prepared statement executed once per row beats multi-row statements
 		// (SQLite materialises a multi-row VALUES list before inserting it).
-		RowsPerInsert: 1,
-		Maintain:      checkpoint,
+		RowsPerInsert:  1,
+		OneEventWriter: true,
+		Maintain:       checkpoint,
 	}
 }
 

@@ -3,8 +3,10 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -42,11 +44,22 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 	if len(events) == 0 && len(states) == 0 {
 		return 0, nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, release, err := s.beginEvents(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("insert events: %w", err)
 	}
+	defer release()
 	defer func() { _ = tx.Rollback() }()
+	if s.dialect.ArrayParams {
+		inserted, err := insertEventArrays(ctx, tx, events, newestStates(states))
+		if err != nil {
+			return 0, err
+		}
+		if err := tx.Commit(); err != nil {
+			return 0, fmt.Errorf("insert events: commit: %w", err)
+		}
+		return inserted, nil
+	}
 	inserted, err := insertRows(ctx, tx, insertEvent, eventTail, eventCols, s.dialect.RowsPerInsert, len(events),
 		func(i int, args []any) []any {
 			e := &events[i]
@@ -73,6 +86,86 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("insert events: commit: %w", err)
+	}
+	return int(inserted), nil
+}
+
+// beginEvents begins the transaction of a batch of events: on the connection kept for them
+// (Dialect.OneEventWriter), waiting for it while another batch is written, or on any. release
+// gives the connection back once the transaction has ended.
+func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), err error) {
+	if s.eventConn == nil {
+		tx, err := s.db.BeginTx(ctx, nil)
+		return tx, func() {}, err
+	}
+	var conn *sql.Conn
+	select {
+	case conn = <-s.eventConn:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	if conn == nil {
+		if conn, err = s.db.Conn(ctx); err != nil {
+			s.eventConn <- nil
+			return nil, nil, err
+		}
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+			_ = conn.Close()
+			conn = nil // the next batch takes a new one
+		}
+		s.eventConn <- conn
+		return nil, nil, err
+	}
+	return tx, func() { s.eventConn <- conn }, nil
+}
+
+// Statements of a whole batch for engines that bind Go slices as arrays (Dialect.ArrayParams):
+// one parameter per column, the rows taken apart by unnest.
+const (
+	insertEventsUnnest = `INSERT INTO events (id, time, received_at, source, type, severity, agent_id, migration, body)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::smallint[], $7::text[], $8::text[], $9::text[])` +
+		eventTail
+	upsertStatesUnnest = `INSERT INTO agent_event_state (agent_id, migration, last_event_id, last_type, last_severity, last_time)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[])` + stateTail
+)
+
+// insertEventArrays writes events and (already one per key) states with one statement each.
+func insertEventArrays(ctx context.Context, tx *sql.Tx, events []store.StoredEvent, states []store.EventState) (int, error) {
+	var inserted int64
+	if n := len(events); n > 0 {
+		ids, sources, types, agents, migrations, bodies := make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n)
+		times, received, severities := make([]int64, n), make([]int64, n), make([]int16, n)
+		for i := range events {
+			e := &events[i]
+			body := e.Raw
+			if len(body) == 0 {
+				body, _ = json.Marshal(e.Event)
+			}
+			ids[i], times[i], received[i], sources[i], types[i] = e.ID, micros(e.Time), micros(e.ReceivedAt), e.Source, e.Type
+			severities[i], agents[i], migrations[i], bodies[i] = int16(wire.SeverityRank(e.Severity)), e.Data.AgentID, e.Data.Migration, string(body)
+		}
+		res, err := tx.ExecContext(ctx, insertEventsUnnest, ids, times, received, sources, types, severities, agents, migrations, bodies)
+		if err != nil {
+			return 0, fmt.Errorf("insert events: %w", err)
+		}
+		if inserted, err = res.RowsAffected(); err != nil {
+			return 0, fmt.Errorf("insert events: %w", err)
+		}
+	}
+	if n := len(states); n > 0 {
+		agents, migrations, ids, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		severities, times := make([]int16, n), make([]int64, n)
+		for i := range states {
+			st := &states[i]
+			agents[i], migrations[i], ids[i], types[i] = st.AgentID, st.Migration, st.LastEventID, st.LastType
+			severities[i], times[i] = int16(wire.SeverityRank(st.LastSeverity)), micros(st.LastTime)
+		}
+		if _, err := tx.ExecContext(ctx, upsertStatesUnnest, agents, migrations, ids, types, severities, times); err != nil {
+			return 0, fmt.Errorf("insert events: state: %w", err)
+		}
 	}
 	return int(inserted), nil
 }

@@ -32,3 +32,9 @@ var LatestQuery = latestQuery
 
 // RollbackFailuresQuery is the SQL text RollbackFailures runs for every agent.
 const RollbackFailuresQuery = rollbackFailuresQuery + rollbackFailuresOrder
+
+// CountLatestQuery is the SQL text CountLatestAssignments runs.
+const CountLatestQuery = countLatestQuery
+
+// CountAgentsQuery is the SQL text CountAgentsByStatus runs.
+const CountAgentsQuery = countAgentsQuery

@@ -96,13 +96,11 @@ func sortAgentStates(as []store.AgentState) {
 // rollbackFailuresQuery reads the attempts whose rollback failed from the partial index
 // assignments_rollback_failed (only those attempts, in agent order), not every assignment.
 const (
-	rollbackFailuresQuery = `SELECT a.agent_id, a.migration FROM assignments a WHERE a.state = 'rollback_failed'
-		AND NOT EXISTS (SELECT 1 FROM assignments b WHERE b.migration = a.migration AND b.agent_id = a.agent_id AND b.attempt > a.attempt)`
+	rollbackFailuresQuery = `SELECT a.agent_id, a.migration FROM assignments a WHERE a.state = 'rollback_failed' AND ` + latestOnly
 	rollbackFailuresOrder = ` ORDER BY a.agent_id, a.migration`
 )
 
-// RollbackFailures implements store.FleetStore. The latest attempt is the one no attempt of
-// the same migration and agent follows (the primary key answers that).
+// RollbackFailures implements store.FleetStore.
 func (s *Store) RollbackFailures(ctx context.Context, ids []string) (map[string][]string, error) {
 	out := map[string][]string{}
 	const q = rollbackFailuresQuery
@@ -131,6 +129,35 @@ func (s *Store) RollbackFailures(ctx context.Context, ids []string) (map[string]
 		return read(q+` AND a.agent_id IN (`+ph+`)`+rollbackFailuresOrder, args...)
 	})
 	return out, err
+}
+
+// notOnlineInBatchQuery joins a batch's latest attempts (assignments_latest) to their agents and
+// keeps those not online, in the order the approval's warning names them.
+const notOnlineInBatchQuery = `SELECT g.id, g.name, g.status, g.revoked_at FROM assignments a JOIN agents g ON g.id = a.agent_id
+	WHERE a.migration = $1 AND a.batch = $2 AND ` + latestOnly + ` AND (g.status <> 'online' OR g.revoked_at IS NOT NULL)
+	ORDER BY CASE WHEN ` + failedCond + ` THEN 0 ELSE 1 END, a.agent_id`
+
+// NotOnlineInBatch implements store.FleetStore: one query, not the batch's agents looked up by id.
+func (s *Store) NotOnlineInBatch(ctx context.Context, migration string, batch int) ([]store.AgentState, error) {
+	rows, err := s.db.QueryContext(ctx, notOnlineInBatchQuery, migration, batch)
+	if err != nil {
+		return nil, fmt.Errorf("agents of batch %d not online: %w", batch, err)
+	}
+	defer rows.Close()
+	var out []store.AgentState
+	for rows.Next() {
+		var a store.AgentState
+		var revoked *int64
+		if err := rows.Scan(&a.ID, &a.Name, &a.Status, &revoked); err != nil {
+			return nil, fmt.Errorf("agents of batch %d not online: %w", batch, err)
+		}
+		a.Revoked = revoked != nil
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("agents of batch %d not online: %w", batch, err)
+	}
+	return out, nil
 }
 
 // ProblemCounts implements store.FleetStore. It walks the index of warnings and errors by time

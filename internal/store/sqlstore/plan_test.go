@@ -1,6 +1,7 @@
 package sqlstore_test
 
 import (
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,24 +65,7 @@ func TestEventListingsWalkAnIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, text, args)
 		})
 	}
 }
@@ -123,31 +107,16 @@ func TestRunListingsWalkAnIndex(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if !strings.Contains(got, "USING INDEX "+c.index) || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, text, args)
 		})
 	}
 }
 
-// The migration page's reads of a fleet-wide migration's latest attempts walk an index in the
-// page's order (a grid page stops after its rows instead of sorting every assignment), and the
-// agents whose rollback failed are read from their partial index, not from every assignment.
+// The migration page's reads of a fleet-wide migration's latest attempts walk a partial index of
+// only the latest attempts in the page's order (a grid page stops after its rows instead of
+// sorting every assignment, and no row is probed for a later attempt), the counts walk theirs in
+// GROUP BY order, the failed agents and the agents whose rollback failed are read from their
+// partial indexes, not from every assignment, and the agents are counted by status from an index.
 func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "hub.db"))
 	if err != nil {
@@ -161,15 +130,18 @@ func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 		args        []any
 	}{
 		{name: "rollback failures", index: "assignments_rollback_failed", text: sqlstore.RollbackFailuresQuery},
+		{name: "counts", index: "assignments_latest_counts", text: sqlstore.CountLatestQuery, args: []any{"m"}},
+		{name: "agents by status", index: "agents_status_revoked", text: sqlstore.CountAgentsQuery},
 	}
 	for _, c := range []struct {
-		name string
-		q    store.LatestQuery
+		name, index string
+		q           store.LatestQuery
 	}{
-		{"grid page", store.LatestQuery{Migration: "m", Limit: 400}},
-		{"grid page 10", store.LatestQuery{Migration: "m", Limit: 400, Offset: 3600}},
-		{"grid page of a state", store.LatestQuery{Migration: "m", State: "failed", Limit: 400}},
-		{"next batch", store.LatestQuery{Migration: "m", Batch: &batch}},
+		{"grid page", "assignments_latest", store.LatestQuery{Migration: "m", Limit: 400}},
+		{"grid page 10", "assignments_latest", store.LatestQuery{Migration: "m", Limit: 400, Offset: 3600}},
+		{"grid page of a state", "assignments_latest", store.LatestQuery{Migration: "m", State: "failed", Limit: 400}},
+		{"next batch", "assignments_latest", store.LatestQuery{Migration: "m", Batch: &batch}},
+		{"failed", "assignments_latest_failed", store.LatestQuery{Migration: "m", Failed: true}},
 	} {
 		text, args, err := sqlstore.LatestQuery(c.q)
 		if err != nil {
@@ -179,28 +151,35 @@ func TestAssignmentReadsWalkAnIndex(t *testing.T) {
 			name, index string
 			text        string
 			args        []any
-		}{c.name, "assignments_grid", text, args})
+		}{c.name, c.index, text, args})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rows, err := s.DB().QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+c.text, c.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			got := strings.Join(plan, "; ")
-			if walks := strings.Contains(got+";", "INDEX "+c.index+";") || strings.Contains(got, "INDEX "+c.index+" "); !walks || strings.Contains(got, "TEMP B-TREE") {
-				t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", c.name, c.text, got, c.index)
-			}
+			assertWalks(t, s.DB(), c.name, c.index, c.text, c.args)
 		})
+	}
+}
+
+// assertWalks fails unless SQLite's plan of text walks index (the whole index name, not one it
+// begins) without a temporary B-tree (a sort).
+func assertWalks(t *testing.T, db *sql.DB, name, index, text string, args []any) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+text, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	got := strings.Join(plan, "; ")
+	if walks := strings.Contains(got+";", "INDEX "+index+";") || strings.Contains(got, "INDEX "+index+" "); !walks || strings.Contains(got, "TEMP B-TREE") {
+		t.Fatalf("plan of %s\n  %s\nis %q; want a walk of %s without a sort", name, text, got, index)
 	}
 }

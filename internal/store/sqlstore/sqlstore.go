@@ -30,6 +30,17 @@ type Dialect struct {
 	// the network wants many rows per round trip. An in-process engine is fastest with 1: one
 	// prepared statement executed per row, which SQLite runs without parsing anything again.
 	RowsPerInsert int
+	// ArrayParams says that the driver binds Go slices as SQL arrays and the engine has unnest
+	// (PostgreSQL through pgx): a batch of events is then one statement of one array per column,
+	// encoded in binary and planned once, instead of statements of RowsPerInsert rows of
+	// parameters. RowsPerInsert does not apply to events then.
+	ArrayParams bool
+	// OneEventWriter writes every batch of events on one connection kept for it (SQLite). Each
+	// connection has its own page cache, and in WAL mode a connection that did not write last
+	// must drop all of it and read the pages again; batches spread over the pool (as the pool
+	// hands out whichever connection a reader just returned) spent about a third of the insert
+	// time doing so. The engine has one writer at a time anyway.
+	OneEventWriter bool
 	// Maintain, if set, runs in its own goroutine from Open until Close (which cancels ctx and
 	// waits for it): upkeep the engine wants done off the writers' path.
 	Maintain func(ctx context.Context, db *sql.DB)
@@ -47,6 +58,10 @@ type Store struct {
 
 	stopMaintain context.CancelFunc // nil without Dialect.Maintain
 	maintained   chan struct{}      // closed when Maintain has returned
+
+	// eventConn holds the connection events are written on (Dialect.OneEventWriter), nil until
+	// the first batch; whoever takes it writes, the others wait.
+	eventConn chan *sql.Conn
 }
 
 var _ store.Store = (*Store)(nil)
@@ -62,6 +77,10 @@ func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 		d.RowsPerInsert = DefaultRowsPerInsert
 	}
 	s := &Store{db: db, dialect: d}
+	if d.OneEventWriter {
+		s.eventConn = make(chan *sql.Conn, 1)
+		s.eventConn <- nil
+	}
 	if d.Maintain != nil {
 		mctx, cancel := context.WithCancel(context.Background())
 		s.stopMaintain, s.maintained = cancel, make(chan struct{})
@@ -106,6 +125,15 @@ func (s *Store) Close() error {
 	if s.stopMaintain != nil {
 		s.stopMaintain()
 		<-s.maintained
+	}
+	if s.eventConn != nil {
+		select {
+		case c := <-s.eventConn:
+			if c != nil {
+				_ = c.Close()
+			}
+		default: // a batch is being written; db.Close closes its connection when it is done
+		}
 	}
 	return s.db.Close()
 }

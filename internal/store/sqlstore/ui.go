@@ -151,10 +151,12 @@ func decodeNameCursor(c string) (string, string, error) {
 	return "", "", fault.Invalid("cursor", "not a cursor returned by this listing")
 }
 
-// CountAgentsByStatus implements store.UIStore.
+const countAgentsQuery = `SELECT status, COUNT(*) - COUNT(revoked_at), COUNT(revoked_at) FROM agents GROUP BY status`
+
+// CountAgentsByStatus implements store.UIStore. One walk of agents_status_revoked in status
+// order (no sort, no agent row read): COUNT(revoked_at) counts the revoked agents of a status.
 func (s *Store) CountAgentsByStatus(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT CASE WHEN revoked_at IS NULL THEN status ELSE 'revoked' END AS st, COUNT(*)
-		FROM agents GROUP BY st`)
+	rows, err := s.db.QueryContext(ctx, countAgentsQuery)
 	if err != nil {
 		return nil, fmt.Errorf("count agents: %w", err)
 	}
@@ -162,11 +164,12 @@ func (s *Store) CountAgentsByStatus(ctx context.Context) (map[string]int, error)
 	out := map[string]int{wire.StatusOnline: 0, wire.StatusOffline: 0, wire.StatusUnknown: 0, store.AgentRevoked: 0}
 	for rows.Next() {
 		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
+		var n, revoked int
+		if err := rows.Scan(&st, &n, &revoked); err != nil {
 			return nil, err
 		}
 		out[st] += n
+		out[store.AgentRevoked] += revoked
 	}
 	return out, rows.Err()
 }
@@ -332,17 +335,22 @@ func (s *Store) CountAssignments(ctx context.Context, migration string) (map[str
 	return out, rows.Err()
 }
 
-// latestOnly keeps the latest attempt of each agent (served by the primary key).
-const latestOnly = `NOT EXISTS (SELECT 1 FROM assignments l WHERE l.migration = a.migration AND l.agent_id = a.agent_id AND l.attempt > a.attempt)`
+// latestOnly keeps the latest attempt of each agent: the column 0015_latest_attempts keeps, which
+// the partial indexes assignments_latest* hold.
+const latestOnly = `a.latest = 1`
 
-// failedCond is an attempt that failed, or keeps a failure after a rollback.
+// failedCond is an attempt that failed, or keeps a failure after a rollback (as written in the
+// partial index assignments_latest_failed, so that the planner sees the index covers it).
 const failedCond = `(a.state IN ('failed', 'timed_out', 'rollback_failed') OR a.failure <> '')`
+
+// countLatestQuery counts a migration's latest attempts in the order of assignments_latest_counts.
+const countLatestQuery = `SELECT a.batch, a.state, a.failure <> '', COUNT(*)
+	FROM assignments a WHERE a.migration = $1 AND ` + latestOnly + `
+	GROUP BY a.batch, a.state, a.failure <> '' ORDER BY a.batch, a.state, a.failure <> ''`
 
 // CountLatestAssignments implements store.UIStore.
 func (s *Store) CountLatestAssignments(ctx context.Context, migration string) ([]store.AssignmentCount, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT a.batch, a.state, CASE WHEN a.failure <> '' THEN 1 ELSE 0 END, COUNT(*)
-		FROM assignments a WHERE a.migration = $1 AND `+latestOnly+`
-		GROUP BY a.batch, a.state, CASE WHEN a.failure <> '' THEN 1 ELSE 0 END ORDER BY 1, 2, 3`, migration)
+	rows, err := s.db.QueryContext(ctx, countLatestQuery, migration)
 	if err != nil {
 		return nil, fmt.Errorf("count latest assignments: %w", err)
 	}
@@ -350,11 +358,9 @@ func (s *Store) CountLatestAssignments(ctx context.Context, migration string) ([
 	var out []store.AssignmentCount
 	for rows.Next() {
 		var c store.AssignmentCount
-		var failed int
-		if err := rows.Scan(&c.Batch, &c.State, &failed, &c.N); err != nil {
+		if err := rows.Scan(&c.Batch, &c.State, &c.Failed, &c.N); err != nil {
 			return nil, err
 		}
-		c.Failed = failed == 1
 		out = append(out, c)
 	}
 	return out, rows.Err()

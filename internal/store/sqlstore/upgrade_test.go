@@ -203,3 +203,53 @@ func TestDuplicateNamesSurviveTheUpgradeToUniqueNames(t *testing.T) {
 		})
 	}
 }
+
+// Attempts stored before the latest attempt was a column (schema 14) are marked by the upgrade:
+// an agent's retried attempts are hidden behind its last one, in counts and listings.
+func TestLatestAttemptsSurviveTheUpgrade(t *testing.T) {
+	for name, e := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			raw := e.raw(t)
+			if err := sqlstore.MigrateTo(ctx, raw, e.dialect, 14); err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range []struct {
+				agent   string
+				attempt int
+				state   string
+			}{{"a1", 1, "failed"}, {"a1", 2, "failed"}, {"a1", 3, "succeeded"}, {"a2", 1, "rollback_failed"}, {"a3", 2, "pending"}, {"a3", 1, "failed"}} {
+				if _, err := raw.ExecContext(ctx, `INSERT INTO assignments (migration, agent_id, attempt, batch, state, created_at, updated_at)
+					VALUES ('m', $1, $2, 0, $3, 1, 1)`, a.agent, a.attempt, a.state); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := raw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s := e.open(t)
+			defer s.Close()
+			latest, err := s.LatestAssignments(ctx, store.LatestQuery{Migration: "m"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, a := range latest {
+				got = append(got, fmt.Sprintf("%s#%d", a.AgentID, a.Attempt))
+			}
+			if want := "a1#3,a2#1,a3#2"; strings.Join(got, ",") != want {
+				t.Fatalf("latest attempts after the upgrade = %v, want %s", got, want)
+			}
+			counts, err := s.CountLatestAssignments(ctx, "m")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []store.AssignmentCount{{State: "pending", N: 1}, {State: "rollback_failed", N: 1}, {State: "succeeded", N: 1}}; fmt.Sprint(counts) != fmt.Sprint(want) {
+				t.Fatalf("counts after the upgrade = %v, want %v", counts, want)
+			}
+			if broken, err := s.RollbackFailures(ctx, nil); err != nil || fmt.Sprint(broken) != "map[a2:[m]]" {
+				t.Fatalf("rollback failures after the upgrade = %v, %v", broken, err)
+			}
+		})
+	}
+}

@@ -93,6 +93,45 @@ func runEvents(t *testing.T, setup func(t *testing.T) store.Store) {
 			}
 		})
 
+		t.Run("ConcurrentBatches", func(t *testing.T) {
+			// Writers in parallel (hub replicas, or the ingest beside the hub's own events), each
+			// batch overlapping the next writer's: every event is stored once, and a writer whose
+			// context ends while it waits for another's batch gives up without storing anything.
+			s := setup(t)
+			ctx := t.Context()
+			var all []store.StoredEvent
+			for i := range 400 {
+				all = append(all, event(fmt.Sprintf("a%d", i%9), "", wire.EventAgentStarted, wire.SeverityInfo, time.Duration(i)*time.Millisecond))
+			}
+			const writers, per = 4, 100
+			errs := make(chan error, writers)
+			for w := range writers {
+				go func() {
+					var err error
+					for start := w * per; start < len(all) && err == nil; start += writers * per / 2 {
+						_, err = s.InsertEvents(ctx, all[start:min(start+per+per/2, len(all))], nil)
+					}
+					errs <- err
+				}()
+			}
+			for range writers {
+				if err := <-errs; err != nil {
+					t.Fatalf("concurrent InsertEvents: %v", err)
+				}
+			}
+			if c, err := s.CountEvents(ctx); err != nil || c != int64(len(all)) {
+				t.Fatalf("CountEvents = %d, %v; want %d", c, err, len(all))
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			if _, err := s.InsertEvents(cctx, []store.StoredEvent{event("late", "", wire.EventAgentStarted, wire.SeverityInfo, time.Hour)}, nil); err == nil {
+				t.Fatal("InsertEvents with a cancelled context succeeded")
+			}
+			if c, _ := s.CountEvents(ctx); c != int64(len(all)) {
+				t.Fatalf("count after a cancelled insert = %d, want %d", c, len(all))
+			}
+		})
+
 		t.Run("LargeBatch", func(t *testing.T) {
 			s := setup(t)
 			ctx := t.Context()

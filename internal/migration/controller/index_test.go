@@ -1,0 +1,179 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/wire"
+)
+
+// countingStore counts the agent rows and the assignment reads that go through it.
+type countingStore struct {
+	store.Store
+	agentRows   atomic.Int64 // rows returned by ListAgents and GetAgent
+	assignReads atomic.Int64 // ListAssignments calls
+}
+
+func (s *countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
+	as, err := s.Store.ListAgents(ctx)
+	s.agentRows.Add(int64(len(as)))
+	return as, err
+}
+
+func (s *countingStore) GetAgent(ctx context.Context, id string) (wire.Agent, error) {
+	a, err := s.Store.GetAgent(ctx, id)
+	if err == nil {
+		s.agentRows.Add(1)
+	}
+	return a, err
+}
+
+func (s *countingStore) ListAssignments(ctx context.Context, m string) ([]wire.Assignment, error) {
+	s.assignReads.Add(1)
+	return s.Store.ListAssignments(ctx, m)
+}
+
+// counted runs one pass and returns the agent rows and assignment reads it made.
+func (s *countingStore) counted(t *testing.T, c *Controller) (agentRows, assignReads int64) {
+	t.Helper()
+	s.agentRows.Store(0)
+	s.assignReads.Store(0)
+	if err := c.Pass(context.Background()); err != nil {
+		t.Fatalf("Pass: %v", err)
+	}
+	return s.agentRows.Load(), s.assignReads.Load()
+}
+
+// A pass reads the agents from SQL once per run (the index), and from then on works from what
+// changed: an agent's report, its going offline and coming back, cost no agent row; a finished
+// migration with nothing left to send is not read at all until one of its agents reports; a
+// restarted controller reads the index again, with what changed while no controller ran.
+func TestPassWorksFromWhatChanged(t *testing.T) {
+	t.Parallel()
+	const n = 12
+	b := setup(t, n)
+	ctx := context.Background()
+	cs := &countingStore{Store: b.store}
+	cfg := b.c.cfg
+	cfg.Store = cs
+	b.c = New(cfg)
+	if err := b.c.lead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	state := func(agent int) string {
+		t.Helper()
+		return b.latest(t, "m1")[fmt.Sprintf("agent-%d", agent)].State
+	}
+	b.apply(t, "m1", "    batchSize: 100%")
+	if rows, _ := cs.counted(t, b.c); rows != n {
+		t.Fatalf("first pass of the run read %d agent rows, want the index of %d", rows, n)
+	}
+	for i := 1; i <= n; i++ {
+		b.report(t, i, "m1", aApplying, "")
+	}
+	if rows, _ := cs.counted(t, b.c); rows != 0 || state(n) != aApplying {
+		t.Fatalf("pass after %d reports: %d agent rows read (want 0), agent-%d %s", n, rows, n, state(n))
+	}
+	b.report(t, 3, "m1", aSucceeded, "")
+	if rows, _ := cs.counted(t, b.c); rows != 0 || state(3) != aSucceeded {
+		t.Fatalf("pass after one report: %d agent rows read (want 0), agent-3 %s", rows, state(3))
+	}
+
+	// Liveness reports agent-5 offline, then back: the pass follows without reading agents.
+	b.setStatus(t, b.c, wire.StatusOffline, 5)
+	if rows, _ := cs.counted(t, b.c); rows != 0 || state(5) != aUnreachable || state(6) != aApplying {
+		t.Fatalf("after agent-5 went offline: %d agent rows read (want 0), agent-5 %s, agent-6 %s", rows, state(5), state(6))
+	}
+	b.setStatus(t, b.c, wire.StatusOnline, 5)
+	if rows, _ := cs.counted(t, b.c); rows != 0 || state(5) != aApplying {
+		t.Fatalf("after agent-5 came back: %d agent rows read (want 0), agent-5 %s", rows, state(5))
+	}
+
+	// While no controller runs, agent-7 goes offline (stored, nobody told). The next leader reads
+	// the index again and sees it.
+	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[6].ID, Status: wire.StatusOffline}}); err != nil {
+		t.Fatal(err)
+	}
+	next := New(cfg)
+	if err := next.begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range b.agents { // the observed watcher's initial values
+		b.c.mu.Lock()
+		o, ok := b.c.observed[a.ID]
+		b.c.mu.Unlock()
+		if ok {
+			next.ObserveForTest(o)
+		}
+	}
+	b.c = next
+	if rows, _ := cs.counted(t, b.c); rows != n || state(7) != aUnreachable || state(5) != aApplying {
+		t.Fatalf("first pass after the restart: %d agent rows read (want %d), agent-7 %s, agent-5 %s", rows, n, state(7), state(5))
+	}
+	b.setStatus(t, b.c, wire.StatusOnline, 7)
+
+	// Everyone finishes; then the finished migration costs nothing until an agent reports.
+	for i := 1; i <= n; i++ {
+		if i != 3 {
+			b.report(t, i, "m1", aSucceeded, "")
+		}
+	}
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mSucceeded {
+		t.Fatalf("migration %s after every agent succeeded (%s)", m.State, m.Reason)
+	}
+	for range 3 {
+		if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 {
+			t.Fatalf("pass over a finished migration with nothing changed: %d agent rows, %d assignment reads; want none", rows, reads)
+		}
+	}
+	b.c.mu.Lock()
+	o := b.c.observed[b.agents[0].ID]
+	b.c.mu.Unlock()
+	b.c.ObserveForTest(o) // agent-1 sends its report again (reconnected, say)
+	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 1 {
+		t.Fatalf("pass after one agent of a finished migration reported: %d agent rows, %d assignment reads; want 0 and 1", rows, reads)
+	}
+	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 {
+		t.Fatalf("pass after that: %d agent rows, %d assignment reads; want none", rows, reads)
+	}
+}
+
+// Counting active time writes an in-flight assignment once per activeFlush of it, not on every
+// pass; the deadline is judged from the time counted, stored or not, and a new leader starts
+// from the stored time (its deadline comes later, never sooner).
+func TestActiveTimeStoredInSteps(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1\n    onAgentFailure: leave")
+	b.pass(t)
+	b.report(t, 1, "m1", aApplying, "")
+	b.pass(t)
+	stored := func() int64 { t.Helper(); return b.latest(t, "m1")["agent-1"].ActiveMS }
+	var seen []int64
+	for range 25 {
+		b.clock.Add(time.Second)
+		b.pass(t)
+		seen = append(seen, stored())
+	}
+	want := []int64{0, 0, 0, 0, 0, 0, 0, 0, 0, 10000}
+	if !slices.Equal(seen[:10], want) || seen[19] != 20000 || seen[24] != 20000 {
+		t.Fatalf("stored active time after each 1s pass: %v; want it written at 10s and 20s only", seen)
+	}
+	// The deadline counts the unsaved time: 1h minus 25s more counted, then 1s over it.
+	b.clock.Add(time.Hour - 25*time.Second)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aApplying {
+		t.Fatalf("at exactly the deadline: %s (%dms)", a.State, a.ActiveMS)
+	}
+	b.clock.Add(time.Second)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aTimedOut || a.ActiveMS != time.Hour.Milliseconds()+1000 {
+		t.Fatalf("1s past the deadline: %s (%dms)", a.State, a.ActiveMS)
+	}
+}
