@@ -207,7 +207,7 @@ func TestFailoverGroupPages(t *testing.T) {
 		}
 		last = i
 	}
-	if !strings.Contains(tl, "onFence succeeded") || !strings.Contains(tl, "10 of the 10 transitions read") {
+	if !strings.Contains(tl, "onFence succeeded") || !strings.Contains(tl, "10 of the 10 entries read: transitions and hook refusals") {
 		t.Error("the timeline does not show the hook result, or its bound")
 	}
 	if !strings.Contains(page, `action="/ui/failovergroups/pg-main/pause"`) {
