@@ -48,14 +48,40 @@ func cluster(t *testing.T, members int) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(c.Log)
-			t.Logf("hook log:\n%s", b)
-		}
-	})
+	t.Cleanup(func() { closeAndReport(t, c) })
 	return c
+}
+
+// closeAndReport closes c and, when the test failed, logs the hook log, the members' states,
+// the faults injected and the tail of each member's own log.
+func closeAndReport(t *testing.T, c *Cluster) {
+	c.Close()
+	if !t.Failed() {
+		return
+	}
+	b, _ := os.ReadFile(c.Log)
+	t.Logf("hook log:\n%s", b)
+	t.Logf("members: %s", c.Describe())
+	for _, f := range c.Faults() {
+		t.Logf("fault %d %s %s", f.At.UnixNano(), f.What, f.Member)
+	}
+	for _, id := range c.IDs {
+		b, _ := os.ReadFile(filepath.Join(c.Dir, id+".log"))
+		t.Logf("member %s log (last 4000 bytes):\n%s", id, b[max(0, len(b)-4000):])
+	}
+}
+
+// startSettled starts every member and returns the primary once the group has settled.
+func startSettled(t *testing.T, c *Cluster) string {
+	t.Helper()
+	if err := c.StartAll(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.settle(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func check(t *testing.T, c *Cluster) Report {
@@ -105,13 +131,7 @@ func TestKillAndSimultaneousStart(t *testing.T) {
 // handshake of a returning old primary).
 func TestPausedPrimaryFencesFirstAndDemotes(t *testing.T) {
 	c := cluster(t, 2)
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := c.settle(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSettled(t, c)
 	c.Pause(p)
 	if _, err := c.WaitPrimary(ctx(t), p); err != nil {
 		t.Fatal(err)
@@ -150,13 +170,7 @@ func TestPausedPrimaryFencesFirstAndDemotes(t *testing.T) {
 // at once (well before the failover timeout), the old primary demotes.
 func TestSwitchover(t *testing.T) {
 	c := cluster(t, 3)
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := c.settle(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSettled(t, c)
 	_, _, epoch := c.State(p)
 	to := c.IDs[2]
 	if to == p {

@@ -1,8 +1,6 @@
 package drill
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -13,21 +11,7 @@ func natsCluster(t *testing.T, members int, tm Timing) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(c.Log)
-			t.Logf("hook log:\n%s", b)
-			t.Logf("members: %s", c.Describe())
-			for _, f := range c.Faults() {
-				t.Logf("fault %d %s %s", f.At.UnixNano(), f.What, f.Member)
-			}
-			for _, id := range c.IDs {
-				b, _ := os.ReadFile(filepath.Join(c.Dir, id+".log"))
-				t.Logf("member %s log (last 4000 bytes):\n%s", id, b[max(0, len(b)-4000):])
-			}
-		}
-	})
+	t.Cleanup(func() { closeAndReport(t, c) })
 	return c
 }
 
@@ -72,13 +56,7 @@ func waitState(t *testing.T, c *Cluster, id, role, state string, timeout time.Du
 // old primary sees the newer epoch, runs onDemote and watches; the new primary keeps its epoch.
 func TestPartitionedPrimaryOnNATSCluster(t *testing.T) {
 	c := natsCluster(t, 3, FastTiming)
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := c.settle(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSettled(t, c)
 	_, _, e0 := c.State(p)
 	cut := time.Now()
 	c.Cut(p)
@@ -156,13 +134,7 @@ var latencyTiming = Timing{Interval: 100, Timeout: 200, Threshold: 8, Margin: 50
 // store's clock, and every member keeps its state: no failover, no flap.
 func TestLatencyBlipOnNATSCluster(t *testing.T) {
 	c := natsCluster(t, 3, latencyTiming)
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := c.settle(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startSettled(t, c)
 	_, _, e0 := c.State(p)
 	for _, id := range c.IDs {
 		if id != p {
