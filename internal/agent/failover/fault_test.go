@@ -63,30 +63,34 @@ func startFaulty(t *testing.T, kv lease.KV, s spec.Canonical, self string, ev *t
 	return m, f
 }
 
-// primaryOf waits for one of a and b to be a healthy primary.
-func primaryOf(t *testing.T, a, b *Member) (p, r *Member, pID, rID string) {
+// faultyPair is two members of one group on a fresh NATS server, each reaching the bucket through
+// its own FaultKV, once one of them is a healthy primary (p, with its FaultKV fp) and the other
+// its replica (r, fr).
+type faultyPair struct {
+	p, r     *Member
+	pID, rID string
+	fp, fr   *leasetest.FaultKV
+}
+
+func startFaultyPair(t *testing.T, s spec.Canonical, ev *timed) faultyPair {
 	t.Helper()
+	kv := bucket(t, startNATS(t), "pg")
+	a, fa := startFaulty(t, kv, s, idA, ev)
+	b, fb := startFaulty(t, kv, s, idB, ev)
 	healthy := func(m *Member) bool { ro, st, _ := m.Status(); return ro == machine.Primary && st == machine.Healthy }
 	eventually(t, "a primary", 10*time.Second, func() bool { return healthy(a) || healthy(b) })
 	if healthy(a) {
-		return a, b, idA, idB
+		return faultyPair{p: a, r: b, pID: idA, rID: idB, fp: fa, fr: fb}
 	}
-	return b, a, idB, idA
+	return faultyPair{p: b, r: a, pID: idB, rID: idA, fp: fb, fr: fa}
 }
 
 // The primary cut off from NATS fences itself before the replica can promote: the timing rule.
 func TestPartitionedPrimaryFencesBeforeThePromotion(t *testing.T) {
-	url := startNATS(t)
-	kv := bucket(t, url, "pg")
 	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
 	ev := &timed{}
-	a, fa := startFaulty(t, kv, s, idA, ev)
-	b, fb := startFaulty(t, kv, s, idB, ev)
-	p, r, pID, rID := primaryOf(t, a, b)
-	fp := fa
-	if p == b {
-		fp = fb
-	}
+	g := startFaultyPair(t, s, ev)
+	p, r, pID, rID, fp := g.p, g.r, g.pID, g.rID, g.fp
 	cut := time.Now()
 	fp.SetPartition(leasetest.Refuse)
 	eventually(t, "the replica promoted", 15*time.Second, func() bool {
@@ -117,18 +121,11 @@ func TestPartitionedPrimaryFencesBeforeThePromotion(t *testing.T) {
 // fence, no failover, no flap — and the late writes, which landed, are recognised as the
 // primary's own.
 func TestLatencyBlipDoesNotFlap(t *testing.T) {
-	url := startNATS(t)
-	kv := bucket(t, url, "pg")
 	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
 	s.FailureThreshold, s.FailoverTimeout, s.SafetyMargin = 5, 2000, 500 // 200ms × 5 + 500ms < 2s
 	ev := &timed{}
-	a, fa := startFaulty(t, kv, s, idA, ev)
-	b, fb := startFaulty(t, kv, s, idB, ev)
-	p, r, pID, _ := primaryOf(t, a, b)
-	fp := fa
-	if p == b {
-		fp = fb
-	}
+	g := startFaultyPair(t, s, ev)
+	p, r, pID, fp := g.p, g.r, g.pID, g.fp
 	_, _, epoch := p.Status()
 	blip := time.Now()
 	fp.SetLatency(150*time.Millisecond, 150*time.Millisecond) // 300ms > heartbeatTimeout 200ms
@@ -151,17 +148,10 @@ func TestLatencyBlipDoesNotFlap(t *testing.T) {
 // again it adopts the write that landed and is eligible again: watching, not failed for good on
 // one conflict after another.
 func TestReplicaRecoversFromLostAnswers(t *testing.T) {
-	url := startNATS(t)
-	kv := bucket(t, url, "pg")
 	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
 	ev := &timed{}
-	a, fa := startFaulty(t, kv, s, idA, ev)
-	b, fb := startFaulty(t, kv, s, idB, ev)
-	p, r, _, rID := primaryOf(t, a, b)
-	fr := fb
-	if p == b {
-		fr = fa
-	}
+	g := startFaultyPair(t, s, ev)
+	p, r, rID, fr := g.p, g.r, g.rID, g.fr
 	eventually(t, "the replica watching", 10*time.Second, func() bool { _, st, _ := r.Status(); return st == machine.Watching })
 	blip := time.Now()
 	fr.SetLatency(10*time.Millisecond, 300*time.Millisecond) // writes land; answers late past heartbeatTimeout 200ms
