@@ -123,8 +123,18 @@ func (s *Server) listEvents(r *http.Request) (any, error) {
 	return wire.List[wire.EventRecord]{Items: items, NextCursor: next}, nil
 }
 
-// ingestStatusTimeout bounds how long GET /api/v1/status waits for the ingest's JetStream figures.
+// ingestStatusTimeout bounds how long a status (the API's, the dashboard's) waits for the
+// ingest's JetStream figures.
 var ingestStatusTimeout = 2 * time.Second
+
+// IngestStatus is p.Status waited for at most ingestStatusTimeout: the figures come from
+// JetStream, which answers nothing while a stream elects a new leader (seconds after a NATS
+// server is lost), and a status page says they are not available rather than wait.
+func IngestStatus(ctx context.Context, p Pipeline) (wire.IngestStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, ingestStatusTimeout)
+	defer cancel()
+	return p.Status(ctx)
+}
 
 func (s *Server) status(r *http.Request) (any, error) {
 	// One grouped count, not a decode of every agent row: the status is polled, and fleets are large.
@@ -145,11 +155,7 @@ func (s *Server) status(r *http.Request) (any, error) {
 		}
 	}
 	if s.cfg.Pipeline != nil {
-		// The ingest's figures come from JetStream, which answers nothing while a stream elects a
-		// new leader (seconds after a NATS server is lost): the status says so rather than wait.
-		ctx, cancel := context.WithTimeout(r.Context(), ingestStatusTimeout)
-		is, err := s.cfg.Pipeline.Status(ctx)
-		cancel()
+		is, err := IngestStatus(r.Context(), s.cfg.Pipeline)
 		if err != nil {
 			st.IngestError = "event ingest status not available: " + err.Error()
 		} else {

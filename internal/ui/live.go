@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"godwit.dev/godwit/internal/api"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -165,7 +166,7 @@ func (s *Server) pipelineMark(ctx context.Context, lag bool) string {
 	if s.cfg.Pipeline == nil {
 		return "none"
 	}
-	st, err := s.cfg.Pipeline.Status(ctx)
+	st, err := api.IngestStatus(ctx, s.cfg.Pipeline)
 	if err != nil {
 		return "error"
 	}

@@ -154,11 +154,7 @@ func (s *Server) ingestStatus(ctx context.Context) (*wire.IngestStatus, string) 
 	if s.cfg.Pipeline == nil {
 		return nil, "the event pipeline is not running on this hub"
 	}
-	// JetStream answers nothing while the ingest's streams elect a new leader (seconds after a
-	// NATS server is lost): the page says the figures are not available rather than wait.
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	st, err := s.cfg.Pipeline.Status(ctx)
+	st, err := api.IngestStatus(ctx, s.cfg.Pipeline)
 	if err != nil {
 		return nil, err.Error()
 	}
