@@ -30,7 +30,8 @@ func newBenchIngestCmd(stdio cli.IO) *cobra.Command {
 		Long: `ingest publishes --events valid agent events into an embedded NATS server's events stream and times
 them until a real ingester has stored every one, for SQLite (a temp dir) and PostgreSQL (a temporary
 database, created and dropped). It also times store.InsertEvents of as many events in batches of
---batch into a fresh database of the same engine, and prints both rates and their ratio.`,
+--batch (by default the ingester's batch: the same transactions) into a fresh database of the same
+engine, and prints both rates and their ratio.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
 			_, err := bench.RunIngest(ctx, cfg)
@@ -40,7 +41,7 @@ database, created and dropped). It also times store.InsertEvents of as many even
 	f := cmd.Flags()
 	f.IntVar(&cfg.Events, "events", 200_000, "events to publish end to end, and to insert raw")
 	f.IntVar(&cfg.Agents, "agents", 1000, "agent subjects the events are spread over")
-	f.IntVar(&cfg.Batch, "batch", 500, "events per InsertEvents call in the raw measurement")
+	f.IntVar(&cfg.Batch, "batch", 0, "events per InsertEvents call in the raw measurement; 0 is the ingest batch")
 	f.IntVar(&cfg.IngestBatch, "ingest-batch", 0, "the ingester's batch (fetch and transaction size); 0 is its default")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -62,7 +63,7 @@ func TestDerivedStateIsRehydrated(t *testing.T) {
 	ing, reg := bd.ingester(t, "hub", Config{Store: rec.wrap(bd.store)})
 	rehydrations := func() float64 { return metric(t, reg, "godwit_ingest_rehydrations_total") }
 	stateOf := func(agent string) map[string]store.EventState {
-		rows, err := bd.store.AgentEventStates(ctx, agent)
+		rows, err := bd.store.AgentEventStates(ctx, []string{agent})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,5 +139,80 @@ func TestDerivedStateIsRehydrated(t *testing.T) {
 	send(agentEvent(a, wire.EventAgentStarted, t0.Add(2*time.Hour), ""))
 	if got := rehydrations(); got != 3 {
 		t.Errorf("rehydrations_total = %v after Rehydrate, want 3", got)
+	}
+}
+
+// After a start, the first batch names many agents the ingester does not know yet: their state is
+// loaded with one store call for the batch, not one per agent, and what SQL held still decides
+// which rows move.
+func TestStatesOfABatchAreLoadedAtOnce(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ctx := testCtx(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const agents = 30
+	ids := make([]string, agents)
+	var known []store.EventState // what an earlier hub process left: every third agent, at t0+1h
+	for n := range ids {
+		ids[n] = newAgentID(t)
+		if n%3 == 0 {
+			prev := agentEvent(ids[n], wire.EventExecutionSucceeded, t0.Add(time.Hour), "")
+			known = append(known, store.EventState{AgentID: ids[n], LastEventID: prev.ID, LastType: prev.Type,
+				LastSeverity: prev.Severity, LastTime: prev.Time})
+		}
+	}
+	if _, err := bd.store.InsertEvents(ctx, nil, known); err != nil {
+		t.Fatal(err)
+	}
+	for n, a := range ids {
+		bd.publish(t, wire.EventSubject(a), agentEvent(a, wire.EventAgentStarted, t0.Add(time.Duration(n)*time.Second), ""))
+	}
+
+	var mu sync.Mutex
+	var calls [][]string
+	counting := &wrapStore{Store: bd.store}
+	counting.AgentEventStatesFunc = func(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
+		mu.Lock()
+		calls = append(calls, slices.Clone(agentIDs))
+		mu.Unlock()
+		return bd.store.AgentEventStates(ctx, agentIDs)
+	}
+	_, reg := bd.ingester(t, "hub", Config{Store: counting, Batch: 2 * agents})
+	bd.waitDrained(t, agents)
+
+	mu.Lock()
+	defer mu.Unlock()
+	var loaded []string
+	for _, c := range calls {
+		loaded = append(loaded, c...)
+	}
+	slices.Sort(loaded)
+	want := slices.Sorted(slices.Values(ids))
+	if !slices.Equal(loaded, want) {
+		t.Errorf("loaded %v, want every agent once: %v", loaded, want)
+	}
+	// The whole backlog fits one batch; a read may still end early on a pause, so allow a second.
+	if len(calls) > 2 {
+		t.Errorf("%d store calls to load the state of %d agents, want one per batch", len(calls), agents)
+	}
+	if got := metric(t, reg, "godwit_ingest_rehydrations_total"); got != agents {
+		t.Errorf("rehydrations_total = %v, want %d", got, agents)
+	}
+	rows, err := bd.store.AgentEventStates(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		n := slices.Index(ids, r.AgentID)
+		want := t0.Add(time.Duration(n) * time.Second)
+		if n%3 == 0 {
+			want = t0.Add(time.Hour) // SQL's row was newer than the event
+		}
+		if !r.LastTime.Equal(want) {
+			t.Errorf("agent %d: state at %s, want %s", n, r.LastTime, want)
+		}
+	}
+	if len(rows) != agents {
+		t.Errorf("%d state rows, want one per agent (%d)", len(rows), agents)
 	}
 }
