@@ -2,8 +2,11 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,4 +218,43 @@ func TestStatesOfABatchAreLoadedAtOnce(t *testing.T) {
 	if len(rows) != agents {
 		t.Errorf("%d state rows, want one per agent (%d)", len(rows), agents)
 	}
+}
+
+// Loading the state of a batch's new agents is part of its store call: when it fails, nothing of
+// the batch is stored or acknowledged, the batch is handed back, and it is stored once the load
+// works again.
+func TestFailedStateLoadHandsTheBatchBack(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	var failures atomic.Int64
+	failures.Store(2)
+	flaky := &wrapStore{Store: bd.store}
+	flaky.AgentEventStatesFunc = func(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
+		if failures.Add(-1) >= 0 {
+			if floor := bd.ackFloor(t, ctx); floor != 0 {
+				t.Errorf("ack floor %d before anything was stored", floor)
+			}
+			return nil, fmt.Errorf("agent event state: %w", errBusy)
+		}
+		return bd.store.AgentEventStates(ctx, agentIDs)
+	}
+	_, reg := bd.ingester(t, "hub", Config{Store: flaky, IsTransient: func(err error) bool { return errors.Is(err, errBusy) }})
+	const events = 10
+	for k := range events {
+		a := newAgentID(t)
+		bd.publish(t, wire.EventSubject(a), agentEvent(a, wire.EventAgentStarted, time.Now().Add(time.Duration(k)), ""))
+	}
+	bd.waitDrained(t, events)
+	if calls := 2 - failures.Load(); calls < 3 {
+		t.Fatalf("the state was loaded %d times, want two failures and a success", calls)
+	}
+	if got := metric(t, reg, "godwit_ingest_redeliveries_total"); got < 1 {
+		t.Errorf("redeliveries_total = %v, want the batch handed back", got)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if floor := bd.ackFloor(t, testCtx(t)); floor != events {
+			return fmt.Errorf("ack floor %d, want %d", floor, events)
+		}
+		return nil
+	})
 }
