@@ -16,7 +16,8 @@ func TestIngestRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := RunIngest(ctx, IngestConfig{Events: 300, Agents: 20, Batch: 50, IngestBatch: 100,
+	// No raw batch: raw inserts as many per call as the ingest writes per transaction.
+	res, err := RunIngest(ctx, IngestConfig{Events: 300, Agents: 20, IngestBatch: 100,
 		Engines: []string{EngineSQLite}, TempDir: t.TempDir(), Out: &out})
 	if err != nil {
 		t.Fatalf("RunIngest: %v\n%s", err, out.String())
@@ -24,7 +25,11 @@ func TestIngestRuns(t *testing.T) {
 	if len(res) != 1 || res[0].Engine != EngineSQLite || res[0].EndToEnd <= 0 || res[0].Backlog <= 0 || res[0].Raw <= 0 {
 		t.Fatalf("results %+v", res)
 	}
-	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:"} {
+	if res[0].RawBatch != 100 {
+		t.Errorf("raw batch %d, want the ingest batch (100)", res[0].RawBatch)
+	}
+	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:", "sqlite raw: all inserted after",
+		"100 per call"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
