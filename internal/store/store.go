@@ -58,7 +58,7 @@ type Store interface {
 	// QueryEvents returns events newest first, filtered, with keyset pagination.
 	QueryEvents(ctx context.Context, q EventQuery) (page []StoredEvent, next string, err error)
 	// AgentEventStates returns the derived state rows of every agent named (for rehydration),
-	// ordered by agent, then migration; an agent without rows has none in the result.
+	// ordered by agent, then migration (byte order); an agent without rows has none in the result.
 	AgentEventStates(ctx context.Context, agentIDs []string) ([]EventState, error)
 	// CountEvents counts stored events (for operations and tests).
 	CountEvents(ctx context.Context) (int64, error)

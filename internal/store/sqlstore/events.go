@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -429,7 +430,7 @@ func (s *Store) AgentEventStates(ctx context.Context, agentIDs []string) ([]stor
 			args[n] = id
 		}
 		rows, err := s.db.QueryContext(ctx, `SELECT agent_id, migration, last_event_id, last_type, last_severity, last_time
-			FROM agent_event_state WHERE agent_id IN (`+sb.String()+`) ORDER BY agent_id, migration`, args...)
+			FROM agent_event_state WHERE agent_id IN (`+sb.String()+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("agent event state: %w", err)
 		}
@@ -448,6 +449,10 @@ func (s *Store) AgentEventStates(ctx context.Context, agentIDs []string) ([]stor
 			return nil, fmt.Errorf("agent event state: %w", err)
 		}
 	}
+	// Sorted here rather than by SQL, whose order of text depends on the database's collation.
+	slices.SortFunc(out, func(a, b store.EventState) int {
+		return cmp.Or(strings.Compare(a.AgentID, b.AgentID), strings.Compare(a.Migration, b.Migration))
+	})
 	return out, nil
 }
 
