@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,8 +17,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
@@ -42,9 +39,11 @@ type hubSettings struct {
 	heartbeat time.Duration
 	grace     time.Duration
 	logFile   string
+	relays    bool // accept relay connections (multiplexed agents): hub.WithAgentRelays
 }
 
-// startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
+// startChildHub runs `<this executable> hub` on random ports and waits until it is ready; with
+// relays, `<this executable> bench fleet-hub`, the same hub with relay connections accepted.
 func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -55,9 +54,13 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		return nil, err
 	}
 	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(exe, "hub", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+	sub := []string{"hub"}
+	if s.relays {
+		sub = []string{"bench", "fleet-hub"}
+	}
+	cmd := exec.Command(exe, append(sub, "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
-		"--log-format", "json")
+		"--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -86,14 +89,10 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	return h, nil
 }
 
-// startInProcessHub runs the hub in this process (hub.New), for multiplexed agents, which need
-// its in-process NATS user.
+// startInProcessHub runs the hub in this process (hub.New).
 func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
-	cfg := config.DefaultHub()
-	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = s.dataDir, "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(s.heartbeat), config.Duration(s.grace)
-	cfg.Log.Format = "json"
-	if err := cfg.Validate(); err != nil {
+	cfg, err := benchHubConfig(s.dataDir, "127.0.0.1:0", "127.0.0.1:0", s.heartbeat, s.grace)
+	if err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(s.logFile)
@@ -101,7 +100,11 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	log := slog.New(slog.NewJSONHandler(logf, nil))
-	inner := hub.New(cfg, log, io.Discard)
+	var opts []hub.Option
+	if s.relays {
+		opts = append(opts, hub.WithAgentRelays())
+	}
+	inner := hub.New(cfg, log, io.Discard, opts...)
 	if err := inner.Start(ctx); err != nil {
 		_ = logf.Close()
 		return nil, fmt.Errorf("in-process hub: %w", err)
@@ -112,6 +115,38 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	return h, nil
+}
+
+// benchHubConfig is the hub configuration of the benchmark: the defaults, but for where it
+// keeps its data and listens, and its liveness timing.
+func benchHubConfig(dataDir, listen, natsListen string, heartbeat, grace time.Duration) (*config.Hub, error) {
+	cfg := config.DefaultHub()
+	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = dataDir, listen, natsListen
+	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(heartbeat), config.Duration(grace)
+	cfg.Log.Format = "json"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// FleetHubConfig is the hub `godwit bench fleet-hub` runs; the flags startChildHub passes.
+type FleetHubConfig struct {
+	DataDir, Listen, NATSListen string
+	Heartbeat, Grace            time.Duration
+}
+
+// RunFleetHub runs the fleet benchmark's child hub until ctx ends: `godwit hub` with the
+// benchmark's settings and relay connections accepted (hub.WithAgentRelays), logging JSON to
+// out. It is a hidden command that `godwit bench fleet` starts on a data dir it made; `godwit hub`
+// itself never accepts relays.
+func RunFleetHub(ctx context.Context, c FleetHubConfig, out io.Writer) error {
+	cfg, err := benchHubConfig(c.DataDir, c.Listen, c.NATSListen, c.Heartbeat, c.Grace)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(out, nil))
+	return hub.New(cfg, log, io.Discard, hub.WithAgentRelays()).Run(ctx)
 }
 
 // waitReady reads the endpoint file and the admin token from the data dir and waits for /readyz.
@@ -157,14 +192,6 @@ func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
 	}
 	h.api, h.nats = newAPIClient(ep.API, strings.TrimSpace(string(tok))), ep.NATS
 	return h.api.do(ctx, http.MethodGet, "/readyz", nil, nil)
-}
-
-// connectHub opens a connection as the hub's own NATS user: only possible in process.
-func (h *hubUnderTest) connectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
-	if h.inner == nil || h.inner.Bus() == nil {
-		return nil, errors.New("the hub's NATS user is only reachable in process")
-	}
-	return h.inner.Bus().ConnectHub(name, opts...)
 }
 
 // peakRSS returns the hub process's peak resident set (VmHWM) in bytes.

@@ -17,7 +17,7 @@ func newBenchCmd(stdio cli.IO) *cobra.Command {
 		Short: "Measure the hub on this machine and print figures (ingest, fleet, ui, failover, ha)",
 	}
 	cmd.AddCommand(newBenchIngestCmd(stdio), newBenchFleetCmd(stdio), newBenchUICmd(stdio), newBenchFailoverCmd(stdio),
-		newBenchHACmd(stdio))
+		newBenchHACmd(stdio), newBenchFleetHubCmd(stdio))
 	return cmd
 }
 
@@ -62,9 +62,16 @@ a real agent would report them (observed state and events), with no-op steps. Th
 --steps-step migration at 100% batch and prints the time from apply to succeeded, the events ingested
 per second meanwhile and the hub's peak RSS.
 
-The open-file limit is raised to its hard limit. Agents that do not fit it one connection each (or all
-of them, with --connections below --agents) are multiplexed over connections of the hub's own NATS user;
-the hub then runs in this process and its peak RSS includes the agents. The output says so.`,
+Before the hub starts it measures, on this machine, the raw limits of the same nats-server build (KV
+put+get round trips per second) and of the same store (SQLite InsertEvents rate), and prints Godwit's
+figures of the rollout as a ratio of them.
+
+The open-file limit is raised to its hard limit. If the agents do not fit it one connection each (or
+with --connections below --agents), all of them are multiplexed over relay connections, up to 30
+agents each: every agent is still enrolled with its own credentials, which the hub checks, and uses
+only its own subjects under the union of the carried agents' permissions in the agents' account. The
+hub then runs as "godwit bench fleet-hub", a child process that is "godwit hub" with relay connections
+accepted (godwit hub never accepts them). The output says so.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
 			_, err := bench.RunFleet(ctx, cfg)
@@ -82,6 +89,7 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the hub's data dir and log afterwards")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
+	f.BoolVar(&cfg.SkipRawLimits, "skip-raw-limits", false, "do not measure the raw NATS and store limits before the hub starts")
 	return cmd
 }
 
