@@ -20,10 +20,10 @@ import (
 // The raw limits the fleet benchmark measures beside Godwit's figures, on this machine, in the
 // same run: what the same nats-server and the same store do with nothing of Godwit around them.
 const (
-	rawKVConns   = 8               // TCP connections of the raw KV clients
-	rawKVClients = 256             // concurrent put+get loops over them
-	rawKVValue   = 256             // bytes of each put, about an agent's heartbeat
-	rawBatch     = 500             // events per InsertEvents call (the ingest's batch)
+	rawKVConns   = 8   // TCP connections of the raw KV clients
+	rawKVClients = 256 // concurrent put+get loops over them
+	rawKVValue   = 256 // bytes of each put, about an agent's heartbeat
+	rawBatch     = 500 // events per InsertEvents call (the ingest's batch)
 )
 
 // rawSettings size the raw measurements; the zero value takes the defaults.
