@@ -81,7 +81,7 @@ accepted (godwit hub never accepts them). The output says so.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Agents, "agents", 1000, "simulated agents")
 	f.IntVar(&cfg.Steps, "steps", 3, "steps of the no-op migration")
-	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each, as many as the open-file limit allows)")
+	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each if they fit the open-file limit, else all multiplexed over relay connections of up to 30 agents)")
 	f.StringVar(&cfg.Hub, "hub", bench.HubAuto, "where the hub runs: auto, child or in-process")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", 5*time.Second, "the hub's heartbeat interval (the liveness grace is 4 times it)")
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "how long the rollout may take")
