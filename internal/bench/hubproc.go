@@ -60,7 +60,7 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	}
 	cmd := exec.Command(exe, append(sub, "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
-		"--log-format", "json")...)
+		"--settle", settle(s.grace).String(), "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -123,11 +123,18 @@ func benchHubConfig(dataDir, listen, natsListen string, heartbeat, grace time.Du
 	cfg := config.DefaultHub()
 	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = dataDir, listen, natsListen
 	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(heartbeat), config.Duration(grace)
+	cfg.Liveness.Settle = config.Duration(settle(grace))
 	cfg.Log.Format = "json"
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// settle is the hub's settle time for a liveness grace: its default, or the grace when that is
+// longer (the hub requires settle ≥ grace; a long --heartbeat makes a long grace).
+func settle(grace time.Duration) time.Duration {
+	return max(config.DefaultHub().Liveness.Settle.D(), grace)
 }
 
 // FleetHubConfig is the hub `godwit bench fleet-hub` runs; the flags startChildHub passes.

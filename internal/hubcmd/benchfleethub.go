@@ -35,6 +35,8 @@ func newBenchFleetHubCmd(stdio cli.IO) *cobra.Command {
 	f.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:0", "the embedded NATS server's address")
 	f.DurationVar(&c.Heartbeat, "heartbeat-interval", 5*time.Second, "the agents' heartbeat interval")
 	f.DurationVar(&c.Grace, "liveness-grace", 20*time.Second, "the liveness grace")
+	var settle time.Duration
+	f.DurationVar(&settle, "settle", 0, "accepted for godwit hub's flags; the settle time follows the liveness grace")
 	f.StringVar(&format, "log-format", "json", "the log's format: json only")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
