@@ -53,6 +53,9 @@ type FleetConfig struct {
 	TempDir     string
 	Keep        bool   // keep the hub's data dir and log, and say where
 	HeapProfile string // write a heap profile of this process here once the rollout is over
+	// HubHeapProfile is where the hub's heap profile, taken once every agent event is stored, is
+	// kept; default a new file in TempDir (or the system's).
+	HubHeapProfile string
 	Out         io.Writer
 }
 
@@ -138,6 +141,7 @@ type FleetResult struct {
 	EventsInRollout float64       // events the ingest stored between apply and succeeded
 	EventsDrained   float64       // events it stored between apply and Drained
 	PeakRSS         int64         // hub VmHWM, bytes
+	PeakHeapInUse   int64         // the largest Go heap in use of the hub's once-a-second samples, bytes
 	SelfPeakRSS     int64         // this process's VmHWM, bytes
 	HubCPU, OwnCPU  float64       // CPUs used on average during the rollout
 	OtherCPU        float64
@@ -187,6 +191,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 			fmt.Fprintf(out, "warning: stopping the hub: %v\n", err)
 		}
 	}()
+
+	mem := watchHubMemory(ctx, h, time.Second)
+	defer mem.result()
 
 	fmt.Fprintf(out, "godwit bench fleet: %d agents, %d-step no-op migration at 100%% batch, %d CPUs (GOMAXPROCS %d), %s\n",
 		cfg.Agents, cfg.Steps, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
@@ -308,6 +315,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if err := HeapProfile(cfg.HeapProfile); err != nil {
 		return res, err
 	}
+	atPeak, peakHeap, samples, failed := mem.result()
+	res.PeakHeapInUse = peakHeap
+	hubProfile, heap, perr := takeHubHeapProfile(ctx, h, settings.dataDir, cfg.HubHeapProfile, cfg.TempDir)
 
 	fmt.Fprintf(out, "rollout: applied → succeeded in %s (an agent first read its assignment after %s; the last agent "+
 		"reported succeeded after %s)\n", round(res.Rollout), round(res.FirstDesired), round(res.LastFinished))
@@ -333,6 +343,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		fmt.Fprintf(out, "hub peak RSS (VmHWM of pid %s): %s; this process (simulated agents): %s\n", h.pid, mib(res.PeakRSS),
 			mib(res.SelfPeakRSS))
 	}
+	printHubMemory(out, cfg.Agents, res.PeakRSS, atPeak, peakHeap, samples, failed, hubProfile, heap, perr)
 	rss := "HUB PEAK RSS"
 	if h.pid == "self" {
 		rss = "PEAK RSS (HUB+AGENTS)"
