@@ -56,7 +56,7 @@ type FleetConfig struct {
 	// HubHeapProfile is where the hub's heap profile, taken once every agent event is stored, is
 	// kept; default a new file in TempDir (or the system's).
 	HubHeapProfile string
-	Out         io.Writer
+	Out            io.Writer
 }
 
 func (c *FleetConfig) defaults() error {
