@@ -43,10 +43,11 @@ func TestFleetRunsMultiplexed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunFleet: %v\n%s", err, out.String())
 	}
-	if res.Rollout <= 0 || res.EventsDrained < float64(6*eventsPerAgent(2)) || res.PeakRSS <= 0 {
+	if res.Rollout <= 0 || res.EventsDrained < float64(6*eventsPerAgent(2)) || res.PeakRSS <= 0 || res.PeakHeapInUse <= 0 {
 		t.Fatalf("results %+v\n%s", res, out.String())
 	}
-	for _, want := range []string{"MULTIPLEXED over 2 connections", "INCLUDES the simulated agents", "applied → succeeded"} {
+	for _, want := range []string{"MULTIPLEXED over 2 connections", "INCLUDES the simulated agents", "applied → succeeded",
+		"KiB per agent", "hub heap profile once every agent event was stored"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
