@@ -56,6 +56,9 @@ type FleetConfig struct {
 	// HubHeapProfile is where the hub's heap profile, taken once every agent event is stored, is
 	// kept; default a new file in TempDir (or the system's).
 	HubHeapProfile string
+	// HubMemoryLimit, when set, is the child hub's GOMEMLIMIT (its Go runtime's soft memory
+	// limit, e.g. "900MiB"): GC tuning, said so in the output.
+	HubMemoryLimit string
 	Out            io.Writer
 }
 
@@ -84,6 +87,8 @@ func (c *FleetConfig) defaults() error {
 		return fault.Invalid("connections", "must not be negative (got %d)", c.Connections)
 	case c.Hub != HubAuto && c.Hub != HubChild && c.Hub != HubInProcess:
 		return fault.Invalid("hub", "must be %s, %s or %s (got %q)", HubAuto, HubChild, HubInProcess, c.Hub)
+	case c.HubMemoryLimit != "" && c.Hub == HubInProcess:
+		return fault.Invalid("hub-memory-limit", "applies to a child hub only; in process it would limit the agents too")
 	case c.Heartbeat < 100*time.Millisecond:
 		return fault.Invalid("heartbeat", "must be at least 100ms (got %s)", c.Heartbeat)
 	}
@@ -173,9 +178,12 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	}
 
 	settings := hubSettings{dataDir: filepath.Join(dir, "hub"), heartbeat: cfg.Heartbeat, grace: 4 * cfg.Heartbeat,
-		logFile: filepath.Join(dir, "hub.log")}
+		logFile: filepath.Join(dir, "hub.log"), memoryLimit: cfg.HubMemoryLimit}
 	start := time.Now()
 	var h *hubUnderTest
+	if plan.inProcess && cfg.HubMemoryLimit != "" {
+		return res, fault.Invalid("hub-memory-limit", "applies to a child hub only, and these agents need an in-process hub")
+	}
 	if plan.inProcess {
 		h, err = startInProcessHub(ctx, settings)
 	} else {
@@ -202,8 +210,12 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	} else {
 		fmt.Fprintf(out, "hub: child process `godwit hub` (pid %s), SQLite + embedded NATS; peak RSS is the hub's own (VmHWM)\n", h.pid)
 	}
-	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s, everything else default; started in %s\n",
-		cfg.Heartbeat, settings.grace, round(time.Since(start)))
+	gcNote := ""
+	if cfg.HubMemoryLimit != "" {
+		gcNote = ", GOMEMLIMIT=" + cfg.HubMemoryLimit + " (GC TUNING: a soft memory limit makes the Go runtime collect more often)"
+	}
+	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s%s, everything else default; started in %s\n",
+		cfg.Heartbeat, settings.grace, gcNote, round(time.Since(start)))
 	switch {
 	case plan.shared == 0:
 		fmt.Fprintf(out, "agents: each with its own NATS connection and its own credentials (open-file limit %d)\n", limit)

@@ -42,6 +42,8 @@ type hubSettings struct {
 	heartbeat time.Duration
 	grace     time.Duration
 	logFile   string
+	// memoryLimit is a child hub's GOMEMLIMIT; empty leaves the environment's.
+	memoryLimit string
 }
 
 // startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
@@ -59,6 +61,9 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
 		"--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.memoryLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	// The parent-death signal follows the thread that forked, not the process: the child is

@@ -82,6 +82,7 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the hub's data dir and log afterwards")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
+	f.StringVar(&cfg.HubMemoryLimit, "hub-memory-limit", "", "the child hub's GOMEMLIMIT, e.g. 900MiB (GC tuning; default: the environment's, else the hub's own choice)")
 	f.StringVar(&cfg.HubHeapProfile, "hub-memprofile", "", "keep the hub's heap profile (taken once every agent event is stored, and summed up in the output) in this file (default: a new file in --temp-dir, or the system's temp dir)")
 	return cmd
 }
