@@ -18,6 +18,7 @@ import (
 // heapProfileOnSignal writes a heap profile of this process into dataDir/wire.HeapProfileDir
 // each time it receives SIGUSR1, until ctx ends, and logs the file's path. Operators (and godwit
 // bench fleet) read it with go tool pprof; the file appears whole (written aside, then renamed).
+// A signal that comes before the hub has started writes none.
 func heapProfileOnSignal(ctx context.Context, dataDir string, log *slog.Logger) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR1)
@@ -28,6 +29,12 @@ func heapProfileOnSignal(ctx context.Context, dataDir string, log *slog.Logger) 
 			case <-ctx.Done():
 				return
 			case <-ch:
+				// Not before the hub has claimed its data dir (it writes the endpoint file then):
+				// a fresh one must be empty when the hub opens it.
+				if _, err := os.Stat(filepath.Join(dataDir, wire.HubEndpointFile)); err != nil {
+					log.Warn("heap profile on SIGUSR1: the hub has not started yet; none written")
+					continue
+				}
 				path, err := writeHeapProfile(filepath.Join(dataDir, wire.HeapProfileDir), time.Now())
 				if err != nil {
 					log.Error("heap profile on SIGUSR1", "err", err)
