@@ -60,7 +60,9 @@ temp dir), enrolls --agents simulated agents through its API and connects them t
 credentials. Each heartbeats, watches and reads its desired state, and runs the assignments it gets as
 a real agent would report them (observed state and events), with no-op steps. The benchmark applies a
 --steps-step migration at 100% batch and prints the time from apply to succeeded, the events ingested
-per second meanwhile and the hub's peak RSS.
+per second meanwhile and the hub's peak RSS. It samples the hub's memory every second (resident set,
+Go heap in use, goroutine stacks) and, once every agent event is stored, takes a heap profile of the
+hub (SIGUSR1 to a child hub) and prints its largest entries and where the file is.
 
 The open-file limit is raised to its hard limit. Agents that do not fit it one connection each (or all
 of them, with --connections below --agents) are multiplexed over connections of the hub's own NATS user;
