@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -75,37 +74,6 @@ type verifier struct {
 	// probe, when set, also accepts the hub's own start-up probe identities (see probe.go).
 	probe *probeKey
 	now   func() time.Time
-
-	semOnce sync.Once
-	sem     chan struct{} // one token per look-up running (offReadLoop)
-}
-
-// authLookups bounds the credential look-ups running at once. Each runs on a goroutine of its
-// own rather than on the connecting client's read loop: a store query (SQLite's interpreter
-// above all) needs a deep stack, and a read loop keeps the stack it grew until garbage
-// collections shrink it, by half each time. At a fleet's (re)connect that was thousands of deep
-// stacks at once, whose memory the runtime then kept.
-const authLookups = 16
-
-// offReadLoop runs fn on a goroutine of its own, at most authLookups at once, and waits for it.
-// Waiting for a turn ends with ctx; fn itself must honour ctx.
-func (v *verifier) offReadLoop(ctx context.Context, fn func()) error {
-	v.semOnce.Do(func() { v.sem = make(chan struct{}, authLookups) })
-	select {
-	case v.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	done := make(chan struct{})
-	go func() {
-		defer func() {
-			<-v.sem
-			close(done)
-		}()
-		fn()
-	}()
-	<-done
-	return nil
 }
 
 // check returns nil if user is an enrolled, unrevoked agent whose password matches, and an error
@@ -124,14 +92,7 @@ func (v *verifier) check(ctx context.Context, user, password string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
-	var (
-		hash    string
-		revoked bool
-		err     error
-	)
-	if werr := v.offReadLoop(ctx, func() { hash, revoked, err = v.auth.AgentCredential(ctx, user) }); werr != nil {
-		err = werr
-	}
+	hash, revoked, err := v.auth.AgentCredential(ctx, user)
 	switch {
 	case errors.Is(err, fault.ErrNotFound):
 		v.log.Info("nats: unknown agent refused", "agent_id", user)
@@ -165,13 +126,7 @@ func (v *verifier) failoverBucket(ctx context.Context, agentID string) (string, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
-	var (
-		b   string
-		err error
-	)
-	if werr := v.offReadLoop(ctx, func() { b, err = g.FailoverBucket(ctx, agentID) }); werr != nil {
-		err = werr
-	}
+	b, err := g.FailoverBucket(ctx, agentID)
 	if err != nil {
 		v.log.Warn("nats: failover group look-up failed; connection refused", "agent_id", agentID, "err", err)
 		return "", fmt.Errorf("%w: failover group look-up failed", errRefused)
