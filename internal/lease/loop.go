@@ -533,6 +533,12 @@ func (l *Lease) observe(e Entry, absent bool, at time.Time) {
 		l.log.Debug("lease key changed", "revision", e.Revision, "previous", prev, "absent", absent,
 			"dated_earlier_by", at.Sub(from))
 	}
+	if changed && at.Sub(from) > l.t.RenewInterval {
+		// Worth a line at an incident: the renew was committed late (a stream election), and
+		// the takeover is timed from its send.
+		l.log.Info("lease renew seen late; timing the ttl from when it was sent", "revision", e.Revision,
+			"previous", prev, "seen_late_by", at.Sub(from))
+	}
 	if changed && !absent && o.recErr != nil {
 		l.log.Warn("lease key holds something that is not a lease record; it is taken over once it stays unchanged for the ttl",
 			"revision", e.Revision, "err", o.recErr)
