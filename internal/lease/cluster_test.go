@@ -3,12 +3,10 @@ package lease
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,69 +17,20 @@ import (
 
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/lease/leasetest"
+	"godwit.dev/godwit/internal/netfault"
 )
 
-// routeProxy forwards one server's route connections to a peer's route listener. With back
-// off, the peer's bytes are dropped on the way back: the server's raft proposals reach the
-// peer, the peer's acknowledgements never reach the server.
-type routeProxy struct {
-	ln     net.Listener
-	target string
-	back   atomic.Bool // drop the peer's bytes
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func startRouteProxy(t *testing.T, target string) *routeProxy {
+// startRouteProxy forwards one server's route connections to a peer's route listener; with
+// DropReplies, the peer's bytes are dropped on the way back: the server's raft proposals reach
+// the peer, the peer's acknowledgements never reach the server.
+func startRouteProxy(t *testing.T, target string) *netfault.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := netfault.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &routeProxy{ln: ln, target: target}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := out.Read(buf)
-					if n > 0 && !p.back.Load() {
-						if _, werr := in.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				in.Close()
-			}()
-		}
-	}()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *routeProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
 }
 
 // hookKV runs hook once, at the next Update, before the update is sent.
@@ -123,9 +72,9 @@ func TestRenewCommittedAfterElectionDrill(t *testing.T) {
 		routes[i] = ln.Addr().String()
 		ln.Close()
 	}
-	proxies := []*routeProxy{startRouteProxy(t, routes[1]), startRouteProxy(t, routes[2])}
+	proxies := []*netfault.Proxy{startRouteProxy(t, routes[1]), startRouteProxy(t, routes[2])}
 	peers := [][]string{
-		{"nats://" + proxies[0].ln.Addr().String(), "nats://" + proxies[1].ln.Addr().String()},
+		{"nats://" + proxies[0].Addr(), "nats://" + proxies[1].Addr()},
 		{"nats://" + routes[2]},
 		{"nats://" + routes[1]},
 	}
@@ -215,7 +164,7 @@ func TestRenewCommittedAfterElectionDrill(t *testing.T) {
 	sentc := make(chan time.Time, 1)
 	h := func() {
 		for _, p := range proxies {
-			p.back.Store(true)
+			p.DropReplies(true)
 		}
 		sentc <- time.Now()
 	}
@@ -229,7 +178,7 @@ func TestRenewCommittedAfterElectionDrill(t *testing.T) {
 	faultA.Kill()
 	killed := time.Now()
 	for _, p := range proxies {
-		p.close()
+		p.Close()
 	}
 
 	// Follow b's view of the key: when does a's last renew become visible?
