@@ -46,11 +46,13 @@ func TestFleetRunsMultiplexed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunFleet: %v\n%s", err, out.String())
 	}
-	if res.Rollout <= 0 || res.EventsDrained < float64(90*eventsPerAgent(2)) || res.PeakRSS <= 0 || res.AgentRequests <= 0 {
+	if res.Rollout <= 0 || res.EventsDrained < float64(90*eventsPerAgent(2)) || res.PeakRSS <= 0 || res.AgentRequests <= 0 ||
+		res.PeakHeapInUse <= 0 {
 		t.Fatalf("results %+v\n%s", res, out.String())
 	}
 	for _, want := range []string{"multiplexed: 90 agents over 3 connections, each agent with its own credentials' subjects",
-		"INCLUDES the simulated agents", "applied → succeeded", "KV put+get round trips/s", "of the raw insert rate"} {
+		"INCLUDES the simulated agents", "applied → succeeded", "KV put+get round trips/s", "of the raw insert rate",
+		"KiB per agent", "hub heap profile once every agent event was stored"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

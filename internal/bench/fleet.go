@@ -57,7 +57,13 @@ type FleetConfig struct {
 	HeapProfile string // write a heap profile of this process here once the rollout is over
 	// SkipRawLimits skips measuring the raw NATS and store limits before the hub starts.
 	SkipRawLimits bool
-	Out           io.Writer
+	// HubHeapProfile is where the hub's heap profile, taken once every agent event is stored, is
+	// kept; default a new file in TempDir (or the system's).
+	HubHeapProfile string
+	// HubMemoryLimit, when set, is the child hub's GOMEMLIMIT (its Go runtime's soft memory
+	// limit, e.g. "900MiB"): GC tuning, said so in the output.
+	HubMemoryLimit string
+	Out            io.Writer
 
 	raw rawSettings // sizes of the raw measurements (tests make them small)
 }
@@ -87,6 +93,8 @@ func (c *FleetConfig) defaults() error {
 		return fault.Invalid("connections", "must not be negative (got %d)", c.Connections)
 	case c.Hub != HubAuto && c.Hub != HubChild && c.Hub != HubInProcess:
 		return fault.Invalid("hub", "must be %s, %s or %s (got %q)", HubAuto, HubChild, HubInProcess, c.Hub)
+	case c.HubMemoryLimit != "" && c.Hub == HubInProcess:
+		return fault.Invalid("hub-memory-limit", "applies to a child hub only; in process it would limit the agents too")
 	case c.Heartbeat < 100*time.Millisecond:
 		return fault.Invalid("heartbeat", "must be at least 100ms (got %s)", c.Heartbeat)
 	}
@@ -155,6 +163,7 @@ type FleetResult struct {
 	EventsDrained   float64       // events it stored between apply and Drained
 	AgentRequests   int64         // agents' requests between apply and succeeded
 	PeakRSS         int64         // hub VmHWM, bytes
+	PeakHeapInUse   int64         // the largest Go heap in use of the hub's once-a-second samples, bytes
 	SelfPeakRSS     int64         // this process's VmHWM, bytes
 	HubCPU, OwnCPU  float64       // CPUs used on average during the rollout
 	OtherCPU        float64
@@ -199,9 +208,12 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	}
 
 	settings := hubSettings{dataDir: filepath.Join(dir, "hub"), heartbeat: cfg.Heartbeat, grace: 4 * cfg.Heartbeat,
-		logFile: filepath.Join(dir, "hub.log"), relays: plan.relays > 0}
+		logFile: filepath.Join(dir, "hub.log"), relays: plan.relays > 0, memoryLimit: cfg.HubMemoryLimit}
 	start := time.Now()
 	var h *hubUnderTest
+	if plan.inProcess && cfg.HubMemoryLimit != "" {
+		return res, fault.Invalid("hub-memory-limit", "applies to a child hub only, and these agents need an in-process hub")
+	}
 	if plan.inProcess {
 		h, err = startInProcessHub(ctx, settings)
 	} else {
@@ -218,6 +230,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		}
 	}()
 
+	mem := watchHubMemory(ctx, h, time.Second)
+	defer mem.result()
+
 	fmt.Fprintf(out, "godwit bench fleet: %d agents, %d-step no-op migration at 100%% batch, %d CPUs (GOMAXPROCS %d), %s\n",
 		cfg.Agents, cfg.Steps, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	switch {
@@ -229,8 +244,12 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	default:
 		fmt.Fprintf(out, "hub: child process `godwit hub` (pid %s), SQLite + embedded NATS; peak RSS is the hub's own (VmHWM)\n", h.pid)
 	}
-	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s, everything else default; started in %s\n",
-		cfg.Heartbeat, settings.grace, round(time.Since(start)))
+	gcNote := ""
+	if cfg.HubMemoryLimit != "" {
+		gcNote = ", GOMEMLIMIT=" + cfg.HubMemoryLimit + " (GC TUNING: a soft memory limit makes the Go runtime collect more often)"
+	}
+	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s%s, everything else default; started in %s\n",
+		cfg.Heartbeat, settings.grace, gcNote, round(time.Since(start)))
 	if plan.relays == 0 {
 		fmt.Fprintf(out, "agents: each with its own NATS connection and its own credentials (open-file limit %d)\n", limit)
 	} else {
@@ -343,6 +362,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if err := HeapProfile(cfg.HeapProfile); err != nil {
 		return res, err
 	}
+	atPeak, peakHeap, samples, failed := mem.result()
+	res.PeakHeapInUse = peakHeap
+	hubProfile, heap, perr := takeHubHeapProfile(ctx, h, settings.dataDir, cfg.HubHeapProfile, cfg.TempDir)
 
 	fmt.Fprintf(out, "rollout: applied → succeeded in %s (an agent first read its assignment after %s; the last agent "+
 		"reported succeeded after %s)\n", round(res.Rollout), round(res.FirstDesired), round(res.LastFinished))
@@ -371,6 +393,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		fmt.Fprintf(out, "hub peak RSS (VmHWM of pid %s): %s; this process (simulated agents): %s\n", h.pid, mib(res.PeakRSS),
 			mib(res.SelfPeakRSS))
 	}
+	printHubMemory(out, cfg.Agents, res.PeakRSS, atPeak, peakHeap, samples, failed, hubProfile, heap, perr)
 	rss := "HUB PEAK RSS"
 	if h.pid == "self" {
 		rss = "PEAK RSS (HUB+AGENTS)"

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -40,6 +39,8 @@ type hubSettings struct {
 	grace     time.Duration
 	logFile   string
 	relays    bool // accept relay connections (multiplexed agents): hub.WithAgentRelays
+	// memoryLimit is a child hub's GOMEMLIMIT; empty leaves the environment's.
+	memoryLimit string
 }
 
 // startChildHub runs `<this executable> hub` on random ports and waits until it is ready; with
@@ -62,6 +63,9 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
 		"--settle", settle(s.grace).String(), "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.memoryLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	// The parent-death signal follows the thread that forked, not the process: the child is
@@ -279,24 +283,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 
 // metric reads one unlabelled counter or gauge from the hub's /metrics.
 func (c *apiClient) metric(ctx context.Context, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	m, err := c.metrics(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
+	return m[name], nil
 }

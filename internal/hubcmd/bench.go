@@ -60,7 +60,9 @@ temp dir), enrolls --agents simulated agents through its API and connects them t
 credentials. Each heartbeats, watches and reads its desired state, and runs the assignments it gets as
 a real agent would report them (observed state and events), with no-op steps. The benchmark applies a
 --steps-step migration at 100% batch and prints the time from apply to succeeded, the events ingested
-per second meanwhile and the hub's peak RSS.
+per second meanwhile and the hub's peak RSS. It samples the hub's memory every second (resident set,
+Go heap in use, goroutine stacks) and, once every agent event is stored, takes a heap profile of the
+hub (SIGUSR1 to a child hub) and prints its largest entries and where the file is.
 
 Before the hub starts it measures, on this machine, the raw limits of the same nats-server build (KV
 put+get round trips per second) and of the same store (SQLite InsertEvents rate), and prints Godwit's
@@ -90,6 +92,8 @@ accepted (godwit hub never accepts them). The output says so.`,
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
 	f.BoolVar(&cfg.SkipRawLimits, "skip-raw-limits", false, "do not measure the raw NATS and store limits before the hub starts")
+	f.StringVar(&cfg.HubMemoryLimit, "hub-memory-limit", "", "the child hub's GOMEMLIMIT, e.g. 900MiB (GC tuning; default: the environment's, else the hub's own choice)")
+	f.StringVar(&cfg.HubHeapProfile, "hub-memprofile", "", "keep the hub's heap profile (taken once every agent event is stored, and summed up in the output) in this file (default: a new file in --temp-dir, or the system's temp dir)")
 	return cmd
 }
 
