@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,8 +16,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
@@ -42,9 +38,13 @@ type hubSettings struct {
 	heartbeat time.Duration
 	grace     time.Duration
 	logFile   string
+	relays    bool // accept relay connections (multiplexed agents): hub.WithAgentRelays
+	// memoryLimit is a child hub's GOMEMLIMIT; empty leaves the environment's.
+	memoryLimit string
 }
 
-// startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
+// startChildHub runs `<this executable> hub` on random ports and waits until it is ready; with
+// relays, `<this executable> bench fleet-hub`, the same hub with relay connections accepted.
 func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -55,10 +55,17 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		return nil, err
 	}
 	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(exe, "hub", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+	sub := []string{"hub"}
+	if s.relays {
+		sub = []string{"bench", "fleet-hub"}
+	}
+	cmd := exec.Command(exe, append(sub, "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
-		"--log-format", "json")
+		"--settle", settle(s.grace).String(), "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.memoryLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	// The parent-death signal follows the thread that forked, not the process: the child is
@@ -86,14 +93,10 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	return h, nil
 }
 
-// startInProcessHub runs the hub in this process (hub.New), for multiplexed agents, which need
-// its in-process NATS user.
+// startInProcessHub runs the hub in this process (hub.New).
 func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
-	cfg := config.DefaultHub()
-	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = s.dataDir, "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(s.heartbeat), config.Duration(s.grace)
-	cfg.Log.Format = "json"
-	if err := cfg.Validate(); err != nil {
+	cfg, err := benchHubConfig(s.dataDir, "127.0.0.1:0", "127.0.0.1:0", s.heartbeat, s.grace)
+	if err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(s.logFile)
@@ -101,7 +104,11 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	log := slog.New(slog.NewJSONHandler(logf, nil))
-	inner := hub.New(cfg, log, io.Discard)
+	var opts []hub.Option
+	if s.relays {
+		opts = append(opts, hub.WithAgentRelays())
+	}
+	inner := hub.New(cfg, log, io.Discard, opts...)
 	if err := inner.Start(ctx); err != nil {
 		_ = logf.Close()
 		return nil, fmt.Errorf("in-process hub: %w", err)
@@ -112,6 +119,45 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	return h, nil
+}
+
+// benchHubConfig is the hub configuration of the benchmark: the defaults, but for where it
+// keeps its data and listens, and its liveness timing.
+func benchHubConfig(dataDir, listen, natsListen string, heartbeat, grace time.Duration) (*config.Hub, error) {
+	cfg := config.DefaultHub()
+	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = dataDir, listen, natsListen
+	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(heartbeat), config.Duration(grace)
+	cfg.Liveness.Settle = config.Duration(settle(grace))
+	cfg.Log.Format = "json"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// settle is the hub's settle time for a liveness grace: its default, or the grace when that is
+// longer (the hub requires settle ≥ grace; a long --heartbeat makes a long grace).
+func settle(grace time.Duration) time.Duration {
+	return max(config.DefaultHub().Liveness.Settle.D(), grace)
+}
+
+// FleetHubConfig is the hub `godwit bench fleet-hub` runs; the flags startChildHub passes.
+type FleetHubConfig struct {
+	DataDir, Listen, NATSListen string
+	Heartbeat, Grace            time.Duration
+}
+
+// RunFleetHub runs the fleet benchmark's child hub until ctx ends: `godwit hub` with the
+// benchmark's settings and relay connections accepted (hub.WithAgentRelays), logging JSON to
+// out. It is a hidden command that `godwit bench fleet` starts on a data dir it made; `godwit hub`
+// itself never accepts relays.
+func RunFleetHub(ctx context.Context, c FleetHubConfig, out io.Writer) error {
+	cfg, err := benchHubConfig(c.DataDir, c.Listen, c.NATSListen, c.Heartbeat, c.Grace)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(out, nil))
+	return hub.New(cfg, log, io.Discard, hub.WithAgentRelays()).Run(ctx)
 }
 
 // waitReady reads the endpoint file and the admin token from the data dir and waits for /readyz.
@@ -157,14 +203,6 @@ func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
 	}
 	h.api, h.nats = newAPIClient(ep.API, strings.TrimSpace(string(tok))), ep.NATS
 	return h.api.do(ctx, http.MethodGet, "/readyz", nil, nil)
-}
-
-// connectHub opens a connection as the hub's own NATS user: only possible in process.
-func (h *hubUnderTest) connectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
-	if h.inner == nil || h.inner.Bus() == nil {
-		return nil, errors.New("the hub's NATS user is only reachable in process")
-	}
-	return h.inner.Bus().ConnectHub(name, opts...)
 }
 
 // peakRSS returns the hub process's peak resident set (VmHWM) in bytes.
@@ -245,24 +283,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 
 // metric reads one unlabelled counter or gauge from the hub's /metrics.
 func (c *apiClient) metric(ctx context.Context, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	m, err := c.metrics(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
+	return m[name], nil
 }

@@ -17,7 +17,7 @@ func newBenchCmd(stdio cli.IO) *cobra.Command {
 		Short: "Measure the hub on this machine and print figures (ingest, fleet, ui, failover, ha)",
 	}
 	cmd.AddCommand(newBenchIngestCmd(stdio), newBenchFleetCmd(stdio), newBenchUICmd(stdio), newBenchFailoverCmd(stdio),
-		newBenchHACmd(stdio))
+		newBenchHACmd(stdio), newBenchFleetHubCmd(stdio))
 	return cmd
 }
 
@@ -61,11 +61,20 @@ temp dir), enrolls --agents simulated agents through its API and connects them t
 credentials. Each heartbeats, watches and reads its desired state, and runs the assignments it gets as
 a real agent would report them (observed state and events), with no-op steps. The benchmark applies a
 --steps-step migration at 100% batch and prints the time from apply to succeeded, the events ingested
-per second meanwhile and the hub's peak RSS.
+per second meanwhile and the hub's peak RSS. It samples the hub's memory every second (resident set,
+Go heap in use, goroutine stacks) and, once every agent event is stored, takes a heap profile of the
+hub (SIGUSR1 to a child hub) and prints its largest entries and where the file is.
 
-The open-file limit is raised to its hard limit. Agents that do not fit it one connection each (or all
-of them, with --connections below --agents) are multiplexed over connections of the hub's own NATS user;
-the hub then runs in this process and its peak RSS includes the agents. The output says so.`,
+Before the hub starts it measures, on this machine, the raw limits of the same nats-server build (KV
+put+get round trips per second) and of the same store (SQLite InsertEvents rate), and prints Godwit's
+figures of the rollout as a ratio of them.
+
+The open-file limit is raised to its hard limit. If the agents do not fit it one connection each (or
+with --connections below --agents), all of them are multiplexed over relay connections, up to 30
+agents each: every agent is still enrolled with its own credentials, which the hub checks, and uses
+only its own subjects under the union of the carried agents' permissions in the agents' account. The
+hub then runs as "godwit bench fleet-hub", a child process that is "godwit hub" with relay connections
+accepted (godwit hub never accepts them). The output says so.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
 			_, err := bench.RunFleet(ctx, cfg)
@@ -75,7 +84,7 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f := cmd.Flags()
 	f.IntVar(&cfg.Agents, "agents", 1000, "simulated agents")
 	f.IntVar(&cfg.Steps, "steps", 3, "steps of the no-op migration")
-	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each, as many as the open-file limit allows)")
+	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each if they fit the open-file limit, else all multiplexed over relay connections of up to 30 agents)")
 	f.StringVar(&cfg.Hub, "hub", bench.HubAuto, "where the hub runs: auto, child or in-process")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", 5*time.Second, "the hub's heartbeat interval (the liveness grace is 4 times it)")
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "how long the rollout may take")
@@ -83,6 +92,9 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the hub's data dir and log afterwards")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
+	f.BoolVar(&cfg.SkipRawLimits, "skip-raw-limits", false, "do not measure the raw NATS and store limits before the hub starts")
+	f.StringVar(&cfg.HubMemoryLimit, "hub-memory-limit", "", "the child hub's GOMEMLIMIT, e.g. 900MiB (GC tuning; default: the environment's, else the hub's own choice)")
+	f.StringVar(&cfg.HubHeapProfile, "hub-memprofile", "", "keep the hub's heap profile (taken once every agent event is stored, and summed up in the output) in this file (default: a new file in --temp-dir, or the system's temp dir)")
 	return cmd
 }
 

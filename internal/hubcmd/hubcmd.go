@@ -23,6 +23,8 @@ var _ cli.Hub = Hub{}
 
 // Run implements cli.Hub.
 func (Hub) Run(ctx context.Context, cfg *config.Hub, log *slog.Logger, notices io.Writer) error {
+	setMemoryLimit(log)
+	heapProfileOnSignal(ctx, cfg.DataDir, log)
 	return hub.New(cfg, log, notices).Run(ctx)
 }
 
