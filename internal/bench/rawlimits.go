@@ -15,15 +15,17 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"godwit.dev/godwit/internal/ingest"
 )
 
 // The raw limits the fleet benchmark measures beside Godwit's figures, on this machine, in the
 // same run: what the same nats-server and the same store do with nothing of Godwit around them.
 const (
-	rawKVConns   = 8   // TCP connections of the raw KV clients
-	rawKVClients = 256 // concurrent put+get loops over them
-	rawKVValue   = 256 // bytes of each put, about an agent's heartbeat
-	rawBatch     = 500 // events per InsertEvents call (the ingest's batch)
+	rawKVConns   = 8                   // TCP connections of the raw KV clients
+	rawKVClients = 256                 // concurrent put+get loops over them
+	rawKVValue   = 256                 // bytes of each put, about an agent's heartbeat
+	rawBatch     = ingest.DefaultBatch // events per InsertEvents call: the ingest's batch, as bench ingest
 )
 
 // rawSettings size the raw measurements; the zero value takes the defaults.
@@ -61,7 +63,7 @@ func measureRawLimits(ctx context.Context, dir string, s rawSettings) (rawLimits
 		return r, fmt.Errorf("raw KV round trips: %w", err)
 	}
 	cfg := IngestConfig{Events: s.events, Batch: rawBatch}
-	d, err := rawInsert(ctx, cfg, sqliteEngine(dir), newEventSource(agentIDs(1000)))
+	d, _, _, err := rawInsert(ctx, cfg, sqliteEngine(dir), newEventSource(agentIDs(1000)))
 	if err != nil {
 		return r, fmt.Errorf("raw insert: %w", err)
 	}
