@@ -130,8 +130,11 @@ func (a *simAgent) watch() (*nats.Subscription, error) {
 
 // run heartbeats and follows the desired state until ctx ends. The first tick comes at a random
 // point of the first interval, so that the fleet does not beat in step.
+//
+// The agent.started event waits for that first tick too: a fleet that starts (or reconnects)
+// together would otherwise publish all its agent.started events in the same instant, more than
+// the events stream takes in at once, and every publish the server drops comes back as a retry.
 func (a *simAgent) run(ctx context.Context) {
-	a.event(ctx, wire.EventAgentStarted, wire.EventData{Message: "agent " + a.id + " started, version bench"})
 	first := time.NewTimer(rand.N(a.interval))
 	defer first.Stop()
 	select {
@@ -139,6 +142,7 @@ func (a *simAgent) run(ctx context.Context) {
 		return
 	case <-first.C:
 	}
+	a.event(ctx, wire.EventAgentStarted, wire.EventData{Message: "agent " + a.id + " started, version bench"})
 	t := time.NewTicker(a.interval)
 	defer t.Stop()
 	for {
@@ -346,26 +350,5 @@ func (a *simAgent) publish(ctx context.Context, typ, subject string, data wire.E
 	}) == nil {
 		a.stats.eventLatency.add(time.Since(t))
 		a.stats.events.Add(1)
-	}
-}
-
-// retry calls fn, each call bounded by requestTimeout, until it succeeds or ctx ends, backing
-// off between attempts; retries counts the failed attempts.
-func retry(ctx context.Context, retries *atomic.Int64, fn func(context.Context) error) error {
-	backoff := 250 * time.Millisecond
-	for {
-		cctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		err := fn(cctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return errors.Join(err, ctx.Err())
-		}
-		retries.Add(1)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff + rand.N(backoff/2)):
-		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
