@@ -81,26 +81,32 @@ type Hub struct {
 	sysNC       *nats.Conn        // external cluster only: the system account
 	system      *bus.SystemClient // external cluster only
 	js          jetstream.JetStream
-	buckets     bus.Buckets
-	live        *liveness.Controller
-	ingest      *ingest.Ingester
-	migrate     *controller.Controller
-	sweeps      *sweep.Service
-	exits       chan worker.Exit            // leader-only workers that ended by themselves
-	lease       atomic.Pointer[lease.Lease] // set while contending
-	leader      *leader
-	natsID      string // the NATS cluster's identity (docs/ha.md)
-	replica     replicaRow
-	failover    *groups.Service
-	id          string
-	http        *http.Server
-	listener    net.Listener
-	front       front       // what the HTTP server serves: the waiting handler, then the full one
-	waiting     atomic.Bool // true while a clustered replica waits for its JetStream cluster
-	waitWeb     *ui.Server  // the waiting handler's web UI, closed when the full one takes over
-	access      *api.Access // shared by the API and the UI, and by both handlers
-	registry    *prometheus.Registry
-	endpoint    wire.HubEndpoint
+	// ctlNC carries the lease alone, so that its renewals do not queue behind the agents'
+	// traffic on nc: the events the ingest pulls, the heartbeats liveness watches, the
+	// observed state the migration controller watches. In a fleet-wide reconnect storm nc's
+	// deliveries back up for seconds, and a renewal answered after them is a lost lease.
+	ctlNC    *nats.Conn
+	ctlJS    jetstream.JetStream
+	buckets  bus.Buckets
+	live     *liveness.Controller
+	ingest   *ingest.Ingester
+	migrate  *controller.Controller
+	sweeps   *sweep.Service
+	exits    chan worker.Exit            // leader-only workers that ended by themselves
+	lease    atomic.Pointer[lease.Lease] // set while contending
+	leader   *leader
+	natsID   string // the NATS cluster's identity (docs/ha.md)
+	replica  replicaRow
+	failover *groups.Service
+	id       string
+	http     *http.Server
+	listener net.Listener
+	front    front       // what the HTTP server serves: the waiting handler, then the full one
+	waiting  atomic.Bool // true while a clustered replica waits for its JetStream cluster
+	waitWeb  *ui.Server  // the waiting handler's web UI, closed when the full one takes over
+	access   *api.Access // shared by the API and the UI, and by both handlers
+	registry *prometheus.Registry
+	endpoint wire.HubEndpoint
 
 	clock     controller.Clock
 	wrapStore func(store.Store) store.Store
@@ -337,11 +343,20 @@ func (h *Hub) startBus(ctx context.Context) error {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
 		h.nc, err = h.server.ConnectHub("godwit-hub", opts...)
+		if err == nil {
+			h.ctlNC, err = h.server.ConnectHub("godwit-hub-control", opts...)
+		}
 	} else {
 		h.nc, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub", opts...)
+		if err == nil {
+			h.ctlNC, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub-control", opts...)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("connect to nats: %w", err)
+	}
+	if h.ctlJS, err = jetstream.New(h.ctlNC); err != nil {
+		return err
 	}
 	if h.server == nil {
 		if err = h.startCallout(ctx); err != nil {
@@ -637,6 +652,11 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 	if h.sysNC != nil {
 		h.sysNC.Close()
 		h.sysNC, h.system = nil, nil
+	}
+	if h.ctlNC != nil {
+		// The lease stopped above.
+		h.ctlNC.Close()
+		h.ctlNC, h.ctlJS = nil, nil
 	}
 	if h.nc != nil {
 		// Everything that consumed from this connection has stopped above; flush what was

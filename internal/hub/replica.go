@@ -37,7 +37,7 @@ var ErrOtherNATS = errors.New("this hub's NATS is not the NATS cluster of the ot
 // it, and compared by every later one. A one-hub store (SQLite) adopts a new NATS with a
 // warning; a shared one refuses to start unless told to adopt it (nats.adopt).
 func (h *Hub) ensureLeaseBucket(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := h.js.CreateOrUpdateKeyValue(ctx, lease.BucketConfig(LeaseBucket, h.cfg.NATS.Replicas))
+	kv, err := h.ctlJS.CreateOrUpdateKeyValue(ctx, lease.BucketConfig(LeaseBucket, h.cfg.NATS.Replicas))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream lease bucket: %w", err)
 	}
