@@ -2,6 +2,7 @@ package hubcmd
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,9 @@ func newBenchFleetHubCmd(stdio cli.IO) *cobra.Command {
 			if format != "json" {
 				return fmt.Errorf("--log-format: only json is supported (got %q)", format)
 			}
+			// As `godwit hub`: SIGUSR1 writes a heap profile, which bench fleet asks for at
+			// the hub's peak.
+			heapProfileOnSignal(cmd.Context(), c.DataDir, slog.New(slog.NewJSONHandler(stdio.Out, nil)))
 			return bench.RunFleetHub(cmd.Context(), c, stdio.Out)
 		},
 	}
