@@ -54,6 +54,10 @@ type FleetConfig struct {
 	Keep        bool   // keep the hub's data dir and log, and say where
 	HeapProfile string // write a heap profile of this process here once the rollout is over
 	Out         io.Writer
+
+	// CPU profiles of the rollout alone (apply → succeeded): of a child hub, and of this
+	// process (the simulated agents, and an in-process hub).
+	HubCPUProfile, AgentsCPUProfile string
 }
 
 func (c *FleetConfig) defaults() error {
@@ -169,7 +173,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	}
 
 	settings := hubSettings{dataDir: filepath.Join(dir, "hub"), heartbeat: cfg.Heartbeat, grace: 4 * cfg.Heartbeat,
-		logFile: filepath.Join(dir, "hub.log")}
+		logFile: filepath.Join(dir, "hub.log"), cpuProfile: cfg.HubCPUProfile}
 	start := time.Now()
 	var h *hubUnderTest
 	if plan.inProcess {
@@ -256,6 +260,10 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if h.pid != "self" {
 		pids = append(pids, "self")
 	}
+	stopProfiles, err := h.profileRollout(cfg.HubCPUProfile != "", cfg.AgentsCPUProfile)
+	if err != nil {
+		return res, err
+	}
 	meter := newCPUMeter(pids...)
 	applied := time.Now()
 	stats.applied.Store(applied.UnixNano())
@@ -268,10 +276,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if ar.Matched != cfg.Agents {
 		return res, fmt.Errorf("apply: the migration matched %d agents, want %d", ar.Matched, cfg.Agents)
 	}
-	if err := waitMigration(ctx, h.api, name, applied.Add(cfg.Timeout)); err != nil {
+	err = waitMigration(ctx, h.api, name, applied.Add(cfg.Timeout))
+	res.Rollout = time.Since(applied)
+	if err := errors.Join(err, stopProfiles()); err != nil {
 		return res, err
 	}
-	res.Rollout = time.Since(applied)
 	cpu, others := meter.cores()
 	res.HubCPU, res.OtherCPU = cpu[0], others
 	if len(cpu) > 1 {

@@ -42,6 +42,9 @@ type hubSettings struct {
 	heartbeat time.Duration
 	grace     time.Duration
 	logFile   string
+	// cpuProfile, for a child hub: the file it writes its CPU profile of the rollout to
+	// (HubCPUProfileEnv; started and ended by profileRollout).
+	cpuProfile string
 }
 
 // startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
@@ -59,6 +62,9 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
 		"--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.cpuProfile != "" {
+		cmd.Env = append(os.Environ(), HubCPUProfileEnv+"="+s.cpuProfile)
+	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	// The parent-death signal follows the thread that forked, not the process: the child is
@@ -165,6 +171,24 @@ func (h *hubUnderTest) connectHub(name string, opts ...nats.Option) (*nats.Conn,
 		return nil, errors.New("the hub's NATS user is only reachable in process")
 	}
 	return h.inner.Bus().ConnectHub(name, opts...)
+}
+
+// profileRollout starts a CPU profile of a child hub (when it was started with one) and of this
+// process (to ownProfile, if set) and returns what ends both.
+func (h *hubUnderTest) profileRollout(withHub bool, ownProfile string) (stop func() error, err error) {
+	own, err := CPUProfile(ownProfile)
+	if err != nil {
+		return nil, err
+	}
+	if !withHub || h.cmd == nil {
+		return own, nil
+	}
+	if err := h.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return nil, errors.Join(fmt.Errorf("start the hub's cpu profile: %w", err), own())
+	}
+	return func() error {
+		return errors.Join(h.cmd.Process.Signal(syscall.SIGUSR2), own())
+	}, nil
 }
 
 // peakRSS returns the hub process's peak resident set (VmHWM) in bytes.

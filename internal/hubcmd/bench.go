@@ -82,6 +82,8 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the hub's data dir and log afterwards")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
+	f.StringVar(&cfg.HubCPUProfile, "hub-cpuprofile", "", "write a CPU profile of the child hub during the rollout (apply to succeeded) to this file")
+	f.StringVar(&cfg.AgentsCPUProfile, "rollout-cpuprofile", "", "write a CPU profile of this process (the simulated agents) during the rollout to this file")
 	return cmd
 }
 
