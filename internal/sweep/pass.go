@@ -62,17 +62,22 @@ func (s *Service) Pass(ctx context.Context) error {
 	if !s.isSynced() {
 		return errors.Join(errs...) // runs wait for every agent's stored answers
 	}
-	agents, err := s.cfg.Store.ListAgents(ctx)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	byID := make(map[string]wire.Agent, len(agents))
-	for _, a := range agents {
-		byID[a.ID] = a
-	}
 	runs, err := s.cfg.Store.RunningRuns(ctx)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
+	}
+	// The agents are read only for the runs that need them: with no run going, a pass costs
+	// nothing per agent.
+	var byID map[string]wire.Agent
+	if len(runs) > 0 {
+		agents, err := s.cfg.Store.ListAgents(ctx)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		byID = make(map[string]wire.Agent, len(agents))
+		for _, a := range agents {
+			byID[a.ID] = a
+		}
 	}
 	requests := map[string][]wire.SweepCheckRequest{}
 	complete := true
