@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -80,6 +81,11 @@ func (c *Controller) Pass(ctx context.Context) error {
 		}
 		if p != nil {
 			passes = append(passes, p)
+		}
+	}
+	for name := range c.rows {
+		if !slices.ContainsFunc(ms, func(m wire.Migration) bool { return m.Name == name }) {
+			delete(c.rows, name) // deleted
 		}
 	}
 	docs, err := c.desiredDocuments(ctx, passes)
@@ -228,28 +234,37 @@ func (p *pass) setMigration(to, reason string) {
 // is failed here, with the reason, and is not an error of the pass.
 func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, delta time.Duration, now time.Time) (*pass, error) {
 	sp, perr := c.parsedSpec(m)
-	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
-	if err != nil {
-		return nil, err
-	}
 	c.mu.Lock()
 	adopting := !c.adopted[m.Name]
 	c.mu.Unlock()
 	busUp, settled := c.judging(now)
-	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: now,
+	p := &pass{c: c, m: m, orig: m, sp: sp, dirty: map[string]bool{}, now: now,
 		view: v, adopting: adopting, judge: settled, busUp: busUp}
-	for i := range p.all {
-		a := &p.all[i]
-		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
-			p.latest[a.AgentID] = a
+	// The pass owns the migration's rows until it has saved them: a pass cut short leaves
+	// nothing behind, and the next one reads them from the store.
+	r, kept := c.rows[m.Name]
+	delete(c.rows, m.Name)
+	if kept && r.version == m.Version {
+		p.all, p.latest, p.order = r.all, r.latest, r.order
+		p.keepCounting()
+	} else {
+		all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
+		if err != nil {
+			return nil, err
 		}
+		p.all, p.latest = all, map[string]*wire.Assignment{}
+		for i := range p.all {
+			a := &p.all[i]
+			if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
+				p.latest[a.AgentID] = a
+			}
+		}
+		for id := range p.latest {
+			p.order = append(p.order, id)
+		}
+		sort.Strings(p.order)
+		p.addUnsaved()
 	}
-	for id := range p.latest {
-		p.order = append(p.order, id)
-	}
-	sort.Strings(p.order)
-
-	p.addUnsaved()
 	p.observe()
 	why := c.unrunnableReason(m, sp, perr)
 	switch {
@@ -276,8 +291,38 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	c.mu.Unlock()
 	if p.idle() {
 		c.idle[m.Name] = idle{version: p.m.Version, agents: p.order}
+		delete(c.rows, m.Name) // not read again until it changes
 	}
 	return p, nil
+}
+
+// rows is one migration's assignments as the last pass left them: what the store holds, plus
+// the active time counted and not yet stored (see addUnsaved). They are good for as long as the
+// migration's row keeps the version they were saved (or read) with: every write of an
+// assignment is a SaveMigration, which moves that version, so a pass reads a migration's
+// assignments from the store only after someone else wrote it, on the first pass of a run, and
+// after a pass of its own was cut short.
+type rows struct {
+	version int64
+	all     []wire.Assignment
+	latest  map[string]*wire.Assignment // agent → its latest attempt, in all
+	order   []string                    // agents in stable order
+}
+
+// keepRows hands the pass's assignments to the next pass: they are what the store holds at
+// the migration's version p.m.Version.
+func (p *pass) keepRows() {
+	p.c.rows[p.m.Name] = &rows{version: p.m.Version, all: p.all, latest: p.latest, order: p.order}
+}
+
+// asStored sets a's times to what the store gives back for them (microseconds, UTC), so that
+// rows kept in memory compare as rows read again would.
+func asStored(a *wire.Assignment) {
+	for _, t := range []*time.Time{&a.DispatchedAt, &a.UnreachableSince, &a.CreatedAt, &a.UpdatedAt, &a.FinishedAt} {
+		if !t.IsZero() {
+			*t = time.UnixMicro(t.UnixMicro()).UTC()
+		}
+	}
 }
 
 // idle reports whether the migration is finished, saved, and leaves nothing for any agent to
@@ -436,9 +481,11 @@ func (p *pass) save(ctx context.Context) error {
 	}
 	if len(changed) == 0 && p.m == p.orig {
 		p.keepUnsaved()
+		p.keepRows()
 		return nil
 	}
 	p.m.UpdatedAt = p.now
+	delete(p.c.rows, p.m.Name)
 	if err := p.c.cfg.Store.SaveMigration(ctx, p.c.fence(), p.m, changed); err != nil {
 		if errors.Is(err, fault.ErrConflict) || errors.Is(err, fault.ErrNotFound) {
 			// An operator changed (or deleted) it meanwhile: the next pass starts from theirs.
@@ -448,7 +495,11 @@ func (p *pass) save(ctx context.Context) error {
 		return err
 	}
 	p.m.Version++
+	for id := range p.dirty {
+		asStored(p.latest[id])
+	}
 	p.keepUnsaved()
+	p.keepRows()
 	p.orig, p.dirty = p.m, map[string]bool{}
 	for _, e := range p.events {
 		p.c.publish(ctx, e)
