@@ -87,7 +87,11 @@ func (s *fleetStats) noteFinished(t time.Time) {
 // simAgent speaks the agent protocol over NATS as a real agent does, with no journal and no
 // commands: each step of an assignment "runs" at once and succeeds. It heartbeats and re-reads
 // its desired state every interval, re-reads it on every watch message, reports each transition
-// as observed state and publishes the events the runner would, one at a time like the outbox.
+// as observed state and publishes the events the runner would. As in the real agent, neither
+// waits on the steps: the observed state goes out from its own goroutine, latest first (a
+// transition made while a put is in flight is sent once that put is over, together with any
+// later one, as the runner's publisher does), and the events from another, in order and one at a
+// time, as the outbox sends them.
 type simAgent struct {
 	id       string
 	nc       *nats.Conn
@@ -103,6 +107,13 @@ type simAgent struct {
 	records  map[string]*wire.ObservedAssignment // migration → latest attempt
 	lastPub  time.Time
 	pubDirty bool
+
+	bg     sync.WaitGroup // the observed-state publisher and the event sender, while they run
+	outMu  sync.Mutex
+	obsDoc []byte       // the observed state waiting to be put (nil: none)
+	queue  []wire.Event // events waiting to be sent, oldest first
+	obsRun bool         // the publisher runs
+	evRun  bool         // the sender runs
 }
 
 func newSimAgent(id string, nc *nats.Conn, interval time.Duration, stats *fleetStats) *simAgent {
@@ -125,6 +136,7 @@ func (a *simAgent) watch() (*nats.Subscription, error) {
 // run heartbeats and follows the desired state until ctx ends. The first tick comes at a random
 // point of the first interval, so that the fleet does not beat in step.
 func (a *simAgent) run(ctx context.Context) {
+	defer a.bg.Wait()
 	a.event(ctx, wire.EventAgentStarted, wire.EventData{Message: "agent " + a.id + " started, version bench"})
 	first := time.NewTimer(rand.N(a.interval))
 	defer first.Stop()
@@ -276,8 +288,9 @@ func (a *simAgent) transition(ctx context.Context, rec *wire.ObservedAssignment,
 	a.publishObserved(ctx)
 }
 
-// publishObserved puts the observed state: the latest attempt of every migration that is
-// desired or unfinished. It is retried until it succeeds or ctx ends.
+// publishObserved hands the observed state to the publisher: the latest attempt of every
+// migration that is desired or unfinished. The publisher puts the newest document it has, each
+// retried until it succeeds or ctx ends.
 func (a *simAgent) publishObserved(ctx context.Context) {
 	st := wire.ObservedState{AgentID: a.id, Assignments: []wire.ObservedAssignment{}, UpdatedAt: time.Now().UTC()}
 	for m, rec := range a.records {
@@ -290,14 +303,37 @@ func (a *simAgent) publishObserved(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	t := time.Now()
-	if retry(ctx, &a.stats.observedRetries, func(ctx context.Context) error {
-		_, err := bus.PutObserved(ctx, a.nc, a.id, b)
-		return err
-	}) == nil {
-		a.stats.putLatency.add(time.Since(t))
-		a.stats.observedPuts.Add(1)
-		a.pubDirty, a.lastPub = false, time.Now()
+	a.pubDirty, a.lastPub = false, time.Now()
+	a.outMu.Lock()
+	a.obsDoc = b
+	start := !a.obsRun
+	a.obsRun = true
+	a.outMu.Unlock()
+	if start {
+		a.bg.Go(func() { a.publisher(ctx) })
+	}
+}
+
+// publisher puts the newest observed document until none is waiting.
+func (a *simAgent) publisher(ctx context.Context) {
+	for {
+		a.outMu.Lock()
+		b := a.obsDoc
+		a.obsDoc = nil
+		if b == nil || ctx.Err() != nil {
+			a.obsRun = false
+			a.outMu.Unlock()
+			return
+		}
+		a.outMu.Unlock()
+		t := time.Now()
+		if retry(ctx, &a.stats.observedRetries, func(ctx context.Context) error {
+			_, err := bus.PutObserved(ctx, a.nc, a.id, b)
+			return err
+		}) == nil {
+			a.stats.putLatency.add(time.Since(t))
+			a.stats.observedPuts.Add(1)
+		}
 	}
 }
 
@@ -323,23 +359,46 @@ func (a *simAgent) event(ctx context.Context, typ string, data wire.EventData) {
 	a.publish(ctx, typ, "", data)
 }
 
-// publish sends one event and waits for the stream's acknowledgement, retrying as the outbox
-// does until it is delivered or ctx ends.
+// publish queues one event for the sender.
 func (a *simAgent) publish(ctx context.Context, typ, subject string, data wire.EventData) {
 	data.AgentID, data.System = a.id, &a.sys
 	e := wire.Event{SpecVersion: "1.0", ID: uuid.Must(uuid.NewV7()).String(), Source: wire.AgentSource(a.id), Type: typ,
 		Time: time.Now().UTC(), Subject: subject, Severity: wire.SeverityInfo, Data: data}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return
+	a.outMu.Lock()
+	a.queue = append(a.queue, e)
+	start := !a.evRun
+	a.evRun = true
+	a.outMu.Unlock()
+	if start {
+		a.bg.Go(func() { a.sender(ctx) })
 	}
-	t := time.Now()
-	if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
-		_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
-		return err
-	}) == nil {
-		a.stats.eventLatency.add(time.Since(t))
-		a.stats.events.Add(1)
+}
+
+// sender sends the queued events in order, each waiting for the stream's acknowledgement and
+// retried as the outbox does until it is delivered or ctx ends.
+func (a *simAgent) sender(ctx context.Context) {
+	for {
+		a.outMu.Lock()
+		if len(a.queue) == 0 || ctx.Err() != nil {
+			a.evRun = false
+			a.outMu.Unlock()
+			return
+		}
+		e := a.queue[0]
+		a.queue = a.queue[1:]
+		a.outMu.Unlock()
+		b, err := json.Marshal(e)
+		if err != nil {
+			continue
+		}
+		t := time.Now()
+		if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
+			_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
+			return err
+		}) == nil {
+			a.stats.eventLatency.add(time.Since(t))
+			a.stats.events.Add(1)
+		}
 	}
 }
 
