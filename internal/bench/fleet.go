@@ -329,7 +329,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventRetries.Load())
 	fmt.Fprintf(out, "agents read their assignment (after apply): %s; each then took %s to report it succeeded\n",
 		&stats.gotWork, &stats.workTimes)
-	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (left to the next heartbeat tick): %d\n",
+	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (read again shortly, as the agent does): %d\n",
 		stats.staleNudges.Load())
 	fmt.Fprintf(out, "request latency seen by the agents: observed-state put %s; event publish %s\n", &stats.putLatency, &stats.eventLatency)
 	if h.pid == "self" {

@@ -147,6 +147,10 @@ func (a *simAgent) run(ctx context.Context) {
 	}
 	t := time.NewTicker(a.interval)
 	defer t.Stop()
+	// As in the agent's loop: a watch message whose read finds nothing newer yet is read again
+	// shortly (100 ms, then 200 ms more each time, five reads at most), not at the next tick.
+	var retry <-chan time.Time
+	retries := 0
 	for {
 		a.heartbeat(ctx)
 		a.resync(ctx, false)
@@ -160,7 +164,15 @@ func (a *simAgent) run(ctx context.Context) {
 			case <-t.C:
 				tick = true
 			case <-a.nudge:
-				a.resync(ctx, true)
+				retries = 0
+				if !a.resync(ctx, true) {
+					retry = time.After(100 * time.Millisecond)
+				}
+			case <-retry:
+				retry = nil
+				if retries++; !a.resync(ctx, false) && retries < 5 {
+					retry = time.After(time.Duration(retries) * 200 * time.Millisecond)
+				}
 			}
 		}
 	}
@@ -179,10 +191,10 @@ func (a *simAgent) heartbeat(ctx context.Context) {
 	a.stats.heartbeats.Add(1)
 }
 
-// resync reads the desired state (a direct get) and acts on it when it is new. Like the real
-// agent it reads once per watch message: a read that still finds the previous revision (the
-// stream had not stored the put yet) leaves the change to the next heartbeat tick.
-func (a *simAgent) resync(ctx context.Context, nudged bool) {
+// resync reads the desired state (a direct get) and acts on it when it is new; it reports
+// whether it was. A read after a watch message that still finds the previous revision (the
+// stream had not stored the put yet) is counted.
+func (a *simAgent) resync(ctx context.Context, nudged bool) bool {
 	gctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	v, rev, err := bus.GetDesired(gctx, a.nc, a.id)
 	cancel()
@@ -191,24 +203,25 @@ func (a *simAgent) resync(ctx context.Context, nudged bool) {
 		if nudged {
 			a.stats.staleNudges.Add(1)
 		}
-		return
+		return false
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			a.stats.desiredReadErrors.Add(1)
 		}
-		return
+		return false
 	}
 	a.rev = rev
 	var d wire.DesiredState
 	if json.Unmarshal(v, &d) != nil || d.Epoch < a.epoch {
-		return // a real agent keeps acting on the previous document
+		return true // a real agent keeps acting on the previous document
 	}
 	a.epoch = d.Epoch
 	if len(d.Assignments) > 0 {
 		a.stats.noteFirstDesired(time.Now())
 	}
 	a.follow(ctx, d)
+	return true
 }
 
 // follow acts on a desired-state document as the runner does: a new attempt runs, a higher
