@@ -260,8 +260,20 @@ func (c *Controller) run(ctx context.Context) error {
 	defer check.Stop()
 	var lastErr string
 	var loggedAt time.Time
+	// The desired documents are written beside the passes, not inside them: a pass that has
+	// saved its decisions goes on to the next at once, whatever the puts of the last one still
+	// take (a burst over a large fleet), and the writer takes the newest documents when it is
+	// free (see desiredWriter).
+	w := newDesiredWriter()
+	wctx, stopWriter := context.WithCancel(ctx)
+	wrote := make(chan struct{})
+	go func() { defer close(wrote); w.run(wctx, c) }()
+	defer func() { stopWriter(); <-wrote }()
 	for {
-		err := c.Pass(ctx)
+		docs, err := c.decide(ctx)
+		if docs != nil {
+			w.offer(docs)
+		}
 		if err != nil {
 			c.passes.WithLabelValues("error").Inc()
 		} else {

@@ -15,7 +15,9 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-// Pass is one reconcile pass over every migration, then the desired states.
+// Pass is one reconcile pass over every migration, then the desired states. The controller's
+// own loop runs the two apart: it decides, hands the documents to its desired writer and goes
+// on (see desiredWriter); Pass does both in turn.
 //
 // What goes wrong is kept where it belongs. The store that cannot be read is an outage: nothing
 // is judged, the time until a pass gets through again is not counted, and the first pass that
@@ -25,6 +27,16 @@ import (
 // the bus refuses is that agent's trouble and is tried again on the next pass; only losing the
 // connection to NATS stops deadlines.
 func (c *Controller) Pass(ctx context.Context) error {
+	docs, err := c.decide(ctx)
+	if docs == nil {
+		return err
+	}
+	return errors.Join(err, c.writeDesired(ctx, docs))
+}
+
+// decide is a pass up to the desired documents: it reads, decides and saves every migration,
+// and returns each agent's desired document (nil when the pass could not get that far).
+func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	// Each migration counts the time since its last pass that got through (Controller.counted);
@@ -38,7 +50,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 
 	if touch {
 		if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
-			return c.storeDown(err)
+			return nil, c.storeDown(err)
 		}
 		c.mu.Lock()
 		c.touched = now
@@ -46,11 +58,11 @@ func (c *Controller) Pass(ctx context.Context) error {
 	}
 	ms, err := c.cfg.Store.ListMigrations(ctx)
 	if err != nil {
-		return c.storeDown(err)
+		return nil, c.storeDown(err)
 	}
 	agents, err := c.reachability(ctx)
 	if err != nil {
-		return c.storeDown(err)
+		return nil, c.storeDown(err)
 	}
 	c.mu.Lock()
 	if c.failing {
@@ -75,7 +87,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 		p, err := c.reconcile(ctx, m, v, delta, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
-				return err
+				return nil, err
 			}
 			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
 		}
@@ -91,14 +103,14 @@ func (c *Controller) Pass(ctx context.Context) error {
 	docs, err := c.desiredDocuments(ctx, passes)
 	if err != nil {
 		if errors.Is(err, fault.ErrFenced) {
-			return err
+			return nil, err
 		}
 		errs = append(errs, err)
 	}
-	if err := c.writeDesired(ctx, docs); err != nil {
-		errs = append(errs, err)
+	if docs == nil {
+		docs = map[string][]byte{}
 	}
-	return errors.Join(errs...)
+	return docs, errors.Join(errs...)
 }
 
 // touchEvery is how often the leader records that it is alive.
