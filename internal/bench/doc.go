@@ -19,7 +19,13 @@
 // heartbeats, watches and reads its desired state, and for each assignment reports observed state
 // and publishes the events a real agent would for a no-op migration. It applies a migration at
 // 100% batch through the API and prints the time until the migration succeeded, the events per
-// second ingested meanwhile and the hub's peak RSS. When the agents do not fit the process's
-// open-file limit, some or all of them are multiplexed over fewer connections of the hub's own
-// NATS user (the hub then runs in-process), which the output states.
+// second ingested meanwhile and the hub's peak RSS. When the agents do not fit the open-file
+// limit one connection each, all of them are multiplexed over relay connections (bus.RelayUser),
+// up to bus.MaxRelayAgents each, which the output states: every agent is still enrolled with its
+// own credentials, which the hub checks on the relay's connect, and uses only its own subjects,
+// under the union of its relay's agents' permissions in the agents' account. The hub then runs
+// as the hidden `godwit bench fleet-hub`, the same hub with relay connections accepted
+// (hub.WithAgentRelays), still a child process. Before the hub starts, the run measures the raw
+// limits of the same nats-server build (KV put+get round trips per second) and of the same store
+// (InsertEvents into a fresh SQLite database) and prints Godwit's figures as ratios of them.
 package bench

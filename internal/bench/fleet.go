@@ -26,26 +26,28 @@ import (
 
 // Where the fleet benchmark runs the hub.
 const (
-	HubAuto      = "auto"       // a child process, unless agents must be multiplexed
-	HubChild     = "child"      // `godwit hub` as a child process: its peak RSS is its own
-	HubInProcess = "in-process" // hub.New in this process: needed to multiplex agents
+	HubAuto      = "auto"       // a child process
+	HubChild     = "child"      // a child process: its peak RSS is its own
+	HubInProcess = "in-process" // hub.New in this process: its peak RSS includes the agents
 )
 
 // fdReserve is what the open-file budget keeps aside for everything but agent connections
 // (JetStream and SQLite files, HTTP, the runtime).
 const fdReserve = 512
 
-// agentsPerHubConn is how many multiplexed agents share one connection when the benchmark
-// chooses the number of connections itself.
-const agentsPerHubConn = 250
+// agentsPerRelay is how many multiplexed agents share one relay connection when the benchmark
+// chooses the number of connections itself: as many as one may carry.
+const agentsPerRelay = bus.MaxRelayAgents
 
 // FleetConfig configures the fleet benchmark. Zero values take the defaults.
 type FleetConfig struct {
 	Agents int // simulated agents; required
 	Steps  int // steps of the no-op migration; default 3
 	// Connections is how many NATS connections the agents use. 0: one per agent, with its own
-	// credentials, as many as the open-file limit allows (the rest multiplexed). Fewer than
-	// Agents: every agent is multiplexed over that many connections of the hub's own user.
+	// credentials, if they fit the open-file limit, else every agent multiplexed over as few relay
+	// connections as can carry them (bus.MaxRelayAgents each). Fewer than Agents: every agent is
+	// multiplexed over that many relay connections. Multiplexed or not, each agent connects with
+	// its own credentials and its own permissions (bus.ConnectRelay).
 	Connections int
 	Hub         string        // HubAuto (default), HubChild or HubInProcess
 	Heartbeat   time.Duration // the hub's heartbeat interval; default 5s (the hub's default)
@@ -53,11 +55,21 @@ type FleetConfig struct {
 	TempDir     string
 	Keep        bool   // keep the hub's data dir and log, and say where
 	HeapProfile string // write a heap profile of this process here once the rollout is over
-	Out         io.Writer
+	// SkipRawLimits skips measuring the raw NATS and store limits before the hub starts.
+	SkipRawLimits bool
+	// HubHeapProfile is where the hub's heap profile, taken once every agent event is stored, is
+	// kept; default a new file in TempDir (or the system's).
+	HubHeapProfile string
+	// HubMemoryLimit, when set, is the child hub's GOMEMLIMIT (its Go runtime's soft memory
+	// limit, e.g. "900MiB"): GC tuning, said so in the output.
+	HubMemoryLimit string
+	Out            io.Writer
 
 	// CPU profiles of the rollout alone (apply → succeeded): of a child hub, and of this
 	// process (the simulated agents, and an in-process hub).
 	HubCPUProfile, AgentsCPUProfile string
+
+	raw rawSettings // sizes of the raw measurements (tests make them small)
 }
 
 func (c *FleetConfig) defaults() error {
@@ -85,6 +97,8 @@ func (c *FleetConfig) defaults() error {
 		return fault.Invalid("connections", "must not be negative (got %d)", c.Connections)
 	case c.Hub != HubAuto && c.Hub != HubChild && c.Hub != HubInProcess:
 		return fault.Invalid("hub", "must be %s, %s or %s (got %q)", HubAuto, HubChild, HubInProcess, c.Hub)
+	case c.HubMemoryLimit != "" && c.Hub == HubInProcess:
+		return fault.Invalid("hub-memory-limit", "applies to a child hub only; in process it would limit the agents too")
 	case c.Heartbeat < 100*time.Millisecond:
 		return fault.Invalid("heartbeat", "must be at least 100ms (got %s)", c.Heartbeat)
 	}
@@ -95,41 +109,51 @@ func (c *FleetConfig) defaults() error {
 type connPlan struct {
 	inProcess bool
 	own       int // agents [0, own) each have a connection with their own credentials
-	shared    int // connections of the hub's user carrying agents [own, Agents)
+	relays    int // relay connections carrying agents [own, Agents), each with its own credentials
 }
 
+// multiplexed is how many agents ride relay connections.
+func (p connPlan) multiplexed(agents int) int { return agents - p.own }
+
+// planConnections decides how the agents reach NATS within the open-file limit. Each connection
+// takes a descriptor in the hub and one in the agents' process: with a child hub each process has
+// the whole limit, in process both ends count against it. Agents that do not all fit one
+// connection each are all multiplexed, agentsPerRelay to a relay connection.
 func planConnections(cfg FleetConfig, fdLimit uint64) (connPlan, error) {
 	n := cfg.Agents
-	childBudget := max(0, int(fdLimit)-fdReserve)
-	// In process both ends of every TCP connection count against the one limit.
-	inProcBudget := childBudget / 2
-	var p connPlan
+	p := connPlan{inProcess: cfg.Hub == HubInProcess}
+	budget := max(0, int(fdLimit)-fdReserve)
+	if p.inProcess {
+		budget /= 2
+	}
+	minRelays := (n + bus.MaxRelayAgents - 1) / bus.MaxRelayAgents
 	switch {
 	case cfg.Connections > 0 && cfg.Connections < n:
-		p = connPlan{inProcess: true, own: 0, shared: cfg.Connections}
-	case cfg.Hub != HubInProcess && n <= childBudget:
-		p = connPlan{own: n}
+		if cfg.Connections < minRelays {
+			return p, fault.Invalid("connections", "%d connections cannot carry %d agents: a relay connection carries at most %d, "+
+				"so at least %d are needed", cfg.Connections, n, bus.MaxRelayAgents, minRelays)
+		}
+		p.relays = cfg.Connections
+	case n <= budget:
+		p.own = n
 	case cfg.Connections >= n:
 		return p, fault.Invalid("connections", "%d agents with a connection each do not fit the open-file limit (%d); "+
 			"use fewer connections to multiplex agents", n, fdLimit)
 	default:
-		p = connPlan{inProcess: true, own: min(n, inProcBudget)}
-		if rest := n - p.own; rest > 0 {
-			p.shared = (rest + agentsPerHubConn - 1) / agentsPerHubConn
-		}
+		p.relays = (n + agentsPerRelay - 1) / agentsPerRelay
 	}
-	if cfg.Hub == HubInProcess {
-		p.inProcess = true
-		p.own = min(p.own, inProcBudget)
-		if rest := n - p.own; rest > 0 && p.shared == 0 {
-			p.shared = (rest + agentsPerHubConn - 1) / agentsPerHubConn
-		}
-	}
-	if p.shared > 0 && cfg.Hub == HubChild {
-		return p, fault.Invalid("hub", "multiplexed agents need the hub's own NATS user, which only an in-process hub has; "+
-			"%d agents do not fit the open-file limit (%d) one connection each", n, fdLimit)
+	if p.relays > budget {
+		return p, fault.Invalid("agents", "%d agents need %d relay connections, more than the open-file limit (%d) allows",
+			n, p.relays, fdLimit)
 	}
 	return p, nil
+}
+
+// relayCarries returns the agents of relay k of relays over agents [own, n): as even a share
+// as can be, in order.
+func relayCarries(own, n, relays, k int) (from, to int) {
+	m := n - own
+	return own + k*m/relays, own + (k+1)*m/relays
 }
 
 // FleetResult holds the figures of one run.
@@ -141,7 +165,9 @@ type FleetResult struct {
 	Drained         time.Duration // apply until every agent event was stored
 	EventsInRollout float64       // events the ingest stored between apply and succeeded
 	EventsDrained   float64       // events it stored between apply and Drained
+	AgentRequests   int64         // agents' requests between apply and succeeded
 	PeakRSS         int64         // hub VmHWM, bytes
+	PeakHeapInUse   int64         // the largest Go heap in use of the hub's once-a-second samples, bytes
 	SelfPeakRSS     int64         // this process's VmHWM, bytes
 	HubCPU, OwnCPU  float64       // CPUs used on average during the rollout
 	OtherCPU        float64
@@ -172,10 +198,27 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		defer os.RemoveAll(dir)
 	}
 
+	var raw rawLimits
+	if !cfg.SkipRawLimits {
+		t := time.Now()
+		rs := cfg.raw.withDefaults()
+		if raw, err = measureRawLimits(ctx, dir, rs); err != nil {
+			return res, err
+		}
+		fmt.Fprintf(out, "raw limits on this machine, measured before the hub starts (%s): %.0f KV put+get round trips/s (%s, "+
+			"JetStream file store, %d clients over %d connections, %s); %.0f events/s store.InsertEvents into a fresh SQLite "+
+			"database (%d events, %d a call)\n", round(time.Since(t)), raw.KVRoundTrips, natsServerVersion(), rawKVClients,
+			rawKVConns, rs.kvTime, raw.InsertRate, rs.events, rawBatch)
+	}
+
 	settings := hubSettings{dataDir: filepath.Join(dir, "hub"), heartbeat: cfg.Heartbeat, grace: 4 * cfg.Heartbeat,
-		logFile: filepath.Join(dir, "hub.log"), cpuProfile: cfg.HubCPUProfile}
+		logFile: filepath.Join(dir, "hub.log"), relays: plan.relays > 0, memoryLimit: cfg.HubMemoryLimit,
+		cpuProfile: cfg.HubCPUProfile}
 	start := time.Now()
 	var h *hubUnderTest
+	if plan.inProcess && cfg.HubMemoryLimit != "" {
+		return res, fault.Invalid("hub-memory-limit", "applies to a child hub only, and these agents need an in-process hub")
+	}
 	if plan.inProcess {
 		h, err = startInProcessHub(ctx, settings)
 	} else {
@@ -192,25 +235,35 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		}
 	}()
 
+	mem := watchHubMemory(ctx, h, time.Second)
+	defer mem.result()
+
 	fmt.Fprintf(out, "godwit bench fleet: %d agents, %d-step no-op migration at 100%% batch, %d CPUs (GOMAXPROCS %d), %s\n",
 		cfg.Agents, cfg.Steps, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	if plan.inProcess {
+	switch {
+	case plan.inProcess:
 		fmt.Fprintf(out, "hub: in this process (hub.New), SQLite + embedded NATS; its peak RSS INCLUDES the simulated agents\n")
-	} else {
+	case settings.relays:
+		fmt.Fprintf(out, "hub: child process `godwit bench fleet-hub` (pid %s: `godwit hub` with relay connections accepted), "+
+			"SQLite + embedded NATS; peak RSS is the hub's own (VmHWM)\n", h.pid)
+	default:
 		fmt.Fprintf(out, "hub: child process `godwit hub` (pid %s), SQLite + embedded NATS; peak RSS is the hub's own (VmHWM)\n", h.pid)
 	}
-	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s, everything else default; started in %s\n",
-		cfg.Heartbeat, settings.grace, round(time.Since(start)))
-	switch {
-	case plan.shared == 0:
+	gcNote := ""
+	if cfg.HubMemoryLimit != "" {
+		gcNote = ", GOMEMLIMIT=" + cfg.HubMemoryLimit + " (GC TUNING: a soft memory limit makes the Go runtime collect more often)"
+	}
+	fmt.Fprintf(out, "hub settings: heartbeat %s, liveness grace %s%s, everything else default; started in %s\n",
+		cfg.Heartbeat, settings.grace, gcNote, round(time.Since(start)))
+	if plan.relays == 0 {
 		fmt.Fprintf(out, "agents: each with its own NATS connection and its own credentials (open-file limit %d)\n", limit)
-	case plan.own == 0:
-		fmt.Fprintf(out, "agents: ALL %d MULTIPLEXED over %d connections of the hub's own NATS user (not per-agent credentials; "+
-			"same subjects, but without the agents' account and permissions)\n", cfg.Agents, plan.shared)
-	default:
-		fmt.Fprintf(out, "agents: %d with their own connection and credentials; the other %d MULTIPLEXED over %d connections of "+
-			"the hub's own NATS user (not per-agent credentials), since %d agents do not fit the open-file limit (%d) "+
-			"with both ends of each connection in one process\n", plan.own, cfg.Agents-plan.own, plan.shared, cfg.Agents, limit)
+	} else {
+		fmt.Fprintf(out, "multiplexed: %d agents over %d connections, each agent with its own credentials' subjects (open-file "+
+			"limit %d). Each agent is enrolled through the API with its own credentials; a relay connection presents the "+
+			"credentials of the agents it carries (up to %d), each checked by the hub as the agent's own connection would be, "+
+			"and may use only the union of their permissions in the agents' account; each agent heartbeats, reads and watches "+
+			"its own keys and publishes its own events. Replies to all of a connection's requests arrive on its first agent's "+
+			"inbox.\n", plan.multiplexed(cfg.Agents), plan.relays, limit, bus.MaxRelayAgents)
 	}
 
 	// Enrollment through the API, as agents do.
@@ -265,6 +318,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		return res, err
 	}
 	meter := newCPUMeter(pids...)
+	requestsBefore := stats.requests()
 	applied := time.Now()
 	stats.applied.Store(applied.UnixNano())
 	var ar struct {
@@ -281,6 +335,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if err := errors.Join(err, stopProfiles()); err != nil {
 		return res, err
 	}
+	res.AgentRequests = stats.requests() - requestsBefore
 	cpu, others := meter.cores()
 	res.HubCPU, res.OtherCPU = cpu[0], others
 	if len(cpu) > 1 {
@@ -317,6 +372,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if err := HeapProfile(cfg.HeapProfile); err != nil {
 		return res, err
 	}
+	atPeak, peakHeap, samples, failed := mem.result()
+	res.PeakHeapInUse = peakHeap
+	hubProfile, heap, perr := takeHubHeapProfile(ctx, h, settings.dataDir, cfg.HubHeapProfile, cfg.TempDir)
 
 	fmt.Fprintf(out, "rollout: applied → succeeded in %s (an agent first read its assignment after %s; the last agent "+
 		"reported succeeded after %s)\n", round(res.Rollout), round(res.FirstDesired), round(res.LastFinished))
@@ -331,6 +389,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		&stats.gotWork, &stats.workTimes)
 	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (read again shortly, as the agent does): %d\n",
 		stats.staleNudges.Load())
+	if !cfg.SkipRawLimits {
+		printRatios(out, res, raw)
+	}
 	fmt.Fprintf(out, "request latency seen by the agents: observed-state put %s; event publish %s\n", &stats.putLatency, &stats.eventLatency)
 	if h.pid == "self" {
 		fmt.Fprintf(out, "CPUs busy during the rollout: %.2f this process (hub and simulated agents), %.2f other processes\n",
@@ -342,6 +403,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		fmt.Fprintf(out, "hub peak RSS (VmHWM of pid %s): %s; this process (simulated agents): %s\n", h.pid, mib(res.PeakRSS),
 			mib(res.SelfPeakRSS))
 	}
+	printHubMemory(out, cfg.Agents, res.PeakRSS, atPeak, peakHeap, samples, failed, hubProfile, heap, perr)
 	rss := "HUB PEAK RSS"
 	if h.pid == "self" {
 		rss = "PEAK RSS (HUB+AGENTS)"
@@ -413,7 +475,7 @@ func enrollFleet(ctx context.Context, api *apiClient, n int) ([]credential, erro
 // desired-state key. It returns every connection opened, also on error.
 func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []credential, interval time.Duration, stats *fleetStats) ([]*nats.Conn, []*simAgent, error) {
 	agents := make([]*simAgent, len(creds))
-	conns := make([]*nats.Conn, plan.own, plan.own+plan.shared)
+	conns := make([]*nats.Conn, plan.own+plan.relays)
 	var natsErrs atomic.Int64
 	onErr := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) { natsErrs.Add(1) })
 	err := parallel(ctx, plan.own, 64, func(ctx context.Context, i int) error {
@@ -428,16 +490,24 @@ func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []c
 	if err != nil {
 		return compact(conns), nil, err
 	}
-	for k := range plan.shared {
-		nc, err := h.connectHub(fmt.Sprintf("godwit-bench-agents-%d", k), onErr)
-		if err != nil {
-			return compact(conns), nil, err
+	err = parallel(ctx, plan.relays, 64, func(ctx context.Context, k int) error {
+		from, to := relayCarries(plan.own, len(creds), plan.relays, k)
+		rc := make([]bus.RelayCredential, 0, to-from)
+		for _, c := range creds[from:to] {
+			rc = append(rc, bus.RelayCredential{AgentID: c.id, Password: c.password})
 		}
-		conns = append(conns, nc)
-	}
-	for i := plan.own; i < len(creds); i++ {
-		nc := conns[plan.own+(i-plan.own)%plan.shared]
-		agents[i] = newSimAgent(creds[i].id, nc, interval, stats)
+		nc, err := bus.ConnectRelay(h.nats, rc, onErr)
+		if err != nil {
+			return fmt.Errorf("relay connection %d (agents %d to %d): %w", k, from, to-1, err)
+		}
+		conns[plan.own+k] = nc
+		for i := from; i < to; i++ {
+			agents[i] = newSimAgent(creds[i].id, nc, interval, stats)
+		}
+		return nil
+	})
+	if err != nil {
+		return compact(conns), nil, err
 	}
 	for _, a := range agents {
 		if _, err := a.watch(); err != nil {

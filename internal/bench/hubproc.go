@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,8 +17,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
@@ -42,12 +39,16 @@ type hubSettings struct {
 	heartbeat time.Duration
 	grace     time.Duration
 	logFile   string
+	relays    bool // accept relay connections (multiplexed agents): hub.WithAgentRelays
+	// memoryLimit is a child hub's GOMEMLIMIT; empty leaves the environment's.
+	memoryLimit string
 	// cpuProfile, for a child hub: the file it writes its CPU profile of the rollout to
 	// (HubCPUProfileEnv; started and ended by profileRollout).
 	cpuProfile string
 }
 
-// startChildHub runs `<this executable> hub` on random ports and waits until it is ready.
+// startChildHub runs `<this executable> hub` on random ports and waits until it is ready; with
+// relays, `<this executable> bench fleet-hub`, the same hub with relay connections accepted.
 func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -58,12 +59,19 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		return nil, err
 	}
 	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(exe, "hub", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+	sub := []string{"hub"}
+	if s.relays {
+		sub = []string{"bench", "fleet-hub"}
+	}
+	cmd := exec.Command(exe, append(sub, "--data-dir", s.dataDir, "--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--heartbeat-interval", s.heartbeat.String(), "--liveness-grace", s.grace.String(),
-		"--log-format", "json")
+		"--settle", settle(s.grace).String(), "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.memoryLimit != "" {
+		cmd.Env = append(cmd.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+	}
 	if s.cpuProfile != "" {
-		cmd.Env = append(os.Environ(), HubCPUProfileEnv+"="+s.cpuProfile)
+		cmd.Env = append(cmd.Environ(), HubCPUProfileEnv+"="+s.cpuProfile)
 	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -92,14 +100,10 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 	return h, nil
 }
 
-// startInProcessHub runs the hub in this process (hub.New), for multiplexed agents, which need
-// its in-process NATS user.
+// startInProcessHub runs the hub in this process (hub.New).
 func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
-	cfg := config.DefaultHub()
-	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = s.dataDir, "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(s.heartbeat), config.Duration(s.grace)
-	cfg.Log.Format = "json"
-	if err := cfg.Validate(); err != nil {
+	cfg, err := benchHubConfig(s.dataDir, "127.0.0.1:0", "127.0.0.1:0", s.heartbeat, s.grace)
+	if err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(s.logFile)
@@ -107,7 +111,11 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	log := slog.New(slog.NewJSONHandler(logf, nil))
-	inner := hub.New(cfg, log, io.Discard)
+	var opts []hub.Option
+	if s.relays {
+		opts = append(opts, hub.WithAgentRelays())
+	}
+	inner := hub.New(cfg, log, io.Discard, opts...)
 	if err := inner.Start(ctx); err != nil {
 		_ = logf.Close()
 		return nil, fmt.Errorf("in-process hub: %w", err)
@@ -118,6 +126,45 @@ func startInProcessHub(ctx context.Context, s hubSettings) (*hubUnderTest, error
 		return nil, err
 	}
 	return h, nil
+}
+
+// benchHubConfig is the hub configuration of the benchmark: the defaults, but for where it
+// keeps its data and listens, and its liveness timing.
+func benchHubConfig(dataDir, listen, natsListen string, heartbeat, grace time.Duration) (*config.Hub, error) {
+	cfg := config.DefaultHub()
+	cfg.DataDir, cfg.Listen, cfg.NATS.Listen = dataDir, listen, natsListen
+	cfg.Liveness.HeartbeatInterval, cfg.Liveness.Grace = config.Duration(heartbeat), config.Duration(grace)
+	cfg.Liveness.Settle = config.Duration(settle(grace))
+	cfg.Log.Format = "json"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// settle is the hub's settle time for a liveness grace: its default, or the grace when that is
+// longer (the hub requires settle ≥ grace; a long --heartbeat makes a long grace).
+func settle(grace time.Duration) time.Duration {
+	return max(config.DefaultHub().Liveness.Settle.D(), grace)
+}
+
+// FleetHubConfig is the hub `godwit bench fleet-hub` runs; the flags startChildHub passes.
+type FleetHubConfig struct {
+	DataDir, Listen, NATSListen string
+	Heartbeat, Grace            time.Duration
+}
+
+// RunFleetHub runs the fleet benchmark's child hub until ctx ends: `godwit hub` with the
+// benchmark's settings and relay connections accepted (hub.WithAgentRelays), logging JSON to
+// out. It is a hidden command that `godwit bench fleet` starts on a data dir it made; `godwit hub`
+// itself never accepts relays.
+func RunFleetHub(ctx context.Context, c FleetHubConfig, out io.Writer) error {
+	cfg, err := benchHubConfig(c.DataDir, c.Listen, c.NATSListen, c.Heartbeat, c.Grace)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(out, nil))
+	return hub.New(cfg, log, io.Discard, hub.WithAgentRelays()).Run(ctx)
 }
 
 // waitReady reads the endpoint file and the admin token from the data dir and waits for /readyz.
@@ -165,14 +212,6 @@ func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
 	return h.api.do(ctx, http.MethodGet, "/readyz", nil, nil)
 }
 
-// connectHub opens a connection as the hub's own NATS user: only possible in process.
-func (h *hubUnderTest) connectHub(name string, opts ...nats.Option) (*nats.Conn, error) {
-	if h.inner == nil || h.inner.Bus() == nil {
-		return nil, errors.New("the hub's NATS user is only reachable in process")
-	}
-	return h.inner.Bus().ConnectHub(name, opts...)
-}
-
 // profileRollout starts a CPU profile of a child hub (when it was started with one) and of this
 // process (to ownProfile, if set) and returns what ends both.
 func (h *hubUnderTest) profileRollout(withHub bool, ownProfile string) (stop func() error, err error) {
@@ -183,7 +222,7 @@ func (h *hubUnderTest) profileRollout(withHub bool, ownProfile string) (stop fun
 	if !withHub || h.cmd == nil {
 		return own, nil
 	}
-	if err := h.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+	if err := h.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 		return nil, errors.Join(fmt.Errorf("start the hub's cpu profile: %w", err), own())
 	}
 	return func() error {
@@ -269,24 +308,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) er
 
 // metric reads one unlabelled counter or gauge from the hub's /metrics.
 func (c *apiClient) metric(ctx context.Context, name string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	m, err := c.metrics(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("/metrics has no %s", name)
+	return m[name], nil
 }

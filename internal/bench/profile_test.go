@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// A hub started with HubCPUProfileEnv profiles between a SIGUSR1 and a SIGUSR2: the file appears
-// on the first and holds a complete (gzipped) profile once the second has ended it.
+// A hub started with HubCPUProfileEnv profiles between one SIGUSR2 and the next: the file
+// appears on the first and holds a complete (gzipped) profile once the second has ended it.
 func TestProfileOnSignals(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "hub.prof")
 	ctx, cancel := context.WithCancel(t.Context())
@@ -20,7 +20,7 @@ func TestProfileOnSignals(t *testing.T) {
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("profile file before any signal: %v", err)
 	}
-	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -28,7 +28,7 @@ func TestProfileOnSignals(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no profile file after SIGUSR1")
+			t.Fatal("no profile file after the first SIGUSR2")
 		}
 	}
 	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
@@ -40,7 +40,7 @@ func TestProfileOnSignals(t *testing.T) {
 			return // pprof writes its profile gzipped, and only when it stops
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("profile not written after SIGUSR2 (%d bytes, %v)", len(raw), err)
+			t.Fatalf("profile not written after the second SIGUSR2 (%d bytes, %v)", len(raw), err)
 		}
 	}
 }

@@ -70,6 +70,12 @@ func (l *latencies) String() string {
 	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", r(at(0.5)), r(at(0.9)), r(at(0.99)), r(d[len(d)-1]))
 }
 
+// requests is how many requests the agents made so far that were answered: heartbeat and
+// observed-state puts, desired-state reads and event publishes.
+func (s *fleetStats) requests() int64 {
+	return s.heartbeats.Load() + s.desiredReads.Load() - s.desiredReadErrors.Load() + s.observedPuts.Load() + s.events.Load()
+}
+
 func (s *fleetStats) noteFirstDesired(t time.Time) {
 	s.firstDesired.CompareAndSwap(0, t.UnixNano())
 }

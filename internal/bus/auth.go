@@ -49,6 +49,20 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		return true
 	}
 
+	if user == RelayUser {
+		if !a.cfg.Relays {
+			a.log.Warn("nats: relay connection refused: relays are not enabled", "remote", addrString(c.RemoteAddress()))
+			return false
+		}
+		perms, err := (*Server)(a).relayPermissions(password)
+		if err != nil {
+			a.log.Info("nats: relay connection refused", "err", err)
+			return false
+		}
+		c.RegisterUser(&server.User{Username: RelayUser, Account: (*Server)(a).cur.Load().agents, Permissions: perms})
+		return true
+	}
+
 	v := (*Server)(a).verify
 	if err := v.check(a.ctx, user, password); err != nil {
 		return false

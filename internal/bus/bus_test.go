@@ -70,16 +70,20 @@ type bundle struct {
 	b      Buckets
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T, adjust ...func(*ServerConfig)) *bundle {
 	t.Helper()
 	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
 	auth := &fakeAuth{AgentCredentialFunc: agents.lookup}
-	srv, err := StartServer(ServerConfig{
+	cfg := ServerConfig{
 		StoreDir: t.TempDir(),
 		Listen:   "127.0.0.1:0",
 		Auth:     auth,
 		Logger:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	}
+	for _, a := range adjust {
+		a(&cfg)
+	}
+	srv, err := StartServer(cfg)
 	if err != nil {
 		t.Fatalf("StartServer: %v", err)
 	}

@@ -63,6 +63,9 @@ type ServerConfig struct {
 	// Cluster, when set, joins the server to the other hub replicas' embedded servers: one
 	// JetStream cluster (routes.go).
 	Cluster *Routes
+	// Relays accepts relay connections (relay.go): one connection carrying several agents, each
+	// with its own credentials checked. For `godwit bench fleet` only, never set by `godwit hub`.
+	Relays bool
 }
 
 // Server is the embedded NATS server with JetStream.
@@ -138,6 +141,14 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.TLS = true
 		opts.TLSConfig = cfg.TLS.Clone()
 		opts.TLSTimeout = 5
+	}
+	if cfg.Relays {
+		// A relay's CONNECT is checked against the store once per agent it carries, on the
+		// connection's read loop, which nats-server's authentication timer (2s by default)
+		// bounds; and a server PING sent meanwhile (the first comes after 1-2s) breaks the
+		// client's handshake, which expects the PONG of its own.
+		opts.AuthTimeout = relayAuthTimeout.Seconds()
+		opts.DisableShortFirstPing = true
 	}
 	if cfg.Cluster != nil {
 		if err := cfg.Cluster.apply(opts); err != nil {

@@ -104,6 +104,7 @@ type Hub struct {
 
 	clock     controller.Clock
 	wrapStore func(store.Store) store.Store
+	relays    bool
 }
 
 // New returns a hub for a validated configuration.
@@ -123,6 +124,13 @@ func WithClock(c controller.Clock) Option { return func(h *Hub) { h.clock = c } 
 
 // WithStore wraps the store the hub opens (fault injection: "the database is down").
 func WithStore(wrap func(store.Store) store.Store) Option { return func(h *Hub) { h.wrapStore = wrap } }
+
+// WithAgentRelays makes the embedded NATS server accept relay connections (bus.RelayUser): one
+// connection carrying several agents, each with its own credentials checked and its own
+// permissions. Only `godwit bench fleet` uses it, to carry more simulated agents than the
+// open-file limit allows one connection each; no configuration or flag of `godwit hub` reaches
+// it (see internal/bus/relay.go for why it stays out of production).
+func WithAgentRelays() Option { return func(h *Hub) { h.relays = true } }
 
 // Bus returns the embedded NATS server (nil with an external one), for outage drills.
 func (h *Hub) Bus() *bus.Server { return h.server }
@@ -317,7 +325,7 @@ func (h *Hub) startBus(ctx context.Context) error {
 	}
 	if h.cfg.NATS.URL == "" {
 		sc := bus.ServerConfig{StoreDir: h.dir.Join(jetstreamDir), Listen: h.cfg.NATS.Listen, Auth: agentAuth{h.store}, Logger: h.log,
-			Verbose: h.log.Enabled(ctx, slog.LevelDebug)}
+			Verbose: h.log.Enabled(ctx, slog.LevelDebug), Relays: h.relays}
 		if h.tls != nil {
 			sc.TLS = h.tls.ServerConfig()
 		}

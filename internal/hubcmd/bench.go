@@ -17,7 +17,7 @@ func newBenchCmd(stdio cli.IO) *cobra.Command {
 		Short: "Measure the hub on this machine and print figures (ingest, fleet, ui, failover, ha)",
 	}
 	cmd.AddCommand(newBenchIngestCmd(stdio), newBenchFleetCmd(stdio), newBenchUICmd(stdio), newBenchFailoverCmd(stdio),
-		newBenchHACmd(stdio))
+		newBenchHACmd(stdio), newBenchFleetHubCmd(stdio))
 	return cmd
 }
 
@@ -30,7 +30,8 @@ func newBenchIngestCmd(stdio cli.IO) *cobra.Command {
 		Long: `ingest publishes --events valid agent events into an embedded NATS server's events stream and times
 them until a real ingester has stored every one, for SQLite (a temp dir) and PostgreSQL (a temporary
 database, created and dropped). It also times store.InsertEvents of as many events in batches of
---batch into a fresh database of the same engine, and prints both rates and their ratio.`,
+--batch (by default the ingester's batch: the same transactions) into a fresh database of the same
+engine, and prints both rates and their ratio.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
 			_, err := bench.RunIngest(ctx, cfg)
@@ -40,7 +41,7 @@ database, created and dropped). It also times store.InsertEvents of as many even
 	f := cmd.Flags()
 	f.IntVar(&cfg.Events, "events", 200_000, "events to publish end to end, and to insert raw")
 	f.IntVar(&cfg.Agents, "agents", 1000, "agent subjects the events are spread over")
-	f.IntVar(&cfg.Batch, "batch", 500, "events per InsertEvents call in the raw measurement")
+	f.IntVar(&cfg.Batch, "batch", 0, "events per InsertEvents call in the raw measurement; 0 is the ingest batch")
 	f.IntVar(&cfg.IngestBatch, "ingest-batch", 0, "the ingester's batch (fetch and transaction size); 0 is its default")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")
@@ -60,11 +61,20 @@ temp dir), enrolls --agents simulated agents through its API and connects them t
 credentials. Each heartbeats, watches and reads its desired state, and runs the assignments it gets as
 a real agent would report them (observed state and events), with no-op steps. The benchmark applies a
 --steps-step migration at 100% batch and prints the time from apply to succeeded, the events ingested
-per second meanwhile and the hub's peak RSS.
+per second meanwhile and the hub's peak RSS. It samples the hub's memory every second (resident set,
+Go heap in use, goroutine stacks) and, once every agent event is stored, takes a heap profile of the
+hub (SIGUSR1 to a child hub) and prints its largest entries and where the file is.
 
-The open-file limit is raised to its hard limit. Agents that do not fit it one connection each (or all
-of them, with --connections below --agents) are multiplexed over connections of the hub's own NATS user;
-the hub then runs in this process and its peak RSS includes the agents. The output says so.`,
+Before the hub starts it measures, on this machine, the raw limits of the same nats-server build (KV
+put+get round trips per second) and of the same store (SQLite InsertEvents rate), and prints Godwit's
+figures of the rollout as a ratio of them.
+
+The open-file limit is raised to its hard limit. If the agents do not fit it one connection each (or
+with --connections below --agents), all of them are multiplexed over relay connections, up to 30
+agents each: every agent is still enrolled with its own credentials, which the hub checks, and uses
+only its own subjects under the union of the carried agents' permissions in the agents' account. The
+hub then runs as "godwit bench fleet-hub", a child process that is "godwit hub" with relay connections
+accepted (godwit hub never accepts them). The output says so.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
 			_, err := bench.RunFleet(ctx, cfg)
@@ -74,7 +84,7 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f := cmd.Flags()
 	f.IntVar(&cfg.Agents, "agents", 1000, "simulated agents")
 	f.IntVar(&cfg.Steps, "steps", 3, "steps of the no-op migration")
-	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each, as many as the open-file limit allows)")
+	f.IntVar(&cfg.Connections, "connections", 0, "NATS connections for the agents (0: one each if they fit the open-file limit, else all multiplexed over relay connections of up to 30 agents)")
 	f.StringVar(&cfg.Hub, "hub", bench.HubAuto, "where the hub runs: auto, child or in-process")
 	f.DurationVar(&cfg.Heartbeat, "heartbeat", 5*time.Second, "the hub's heartbeat interval (the liveness grace is 4 times it)")
 	f.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "how long the rollout may take")
@@ -84,6 +94,9 @@ the hub then runs in this process and its peak RSS includes the agents. The outp
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
 	f.StringVar(&cfg.HubCPUProfile, "hub-cpuprofile", "", "write a CPU profile of the child hub during the rollout (apply to succeeded) to this file")
 	f.StringVar(&cfg.AgentsCPUProfile, "rollout-cpuprofile", "", "write a CPU profile of this process (the simulated agents) during the rollout to this file")
+	f.BoolVar(&cfg.SkipRawLimits, "skip-raw-limits", false, "do not measure the raw NATS and store limits before the hub starts")
+	f.StringVar(&cfg.HubMemoryLimit, "hub-memory-limit", "", "the child hub's GOMEMLIMIT, e.g. 900MiB (GC tuning; default: the environment's, else the hub's own choice)")
+	f.StringVar(&cfg.HubHeapProfile, "hub-memprofile", "", "keep the hub's heap profile (taken once every agent event is stored, and summed up in the output) in this file (default: a new file in --temp-dir, or the system's temp dir)")
 	return cmd
 }
 

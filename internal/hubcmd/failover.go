@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -66,11 +67,18 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 				return err
 			}
 			log := logging.New(stdio.Err, level, "json")
-			nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+			// A member started while NATS is down waits for it, as after any later disconnect:
+			// until it reaches the bucket it holds no role, and it retries on its own rather than
+			// leaving that to its service manager.
+			nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+				nats.RetryOnFailedConnect(true))
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
+			if !nc.IsConnected() {
+				log.Warn("nats: not reachable yet; retrying", "url", natsURL)
+			}
 			var kv lease.KV
 			switch kvMode {
 			case "jetstream":
@@ -78,10 +86,7 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 				if err != nil {
 					return err
 				}
-				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-				kv, err = member.OpenBucket(ctx, js, namespace, sp.Name, replicas)
-				cancel()
-				if err != nil {
+				if kv, err = openBucketWhenReachable(cmd.Context(), js, namespace, sp.Name, replicas, log); err != nil {
 					return fmt.Errorf("group bucket: %w", err)
 				}
 			case "agent":
@@ -138,4 +143,23 @@ a healthy primary hands over (handoverOnStop) or fences before it exits.`,
 	_ = cmd.MarkFlagRequired("filename")
 	_ = cmd.MarkFlagRequired("member")
 	return cmd
+}
+
+// openBucketWhenReachable opens (or creates) the group's bucket, trying again until it works or
+// ctx ends: NATS may not be up yet, or its JetStream may still be electing a leader.
+func openBucketWhenReachable(ctx context.Context, js jetstream.JetStream, namespace, group string, replicas int, log *slog.Logger) (jetstream.KeyValue, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kv, err := member.OpenBucket(actx, js, namespace, group, replicas)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return kv, err
+		}
+		log.Warn("group bucket not reachable yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -25,6 +25,8 @@ var _ cli.Hub = Hub{}
 
 // Run implements cli.Hub.
 func (Hub) Run(ctx context.Context, cfg *config.Hub, log *slog.Logger, notices io.Writer) error {
+	setMemoryLimit(log)
+	heapProfileOnSignal(ctx, cfg.DataDir, log)
 	pctx, cancel := context.WithCancel(ctx)
 	defer bench.ProfileOnSignals(pctx, os.Getenv(bench.HubCPUProfileEnv))()
 	defer cancel()

@@ -115,7 +115,7 @@ func TestClockSkewIsClamped(t *testing.T) {
 	if got := metric(t, reg, "godwit_ingest_clock_skew_clamped_total"); got != 1 {
 		t.Errorf("clock_skew_clamped_total = %v, want 1", got)
 	}
-	states, err := bd.store.AgentEventStates(testCtx(t), agent)
+	states, err := bd.store.AgentEventStates(testCtx(t), []string{agent})
 	if err != nil {
 		t.Fatal(err)
 	}

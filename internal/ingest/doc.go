@@ -60,13 +60,14 @@
 //
 // For each agent the ingester keeps its latest event overall and per migration (the
 // agent_event_state table). The first event of an agent after a start, or after Rehydrate,
-// loads the agent's rows from SQL; afterwards only rows that move an agent's state forward are
-// written, in the same transaction as the events. Order is by event time, then event id,
-// exactly as the store's conditional upsert orders them, so the cache never decides anything
-// the store would not: it is a lower bound of what SQL holds, and SQL has the last word when
-// another replica has moved an agent further. Only events an agent published on its own subject
-// move its state (hub events about an agent do not count as the agent being seen). No time is
-// ever compared with the local clock; an event's receive time is the stream's timestamp.
+// loads the agent's rows from SQL, with one store call for every such agent of a batch (after a
+// start the first batch names most of the fleet); afterwards only rows that move an agent's
+// state forward are written, in the same transaction as the events. Order is by event time, then
+// event id, exactly as the store's conditional upsert orders them, so the cache never decides
+// anything the store would not: it is a lower bound of what SQL holds, and SQL has the last word
+// when another replica has moved an agent further. Only events an agent published on its own
+// subject move its state (hub events about an agent do not count as the agent being seen). No
+// time is ever compared with the local clock; an event's receive time is the stream's timestamp.
 //
 // # Stopping
 //

@@ -28,7 +28,7 @@ import (
 type wrapStore struct {
 	store.Store
 	InsertEventsFunc     func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error)
-	AgentEventStatesFunc func(ctx context.Context, agentID string) ([]store.EventState, error)
+	AgentEventStatesFunc func(ctx context.Context, agentIDs []string) ([]store.EventState, error)
 }
 
 var _ store.Store = (*wrapStore)(nil)
@@ -40,11 +40,11 @@ func (w *wrapStore) InsertEvents(ctx context.Context, events []store.StoredEvent
 	return w.Store.InsertEvents(ctx, events, states)
 }
 
-func (w *wrapStore) AgentEventStates(ctx context.Context, agentID string) ([]store.EventState, error) {
+func (w *wrapStore) AgentEventStates(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
 	if w.AgentEventStatesFunc != nil {
-		return w.AgentEventStatesFunc(ctx, agentID)
+		return w.AgentEventStatesFunc(ctx, agentIDs)
 	}
-	return w.Store.AgentEventStates(ctx, agentID)
+	return w.Store.AgentEventStates(ctx, agentIDs)
 }
 
 // agentAuth is the embedded server's Authenticator: a fixed table of agent credentials.

@@ -23,28 +23,50 @@ func (i *Ingester) Rehydrate(agentID string) {
 	delete(i.agents, agentID)
 }
 
-// agentState returns the cached state of agentID, loading it from SQL on first use.
-func (i *Ingester) agentState(ctx context.Context, agentID string) (*agentState, error) {
+// loadStates loads, with one store call, the state of every agent of the groups that the cache
+// does not hold: after a start the first batch names most of the fleet, and one round trip per
+// agent would keep the batch waiting.
+func (i *Ingester) loadStates(ctx context.Context, groups []group) error {
+	var missing []string
+	seen := map[string]bool{}
 	i.mu.Lock()
-	st, ok := i.agents[agentID]
-	i.mu.Unlock()
-	if ok {
-		return st, nil
+	for _, g := range groups {
+		a := g[0].agent
+		if a == "" || seen[a] {
+			continue
+		}
+		seen[a] = true
+		if _, ok := i.agents[a]; !ok {
+			missing = append(missing, a)
+		}
 	}
-	rows, err := i.cfg.Store.AgentEventStates(ctx, agentID)
+	i.mu.Unlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	rows, err := i.cfg.Store.AgentEventStates(ctx, missing)
 	if err != nil {
-		return nil, fmt.Errorf("load event state of agent %s: %w", agentID, err)
+		return fmt.Errorf("load event state of %d agents: %w", len(missing), err)
 	}
-	st = &agentState{latest: make(map[string]store.EventState, len(rows))}
+	loaded := make(map[string]*agentState, len(missing))
+	for _, a := range missing {
+		loaded[a] = &agentState{latest: map[string]store.EventState{}}
+	}
 	for _, r := range rows {
-		st.latest[r.Migration] = r
+		if st := loaded[r.AgentID]; st != nil {
+			st.latest[r.Migration] = r
+		}
 	}
 	i.mu.Lock()
-	i.agents[agentID] = st
+	for a, st := range loaded {
+		if _, ok := i.agents[a]; !ok {
+			i.agents[a] = st
+		}
+	}
 	i.mu.Unlock()
-	i.m.rehydrations.Inc()
-	i.log.Debug("ingest: agent state loaded from the store", "agent_id", agentID, "rows", len(rows))
-	return st, nil
+	i.m.rehydrations.Add(float64(len(missing)))
+	i.log.Debug("ingest: agent state loaded from the store", "agents", len(missing), "rows", len(rows))
+	return nil
 }
 
 type stateKey struct{ agent, migration string }
@@ -52,6 +74,9 @@ type stateKey struct{ agent, migration string }
 // advancing returns the state rows the groups move forward: per agent, the latest event overall
 // and per migration, where it is newer than what is known.
 func (i *Ingester) advancing(ctx context.Context, groups []group) ([]store.EventState, error) {
+	if err := i.loadStates(ctx, groups); err != nil {
+		return nil, err
+	}
 	next := map[stateKey]store.EventState{}
 	var order []stateKey
 	for _, g := range groups {
@@ -59,9 +84,13 @@ func (i *Ingester) advancing(ctx context.Context, groups []group) ([]store.Event
 		if it.agent == "" {
 			continue
 		}
-		st, err := i.agentState(ctx, it.agent)
-		if err != nil {
-			return nil, err
+		i.mu.Lock()
+		st := i.agents[it.agent]
+		i.mu.Unlock()
+		if st == nil {
+			// Dropped by Rehydrate since loadStates: nothing is known, so every row is written;
+			// the store's conditional upsert keeps the newest.
+			st = &agentState{latest: map[string]store.EventState{}}
 		}
 		ev := it.ev
 		cand := store.EventState{AgentID: it.agent, LastEventID: ev.ID, LastType: ev.Type,

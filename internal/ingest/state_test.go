@@ -2,7 +2,11 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +66,7 @@ func TestDerivedStateIsRehydrated(t *testing.T) {
 	ing, reg := bd.ingester(t, "hub", Config{Store: rec.wrap(bd.store)})
 	rehydrations := func() float64 { return metric(t, reg, "godwit_ingest_rehydrations_total") }
 	stateOf := func(agent string) map[string]store.EventState {
-		rows, err := bd.store.AgentEventStates(ctx, agent)
+		rows, err := bd.store.AgentEventStates(ctx, []string{agent})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,4 +143,118 @@ func TestDerivedStateIsRehydrated(t *testing.T) {
 	if got := rehydrations(); got != 3 {
 		t.Errorf("rehydrations_total = %v after Rehydrate, want 3", got)
 	}
+}
+
+// After a start, the first batch names many agents the ingester does not know yet: their state is
+// loaded with one store call for the batch, not one per agent, and what SQL held still decides
+// which rows move.
+func TestStatesOfABatchAreLoadedAtOnce(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ctx := testCtx(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const agents = 30
+	ids := make([]string, agents)
+	var known []store.EventState // what an earlier hub process left: every third agent, at t0+1h
+	for n := range ids {
+		ids[n] = newAgentID(t)
+		if n%3 == 0 {
+			prev := agentEvent(ids[n], wire.EventExecutionSucceeded, t0.Add(time.Hour), "")
+			known = append(known, store.EventState{AgentID: ids[n], LastEventID: prev.ID, LastType: prev.Type,
+				LastSeverity: prev.Severity, LastTime: prev.Time})
+		}
+	}
+	if _, err := bd.store.InsertEvents(ctx, nil, known); err != nil {
+		t.Fatal(err)
+	}
+	for n, a := range ids {
+		bd.publish(t, wire.EventSubject(a), agentEvent(a, wire.EventAgentStarted, t0.Add(time.Duration(n)*time.Second), ""))
+	}
+
+	var mu sync.Mutex
+	var calls [][]string
+	counting := &wrapStore{Store: bd.store}
+	counting.AgentEventStatesFunc = func(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
+		mu.Lock()
+		calls = append(calls, slices.Clone(agentIDs))
+		mu.Unlock()
+		return bd.store.AgentEventStates(ctx, agentIDs)
+	}
+	_, reg := bd.ingester(t, "hub", Config{Store: counting, Batch: 2 * agents})
+	bd.waitDrained(t, agents)
+
+	mu.Lock()
+	defer mu.Unlock()
+	var loaded []string
+	for _, c := range calls {
+		loaded = append(loaded, c...)
+	}
+	slices.Sort(loaded)
+	want := slices.Sorted(slices.Values(ids))
+	if !slices.Equal(loaded, want) {
+		t.Errorf("loaded %v, want every agent once: %v", loaded, want)
+	}
+	// The whole backlog fits one batch; a read may still end early on a pause, so allow a second.
+	if len(calls) > 2 {
+		t.Errorf("%d store calls to load the state of %d agents, want one per batch", len(calls), agents)
+	}
+	if got := metric(t, reg, "godwit_ingest_rehydrations_total"); got != agents {
+		t.Errorf("rehydrations_total = %v, want %d", got, agents)
+	}
+	rows, err := bd.store.AgentEventStates(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		n := slices.Index(ids, r.AgentID)
+		want := t0.Add(time.Duration(n) * time.Second)
+		if n%3 == 0 {
+			want = t0.Add(time.Hour) // SQL's row was newer than the event
+		}
+		if !r.LastTime.Equal(want) {
+			t.Errorf("agent %d: state at %s, want %s", n, r.LastTime, want)
+		}
+	}
+	if len(rows) != agents {
+		t.Errorf("%d state rows, want one per agent (%d)", len(rows), agents)
+	}
+}
+
+// Loading the state of a batch's new agents is part of its store call: when it fails, nothing of
+// the batch is stored or acknowledged, the batch is handed back, and it is stored once the load
+// works again.
+func TestFailedStateLoadHandsTheBatchBack(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	var failures atomic.Int64
+	failures.Store(2)
+	flaky := &wrapStore{Store: bd.store}
+	flaky.AgentEventStatesFunc = func(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
+		if failures.Add(-1) >= 0 {
+			if floor := bd.ackFloor(t, ctx); floor != 0 {
+				t.Errorf("ack floor %d before anything was stored", floor)
+			}
+			return nil, fmt.Errorf("agent event state: %w", errBusy)
+		}
+		return bd.store.AgentEventStates(ctx, agentIDs)
+	}
+	_, reg := bd.ingester(t, "hub", Config{Store: flaky, IsTransient: func(err error) bool { return errors.Is(err, errBusy) }})
+	const events = 10
+	for k := range events {
+		a := newAgentID(t)
+		bd.publish(t, wire.EventSubject(a), agentEvent(a, wire.EventAgentStarted, time.Now().Add(time.Duration(k)), ""))
+	}
+	bd.waitDrained(t, events)
+	if calls := 2 - failures.Load(); calls < 3 {
+		t.Fatalf("the state was loaded %d times, want two failures and a success", calls)
+	}
+	if got := metric(t, reg, "godwit_ingest_redeliveries_total"); got < 1 {
+		t.Errorf("redeliveries_total = %v, want the batch handed back", got)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if floor := bd.ackFloor(t, testCtx(t)); floor != events {
+			return fmt.Errorf("ack floor %d, want %d", floor, events)
+		}
+		return nil
+	})
 }

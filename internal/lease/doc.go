@@ -15,15 +15,19 @@
 //     change (to a newer revision: an older one is a read served by a lagging replica), never
 //     by comparing a store timestamp with the local clock. A contender takes over
 //     only after it has itself seen the key unchanged for the whole TTL, or when the holder
-//     released it.
+//     released it. One refinement: a renew of the term whose previous write this process saw
+//     is timed from that sight plus the gap between the two sends, measured by the holder on
+//     its own clock and written in the renew — never earlier than the renew was sent — so that
+//     a renew committed late (after the stream elected a new leader) costs no second TTL.
 //   - Every store call has a deadline; an answer after it counts as a failure. A replica whose
 //     calls fail is degraded and may not acquire until Timing.RecoverAfter calls in a row
 //     succeed.
 //   - A leader's term ends — its context is cancelled — at once when a renew finds the revision
 //     moved (replaced), and in any case at TTL − Margin after the last successful renew was
 //     sent (the watchdog), even when the renew loop itself is stalled. Contenders measure the
-//     TTL from when they saw that renew, which is later, so the old term has ended before a new
-//     one can begin, given bounded clock-rate drift (no synchronised clocks needed).
+//     TTL from when they saw that renew, or from the refinement's date, both no earlier than
+//     its send, so the old term has ended before a new one can begin, given bounded clock-rate
+//     drift (no synchronised clocks needed).
 //   - A graceful Stop ends the term, waits for the leader work to return, and then marks the
 //     key released so that the next replica takes over without waiting for the TTL.
 //

@@ -41,14 +41,16 @@ func (h *Health) Degraded() bool { return h.degraded }
 func (h *Health) Streak() (failures, successes int) { return h.failures, h.successes }
 
 // Staleness tells how long a key has kept one revision, by the local clock, counting from when
-// this process first saw that revision: never from the store's timestamp, which was taken on
+// this process first saw that revision — or from an earlier local time the caller proved the
+// write could not precede (ObserveFrom) — never from the store's timestamp, which was taken on
 // another machine's clock. A revision is the store's sequence number, so "same revision" means
 // "not written since", however long the reader was away or its reads failed. Not safe for
 // concurrent use.
 type Staleness struct {
-	rev   uint64
-	since time.Time
-	seen  bool
+	rev    uint64
+	since  time.Time // the count runs from here
+	seenAt time.Time // when this process first saw rev
+	seen   bool
 }
 
 // Observe records that a read which returned at local time at found revision rev (0: absent),
@@ -60,11 +62,20 @@ type Staleness struct {
 // between replicas, for as long as one lags. Use Behind to tell such a read apart, and Reset
 // when a compare-and-set on the revision being timed conflicted (the bucket may have been
 // recreated, its revisions started again).
-func (s *Staleness) Observe(rev uint64, at time.Time) bool {
+func (s *Staleness) Observe(rev uint64, at time.Time) bool { return s.ObserveFrom(rev, at, at) }
+
+// ObserveFrom is Observe for a revision the caller knows was written no earlier than local time
+// from: when it restarts the count, the count runs from from, clamped to at the latest. Only a
+// bound that holds whatever the store did may be given (the lease's is in docs/ha.md, "A renew
+// seen late"); an earlier from shortens the wait of whoever takes over on the count.
+func (s *Staleness) ObserveFrom(rev uint64, at, from time.Time) bool {
 	if s.seen && (rev == s.rev || s.Behind(rev)) {
 		return false
 	}
-	s.rev, s.since, s.seen = rev, at, true
+	if from.After(at) {
+		from = at
+	}
+	s.rev, s.since, s.seenAt, s.seen = rev, from, at, true
 	return true
 }
 
@@ -72,11 +83,15 @@ func (s *Staleness) Observe(rev uint64, at time.Time) bool {
 // lagging replica. An absent key (rev 0) is never behind.
 func (s *Staleness) Behind(rev uint64) bool { return s.seen && rev != 0 && rev < s.rev }
 
-// Current returns the revision being timed and when it was first seen; ok is false before the
-// first observation.
+// Current returns the revision being timed and the time its count runs from; ok is false
+// before the first observation.
 func (s *Staleness) Current() (rev uint64, since time.Time, ok bool) { return s.rev, s.since, s.seen }
 
-// Unchanged returns how long the current revision has been seen, at local time now (0 before
+// FirstSeen returns when this process first saw the revision being timed (zero before the
+// first observation): the time of an observation, never an estimate.
+func (s *Staleness) FirstSeen() time.Time { return s.seenAt }
+
+// Unchanged returns how long the current revision's count has run at local time now (0 before
 // the first observation).
 func (s *Staleness) Unchanged(now time.Time) time.Duration {
 	if !s.seen {

@@ -75,3 +75,71 @@ func TestStaleness(t *testing.T) {
 		t.Fatal("Reset must forget")
 	}
 }
+
+func TestStalenessObserveFrom(t *testing.T) {
+	var s Staleness
+	t0 := time.Unix(1000, 0)
+	s.Observe(5, t0)
+	// A newer revision dated earlier than it was seen: the count runs from the date, the first
+	// sight stays the observation.
+	if !s.ObserveFrom(6, t0.Add(9*time.Second), t0.Add(2*time.Second)) {
+		t.Fatal("a newer revision is a change")
+	}
+	if _, since, _ := s.Current(); !since.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("count runs from %s, want 2s", since.Sub(t0))
+	}
+	if !s.FirstSeen().Equal(t0.Add(9 * time.Second)) {
+		t.Fatalf("FirstSeen = %s, want the observation at 9s", s.FirstSeen().Sub(t0))
+	}
+	if got := s.Unchanged(t0.Add(10 * time.Second)); got != 8*time.Second {
+		t.Fatalf("Unchanged = %s, want 8s", got)
+	}
+	// A date after the observation is clamped to it.
+	s.ObserveFrom(7, t0.Add(11*time.Second), t0.Add(20*time.Second))
+	if _, since, _ := s.Current(); !since.Equal(t0.Add(11 * time.Second)) {
+		t.Fatalf("count runs from %s, want the observation at 11s", since.Sub(t0))
+	}
+	// The same revision again changes neither.
+	if s.ObserveFrom(7, t0.Add(12*time.Second), t0) {
+		t.Fatal("the same revision again is not a change")
+	}
+	if _, since, _ := s.Current(); !since.Equal(t0.Add(11 * time.Second)) {
+		t.Fatal("the same revision again must not move the count")
+	}
+}
+
+// renewFrom dates a renew from the previous write's first sight plus the holder's gap, and only
+// a renew of the same term written over the very revision this process saw; everything else
+// is dated when it was seen.
+func TestRenewFrom(t *testing.T) {
+	seen := time.Unix(1000, 0) // prev (revision 7) first seen
+	at := seen.Add(9 * time.Second)
+	prev := Record{Holder: "a", Instance: "i", Epoch: 3}
+	renew := Record{Holder: "a", Instance: "i", Epoch: 3, Prev: 7, GapMs: 2001}
+	cases := []struct {
+		name     string
+		prev     Record
+		prevRev  uint64
+		prevSeen time.Time
+		rec      Record
+		want     time.Time
+	}{
+		{"renew over the revision seen", prev, 7, seen, renew, seen.Add(2001 * time.Millisecond)},
+		{"renew over the term's first write", Record{Holder: "a", Instance: "i"}, 3, seen,
+			Record{Holder: "a", Instance: "i", Epoch: 3, Prev: 3, GapMs: 500}, seen.Add(500 * time.Millisecond)},
+		{"gap reaches past the sight: clamped", prev, 7, seen, Record{Holder: "a", Instance: "i", Epoch: 3, Prev: 7, GapMs: 60000}, at},
+		{"over a revision not seen (one was missed)", prev, 6, seen, renew, at},
+		{"another instance", Record{Holder: "a", Instance: "j", Epoch: 3}, 7, seen, renew, at},
+		{"another term", Record{Holder: "a", Instance: "i", Epoch: 2}, 7, seen, renew, at},
+		{"a term's first write", prev, 7, seen, Record{Holder: "a", Instance: "i", Prev: 7, GapMs: 1}, at},
+		{"released", prev, 7, seen, Record{Holder: "a", Instance: "i", Epoch: 3, Prev: 7, GapMs: 1, Released: true}, at},
+		{"no previous revision named (an older writer)", prev, 7, seen, Record{Holder: "a", Instance: "i", Epoch: 3}, at},
+		{"nothing seen before", prev, 0, time.Time{}, renew, at},
+		{"gap beyond any duration", prev, 7, seen, Record{Holder: "a", Instance: "i", Epoch: 3, Prev: 7, GapMs: 1 << 62}, at},
+	}
+	for _, c := range cases {
+		if got := renewFrom(c.prev, c.prevRev, c.prevSeen, c.rec, 9, at); !got.Equal(c.want) {
+			t.Errorf("%s: renewFrom = seen%+v, want seen%+v", c.name, got.Sub(seen), c.want.Sub(seen))
+		}
+	}
+}

@@ -137,6 +137,8 @@ type term struct {
 
 	// the loop's own
 	rev       uint64    // the revision of our last write known to be applied
+	revSent   time.Time // the earliest send that may have written rev
+	firstSend time.Time // the first renew sent over rev; zero before it
 	uncertain bool      // a renew since rev had an unknown outcome: it may have landed
 	nextRenew time.Time // when the next renew attempt starts
 }
@@ -162,7 +164,7 @@ type RecordStatus struct {
 	Released  bool
 	Revision  uint64
 	Created   time.Time     // the store's time of the write, on the server's clock: for display
-	Unchanged time.Duration // how long this replica has seen this revision
+	Unchanged time.Duration // how long this replica has counted this revision unchanged (from when it saw it, or from when a renew seen late was sent)
 }
 
 // Lease is one replica's side of a leadership over a key-value key. See the package comment.

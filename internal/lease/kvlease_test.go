@@ -714,3 +714,110 @@ func TestRenewConflictWithItsOwnLandedCopyKeepsTheTerm(t *testing.T) {
 		t.Fatalf("a leads %v (%v), want the same term at epoch %d", got, ok, aTerm.Epoch)
 	}
 }
+
+// hidingKV serves reads of the key only up to revision upto (0: the latest), as a clustered
+// bucket does with a renew that the stream's leader had proposed and replicated but not
+// committed when it died: the renew is stored, and every reader sees it only once a new stream
+// leader, elected seconds later, commits it. It cannot watch: the contender reads.
+type hidingKV struct {
+	jetstream.KeyValue
+	upto atomic.Uint64
+}
+
+func (k *hidingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	e, err := k.KeyValue.Get(ctx, key)
+	if u := k.upto.Load(); err == nil && u != 0 && e.Revision() > u {
+		return k.KeyValue.GetRevision(ctx, key, u)
+	}
+	return e, err
+}
+
+func (k *hidingKV) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return nil, errors.New("no watch in this test")
+}
+
+// A renew that its holder sent just before it died, and that the contender sees only seconds
+// later (committed after the stream's election), is timed from about when it was sent — the
+// contender's first sight of the revision it replaced plus the gap the holder wrote in it — so
+// the takeover comes a ttl after the send, not a ttl after the election. Never earlier than the
+// ttl after the send: the holder's watchdog has stopped it by then. When the contender missed a
+// revision in between, it cannot date the renew so, and times it from its own sight.
+func TestRenewSeenLateIsTimedFromItsSend(t *testing.T) {
+	t.Parallel()
+	const election = 6 * time.Second
+	for _, missed := range []bool{false, true} {
+		name := "saw the revision it replaced"
+		if missed {
+			name = "missed the revision it replaced"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := newManual(t)
+			a := b.replica("a")
+			b.waitLeader(a)
+			hide := &hidingKV{KeyValue: b.kv}
+			c := b.replica("b", func(c *Config) { c.KV = hide })
+			settle(t, b.clock, a.idle, c.idle) // b read a's first write
+			if missed {
+				hide.upto.Store(b.revision()) // b sees nothing newer until the end
+			}
+			b.clock.Advance(manualTiming.RenewInterval) // a renews: revision prev
+			settle(t, b.clock, a.idle, c.idle)
+			prev := b.revision()
+			if !missed {
+				hide.upto.Store(prev)
+			}
+			b.clock.Advance(manualTiming.RenewInterval) // a renews again, over prev: b does not see it
+			settle(t, b.clock, a.idle, c.idle)
+			sent := b.clock.Now()
+			late := b.revision()
+			a.f.Kill() // a dies at once
+			e, err := b.kv.Get(t.Context(), b.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, err := DecodeRecord(e.Value(), e.Revision())
+			if err != nil || late <= prev || rec.Prev != prev || rec.Gap() != manualTiming.RenewInterval {
+				t.Fatalf("a's last renew: revision %d (previous %d), record %+v, %v; want it over %d, sent one renew interval later",
+					late, prev, rec, err, prev)
+			}
+			if st := c.l.Status(); st.Record.Revision >= late {
+				t.Fatalf("b saw revision %d before it was committed:%s", st.Record.Revision, b.rec)
+			}
+
+			const step = 250 * time.Millisecond
+			for b.clock.Now().Before(sent.Add(election)) {
+				b.clock.Advance(step)
+				settle(t, b.clock, c.idle)
+			}
+			hide.upto.Store(0) // the new stream leader commits the renew: everyone sees it
+			shown := b.clock.Now()
+			for !c.leader() {
+				if b.clock.Now().Sub(shown) > manualTiming.TTL+manualTiming.RenewInterval {
+					t.Fatalf("b does not lead %s after the renew was shown:%s", b.clock.Now().Sub(shown), b.rec)
+				}
+				b.clock.Advance(step)
+				settle(t, b.clock, c.idle)
+			}
+			acq, _ := b.rec.find("b", ReasonAcquired)
+			dog, ok := b.rec.find("a", ReasonWatchdog)
+			if !ok || !dog.At.Before(acq.At) {
+				t.Fatalf("a's watchdog did not stop it before b acquired:%s", b.rec)
+			}
+			if acq.At.Before(sent.Add(manualTiming.TTL)) {
+				t.Errorf("b acquired %s after a's last renew was sent, before the ttl", acq.At.Sub(sent))
+			}
+			if missed {
+				if acq.At.Before(shown.Add(manualTiming.TTL)) {
+					t.Errorf("b acquired %s after it first saw a renew it could not date, before the ttl", acq.At.Sub(shown))
+				}
+				return
+			}
+			// b saw prev at most one renew interval after it was sent (it reads that often).
+			if limit := sent.Add(manualTiming.TTL + manualTiming.RenewInterval); acq.At.After(limit) {
+				t.Errorf("b acquired %s after a's last renew was sent (%s after it saw it), want within ttl + renew interval = %s",
+					acq.At.Sub(sent), acq.At.Sub(shown), limit.Sub(sent))
+			}
+		})
+	}
+}

@@ -200,10 +200,25 @@ func (l *Lease) leaderSaw(t *term, e Entry) {
 	case err != nil:
 		l.end(t, ReasonLost, "", err)
 	case l.ours(t, rec, e.Revision):
-		t.rev, t.uncertain = e.Revision, false
+		t.learned(e.Revision)
 	default:
 		l.end(t, ReasonReplaced, rec.Holder, nil)
 	}
+}
+
+// wrote notes that the renew sent at sent wrote revision rev (the store said so).
+func (t *term) wrote(rev uint64, sent time.Time) {
+	t.rev, t.revSent, t.firstSend, t.uncertain = rev, sent, time.Time{}, false
+}
+
+// learned notes that revision rev holds a write of this term whose answer was lost: one of the
+// renews sent over t.rev, the first of them at the earliest.
+func (t *term) learned(rev uint64) {
+	sent := t.firstSend
+	if sent.IsZero() { // cannot happen: only a renew writes over t.rev; the older bound is safe
+		sent = t.revSent
+	}
+	t.wrote(rev, sent)
 }
 
 func (l *Lease) ours(t *term, rec Record, rev uint64) bool {
@@ -215,11 +230,15 @@ func (l *Lease) ours(t *term, rec Record, rev uint64) bool {
 func (l *Lease) renew(t *term) {
 	sent := l.clock.Now()
 	t.nextRenew = sent.Add(l.t.RenewInterval)
-	rec := Record{Holder: l.cfg.Holder, Instance: l.instance, Epoch: t.epoch}
+	if t.firstSend.IsZero() {
+		t.firstSend = sent
+	}
+	rec := Record{Holder: l.cfg.Holder, Instance: l.instance, Epoch: t.epoch,
+		Prev: t.rev, GapMs: gapMs(sent.Sub(t.revSent))}
 	rev, err := l.cell.Swap(context.Background(), t.rev, rec.Encode())
 	switch {
 	case err == nil:
-		t.rev, t.uncertain = rev, false
+		t.wrote(rev, sent)
 		l.mu.Lock()
 		live := !t.ended && l.clock.Now().Before(t.deadline)
 		if d := sent.Add(l.t.Watchdog()); live && d.After(t.deadline) {
@@ -234,7 +253,7 @@ func (l *Lease) renew(t *term) {
 		}
 	case errors.Is(err, ErrLate):
 		// Applied, but too late to count: keep the revision, not the deadline.
-		t.rev, t.uncertain = rev, false
+		t.wrote(rev, sent)
 		l.m.renewFailures.Inc()
 		l.note(err)
 	case errors.Is(err, fault.ErrConflict):
@@ -257,7 +276,7 @@ func (l *Lease) renew(t *term) {
 			if derr == nil && !e.Deleted && e.Revision > t.rev && l.ours(t, r, e.Revision) {
 				l.log.Info("lease renew conflicted with a write of our own that had landed unseen; still leading",
 					"epoch", t.epoch, "revision", e.Revision)
-				t.rev = e.Revision
+				t.learned(e.Revision)
 				t.nextRenew = l.clock.Now() // renew on it at once to move the deadline
 				return
 			}
@@ -295,7 +314,7 @@ func (l *Lease) resolve(t *term) {
 		case derr != nil:
 			l.end(t, ReasonLost, "", derr)
 		case l.ours(t, rec, e.Revision):
-			t.rev, t.uncertain = e.Revision, false
+			t.learned(e.Revision)
 			t.nextRenew = l.clock.Now() // renew on it at once to move the deadline
 		default:
 			l.end(t, ReasonReplaced, rec.Holder, nil)
@@ -307,7 +326,7 @@ func (l *Lease) resolve(t *term) {
 // nil if the watchdog deadline has already passed (the loop stalled after the write).
 func (l *Lease) begin(rev uint64, sent time.Time) *term {
 	ctx, cancel := context.WithCancelCause(l.base)
-	t := &term{l: l, epoch: rev, rev: rev, ctx: ctx, cancel: cancel, leadDone: make(chan struct{}),
+	t := &term{l: l, epoch: rev, rev: rev, revSent: sent, ctx: ctx, cancel: cancel, leadDone: make(chan struct{}),
 		deadline: sent.Add(l.t.Watchdog())}
 	t.nextRenew = sent.Add(l.t.RenewInterval)
 	l.mu.Lock()
@@ -498,7 +517,12 @@ func (l *Lease) observe(e Entry, absent bool, at time.Time) {
 		return
 	}
 	prev, _, _ := l.seen.Current()
-	changed := l.seen.Observe(e.Revision, at)
+	from := at
+	if !absent && o.recErr == nil && l.last.ok && !l.last.absent && l.last.recErr == nil &&
+		l.last.entry.Revision == prev && e.Revision > prev {
+		from = renewFrom(l.last.rec, prev, l.seen.FirstSeen(), o.rec, e.Revision, at)
+	}
+	changed := l.seen.ObserveFrom(e.Revision, at, from)
 	l.last = o
 	leading := l.term != nil && !l.term.ended
 	l.mu.Unlock()
@@ -506,12 +530,41 @@ func (l *Lease) observe(e Entry, absent bool, at time.Time) {
 		l.m.epoch.Set(float64(o.rec.EpochAt(e.Revision)))
 	}
 	if changed {
-		l.log.Debug("lease key changed", "revision", e.Revision, "previous", prev, "absent", absent)
+		l.log.Debug("lease key changed", "revision", e.Revision, "previous", prev, "absent", absent,
+			"dated_earlier_by", at.Sub(from))
+	}
+	if changed && at.Sub(from) > l.t.RenewInterval {
+		// Worth a line at an incident: the renew was committed late (a stream election), and
+		// the takeover is timed from its send.
+		l.log.Info("lease renew seen late; timing the ttl from when it was sent", "revision", e.Revision,
+			"previous", prev, "seen_late_by", at.Sub(from))
 	}
 	if changed && !absent && o.recErr != nil {
 		l.log.Warn("lease key holds something that is not a lease record; it is taken over once it stays unchanged for the ttl",
 			"revision", e.Revision, "err", o.recErr)
 	}
+}
+
+// renewFrom dates a write seen at local time at: the earliest local time at which its writer
+// may have sent it. Usually that is at itself. But when the write is a renew of the very term
+// whose write at prevRev this process first saw at prevSeen, and it was written over prevRev,
+// its writer sent it GapMs after the earliest send that may have written prevRev, on its own
+// clock; that send came before prevRev was stored, hence before prevSeen. So the renew was sent
+// no earlier than prevSeen + GapMs, whenever it became visible: a renew committed only after
+// the stream elected a new leader (the dying stream leader had proposed it) is then timed from
+// about when it was sent, not from the election. The result is clamped to [prevSeen, at].
+// Only monotonic clock differences are used — the holder's GapMs and this process's own
+// readings — never a store timestamp (docs/ha.md, "A renew seen late").
+func renewFrom(prevRec Record, prevRev uint64, prevSeen time.Time, rec Record, rev uint64, at time.Time) time.Time {
+	if prevRev == 0 || prevSeen.IsZero() || rec.Epoch == 0 || rec.Released || rec.Prev != prevRev ||
+		rec.Instance != prevRec.Instance || rec.EpochAt(rev) != prevRec.EpochAt(prevRev) {
+		return at
+	}
+	span := at.Sub(prevSeen)
+	if span < 0 || rec.GapMs > uint64(span/time.Millisecond) {
+		return at // the gap reaches past the sight (compared in milliseconds: no overflow)
+	}
+	return prevSeen.Add(rec.Gap())
 }
 
 func (l *Lease) lastRevision() uint64 {

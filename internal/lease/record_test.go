@@ -15,6 +15,7 @@ func TestDecodeRecord(t *testing.T) {
 		{`{"holder":"a","instance":"i","epoch":5}`, 9, 5},
 		{`{"holder":"a","instance":"i","epoch":5,"released":true}`, 9, 5},
 		{`{"holder":"a","instance":"i","epoch":5,"later":"field"}`, 9, 5},
+		{`{"holder":"a","instance":"i","epoch":5,"prev":8,"gapMs":2001}`, 9, 5},
 		{" {\"holder\":\"a\",\"instance\":\"i\"}\n", 1, 1},
 	}
 	for _, g := range good {
@@ -36,6 +37,8 @@ func TestDecodeRecord(t *testing.T) {
 		{`{"holder":"a","instance":"i"}{}`, "data after"},
 		{`{"holder":"a","instance":"i","epoch":10}`, "later than its own revision"},
 		{`{"holder":"a","instance":"i","epoch":-1}`, "cannot unmarshal"},
+		{`{"holder":"a","instance":"i","epoch":5,"prev":9}`, "previous revision 9 is not before its own revision 9"},
+		{`{"holder":"a","instance":"i","epoch":5,"prev":8,"gapMs":-1}`, "cannot unmarshal"},
 		{`{"holder":1,"instance":"i"}`, "cannot unmarshal"},
 		{`{"holder":"` + strings.Repeat("x", 5000) + `","instance":"i"}`, "more than"},
 	}
@@ -51,6 +54,7 @@ func TestDecodeRecord(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"holder":"a","instance":"i","epoch":5,"released":true}`), uint64(9))
 	f.Add([]byte(`{"holder":"a","instance":"i"}`), uint64(1))
+	f.Add([]byte(`{"holder":"a","instance":"i","epoch":5,"prev":8,"gapMs":2001}`), uint64(9))
 	f.Add([]byte(`{"holder":"","instance":""}`), uint64(0))
 	f.Add([]byte(`not json`), uint64(3))
 	f.Fuzz(func(t *testing.T, value []byte, rev uint64) {
@@ -58,7 +62,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if r.Holder == "" || r.Instance == "" || (rev != 0 && r.Epoch > rev) {
+		if r.Holder == "" || r.Instance == "" || (rev != 0 && (r.Epoch > rev || r.Prev >= rev)) {
 			t.Fatalf("accepted an invalid record %+v at revision %d", r, rev)
 		}
 		again, err := DecodeRecord(r.Encode(), rev)

@@ -57,8 +57,9 @@ type Store interface {
 	InsertEvents(ctx context.Context, events []StoredEvent, states []EventState) (inserted int, err error)
 	// QueryEvents returns events newest first, filtered, with keyset pagination.
 	QueryEvents(ctx context.Context, q EventQuery) (page []StoredEvent, next string, err error)
-	// AgentEventStates returns an agent's derived state rows (for rehydration).
-	AgentEventStates(ctx context.Context, agentID string) ([]EventState, error)
+	// AgentEventStates returns the derived state rows of every agent named (for rehydration),
+	// ordered by agent, then migration (byte order); an agent without rows has none in the result.
+	AgentEventStates(ctx context.Context, agentIDs []string) ([]EventState, error)
 	// CountEvents counts stored events (for operations and tests).
 	CountEvents(ctx context.Context) (int64, error)
 

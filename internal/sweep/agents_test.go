@@ -7,14 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"godwit.dev/godwit/internal/agent/sweepcheck"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/logging"
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -104,48 +102,5 @@ spec:
 	}
 	if evs := events[h.agents[3].ID]; len(evs) != 0 {
 		t.Fatalf("the withdrawn check reported %+v", evs)
-	}
-}
-
-// listCounter is the store with its ListAgents calls counted.
-type listCounter struct {
-	store.Store
-	lists atomic.Int64
-}
-
-func (s *listCounter) ListAgents(ctx context.Context) ([]wire.Agent, error) {
-	s.lists.Add(1)
-	return s.Store.ListAgents(ctx)
-}
-
-// A pass with no run going reads no agent (its cost does not grow with the fleet); a pass with
-// a run going reads them, and once the run has ended the passes stop reading them again.
-func TestPassReadsAgentsOnlyForRunningRuns(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, 3, t0)
-	counted := &listCounter{Store: h.store}
-	h.store = counted
-	h.restart()
-	h.apply(sweepYAML("drift"))
-	before := counted.lists.Load()
-	h.pass()
-	h.pass()
-	if n := counted.lists.Load() - before; n != 0 {
-		t.Fatalf("passes with no run going listed the agents %d times", n)
-	}
-	run := h.trigger("drift")
-	before = counted.lists.Load()
-	h.pass()
-	if counted.lists.Load() == before {
-		t.Fatal("a pass with a run going did not read the agents")
-	}
-	for i := range 3 {
-		h.answer(i, answerOf(run, wire.CheckClean, 0))
-	}
-	h.passUntil("run ended", func() bool { return h.run(run.ID).Final() })
-	before = counted.lists.Load()
-	h.pass()
-	if n := counted.lists.Load() - before; n != 0 {
-		t.Fatalf("a pass after the run ended listed the agents %d times", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +50,19 @@ type harness struct {
 
 	mu     sync.Mutex
 	events []wire.Event
+
+	listAgents atomic.Int64 // the service's ListAgents calls
+}
+
+// countingStore counts ListAgents calls.
+type countingStore struct {
+	store.Store
+	n *atomic.Int64
+}
+
+func (c countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
+	c.n.Add(1)
+	return c.Store.ListAgents(ctx)
 }
 
 func newHarness(t *testing.T, n int, start time.Time) *harness {
@@ -100,7 +114,7 @@ func newHarness(t *testing.T, n int, start time.Time) *harness {
 }
 
 func (h *harness) config() Config {
-	return Config{Store: h.store, Requests: h.bk.Sweep, Results: h.bk.SweepResults, Clock: h.clock, HubID: "test",
+	return Config{Store: countingStore{Store: h.store, n: &h.listAgents}, Requests: h.bk.Sweep, Results: h.bk.SweepResults, Clock: h.clock, HubID: "test",
 		Leader: leasetest.StoreEpoch{Store: h.store, Name: LeadershipName, Holder: "test", Now: h.clock.Now}, Logger: logging.Discard(), Registry: h.reg,
 		Publish: func(_ context.Context, e wire.Event) error {
 			h.mu.Lock()

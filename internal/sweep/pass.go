@@ -66,8 +66,8 @@ func (s *Service) Pass(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	// The agents are read only for the runs that need them: with no run going, a pass costs
-	// nothing per agent.
+	// The fleet is read only for running runs to advance: a pass runs every second, and reading
+	// every agent in it cost the hub per agent even when no sweep was running.
 	var byID map[string]wire.Agent
 	if len(runs) > 0 {
 		agents, err := s.cfg.Store.ListAgents(ctx)

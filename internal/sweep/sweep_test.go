@@ -552,3 +552,38 @@ func TestDeleteKeepsRuns(t *testing.T) {
 		t.Fatalf("a run under another sweep's name: %v", err)
 	}
 }
+
+// A pass reads the fleet only when a run is running: with none it reads no agent, however often
+// it runs; with one it does, and the run's agents get their check requests; once the run has
+// ended, none again.
+func TestPassReadsTheFleetOnlyForRunningRuns(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 3, t0)
+	h.apply(sweepYAML("drift"))
+	before := h.listAgents.Load()
+	for range 3 {
+		h.pass()
+	}
+	if n := h.listAgents.Load() - before; n != 0 {
+		t.Fatalf("3 passes without a running run listed the agents %d times, want 0", n)
+	}
+	r := h.trigger("drift")
+	before = h.listAgents.Load()
+	h.pass()
+	if n := h.listAgents.Load() - before; n != 1 {
+		t.Errorf("a pass with a running run listed the agents %d times, want 1", n)
+	}
+	if got := h.requested(0); !slices.Contains(got, r.ID) {
+		t.Errorf("agent 1 was asked for runs %v, want %s among them", got, r.ID)
+	}
+	// Once the run has ended the passes stop reading the fleet again.
+	for i := range 3 {
+		h.answer(i, answerOf(r, wire.CheckClean, 0))
+	}
+	h.passUntil("run ended", func() bool { return h.run(r.ID).Final() })
+	before = h.listAgents.Load()
+	h.pass()
+	if n := h.listAgents.Load() - before; n != 0 {
+		t.Fatalf("a pass after the run ended listed the agents %d times, want 0", n)
+	}
+}

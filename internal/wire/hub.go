@@ -5,6 +5,8 @@ package wire
 const (
 	HubEndpointFile = "endpoint.json" // a HubEndpoint, written at every start
 	AdminTokenFile  = "admin.token"   // the admin token (mode 0600), written at the first start
+	// HeapProfileDir holds the heap profiles a hub writes on SIGUSR1 (heap-<UTC time>.pb.gz).
+	HeapProfileDir = "profiles"
 )
 
 // HubEndpoint is where a running hub listens: the content of HubEndpointFile.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/netfault"
 	"godwit.dev/godwit/internal/store/pgtest"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -33,7 +34,7 @@ type haCluster struct {
 	natsAddr  []string
 	routeAddr []string
 	// links[i][j] is the proxy through which replica i's NATS server routes to replica j's.
-	links [3][3]*linkProxy
+	links [3][3]*netfault.Proxy
 	hubs  []*hubProc
 	token string
 	// external is the NATS flags of hubs on an external cluster (--nats, …); empty when each hub
@@ -50,7 +51,7 @@ func (c *haCluster) args(i int) []string {
 		"--nats-replicas", "3", "--shutdown-timeout", "5s"}
 	for j := range c.routeAddr {
 		if j != i {
-			args = append(args, "--nats-route", "nats://"+c.links[i][j].addr())
+			args = append(args, "--nats-route", "nats://"+c.links[i][j].Addr())
 		}
 	}
 	for _, a := range c.natsAddr {
@@ -109,8 +110,13 @@ func startHACluster(t *testing.T, lease []string) *haCluster {
 func (c *haCluster) partition(i int, cut bool) {
 	for j := range 3 {
 		if j != i {
-			c.links[i][j].setCut(cut)
-			c.links[j][i].setCut(cut)
+			for _, l := range []*netfault.Proxy{c.links[i][j], c.links[j][i]} {
+				if cut {
+					l.Sever()
+				} else {
+					l.Heal()
+				}
+			}
 		}
 	}
 }

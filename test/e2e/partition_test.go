@@ -3,111 +3,29 @@ package e2e
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/netfault"
 	"godwit.dev/godwit/internal/wire"
 )
 
-// linkProxy is a TCP proxy on loopback that one hub's NATS server dials to reach one peer's
-// route listener: the drills cut a replica off from the others by cutting every link proxy to
-// and from it (open connections are closed, new ones refused until healed).
-type linkProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-}
-
-func startLinkProxy(t *testing.T, target string) *linkProxy {
+// startLinkProxy starts the proxy that one hub's NATS server dials to reach one peer's route
+// listener: the drills cut a replica off from the others by severing every link proxy to and
+// from it (open connections are closed, new ones refused until healed).
+func startLinkProxy(t *testing.T, target string) *netfault.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := netfault.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &linkProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.setCut(true)
-	})
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *linkProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *linkProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		go p.link(in)
-	}
-}
-
-// track adds c to the open connections, or closes it if the link is cut.
-func (p *linkProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *linkProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-	c.Close()
-}
-
-func (p *linkProxy) link(in net.Conn) {
-	if !p.track(in) {
-		return
-	}
-	defer p.untrack(in)
-	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		return
-	}
-	if !p.track(out) {
-		return
-	}
-	defer p.untrack(out)
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
-	<-done // either side ends or the link is cut: both close
-}
-
-// setCut cuts the link (closing what is open) or heals it.
-func (p *linkProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
 }
 
 // routeListenAddr is a free address for replica i's route listener on a loopback address of its

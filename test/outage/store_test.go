@@ -80,11 +80,11 @@ func (f *flakyStore) InsertEvents(ctx context.Context, e []store.StoredEvent, s 
 	return f.Store.InsertEvents(ctx, e, s)
 }
 
-func (f *flakyStore) AgentEventStates(ctx context.Context, id string) ([]store.EventState, error) {
+func (f *flakyStore) AgentEventStates(ctx context.Context, ids []string) ([]store.EventState, error) {
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
-	return f.Store.AgentEventStates(ctx, id)
+	return f.Store.AgentEventStates(ctx, ids)
 }
 
 func (f *flakyStore) GetMigration(ctx context.Context, name string) (wire.Migration, error) {

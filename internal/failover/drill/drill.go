@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	member "godwit.dev/godwit/internal/agent/failover"
+	"godwit.dev/godwit/internal/netfault"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -50,7 +51,7 @@ type Cluster struct {
 	// servers are the three servers of a NATS cluster (NewOnNATSCluster; srv is servers[0]).
 	servers []*server.Server
 	// proxies[id] carries member id's connection to its server (NewOnNATSCluster).
-	proxies map[string]*Proxy
+	proxies map[string]*netfault.Proxy
 	// agentKV: members reach the bucket as agents do (direct gets, compare-and-set puts).
 	agentKV bool
 	kv      jetstream.KeyValue
@@ -115,7 +116,7 @@ func (c *Cluster) writeSpec(t Timing) error {
 
 func newCluster(exe, dir string, members int, group string) *Cluster {
 	c := &Cluster{Exe: exe, Dir: dir, Log: filepath.Join(dir, "hooks.log"), Spec: filepath.Join(dir, "group.yaml"), Group: group,
-		procs: map[string]*Proc{}, Env: map[string][]string{}, proxies: map[string]*Proxy{}}
+		procs: map[string]*Proc{}, Env: map[string][]string{}, proxies: map[string]*netfault.Proxy{}}
 	for i := range members {
 		c.IDs = append(c.IDs, fmt.Sprintf("00000000-0000-4000-8000-%012d", i+1))
 	}

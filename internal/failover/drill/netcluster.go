@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	member "godwit.dev/godwit/internal/agent/failover"
+	"godwit.dev/godwit/internal/netfault"
 )
 
 // NewOnNATSCluster is New on a 3-node JetStream cluster: three embedded servers routed to each
@@ -83,7 +84,7 @@ func NewOnNATSCluster(exe, dir string, members int, t Timing) (*Cluster, error) 
 		time.Sleep(200 * time.Millisecond)
 	}
 	for i, id := range c.IDs {
-		p, err := StartProxy(strings.TrimPrefix(c.servers[i%3].ClientURL(), "nats://"))
+		p, err := netfault.Start(strings.TrimPrefix(c.servers[i%3].ClientURL(), "nats://"))
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -94,7 +95,7 @@ func NewOnNATSCluster(exe, dir string, members int, t Timing) (*Cluster, error) 
 }
 
 // Proxy is the proxy between member id and its NATS server (nil unless NewOnNATSCluster).
-func (c *Cluster) Proxy(id string) *Proxy { return c.proxies[id] }
+func (c *Cluster) Proxy(id string) *netfault.Proxy { return c.proxies[id] }
 
 // Cut black-holes member id's connection to NATS (noted for the checker as "cut": the member
 // runs on, so it is held to rule 3 like any member).

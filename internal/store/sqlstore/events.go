@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -405,26 +406,54 @@ func decodeEventCursor(c string) (int64, int64, error) {
 	return t, seq, nil
 }
 
-// AgentEventStates implements store.Store.
-func (s *Store) AgentEventStates(ctx context.Context, agentID string) ([]store.EventState, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT migration, last_event_id, last_type, last_severity, last_time
-		FROM agent_event_state WHERE agent_id = $1 ORDER BY migration`, agentID)
-	if err != nil {
-		return nil, fmt.Errorf("agent event state: %w", err)
-	}
-	defer rows.Close()
+// statesPerQuery is the most agents one query of AgentEventStates names: far below either engine's
+// limit on bound parameters.
+const statesPerQuery = 500
+
+// AgentEventStates implements store.Store. The ingest loads every agent new to it in a batch
+// with one call, instead of a round trip per agent: after a start, the first batch names most of
+// the fleet.
+func (s *Store) AgentEventStates(ctx context.Context, agentIDs []string) ([]store.EventState, error) {
 	var out []store.EventState
-	for rows.Next() {
-		st := store.EventState{AgentID: agentID}
-		var sev int
-		var t int64
-		if err := rows.Scan(&st.Migration, &st.LastEventID, &st.LastType, &sev, &t); err != nil {
-			return nil, err
+	ids := slices.Clone(agentIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	for start := 0; start < len(ids); start += statesPerQuery {
+		chunk := ids[start:min(start+statesPerQuery, len(ids))]
+		var sb strings.Builder
+		args := make([]any, len(chunk))
+		for n, id := range chunk {
+			if n > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("$" + strconv.Itoa(n+1))
+			args[n] = id
 		}
-		st.LastSeverity, st.LastTime = severityName(sev), fromMicros(t)
-		out = append(out, st)
+		rows, err := s.db.QueryContext(ctx, `SELECT agent_id, migration, last_event_id, last_type, last_severity, last_time
+			FROM agent_event_state WHERE agent_id IN (`+sb.String()+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("agent event state: %w", err)
+		}
+		for rows.Next() {
+			var st store.EventState
+			var sev int
+			var t int64
+			if err := rows.Scan(&st.AgentID, &st.Migration, &st.LastEventID, &st.LastType, &sev, &t); err != nil {
+				_ = rows.Close()
+				return nil, fmt.Errorf("agent event state: %w", err)
+			}
+			st.LastSeverity, st.LastTime = severityName(sev), fromMicros(t)
+			out = append(out, st)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("agent event state: %w", err)
+		}
 	}
-	return out, rows.Err()
+	// Sorted here rather than by SQL, whose order of text depends on the database's collation.
+	slices.SortFunc(out, func(a, b store.EventState) int {
+		return cmp.Or(strings.Compare(a.AgentID, b.AgentID), strings.Compare(a.Migration, b.Migration))
+	})
+	return out, nil
 }
 
 // CountEvents implements store.Store.

@@ -272,10 +272,13 @@ func (s *Store) Enroll(ctx context.Context, tokenHash string, now time.Time, a w
 	}
 	// Names are unique among unrevoked agents, whatever their case: the unique index on
 	// name_key decides between enrollments racing; this look-up also finds the agents enrolled
-	// before the index, which may share a name and have no key (0010_access.sql).
+	// before the index, which may share a name and have no key (0010_access.sql). Two searches
+	// of the index, not one "name_key = $1 OR lower(name) = $1", which scans every agent (an
+	// enrollment then costs as much as the fleet is large: 100,000 of them took hours).
 	nameKey := strings.ToLower(a.Name)
 	var other string
-	err = tx.QueryRowContext(ctx, `SELECT id FROM agents WHERE revoked_at IS NULL AND (name_key = $1 OR lower(name) = $1) LIMIT 1`,
+	err = tx.QueryRowContext(ctx, `SELECT id FROM agents WHERE revoked_at IS NULL AND name_key = $1
+		UNION ALL SELECT id FROM agents WHERE revoked_at IS NULL AND name_key IS NULL AND lower(name) = $1 LIMIT 1`,
 		nameKey).Scan(&other)
 	switch {
 	case err == nil:

@@ -249,7 +249,7 @@ func runEvents(t *testing.T, setup func(t *testing.T) store.Store) {
 			if _, err := s.InsertEvents(ctx, nil, []store.EventState{older}); err != nil {
 				t.Fatal(err)
 			}
-			got, err := s.AgentEventStates(ctx, "a1")
+			got, err := s.AgentEventStates(ctx, []string{"a1"})
 			if err != nil || len(got) != 1 {
 				t.Fatalf("states = %+v, %v", got, err)
 			}
@@ -257,8 +257,50 @@ func runEvents(t *testing.T, setup func(t *testing.T) store.Store) {
 				!got[0].LastTime.Equal(stored(newer.LastTime)) {
 				t.Fatalf("state = %+v, want the newer %+v", got[0], newer)
 			}
-			if other, _ := s.AgentEventStates(ctx, "a2"); len(other) != 0 {
+			if other, _ := s.AgentEventStates(ctx, []string{"a2"}); len(other) != 0 {
 				t.Fatalf("a2 has states %+v", other)
+			}
+		})
+
+		// The ingest loads every agent new to it in a batch with one call.
+		t.Run("StatesOfManyAgents", func(t *testing.T) {
+			s := setup(t)
+			ctx := t.Context()
+			var want []store.EventState
+			// More agents than one query names, so that the chunks are joined.
+			for n := range 1203 {
+				agent := fmt.Sprintf("agent-%04d", n)
+				if n%3 == 0 {
+					continue // no rows: absent from the result
+				}
+				for _, mig := range []string{"", "m1"} {
+					want = append(want, store.EventState{AgentID: agent, Migration: mig, LastEventID: uuid.Must(uuid.NewV7()).String(),
+						LastType: wire.EventExecutionSucceeded, LastSeverity: wire.SeverityInfo, LastTime: base.Add(time.Duration(n) * time.Second)})
+				}
+			}
+			if _, err := s.InsertEvents(ctx, nil, want); err != nil {
+				t.Fatal(err)
+			}
+			var ask []string
+			for n := 1202; n >= 0; n-- { // out of order, with a repeat and an unknown agent
+				ask = append(ask, fmt.Sprintf("agent-%04d", n))
+			}
+			ask = append(ask, "agent-0001", "nobody")
+			got, err := s.AgentEventStates(ctx, ask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d rows, want %d", len(got), len(want))
+			}
+			for n := range want {
+				w, g := want[n], got[n]
+				if g.AgentID != w.AgentID || g.Migration != w.Migration || g.LastEventID != w.LastEventID || !g.LastTime.Equal(stored(w.LastTime)) {
+					t.Fatalf("row %d = %+v, want %+v", n, g, w)
+				}
+			}
+			if got, err := s.AgentEventStates(ctx, nil); err != nil || len(got) != 0 {
+				t.Fatalf("no agents: %+v, %v", got, err)
 			}
 		})
 	})

@@ -1,4 +1,7 @@
-package drill
+// Package netfault is a TCP proxy on loopback that the fault drills put on a network path
+// (a process to its NATS server, a NATS server to a peer's route listener) to break that path
+// alone, with the processes at both ends running unchanged.
+package netfault
 
 import (
 	"errors"
@@ -8,26 +11,32 @@ import (
 	"time"
 )
 
-// Proxy is a TCP proxy on loopback between one member's process and its NATS server: the
-// drills cut the member off from NATS, or slow the server's answers, on the network path
-// alone — the member and the servers run unchanged.
+// Proxy forwards each connection it accepts to its target. "Client" is the side that dialled
+// the proxy, "server" its target. It breaks the path four ways:
 //
-// A cut is a black hole, the hard case for a member: its connection stays open and says
-// nothing, bytes in both directions are dropped, and every request times out (no error, no
-// disconnect to react to). Bytes dropped leave the protocol stream broken, so healing closes
-// every connection that lived through the cut: the member reconnects, as after a partition
-// that outlived its TCP connections. A delay holds the server's bytes (acknowledgements and
-// replies) for that long before the member sees them, in order.
+//   - Cut is a black hole, the hard case for a client: its connection stays open and says
+//     nothing, bytes in both directions are dropped, and every request times out (no error,
+//     no disconnect to react to). Bytes dropped leave the protocol stream broken, so Heal
+//     closes every connection that lived through the cut: the client reconnects, as after a
+//     partition that outlived its TCP connections.
+//   - Sever closes every open connection and every new one at once until Heal: a link whose
+//     far end is gone, which the client sees and redials.
+//   - DropReplies drops the server's bytes while the client's still reach it: what one side
+//     sends arrives, the answers do not.
+//   - SetDelay holds the server's bytes (acknowledgements and replies) for that long before
+//     the client sees them, in order.
 type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	delay time.Duration
-	links map[*link]struct{}
+	mu      sync.Mutex
+	cut     bool
+	severed bool
+	delay   time.Duration
+	links   map[*link]struct{}
 	// held counts the server's chunks passed on after a delay.
-	held atomic.Int64
+	held        atomic.Int64
+	dropReplies atomic.Bool
 }
 
 type link struct{ in, out net.Conn }
@@ -39,8 +48,8 @@ func (l *link) close() {
 	}
 }
 
-// StartProxy listens on a free loopback port and forwards each connection to target.
-func StartProxy(target string) (*Proxy, error) {
+// Start listens on a free loopback port and forwards each connection to target (host:port).
+func Start(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -50,18 +59,18 @@ func StartProxy(target string) (*Proxy, error) {
 	return p, nil
 }
 
+// Addr is the proxy's listen address, host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
 // URL is the proxy's address as a NATS URL.
-func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
+func (p *Proxy) URL() string { return "nats://" + p.Addr() }
 
 // Close stops listening and closes every connection.
 func (p *Proxy) Close() {
 	p.ln.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for l := range p.links {
-		l.close()
-	}
-	clear(p.links)
+	p.closeLinks()
 }
 
 // Cut black-holes every connection, open and new, until Heal.
@@ -71,15 +80,29 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 }
 
-// Heal ends a cut: the connections that lived through it are closed (their streams lost
-// bytes), new ones forward again.
+// Sever closes every open connection, and every new one as it comes, until Heal.
+func (p *Proxy) Sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.severed = true
+	p.closeLinks()
+}
+
+// Heal ends a cut or a severance: the connections that lived through a cut are closed (their
+// streams lost bytes), new ones forward again.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.cut {
-		return
+	if p.cut {
+		p.closeLinks()
 	}
-	p.cut = false
+	p.cut, p.severed = false, false
+}
+
+// DropReplies drops (on) or passes again (off) the server's bytes.
+func (p *Proxy) DropReplies(on bool) { p.dropReplies.Store(on) }
+
+func (p *Proxy) closeLinks() {
 	for l := range p.links {
 		l.close()
 	}
@@ -91,6 +114,12 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.mu.Lock()
 	p.delay = d
 	p.mu.Unlock()
+}
+
+func (p *Proxy) isSevered() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.severed
 }
 
 func (p *Proxy) state() (cut bool, delay time.Duration) {
@@ -114,6 +143,10 @@ func (p *Proxy) serve() {
 
 func (p *Proxy) link(in net.Conn) {
 	l := &link{in: in}
+	if p.isSevered() {
+		in.Close()
+		return
+	}
 	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
 		in.Close()
@@ -121,6 +154,11 @@ func (p *Proxy) link(in net.Conn) {
 	}
 	l.out = out
 	p.mu.Lock()
+	if p.severed {
+		p.mu.Unlock()
+		l.close()
+		return
+	}
 	p.links[l] = struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
@@ -139,7 +177,7 @@ type chunk struct {
 	held bool
 }
 
-// Held is how many chunks of the servers' bytes were passed on late (SetDelay).
+// Held is how many chunks of the server's bytes were passed on late (SetDelay).
 func (p *Proxy) Held() int64 { return p.held.Load() }
 
 // pipe copies from src to dst; fromServer bytes are held for the delay. A reader queues each
@@ -154,15 +192,15 @@ func (p *Proxy) pipe(dst, src net.Conn, fromServer bool) {
 			if d := time.Until(c.due); d > 0 {
 				time.Sleep(d)
 			}
+			if c.held {
+				p.held.Add(1) // before the write, so a reader of the chunk sees it counted
+			}
 			if _, err := dst.Write(c.b); err != nil {
 				dst.Close()
 				src.Close()
 				for range q {
 				}
 				return
-			}
-			if c.held {
-				p.held.Add(1)
 			}
 		}
 	}()
@@ -171,7 +209,7 @@ func (p *Proxy) pipe(dst, src net.Conn, fromServer bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			cut, delay := p.state()
-			if !cut {
+			if !cut && !(fromServer && p.dropReplies.Load()) {
 				due, held := time.Now(), fromServer && delay > 0
 				if held {
 					due = due.Add(delay)
