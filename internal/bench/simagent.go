@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"godwit.dev/godwit/internal/agent"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/state"
@@ -105,14 +106,15 @@ type simAgent struct {
 	sys      wire.SystemInfo
 	stats    *fleetStats
 
-	nudge    chan struct{}
-	seq      uint64
-	rev      uint64
-	epoch    int64
-	desired  map[string]bool
-	records  map[string]*wire.ObservedAssignment // migration → latest attempt
-	lastPub  time.Time
-	pubDirty bool
+	nudge      chan struct{}
+	seq        uint64
+	rev        uint64
+	epoch      int64
+	desired    map[string]bool
+	records    map[string]*wire.ObservedAssignment // migration → latest attempt
+	lastPub    time.Time
+	pubDirty   bool
+	readFailed bool // the last read of the desired state failed
 
 	bg     sync.WaitGroup // the observed-state publisher and the event sender, while they run
 	outMu  sync.Mutex
@@ -157,9 +159,14 @@ func (a *simAgent) run(ctx context.Context) {
 	// shortly (100 ms, then 200 ms more each time, five reads at most), not at the next tick.
 	var retry <-chan time.Time
 	retries := 0
-	for {
+	for ticks := 0; ; ticks++ {
 		a.heartbeat(ctx)
-		a.resync(ctx, false)
+		// As the agent does (desiredPace): the desired state is read every
+		// agent.DesiredReadEvery-th interval, or on the one after a read that failed, besides the
+		// reads on watch messages.
+		if ticks%agent.DesiredReadEvery == 0 || a.readFailed {
+			a.resync(ctx, false)
+		}
 		if a.pubDirty || (len(a.records) > 0 && time.Since(a.lastPub) >= time.Minute) {
 			a.publishObserved(ctx)
 		}
@@ -211,6 +218,7 @@ func (a *simAgent) resync(ctx context.Context, nudged bool) bool {
 		}
 		return false
 	}
+	a.readFailed = err != nil && !errors.Is(err, fault.ErrNotFound)
 	if err != nil {
 		if ctx.Err() == nil {
 			a.stats.desiredReadErrors.Add(1)
