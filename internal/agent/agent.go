@@ -42,12 +42,15 @@ type Agent struct {
 	log    *slog.Logger
 	policy *policy.Policy // nil: no --policy; the agent runs whatever the hub asks
 
-	dir     *datadir.Dir
-	id      *Identity
-	trust   *trust
-	nc      *nats.Conn
-	full    atomic.Bool       // outbox full: reported once per episode
-	storage *health.Condition // the journal and outbox cannot be opened yet
+	dir   *datadir.Dir
+	id    *Identity
+	trust *trust
+	nc    *nats.Conn
+	full  atomic.Bool // outbox full: reported once per episode
+	// desiredReadFailed: the last read of the desired state failed; the loop reads again on
+	// its next interval.
+	desiredReadFailed atomic.Bool
+	storage           *health.Condition // the journal and outbox cannot be opened yet
 
 	mu         sync.Mutex
 	desiredRev uint64
@@ -111,18 +114,33 @@ func (a *Agent) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	checker := newRejectionCheck(a.id, a.log, a.trust.httpClient(), func() { cancel(ErrRejected) })
+	// nudge asks the loop to read the desired state now: a watch message, a reconnect (puts made
+	// while the agent was away sent it no message), or a subscription that dropped messages.
+	nudge := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case nudge <- struct{}{}:
+		default:
+		}
+	}
 	// The first connection is retried like any reconnect: an agent that boots while its hub is
 	// down waits for it instead of exiting.
 	natsOpts := append(a.trust.natsOptions(a.id.NATSURLs),
 		nats.RetryOnFailedConnect(true),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				poke() // a dropped message may have been a watch message
+			}
 			if isAuthError(err) {
 				checker.trigger(ctx)
 				return
 			}
 			a.log.Warn("nats", "err", err)
 		}),
-		nats.ConnectHandler(func(*nats.Conn) { a.log.Info("connected to hub") }),
+		nats.ConnectHandler(func(*nats.Conn) {
+			a.log.Info("connected to hub")
+			poke() // a first connection made late (the hub was down at start)
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				a.log.Warn("disconnected from hub", "err", err)
@@ -131,7 +149,10 @@ func (a *Agent) run(ctx context.Context) error {
 				}
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("reconnected to hub") }),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			a.log.Info("reconnected to hub")
+			poke()
+		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			switch {
 			case isAuthError(err):
@@ -200,13 +221,7 @@ func (a *Agent) run(ctx context.Context) error {
 
 	// A watch message is only a nudge: the value is re-read with a direct get, because a live
 	// KV message may be a write JetStream then rejected.
-	nudge := make(chan struct{}, 1)
-	sub, err := bus.WatchDesired(a.nc, a.id.AgentID, func([]byte, uint64) {
-		select {
-		case nudge <- struct{}{}:
-		default:
-		}
-	})
+	sub, err := bus.WatchDesired(a.nc, a.id.AgentID, func([]byte, uint64) { poke() })
 	if err != nil {
 		return fmt.Errorf("watch desired state: %w", err)
 	}
@@ -216,7 +231,7 @@ func (a *Agent) run(ctx context.Context) error {
 	// feature's one hook into the agent: Start runs now, and the deferred stop ends running
 	// checks when Run returns.
 	defer sweepcheck.Start(ctx, sweepcheck.Config{Conn: a.nc, AgentID: a.id.AgentID, WorkDir: workDir, Events: a.record,
-		System: func() wire.SystemInfo { return a.system() }, Logger: a.log.With("component", "sweepcheck"), Resync: interval,
+		System: func() wire.SystemInfo { return a.system() }, Logger: a.log.With("component", "sweepcheck"), Resync: interval * DesiredReadEvery,
 		Policy: a.policy})()
 	// Failover groups: run the member runtime of the agent's group (internal/agent/failover).
 	fo := make(chan struct{})
@@ -439,36 +454,63 @@ func (a *Agent) heartbeats(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// loop re-reads the desired state at the heartbeats' pace, so a missed watch message (during a
-// disconnect) is caught up: level-triggered, not edge-triggered.
+// DesiredReadEvery is how many heartbeat intervals apart the loop reads the desired state when
+// nothing nudged it: the safety net under the watch, for a message lost where the agent could
+// not see it (a route between NATS servers cut while its server kept the agent's connection).
+// Puts are otherwise seen at once (watch message), and on every (re)connect.
+const DesiredReadEvery = 6
+
+// loop reads the desired state as desiredPace says, and looks at the runner and the unsent
+// events on every heartbeat interval.
 func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	tick := func() {
+	desiredPace(ctx, t.C, nudge, DesiredReadEvery, func() (newer, failed bool) {
+		newer = a.resync(ctx)
+		return newer, a.desiredReadFailed.Load()
+	}, func() {
 		a.retryUnsent(ctx)
-		a.resync(ctx)
 		a.runner.Resync(ctx)
+	}, time.After)
+}
+
+// desiredPace reads the desired state (read) when nudged (a watch message, a reconnect, a
+// dropped message), on every every-th tick, and on the tick after a read that failed — level-
+// triggered, not edge-triggered, so a missed watch message is caught up. A watch message can
+// arrive a moment before its revision is readable: a nudged read that finds nothing newer is
+// tried again shortly (after 100 ms, then 200 ms more each time, five reads), rather than at
+// the next tick. onTick runs on every tick, and once at the start with the first read.
+func desiredPace(ctx context.Context, tick <-chan time.Time, nudge <-chan struct{}, every int,
+	read func() (newer, failed bool), onTick func(), after func(time.Duration) <-chan time.Time) {
+	ticks, failed := 0, false
+	onInterval := func() {
+		if ticks%every == 0 || failed {
+			_, failed = read()
+		}
+		ticks++
+		onTick()
 	}
-	tick()
-	// A watch message can arrive a moment before its revision is readable: a read that finds
-	// nothing newer is tried again shortly, rather than at the next heartbeat tick.
+	onInterval()
 	var retry <-chan time.Time
 	retries := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			tick()
+		case <-tick:
+			onInterval()
 		case <-nudge:
 			retries = 0
-			if !a.resync(ctx) {
-				retry = time.After(100 * time.Millisecond)
+			var newer bool
+			if newer, failed = read(); !newer {
+				retry = after(100 * time.Millisecond)
 			}
 		case <-retry:
 			retry = nil
-			if retries++; !a.resync(ctx) && retries < 5 {
-				retry = time.After(time.Duration(retries) * 200 * time.Millisecond)
+			var newer bool
+			if newer, failed = read(); !newer && retries < 4 {
+				retries++
+				retry = after(time.Duration(retries) * 200 * time.Millisecond)
 			}
 		}
 	}
@@ -491,6 +533,7 @@ func (a *Agent) resync(ctx context.Context) bool {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	v, rev, err := bus.GetDesired(gctx, a.nc, a.id.AgentID)
+	a.desiredReadFailed.Store(err != nil && !errors.Is(err, fault.ErrNotFound))
 	if errors.Is(err, fault.ErrNotFound) {
 		return false
 	}

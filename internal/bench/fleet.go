@@ -65,6 +65,10 @@ type FleetConfig struct {
 	HubMemoryLimit string
 	Out            io.Writer
 
+	// CPU profiles of the rollout alone (apply → succeeded): of a child hub, and of this
+	// process (the simulated agents, and an in-process hub).
+	HubCPUProfile, AgentsCPUProfile string
+
 	raw rawSettings // sizes of the raw measurements (tests make them small)
 }
 
@@ -208,7 +212,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	}
 
 	settings := hubSettings{dataDir: filepath.Join(dir, "hub"), heartbeat: cfg.Heartbeat, grace: 4 * cfg.Heartbeat,
-		logFile: filepath.Join(dir, "hub.log"), relays: plan.relays > 0, memoryLimit: cfg.HubMemoryLimit}
+		logFile: filepath.Join(dir, "hub.log"), relays: plan.relays > 0, memoryLimit: cfg.HubMemoryLimit,
+		cpuProfile: cfg.HubCPUProfile}
 	start := time.Now()
 	var h *hubUnderTest
 	if plan.inProcess && cfg.HubMemoryLimit != "" {
@@ -308,6 +313,10 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if h.pid != "self" {
 		pids = append(pids, "self")
 	}
+	stopProfiles, err := h.profileRollout(cfg.HubCPUProfile != "", cfg.AgentsCPUProfile)
+	if err != nil {
+		return res, err
+	}
 	meter := newCPUMeter(pids...)
 	requestsBefore := stats.requests()
 	applied := time.Now()
@@ -321,10 +330,11 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if ar.Matched != cfg.Agents {
 		return res, fmt.Errorf("apply: the migration matched %d agents, want %d", ar.Matched, cfg.Agents)
 	}
-	if err := waitMigration(ctx, h.api, name, applied.Add(cfg.Timeout)); err != nil {
+	err = waitMigration(ctx, h.api, name, applied.Add(cfg.Timeout))
+	res.Rollout = time.Since(applied)
+	if err := errors.Join(err, stopProfiles()); err != nil {
 		return res, err
 	}
-	res.Rollout = time.Since(applied)
 	res.AgentRequests = stats.requests() - requestsBefore
 	cpu, others := meter.cores()
 	res.HubCPU, res.OtherCPU = cpu[0], others
@@ -377,7 +387,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventRetries.Load())
 	fmt.Fprintf(out, "agents read their assignment (after apply): %s; each then took %s to report it succeeded\n",
 		&stats.gotWork, &stats.workTimes)
-	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (left to the next heartbeat tick): %d\n",
+	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (read again shortly, as the agent does): %d\n",
 		stats.staleNudges.Load())
 	if !cfg.SkipRawLimits {
 		printRatios(out, res, raw)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,6 +42,9 @@ type hubSettings struct {
 	relays    bool // accept relay connections (multiplexed agents): hub.WithAgentRelays
 	// memoryLimit is a child hub's GOMEMLIMIT; empty leaves the environment's.
 	memoryLimit string
+	// cpuProfile, for a child hub: the file it writes its CPU profile of the rollout to
+	// (HubCPUProfileEnv; started and ended by profileRollout).
+	cpuProfile string
 }
 
 // startChildHub runs `<this executable> hub` on random ports and waits until it is ready; with
@@ -64,7 +68,10 @@ func startChildHub(ctx context.Context, s hubSettings) (*hubUnderTest, error) {
 		"--settle", settle(s.grace).String(), "--log-format", "json")...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if s.memoryLimit != "" {
-		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+		cmd.Env = append(cmd.Environ(), "GOMEMLIMIT="+s.memoryLimit)
+	}
+	if s.cpuProfile != "" {
+		cmd.Env = append(cmd.Environ(), HubCPUProfileEnv+"="+s.cpuProfile)
 	}
 	// Its own process group, so that Ctrl-C reaches it through us (a clean stop); it dies with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -203,6 +210,24 @@ func (h *hubUnderTest) tryReady(ctx context.Context, dataDir string) error {
 	}
 	h.api, h.nats = newAPIClient(ep.API, strings.TrimSpace(string(tok))), ep.NATS
 	return h.api.do(ctx, http.MethodGet, "/readyz", nil, nil)
+}
+
+// profileRollout starts a CPU profile of a child hub (when it was started with one) and of this
+// process (to ownProfile, if set) and returns what ends both.
+func (h *hubUnderTest) profileRollout(withHub bool, ownProfile string) (stop func() error, err error) {
+	own, err := CPUProfile(ownProfile)
+	if err != nil {
+		return nil, err
+	}
+	if !withHub || h.cmd == nil {
+		return own, nil
+	}
+	if err := h.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		return nil, errors.Join(fmt.Errorf("start the hub's cpu profile: %w", err), own())
+	}
+	return func() error {
+		return errors.Join(h.cmd.Process.Signal(syscall.SIGUSR2), own())
+	}, nil
 }
 
 // peakRSS returns the hub process's peak resident set (VmHWM) in bytes.

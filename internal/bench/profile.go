@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
+	"syscall"
 )
 
 // CPUProfile starts a CPU profile of this process written to path (for go tool pprof) and
@@ -41,4 +44,49 @@ func HeapProfile(path string) error {
 		return fmt.Errorf("heap profile: %w", err)
 	}
 	return f.Close()
+}
+
+// HubCPUProfileEnv names the file a `godwit hub` process writes a CPU profile to, between one
+// SIGUSR2 (start) and the next (stop): how the fleet benchmark profiles its child hub over the
+// rollout alone. Unset, the hub profiles nothing and leaves SIGUSR2 alone. (SIGUSR1 is the
+// hub's heap profile, always on.)
+const HubCPUProfileEnv = "GODWIT_HUB_CPUPROFILE"
+
+// ProfileOnSignals starts a CPU profile written to path on a SIGUSR2 and ends it on the next
+// one, alternately, until ctx ends (a profile still running is then ended). An empty path does
+// nothing. The returned function waits for the profile to be written.
+func ProfileOnSignals(ctx context.Context, path string) (wait func()) {
+	if path == "" {
+		return func() {}
+	}
+	toggle := make(chan os.Signal, 1)
+	signal.Notify(toggle, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer signal.Stop(toggle)
+		var stop func() error // nil: no profile running
+		for {
+			select {
+			case <-ctx.Done():
+				if stop != nil {
+					_ = stop()
+				}
+				return
+			case <-toggle:
+				if stop != nil {
+					_ = stop()
+					stop = nil
+					continue
+				}
+				s, err := CPUProfile(path)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					continue
+				}
+				stop = s
+			}
+		}
+	}()
+	return func() { <-done }
 }

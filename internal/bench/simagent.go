@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"godwit.dev/godwit/internal/agent"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/state"
@@ -93,7 +94,11 @@ func (s *fleetStats) noteFinished(t time.Time) {
 // simAgent speaks the agent protocol over NATS as a real agent does, with no journal and no
 // commands: each step of an assignment "runs" at once and succeeds. It heartbeats and re-reads
 // its desired state every interval, re-reads it on every watch message, reports each transition
-// as observed state and publishes the events the runner would, one at a time like the outbox.
+// as observed state and publishes the events the runner would. As in the real agent, neither
+// waits on the steps: the observed state goes out from its own goroutine, latest first (a
+// transition made while a put is in flight is sent once that put is over, together with any
+// later one, as the runner's publisher does), and the events from another, in order and one at a
+// time, as the outbox sends them.
 type simAgent struct {
 	id       string
 	nc       *nats.Conn
@@ -101,14 +106,22 @@ type simAgent struct {
 	sys      wire.SystemInfo
 	stats    *fleetStats
 
-	nudge    chan struct{}
-	seq      uint64
-	rev      uint64
-	epoch    int64
-	desired  map[string]bool
-	records  map[string]*wire.ObservedAssignment // migration → latest attempt
-	lastPub  time.Time
-	pubDirty bool
+	nudge      chan struct{}
+	seq        uint64
+	rev        uint64
+	epoch      int64
+	desired    map[string]bool
+	records    map[string]*wire.ObservedAssignment // migration → latest attempt
+	lastPub    time.Time
+	pubDirty   bool
+	readFailed bool // the last read of the desired state failed
+
+	bg     sync.WaitGroup // the observed-state publisher and the event sender, while they run
+	outMu  sync.Mutex
+	obsDoc []byte       // the observed state waiting to be put (nil: none)
+	queue  []wire.Event // events waiting to be sent, oldest first
+	obsRun bool         // the publisher runs
+	evRun  bool         // the sender runs
 }
 
 func newSimAgent(id string, nc *nats.Conn, interval time.Duration, stats *fleetStats) *simAgent {
@@ -135,6 +148,7 @@ func (a *simAgent) watch() (*nats.Subscription, error) {
 // together would otherwise publish all its agent.started events in the same instant, more than
 // the events stream takes in at once, and every publish the server drops comes back as a retry.
 func (a *simAgent) run(ctx context.Context) {
+	defer a.bg.Wait()
 	first := time.NewTimer(rand.N(a.interval))
 	defer first.Stop()
 	select {
@@ -145,9 +159,18 @@ func (a *simAgent) run(ctx context.Context) {
 	a.event(ctx, wire.EventAgentStarted, wire.EventData{Message: "agent " + a.id + " started, version bench"})
 	t := time.NewTicker(a.interval)
 	defer t.Stop()
-	for {
+	// As in the agent's loop: a watch message whose read finds nothing newer yet is read again
+	// shortly (100 ms, then 200 ms more each time, five reads at most), not at the next tick.
+	var retry <-chan time.Time
+	retries := 0
+	for ticks := 0; ; ticks++ {
 		a.heartbeat(ctx)
-		a.resync(ctx, false)
+		// As the agent does (desiredPace): the desired state is read every
+		// agent.DesiredReadEvery-th interval, or on the one after a read that failed, besides the
+		// reads on watch messages.
+		if ticks%agent.DesiredReadEvery == 0 || a.readFailed {
+			a.resync(ctx, false)
+		}
 		if a.pubDirty || (len(a.records) > 0 && time.Since(a.lastPub) >= time.Minute) {
 			a.publishObserved(ctx)
 		}
@@ -158,7 +181,15 @@ func (a *simAgent) run(ctx context.Context) {
 			case <-t.C:
 				tick = true
 			case <-a.nudge:
-				a.resync(ctx, true)
+				retries = 0
+				if !a.resync(ctx, true) {
+					retry = time.After(100 * time.Millisecond)
+				}
+			case <-retry:
+				retry = nil
+				if retries++; !a.resync(ctx, false) && retries < 5 {
+					retry = time.After(time.Duration(retries) * 200 * time.Millisecond)
+				}
 			}
 		}
 	}
@@ -177,10 +208,10 @@ func (a *simAgent) heartbeat(ctx context.Context) {
 	a.stats.heartbeats.Add(1)
 }
 
-// resync reads the desired state (a direct get) and acts on it when it is new. Like the real
-// agent it reads once per watch message: a read that still finds the previous revision (the
-// stream had not stored the put yet) leaves the change to the next heartbeat tick.
-func (a *simAgent) resync(ctx context.Context, nudged bool) {
+// resync reads the desired state (a direct get) and acts on it when it is new; it reports
+// whether it was. A read after a watch message that still finds the previous revision (the
+// stream had not stored the put yet) is counted.
+func (a *simAgent) resync(ctx context.Context, nudged bool) bool {
 	gctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	v, rev, err := bus.GetDesired(gctx, a.nc, a.id)
 	cancel()
@@ -189,24 +220,26 @@ func (a *simAgent) resync(ctx context.Context, nudged bool) {
 		if nudged {
 			a.stats.staleNudges.Add(1)
 		}
-		return
+		return false
 	}
+	a.readFailed = err != nil && !errors.Is(err, fault.ErrNotFound)
 	if err != nil {
 		if ctx.Err() == nil {
 			a.stats.desiredReadErrors.Add(1)
 		}
-		return
+		return false
 	}
 	a.rev = rev
 	var d wire.DesiredState
 	if json.Unmarshal(v, &d) != nil || d.Epoch < a.epoch {
-		return // a real agent keeps acting on the previous document
+		return true // a real agent keeps acting on the previous document
 	}
 	a.epoch = d.Epoch
 	if len(d.Assignments) > 0 {
 		a.stats.noteFirstDesired(time.Now())
 	}
 	a.follow(ctx, d)
+	return true
 }
 
 // follow acts on a desired-state document as the runner does: a new attempt runs, a higher
@@ -286,8 +319,9 @@ func (a *simAgent) transition(ctx context.Context, rec *wire.ObservedAssignment,
 	a.publishObserved(ctx)
 }
 
-// publishObserved puts the observed state: the latest attempt of every migration that is
-// desired or unfinished. It is retried until it succeeds or ctx ends.
+// publishObserved hands the observed state to the publisher: the latest attempt of every
+// migration that is desired or unfinished. The publisher puts the newest document it has, each
+// retried until it succeeds or ctx ends.
 func (a *simAgent) publishObserved(ctx context.Context) {
 	st := wire.ObservedState{AgentID: a.id, Assignments: []wire.ObservedAssignment{}, UpdatedAt: time.Now().UTC()}
 	for m, rec := range a.records {
@@ -300,14 +334,37 @@ func (a *simAgent) publishObserved(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	t := time.Now()
-	if retry(ctx, &a.stats.observedRetries, func(ctx context.Context) error {
-		_, err := bus.PutObserved(ctx, a.nc, a.id, b)
-		return err
-	}) == nil {
-		a.stats.putLatency.add(time.Since(t))
-		a.stats.observedPuts.Add(1)
-		a.pubDirty, a.lastPub = false, time.Now()
+	a.pubDirty, a.lastPub = false, time.Now()
+	a.outMu.Lock()
+	a.obsDoc = b
+	start := !a.obsRun
+	a.obsRun = true
+	a.outMu.Unlock()
+	if start {
+		a.bg.Go(func() { a.publisher(ctx) })
+	}
+}
+
+// publisher puts the newest observed document until none is waiting.
+func (a *simAgent) publisher(ctx context.Context) {
+	for {
+		a.outMu.Lock()
+		b := a.obsDoc
+		a.obsDoc = nil
+		if b == nil || ctx.Err() != nil {
+			a.obsRun = false
+			a.outMu.Unlock()
+			return
+		}
+		a.outMu.Unlock()
+		t := time.Now()
+		if retry(ctx, &a.stats.observedRetries, func(ctx context.Context) error {
+			_, err := bus.PutObserved(ctx, a.nc, a.id, b)
+			return err
+		}) == nil {
+			a.stats.putLatency.add(time.Since(t))
+			a.stats.observedPuts.Add(1)
+		}
 	}
 }
 
@@ -333,22 +390,45 @@ func (a *simAgent) event(ctx context.Context, typ string, data wire.EventData) {
 	a.publish(ctx, typ, "", data)
 }
 
-// publish sends one event and waits for the stream's acknowledgement, retrying as the outbox
-// does until it is delivered or ctx ends.
+// publish queues one event for the sender.
 func (a *simAgent) publish(ctx context.Context, typ, subject string, data wire.EventData) {
 	data.AgentID, data.System = a.id, &a.sys
 	e := wire.Event{SpecVersion: "1.0", ID: uuid.Must(uuid.NewV7()).String(), Source: wire.AgentSource(a.id), Type: typ,
 		Time: time.Now().UTC(), Subject: subject, Severity: wire.SeverityInfo, Data: data}
-	b, err := json.Marshal(e)
-	if err != nil {
-		return
+	a.outMu.Lock()
+	a.queue = append(a.queue, e)
+	start := !a.evRun
+	a.evRun = true
+	a.outMu.Unlock()
+	if start {
+		a.bg.Go(func() { a.sender(ctx) })
 	}
-	t := time.Now()
-	if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
-		_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
-		return err
-	}) == nil {
-		a.stats.eventLatency.add(time.Since(t))
-		a.stats.events.Add(1)
+}
+
+// sender sends the queued events in order, each waiting for the stream's acknowledgement and
+// retried as the outbox does until it is delivered or ctx ends.
+func (a *simAgent) sender(ctx context.Context) {
+	for {
+		a.outMu.Lock()
+		if len(a.queue) == 0 || ctx.Err() != nil {
+			a.evRun = false
+			a.outMu.Unlock()
+			return
+		}
+		e := a.queue[0]
+		a.queue = a.queue[1:]
+		a.outMu.Unlock()
+		b, err := json.Marshal(e)
+		if err != nil {
+			continue
+		}
+		t := time.Now()
+		if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
+			_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
+			return err
+		}) == nil {
+			a.stats.eventLatency.add(time.Since(t))
+			a.stats.events.Add(1)
+		}
 	}
 }

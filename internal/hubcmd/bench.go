@@ -92,6 +92,8 @@ accepted (godwit hub never accepts them). The output says so.`,
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the hub's data dir and log afterwards")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process to this file (go tool pprof)")
 	f.StringVar(&cfg.HeapProfile, "memprofile", "", "write a heap profile of this process to this file once the rollout is over")
+	f.StringVar(&cfg.HubCPUProfile, "hub-cpuprofile", "", "write a CPU profile of the child hub during the rollout (apply to succeeded) to this file")
+	f.StringVar(&cfg.AgentsCPUProfile, "rollout-cpuprofile", "", "write a CPU profile of this process (the simulated agents) during the rollout to this file")
 	f.BoolVar(&cfg.SkipRawLimits, "skip-raw-limits", false, "do not measure the raw NATS and store limits before the hub starts")
 	f.StringVar(&cfg.HubMemoryLimit, "hub-memory-limit", "", "the child hub's GOMEMLIMIT, e.g. 900MiB (GC tuning; default: the environment's, else the hub's own choice)")
 	f.StringVar(&cfg.HubHeapProfile, "hub-memprofile", "", "keep the hub's heap profile (taken once every agent event is stored, and summed up in the output) in this file (default: a new file in --temp-dir, or the system's temp dir)")

@@ -27,9 +27,12 @@ func newBenchFleetHubCmd(stdio cli.IO) *cobra.Command {
 			if format != "json" {
 				return fmt.Errorf("--log-format: only json is supported (got %q)", format)
 			}
-			// As `godwit hub`: SIGUSR1 writes a heap profile, which bench fleet asks for at
-			// the hub's peak.
-			heapProfileOnSignal(cmd.Context(), c.DataDir, slog.New(slog.NewJSONHandler(stdio.Out, nil)))
+			// As `godwit hub`: the soft memory limit from the cgroup (unless GOMEMLIMIT sets
+			// one), and SIGUSR1 writes a heap profile, which bench fleet asks for at the hub's
+			// peak.
+			log := slog.New(slog.NewJSONHandler(stdio.Out, nil))
+			setMemoryLimit(log)
+			heapProfileOnSignal(cmd.Context(), c.DataDir, log)
 			return bench.RunFleetHub(cmd.Context(), c, stdio.Out)
 		},
 	}

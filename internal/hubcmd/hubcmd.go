@@ -8,8 +8,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
+	"godwit.dev/godwit/internal/bench"
 	"godwit.dev/godwit/internal/cli"
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
@@ -25,6 +27,9 @@ var _ cli.Hub = Hub{}
 func (Hub) Run(ctx context.Context, cfg *config.Hub, log *slog.Logger, notices io.Writer) error {
 	setMemoryLimit(log)
 	heapProfileOnSignal(ctx, cfg.DataDir, log)
+	pctx, cancel := context.WithCancel(ctx)
+	defer bench.ProfileOnSignals(pctx, os.Getenv(bench.HubCPUProfileEnv))()
+	defer cancel()
 	return hub.New(cfg, log, notices).Run(ctx)
 }
 

@@ -554,7 +554,8 @@ func TestDeleteKeepsRuns(t *testing.T) {
 }
 
 // A pass reads the fleet only when a run is running: with none it reads no agent, however often
-// it runs; with one it does, and the run's agents get their check requests.
+// it runs; with one it does, and the run's agents get their check requests; once the run has
+// ended, none again.
 func TestPassReadsTheFleetOnlyForRunningRuns(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 3, t0)
@@ -574,5 +575,15 @@ func TestPassReadsTheFleetOnlyForRunningRuns(t *testing.T) {
 	}
 	if got := h.requested(0); !slices.Contains(got, r.ID) {
 		t.Errorf("agent 1 was asked for runs %v, want %s among them", got, r.ID)
+	}
+	// Once the run has ended the passes stop reading the fleet again.
+	for i := range 3 {
+		h.answer(i, answerOf(r, wire.CheckClean, 0))
+	}
+	h.passUntil("run ended", func() bool { return h.run(r.ID).Final() })
+	before = h.listAgents.Load()
+	h.pass()
+	if n := h.listAgents.Load() - before; n != 0 {
+		t.Fatalf("a pass after the run ended listed the agents %d times, want 0", n)
 	}
 }

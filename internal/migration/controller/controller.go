@@ -130,6 +130,9 @@ type Controller struct {
 	// pass's goroutine uses it).
 	obsChanged map[string]bool
 	idle       map[string]idle
+	// rows holds the assignments of the migrations the last pass worked on, with the version
+	// they go with (see rows; only the pass's goroutine uses it).
+	rows map[string]*rows
 	// unsaved is, per migration and agent, active time counted by passes that got through and
 	// not yet stored (see activeFlush).
 	unsaved map[string]map[string]unsavedActive
@@ -162,6 +165,7 @@ func New(cfg Config) *Controller {
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}, counted: map[string]time.Time{},
 		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
+		rows:    map[string]*rows{},
 		unsaved: map[string]map[string]unsavedActive{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
 		life:    worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
@@ -186,6 +190,7 @@ func (c *Controller) begin(ctx context.Context) error {
 	// The agent index is read again from SQL by the first pass: another hub may have led and
 	// written in between.
 	c.agents, c.agentChanges, c.obsChanged, c.idle = nil, nil, map[string]bool{}, map[string]idle{}
+	c.rows = map[string]*rows{}
 	c.unsaved = map[string]map[string]unsavedActive{}
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
@@ -255,8 +260,20 @@ func (c *Controller) run(ctx context.Context) error {
 	defer check.Stop()
 	var lastErr string
 	var loggedAt time.Time
+	// The desired documents are written beside the passes, not inside them: a pass that has
+	// saved its decisions goes on to the next at once, whatever the puts of the last one still
+	// take (a burst over a large fleet), and the writer takes the newest documents when it is
+	// free (see desiredWriter).
+	w := newDesiredWriter()
+	wctx, stopWriter := context.WithCancel(ctx)
+	wrote := make(chan struct{})
+	go func() { defer close(wrote); w.run(wctx, c) }()
+	defer func() { stopWriter(); <-wrote }()
 	for {
-		err := c.Pass(ctx)
+		docs, err := c.decide(ctx)
+		if docs != nil {
+			w.offer(docs)
+		}
 		if err != nil {
 			c.passes.WithLabelValues("error").Inc()
 		} else {

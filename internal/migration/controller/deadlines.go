@@ -195,6 +195,20 @@ func (p *pass) addUnsaved() {
 	}
 }
 
+// keepCounting takes over, for rows kept from the last pass, what earlier passes counted and
+// did not store: the rows hold it already.
+func (p *pass) keepCounting() {
+	p.c.mu.Lock()
+	prev := p.c.unsaved[p.m.Name]
+	p.c.mu.Unlock()
+	p.unsaved = make(map[string]unsavedActive, len(prev))
+	for id, u := range prev {
+		if a, ok := p.latest[id]; ok && a.Attempt == u.attempt && a.DispatchedAt.Equal(u.dispatched) {
+			p.unsaved[id] = u
+		}
+	}
+}
+
 // countUnsaved records ms counted for a; the assignment is written once enough is unsaved.
 func (p *pass) countUnsaved(a *wire.Assignment, ms int64) {
 	u := p.unsaved[a.AgentID]

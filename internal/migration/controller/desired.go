@@ -208,6 +208,48 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 	return errors.Join(errs...)
 }
 
+// desiredWriter writes the desired documents of the controller's passes from its own goroutine:
+// one writeDesired at a time (so the puts of two passes to one key never overlap), each with the
+// newest documents offered — documents a later pass replaced before they were taken are never
+// written. A put that fails is tried again with the next documents offered (every pass offers
+// them all), and logged as writeDesired logs it.
+type desiredWriter struct {
+	mu   sync.Mutex
+	next map[string][]byte // nil: nothing new
+	wake chan struct{}     // capacity 1
+}
+
+func newDesiredWriter() *desiredWriter { return &desiredWriter{wake: make(chan struct{}, 1)} }
+
+// offer hands the writer a pass's documents, replacing any it has not taken yet.
+func (w *desiredWriter) offer(docs map[string][]byte) {
+	w.mu.Lock()
+	w.next = docs
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what is offered until ctx ends.
+func (w *desiredWriter) run(ctx context.Context, c *Controller) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		docs := w.next
+		w.next = nil
+		w.mu.Unlock()
+		if docs != nil {
+			_ = c.writeDesired(ctx, docs) // each failed key is logged by putDesired and tried again
+		}
+	}
+}
+
 // putDesired puts one agent's document and records the outcome for that key alone.
 func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, empty bool) error {
 	if _, err := c.cfg.Desired.Put(ctx, id, doc); err != nil {

@@ -17,6 +17,7 @@ type countingStore struct {
 	store.Store
 	agentRows   atomic.Int64 // rows returned by ListAgents and GetAgent
 	assignReads atomic.Int64 // ListAssignments calls
+	assignRows  atomic.Int64 // the assignment rows they returned
 }
 
 func (s *countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
@@ -35,14 +36,18 @@ func (s *countingStore) GetAgent(ctx context.Context, id string) (wire.Agent, er
 
 func (s *countingStore) ListAssignments(ctx context.Context, m string) ([]wire.Assignment, error) {
 	s.assignReads.Add(1)
-	return s.Store.ListAssignments(ctx, m)
+	as, err := s.Store.ListAssignments(ctx, m)
+	s.assignRows.Add(int64(len(as)))
+	return as, err
 }
 
-// counted runs one pass and returns the agent rows and assignment reads it made.
+// counted runs one pass and returns the agent rows and assignment reads it made (see also
+// assignRows).
 func (s *countingStore) counted(t *testing.T, c *Controller) (agentRows, assignReads int64) {
 	t.Helper()
 	s.agentRows.Store(0)
 	s.assignReads.Store(0)
+	s.assignRows.Store(0)
 	if err := c.Pass(context.Background()); err != nil {
 		t.Fatalf("Pass: %v", err)
 	}
@@ -50,7 +55,8 @@ func (s *countingStore) counted(t *testing.T, c *Controller) (agentRows, assignR
 }
 
 // A pass reads the agents from SQL once per run (the index), and from then on works from what
-// changed: an agent's report, its going offline and coming back, cost no agent row; a finished
+// changed: an agent's report, its going offline and coming back, cost no agent row, and a
+// running migration's assignments are read again only after someone else wrote it; a finished
 // migration with nothing left to send is not read at all until one of its agents reports; a
 // restarted controller reads the index again, with what changed while no controller ran.
 func TestPassWorksFromWhatChanged(t *testing.T) {
@@ -70,18 +76,32 @@ func TestPassWorksFromWhatChanged(t *testing.T) {
 		return b.latest(t, "m1")[fmt.Sprintf("agent-%d", agent)].State
 	}
 	b.apply(t, "m1", "    batchSize: 100%")
-	if rows, _ := cs.counted(t, b.c); rows != n {
-		t.Fatalf("first pass of the run read %d agent rows, want the index of %d", rows, n)
+	if rows, reads := cs.counted(t, b.c); rows != n || reads != 1 || cs.assignRows.Load() != n {
+		t.Fatalf("first pass of the run read %d agent rows and %d assignment rows in %d reads, want the index of %d and the %d assignments once",
+			rows, cs.assignRows.Load(), reads, n, n)
 	}
 	for i := 1; i <= n; i++ {
 		b.report(t, i, "m1", aApplying, "")
 	}
-	if rows, _ := cs.counted(t, b.c); rows != 0 || state(n) != aApplying {
-		t.Fatalf("pass after %d reports: %d agent rows read (want 0), agent-%d %s", n, rows, n, state(n))
+	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 || state(n) != aApplying {
+		t.Fatalf("pass after %d reports: %d agent rows and %d assignment reads (want none), agent-%d %s", n, rows, reads, n, state(n))
 	}
 	b.report(t, 3, "m1", aSucceeded, "")
-	if rows, _ := cs.counted(t, b.c); rows != 0 || state(3) != aSucceeded {
-		t.Fatalf("pass after one report: %d agent rows read (want 0), agent-3 %s", rows, state(3))
+	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 || state(3) != aSucceeded {
+		t.Fatalf("pass after one report: %d agent rows and %d assignment reads (want none), agent-3 %s", rows, reads, state(3))
+	}
+	// An operator's write moves the migration's version: the next pass reads its assignments
+	// again, and the one after that does not.
+	for _, act := range []wire.MigrationAction{wire.MigrationPause, wire.MigrationResume} {
+		if _, err := b.c.Act(ctx, "m1", act, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, reads := cs.counted(t, b.c); reads != 1 {
+		t.Fatalf("pass after an operator's pause and resume made %d assignment reads, want 1", reads)
+	}
+	if _, reads := cs.counted(t, b.c); reads != 0 {
+		t.Fatalf("pass after that made %d assignment reads, want none", reads)
 	}
 
 	// Liveness reports agent-5 offline, then back: the pass follows without reading agents.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 	"godwit.dev/godwit/internal/wire"
 )
 
-// Pass is one reconcile pass over every migration, then the desired states.
+// Pass is one reconcile pass over every migration, then the desired states. The controller's
+// own loop runs the two apart: it decides, hands the documents to its desired writer and goes
+// on (see desiredWriter); Pass does both in turn.
 //
 // What goes wrong is kept where it belongs. The store that cannot be read is an outage: nothing
 // is judged, the time until a pass gets through again is not counted, and the first pass that
@@ -24,6 +27,16 @@ import (
 // the bus refuses is that agent's trouble and is tried again on the next pass; only losing the
 // connection to NATS stops deadlines.
 func (c *Controller) Pass(ctx context.Context) error {
+	docs, err := c.decide(ctx)
+	if docs == nil {
+		return err
+	}
+	return errors.Join(err, c.writeDesired(ctx, docs))
+}
+
+// decide is a pass up to the desired documents: it reads, decides and saves every migration,
+// and returns each agent's desired document (nil when the pass could not get that far).
+func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	// Each migration counts the time since its last pass that got through (Controller.counted);
@@ -37,7 +50,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 
 	if touch {
 		if err := c.cfg.Store.TouchEpoch(ctx, c.fence(), now); err != nil {
-			return c.storeDown(err)
+			return nil, c.storeDown(err)
 		}
 		c.mu.Lock()
 		c.touched = now
@@ -45,11 +58,11 @@ func (c *Controller) Pass(ctx context.Context) error {
 	}
 	ms, err := c.cfg.Store.ListMigrations(ctx)
 	if err != nil {
-		return c.storeDown(err)
+		return nil, c.storeDown(err)
 	}
 	agents, err := c.reachability(ctx)
 	if err != nil {
-		return c.storeDown(err)
+		return nil, c.storeDown(err)
 	}
 	c.mu.Lock()
 	if c.failing {
@@ -74,7 +87,7 @@ func (c *Controller) Pass(ctx context.Context) error {
 		p, err := c.reconcile(ctx, m, v, delta, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
-				return err
+				return nil, err
 			}
 			errs = append(errs, fmt.Errorf("migration %s: %w", m.Name, err))
 		}
@@ -82,17 +95,22 @@ func (c *Controller) Pass(ctx context.Context) error {
 			passes = append(passes, p)
 		}
 	}
+	for name := range c.rows {
+		if !slices.ContainsFunc(ms, func(m wire.Migration) bool { return m.Name == name }) {
+			delete(c.rows, name) // deleted
+		}
+	}
 	docs, err := c.desiredDocuments(ctx, passes)
 	if err != nil {
 		if errors.Is(err, fault.ErrFenced) {
-			return err
+			return nil, err
 		}
 		errs = append(errs, err)
 	}
-	if err := c.writeDesired(ctx, docs); err != nil {
-		errs = append(errs, err)
+	if docs == nil {
+		docs = map[string][]byte{}
 	}
-	return errors.Join(errs...)
+	return docs, errors.Join(errs...)
 }
 
 // touchEvery is how often the leader records that it is alive.
@@ -228,28 +246,37 @@ func (p *pass) setMigration(to, reason string) {
 // is failed here, with the reason, and is not an error of the pass.
 func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, delta time.Duration, now time.Time) (*pass, error) {
 	sp, perr := c.parsedSpec(m)
-	all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
-	if err != nil {
-		return nil, err
-	}
 	c.mu.Lock()
 	adopting := !c.adopted[m.Name]
 	c.mu.Unlock()
 	busUp, settled := c.judging(now)
-	p := &pass{c: c, m: m, orig: m, sp: sp, all: all, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: now,
+	p := &pass{c: c, m: m, orig: m, sp: sp, dirty: map[string]bool{}, now: now,
 		view: v, adopting: adopting, judge: settled, busUp: busUp}
-	for i := range p.all {
-		a := &p.all[i]
-		if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
-			p.latest[a.AgentID] = a
+	// The pass owns the migration's rows until it has saved them: a pass cut short leaves
+	// nothing behind, and the next one reads them from the store.
+	r, kept := c.rows[m.Name]
+	delete(c.rows, m.Name)
+	if kept && r.version == m.Version {
+		p.all, p.latest, p.order = r.all, r.latest, r.order
+		p.keepCounting()
+	} else {
+		all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
+		if err != nil {
+			return nil, err
 		}
+		p.all, p.latest = all, map[string]*wire.Assignment{}
+		for i := range p.all {
+			a := &p.all[i]
+			if cur, ok := p.latest[a.AgentID]; !ok || a.Attempt > cur.Attempt {
+				p.latest[a.AgentID] = a
+			}
+		}
+		for id := range p.latest {
+			p.order = append(p.order, id)
+		}
+		sort.Strings(p.order)
+		p.addUnsaved()
 	}
-	for id := range p.latest {
-		p.order = append(p.order, id)
-	}
-	sort.Strings(p.order)
-
-	p.addUnsaved()
 	p.observe()
 	why := c.unrunnableReason(m, sp, perr)
 	switch {
@@ -276,8 +303,38 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	c.mu.Unlock()
 	if p.idle() {
 		c.idle[m.Name] = idle{version: p.m.Version, agents: p.order}
+		delete(c.rows, m.Name) // not read again until it changes
 	}
 	return p, nil
+}
+
+// rows is one migration's assignments as the last pass left them: what the store holds, plus
+// the active time counted and not yet stored (see addUnsaved). They are good for as long as the
+// migration's row keeps the version they were saved (or read) with: every write of an
+// assignment is a SaveMigration, which moves that version, so a pass reads a migration's
+// assignments from the store only after someone else wrote it, on the first pass of a run, and
+// after a pass of its own was cut short.
+type rows struct {
+	version int64
+	all     []wire.Assignment
+	latest  map[string]*wire.Assignment // agent → its latest attempt, in all
+	order   []string                    // agents in stable order
+}
+
+// keepRows hands the pass's assignments to the next pass: they are what the store holds at
+// the migration's version p.m.Version.
+func (p *pass) keepRows() {
+	p.c.rows[p.m.Name] = &rows{version: p.m.Version, all: p.all, latest: p.latest, order: p.order}
+}
+
+// asStored sets a's times to what the store gives back for them (microseconds, UTC), so that
+// rows kept in memory compare as rows read again would.
+func asStored(a *wire.Assignment) {
+	for _, t := range []*time.Time{&a.DispatchedAt, &a.UnreachableSince, &a.CreatedAt, &a.UpdatedAt, &a.FinishedAt} {
+		if !t.IsZero() {
+			*t = time.UnixMicro(t.UnixMicro()).UTC()
+		}
+	}
 }
 
 // idle reports whether the migration is finished, saved, and leaves nothing for any agent to
@@ -436,9 +493,11 @@ func (p *pass) save(ctx context.Context) error {
 	}
 	if len(changed) == 0 && p.m == p.orig {
 		p.keepUnsaved()
+		p.keepRows()
 		return nil
 	}
 	p.m.UpdatedAt = p.now
+	delete(p.c.rows, p.m.Name)
 	if err := p.c.cfg.Store.SaveMigration(ctx, p.c.fence(), p.m, changed); err != nil {
 		if errors.Is(err, fault.ErrConflict) || errors.Is(err, fault.ErrNotFound) {
 			// An operator changed (or deleted) it meanwhile: the next pass starts from theirs.
@@ -448,7 +507,11 @@ func (p *pass) save(ctx context.Context) error {
 		return err
 	}
 	p.m.Version++
+	for id := range p.dirty {
+		asStored(p.latest[id])
+	}
 	p.keepUnsaved()
+	p.keepRows()
 	p.orig, p.dirty = p.m, map[string]bool{}
 	for _, e := range p.events {
 		p.c.publish(ctx, e)

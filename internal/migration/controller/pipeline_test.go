@@ -98,3 +98,93 @@ func TestPipelinedDesiredWritesSurviveNATSRestart(t *testing.T) {
 		t.Fatalf("a pass after everything was written put %d documents", got)
 	}
 }
+
+// heldKV is the real desired bucket whose puts wait until release is closed.
+type heldKV struct {
+	jetstream.KeyValue
+	release chan struct{}
+	held    atomic.Int64 // puts waiting now
+	puts    atomic.Int64
+}
+
+func (k *heldKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	k.held.Add(1)
+	select {
+	case <-k.release:
+	case <-ctx.Done():
+		k.held.Add(-1)
+		return 0, ctx.Err()
+	}
+	k.held.Add(-1)
+	k.puts.Add(1)
+	return k.KeyValue.Put(ctx, key, value)
+}
+
+// The run loop's passes hand their desired documents to a writer beside them: a pass decides
+// and saves while the puts of an earlier one are still under way, and the writer, once free,
+// writes only the newest documents, so every agent's key ends with what the last pass decided.
+func TestPassesDoNotWaitForDesiredWrites(t *testing.T) {
+	t.Parallel()
+	const n = 5
+	b := setup(t, n)
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t) // every agent has its assignment
+	kv := &heldKV{KeyValue: b.kv, release: make(chan struct{})}
+	b.c.cfg.Desired = kv
+	w := newDesiredWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx, b.c) }()
+	defer func() { cancel(); <-done }()
+	pass := func() {
+		t.Helper()
+		docs, err := b.c.decide(ctx)
+		if err != nil {
+			t.Fatalf("pass: %v", err)
+		}
+		w.offer(docs)
+	}
+
+	// agent-1 is done: its empty document is being put, and the put does not go through.
+	b.report(t, 1, "m1", aSucceeded, "")
+	pass()
+	for deadline := time.Now().Add(30 * time.Second); kv.held.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never put agent-1's empty document")
+		}
+	}
+	// The others finish meanwhile: the next passes decide and save without waiting for it.
+	for i := 2; i <= n; i++ {
+		b.report(t, i, "m1", aSucceeded, "")
+	}
+	pass()
+	pass()
+	if m := b.migration(t, "m1"); m.State != mSucceeded {
+		t.Fatalf("migration %s (%s) while a desired put of an earlier pass was held, want succeeded", m.State, m.Reason)
+	}
+	if h := kv.held.Load(); h != 1 {
+		t.Fatalf("%d puts waiting, want agent-1's alone (the writer takes the next documents once it is free)", h)
+	}
+
+	close(kv.release)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		left := 0
+		for i := 1; i <= n; i++ {
+			if d := b.desired(t, i); len(d.Assignments) != 0 {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d agents still hold their assignment after the puts were released", left)
+		}
+	}
+	// One put per agent: the documents the second pass replaced were never written.
+	for deadline := time.Now().Add(10 * time.Second); kv.puts.Load() < n && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	}
+	if p := kv.puts.Load(); p != n {
+		t.Fatalf("%d desired puts after the release, want %d (one empty document per agent)", p, n)
+	}
+}
