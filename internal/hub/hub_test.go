@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/migration/controller"
+	"godwit.dev/godwit/internal/syncbuf"
 )
 
 type fakeClock struct {
@@ -23,18 +23,6 @@ type fakeClock struct {
 
 func (f *fakeClock) Now() time.Time      { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
 func (f *fakeClock) Add(d time.Duration) { f.mu.Lock(); defer f.mu.Unlock(); f.now = f.now.Add(d) }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // running reads godwit_worker_running of each leader-only worker (-1: not exported yet).
 func (h *Hub) running(t *testing.T) map[string]float64 {
@@ -82,7 +70,7 @@ func TestDeposedHubStepsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{now: time.Now()}
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	h := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)), io.Discard, WithClock(clock))
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()

@@ -19,6 +19,7 @@ import (
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/store/pgtest"
 	"godwit.dev/godwit/internal/store/postgres"
+	"godwit.dev/godwit/internal/syncbuf"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -29,7 +30,7 @@ type waitingReplica struct {
 	cfg     *config.Hub
 	dsn     string
 	peers   []string // the peers' route addresses, host:port
-	log     *lockedBuffer
+	log     *syncbuf.Buffer
 	cancel  context.CancelFunc // SIGTERM
 	done    chan error         // Run's result
 	api     string
@@ -49,7 +50,7 @@ func freeAddr(t *testing.T) string {
 
 func startWaitingReplica(t *testing.T) *waitingReplica {
 	t.Helper()
-	r := &waitingReplica{t: t, dsn: pgtest.DSN(t), peers: []string{freeAddr(t), freeAddr(t)}, log: &lockedBuffer{}, done: make(chan error, 1)}
+	r := &waitingReplica{t: t, dsn: pgtest.DSN(t), peers: []string{freeAddr(t), freeAddr(t)}, log: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cfg := config.DefaultHub()
 	cfg.DataDir, cfg.Database = filepath.Join(t.TempDir(), "hub"), r.dsn
 	cfg.Listen, cfg.NATS.Listen = "127.0.0.1:0", "127.0.0.1:0"

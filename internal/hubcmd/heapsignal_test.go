@@ -1,7 +1,6 @@
 package hubcmd
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"io"
@@ -9,36 +8,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"godwit.dev/godwit/internal/syncbuf"
 	"godwit.dev/godwit/internal/wire"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // SIGUSR1 writes a heap profile into the data dir's profiles/, once the hub has started (its
 // endpoint file is there); before that it writes nothing, so a fresh data dir stays empty.
 func TestHeapProfileOnSignal(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	heapProfileOnSignal(ctx, dir, slog.New(slog.NewTextHandler(&logs, nil)))

@@ -41,10 +41,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"godwit.dev/godwit/internal/syncbuf"
 )
 
 // hubDefault is the hub's default HTTP address as the README writes it.
@@ -419,7 +420,7 @@ type tour struct {
 	stdin     io.WriteCloser
 	markers   chan marker
 	exited    chan struct{}
-	stderr    *syncBuffer
+	stderr    *syncbuf.Buffer
 	n         int
 
 	hubAddr, token string
@@ -446,7 +447,7 @@ func startTour(t *testing.T, root string) *tour {
 	t.Helper()
 	base := t.TempDir()
 	tr := &tour{t: t, dir: filepath.Join(base, "work"), home: filepath.Join(base, "home"), tmp: filepath.Join(base, "tmp") + "/",
-		markers: make(chan marker, 16), exited: make(chan struct{}), stderr: &syncBuffer{}}
+		markers: make(chan marker, 16), exited: make(chan struct{}), stderr: &syncbuf.Buffer{}}
 	for _, d := range []string{tr.dir, tr.home, tr.tmp, filepath.Join(base, "steps")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -772,21 +773,3 @@ func head(s string, n int) string {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

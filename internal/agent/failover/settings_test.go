@@ -1,19 +1,18 @@
 package failover
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"godwit.dev/godwit/internal/agent/failover/machine"
 	spec "godwit.dev/godwit/internal/failover"
 	"godwit.dev/godwit/internal/manifest"
+	"godwit.dev/godwit/internal/syncbuf"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -82,23 +81,6 @@ func TestBestReplicaSkipsSelectorNoFailover(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // On a real NATS: a member marked noFailover through a selector is never promoted — not by a
 // switchover asked of the primary (which ignores it and keeps serving), not when the primary
 // dies (the eligible replica takes over, the noFailover one never even tries).
@@ -106,7 +88,7 @@ func TestSelectorNoFailoverMemberIsNeverPromoted(t *testing.T) {
 	kv := bucket(t, startNATS(t), "pg")
 	s := selectorSpec(filepath.Join(t.TempDir(), "hooks.log"))
 	s.Resolved = s.Resolved[:3] // A, B, C
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ev := &events{}
 	start := func(ctx context.Context, self string) *Member {
 		m, err := New(Config{Spec: s, Self: self, KV: kv, Report: ev.add, Logger: slog.New(slog.NewTextHandler(logs, nil))})

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"godwit.dev/godwit/internal/agent/policy"
+	"godwit.dev/godwit/internal/syncbuf"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -117,31 +117,13 @@ func (b *bundle) waitEvent(migration, typ string) wire.Event {
 	return found
 }
 
-// syncBuffer is a log destination tests can read while the runner writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // bundle is one runner under test with its journal, work directory and fakes.
 type bundle struct {
 	t        *testing.T
 	dir      string // the commands' working directory: marker and counter files live here
 	path     string // the journal
 	sinks    *sinks
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	canStart atomic.Bool
 	system   wire.SystemInfo
 	policy   *policy.Policy // set, then restart: the agent policy
@@ -164,7 +146,7 @@ func setupIn(t *testing.T, journalDir string) *bundle {
 	if journalDir == "" {
 		journalDir = dir
 	}
-	b := &bundle{t: t, dir: dir, path: filepath.Join(journalDir, "runner.db"), sinks: &sinks{}, logs: &syncBuffer{},
+	b := &bundle{t: t, dir: dir, path: filepath.Join(journalDir, "runner.db"), sinks: &sinks{}, logs: &syncbuf.Buffer{},
 		system: wire.SystemInfo{OS: "linux", Hostname: "node-1", AgentVersion: "test"}}
 	b.canStart.Store(true)
 	t.Cleanup(func() {

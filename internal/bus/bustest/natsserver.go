@@ -2,7 +2,6 @@ package bustest
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/syncbuf"
 )
 
 var (
@@ -64,7 +64,7 @@ type NATSServer struct {
 	URL  string // nats://127.0.0.1:<port>
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 }
 
 // StartNATSServer starts nats-server with the configuration conf, to which it adds a random
@@ -79,7 +79,7 @@ func StartNATSServer(t testing.TB, dir, conf string) *NATSServer {
 // whose conf holds its cluster block.
 func StartNamedNATSServer(t testing.TB, dir, name, conf string) *NATSServer {
 	t.Helper()
-	s := &NATSServer{t: t, Name: name, Dir: dir, log: &syncBuffer{}, done: make(chan struct{})}
+	s := &NATSServer{t: t, Name: name, Dir: dir, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	full := fmt.Sprintf("listen: \"127.0.0.1:-1\"\nserver_name: %q\njetstream {\n  store_dir: %q\n}\n\n%s",
 		name, filepath.Join(dir, "jetstream"), conf)
 	cfgPath := filepath.Join(dir, "nats-server.conf")
@@ -161,23 +161,6 @@ func (s *NATSServer) Kill() {
 	}
 	_ = s.cmd.Process.Kill()
 	<-s.done
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // docsMarker precedes the cluster configuration block in docs/security.md.
