@@ -4,7 +4,6 @@
 package hubtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"godwit.dev/godwit/internal/config"
 	"godwit.dev/godwit/internal/hub"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/syncbuf"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -60,18 +59,7 @@ type Fleet struct {
 	// Agents maps agent names to ids.
 	Agents map[string]string
 	Hub    *hub.Hub
-	log    *logBuffer
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
+	log    *syncbuf.Buffer
 }
 
 // Start starts the hub and the agents; the test's cleanup stops them (agents first) and prints
@@ -79,13 +67,11 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 func Start(t testing.TB, o Options) *Fleet {
 	t.Helper()
 	dir := t.TempDir()
-	f := &Fleet{t: t, Agents: map[string]string{}, log: &logBuffer{}}
+	f := &Fleet{t: t, Agents: map[string]string{}, log: &syncbuf.Buffer{}}
 	log := slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() {
-			f.log.mu.Lock()
-			t.Logf("hub and agent log:\n%s", f.log.b.String())
-			f.log.mu.Unlock()
+			t.Logf("hub and agent log:\n%s", f.log.String())
 		}
 	})
 	cfg := config.DefaultHub()
