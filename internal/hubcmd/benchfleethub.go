@@ -27,12 +27,9 @@ func newBenchFleetHubCmd(stdio cli.IO) *cobra.Command {
 			if format != "json" {
 				return fmt.Errorf("--log-format: only json is supported (got %q)", format)
 			}
-			// As `godwit hub`: the soft memory limit from the cgroup (unless GOMEMLIMIT sets
-			// one), and SIGUSR1 writes a heap profile, which bench fleet asks for at the hub's
-			// peak.
-			log := slog.New(slog.NewJSONHandler(stdio.Out, nil))
-			setMemoryLimit(log)
-			heapProfileOnSignal(cmd.Context(), c.DataDir, log)
+			// As `godwit hub`: the soft memory limit, the heap profile on SIGUSR1 (bench fleet
+			// asks for it at the hub's peak) and the CPU profile of --hub-cpuprofile.
+			defer hubProcess(cmd.Context(), c.DataDir, slog.New(slog.NewJSONHandler(stdio.Out, nil)))()
 			return bench.RunFleetHub(cmd.Context(), c, stdio.Out)
 		},
 	}

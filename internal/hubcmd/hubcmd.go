@@ -25,12 +25,19 @@ var _ cli.Hub = Hub{}
 
 // Run implements cli.Hub.
 func (Hub) Run(ctx context.Context, cfg *config.Hub, log *slog.Logger, notices io.Writer) error {
-	setMemoryLimit(log)
-	heapProfileOnSignal(ctx, cfg.DataDir, log)
-	pctx, cancel := context.WithCancel(ctx)
-	defer bench.ProfileOnSignals(pctx, os.Getenv(bench.HubCPUProfileEnv))()
-	defer cancel()
+	defer hubProcess(ctx, cfg.DataDir, log)()
 	return hub.New(cfg, log, notices).Run(ctx)
+}
+
+// hubProcess sets up what a process running a hub has beside the hub: the soft memory limit
+// from its cgroup, a heap profile on SIGUSR1 and, when bench.HubCPUProfileEnv names a file, a
+// CPU profile between SIGUSR2s. The returned function ends the CPU profile and waits for it.
+func hubProcess(ctx context.Context, dataDir string, log *slog.Logger) (done func()) {
+	setMemoryLimit(log)
+	heapProfileOnSignal(ctx, dataDir, log)
+	pctx, cancel := context.WithCancel(ctx)
+	wait := bench.ProfileOnSignals(pctx, os.Getenv(bench.HubCPUProfileEnv))
+	return func() { cancel(); wait() }
 }
 
 // Start implements cli.Hub.
