@@ -42,15 +42,12 @@ type Agent struct {
 	log    *slog.Logger
 	policy *policy.Policy // nil: no --policy; the agent runs whatever the hub asks
 
-	dir   *datadir.Dir
-	id    *Identity
-	trust *trust
-	nc    *nats.Conn
-	full  atomic.Bool // outbox full: reported once per episode
-	// desiredReadFailed: the last read of the desired state failed; the loop reads again on
-	// its next interval.
-	desiredReadFailed atomic.Bool
-	storage           *health.Condition // the journal and outbox cannot be opened yet
+	dir     *datadir.Dir
+	id      *Identity
+	trust   *trust
+	nc      *nats.Conn
+	full    atomic.Bool       // outbox full: reported once per episode
+	storage *health.Condition // the journal and outbox cannot be opened yet
 
 	mu         sync.Mutex
 	desiredRev uint64
@@ -465,10 +462,7 @@ const DesiredReadEvery = 6
 func (a *Agent) loop(ctx context.Context, interval time.Duration, nudge <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	desiredPace(ctx, t.C, nudge, DesiredReadEvery, func() (newer, failed bool) {
-		newer = a.resync(ctx)
-		return newer, a.desiredReadFailed.Load()
-	}, func() {
+	desiredPace(ctx, t.C, nudge, DesiredReadEvery, func() (bool, bool) { return a.resync(ctx) }, func() {
 		a.retryUnsent(ctx)
 		a.runner.Resync(ctx)
 	}, time.After)
@@ -528,22 +522,22 @@ func (a *Agent) heartbeat(ctx context.Context, seq uint64) {
 	}
 }
 
-// resync reads the desired state and reports whether it was newer than what the agent had.
-func (a *Agent) resync(ctx context.Context) bool {
+// resync reads the desired state and reports whether it was newer than what the agent had, and
+// whether the read failed (no key yet is not a failure).
+func (a *Agent) resync(ctx context.Context) (newer, failed bool) {
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	v, rev, err := bus.GetDesired(gctx, a.nc, a.id.AgentID)
-	a.desiredReadFailed.Store(err != nil && !errors.Is(err, fault.ErrNotFound))
 	if errors.Is(err, fault.ErrNotFound) {
-		return false
+		return false, false
 	}
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Debug("read desired state", "err", err)
 		}
-		return false
+		return false, true
 	}
-	return a.onDesired(v, rev)
+	return a.onDesired(v, rev), false
 }
 
 // onDesired hands the newest desired state to the runner. A value that does not decode is
