@@ -47,16 +47,7 @@ func TestConnectionRefused(t *testing.T) {
 		{"upper-case ID", strings.ToUpper(id), password},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			nc, err := nats.Connect(bd.srv.ClientURL(), nats.UserInfo(tc.user, tc.password))
-			if err == nil {
-				nc.Close()
-				t.Fatal("connection accepted")
-			}
-			if !errors.Is(err, nats.ErrAuthorization) {
-				t.Fatalf("err = %v, want an authorization violation", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { assertRefused(t, bd.srv.ClientURL(), tc.user, tc.password) })
 	}
 
 	t.Run("ConnectAgent reports it", func(t *testing.T) {
@@ -93,5 +84,18 @@ func TestConnectionRefused(t *testing.T) {
 	nc := bd.connectAgent(t, id, password)
 	if !nc.IsConnected() {
 		t.Fatal("valid agent not connected")
+	}
+}
+
+// assertRefused connects as user with password and wants an authorization violation.
+func assertRefused(t *testing.T, url, user, password string) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo(user, password))
+	if err == nil {
+		nc.Close()
+		t.Fatal("connection accepted")
+	}
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("err = %v, want an authorization violation", err)
 	}
 }
