@@ -7,9 +7,6 @@ import (
 	"strings"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
-	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/google/uuid"
 )
 
@@ -200,19 +197,6 @@ func isUUID(s string) bool {
 	_, err := uuid.Parse(s)
 	return err == nil && len(s) == 36
 }
-
-// DecodeEvent decodes one encoded event with encoding/json's rules (field names matched without
-// regard to case, the last of duplicate names wins), so that a body it accepts reads back the same
-// through encoding/json, except that invalid UTF-8 is refused rather than replaced: a stored body
-// is kept exactly as received and must be valid text. It is about twice as fast as
-// encoding/json.Unmarshal, which matters on the ingest path.
-func DecodeEvent(data []byte) (Event, error) {
-	var e Event
-	err := jsonv2.Unmarshal(data, &e, decodeOptions)
-	return e, err
-}
-
-var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsontext.AllowInvalidUTF8(false))
 
 // SeverityRank orders severities for filtering (info < warning < error); unknown is -1.
 func SeverityRank(s string) int {

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
 const (
@@ -61,28 +65,64 @@ func TestNewEventIDsAreTimeOrdered(t *testing.T) {
 	}
 }
 
+// decodeEventReference is a general decoder with nearly DecodeEvent's rules: encoding/json's,
+// with invalid UTF-8 refused (go-json-experiment/json with the v1 options). It differs from
+// encoding/json in one more way: it unescapes a time before parsing it, where encoding/json
+// hands the time as written to time.Time.UnmarshalJSON, which refuses any escape. DecodeEvent
+// accepts exactly what both accept, with the same result.
+func decodeEventReference(data []byte) (Event, error) {
+	var e Event
+	err := jsonv2.Unmarshal(data, &e, jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsontext.AllowInvalidUTF8(false)))
+	return e, err
+}
+
+// eventDecodeSeeds are bodies that reach the corners of encoding/json's rules.
+var eventDecodeSeeds = []string{
+	`{"id":""}`, `not json`, `{"ID":"a","id":"b","Data":{"agent_id":"x"}}`, `null`, ` null `, `null x`, "null\x00", `[]`, `"x"`, `12`, ``, ` `,
+	`{"id":"\ud800"}`, `{"id":"\ud800\udc00"}`, `{"id":"\udc00\ud800"}`, `{"id":"\ud800\u0041"}`, `{"id":"a\u0000b\n\/\"\\"}`,
+	`{"x":"\ud800"}`, `{"data":{"extra":"\ud800"}}`, `{"id":"\uZZZZ"}`, `{"id":"\q"}`, "{\"id\":\"a\tb\"}", "{\"id\":\"\xff\"}",
+	"{\"id\":\"\xed\xa0\x80\"}", "{\"x\":[\"\xc3\"]}", `{"id":"é✓😀"}`,
+	`{"data":{"system":{"os":"a"},"system":{"arch":"b"}}}`, `{"data":{"system":{"os":"a"},"system":null}}`, `{"data":{"system":[]}}`,
+	`{"data":{"extra":null}}`, `{"data":{"extra": [1, {"a":[true,false,null]}, -0.5e+3] }}`, `{"data":{"extra":{"a":1},"extra":2}}`,
+	`{"data":{"exit_code":null}}`, `{"data":{"exit_code":1,"exit_code":null}}`, `{"data":{"exit_code":-2147483649}}`,
+	`{"time":null}`, `{"time":"2024-01-01T00:00:00Z","time":null}`, `{"time":"2024-01-01T00:00:00.123456789+02:00"}`, `{"time":"2024-01-01"}`,
+	`{"time":12}`, `{"time":{}}`, `{"time":"2024-01-01T00:00:00\u005a"}`,
+	`{"data":{"attempt":1.0}}`, `{"data":{"attempt":-0}}`, `{"data":{"attempt":1e2}}`, `{"data":{"attempt":01}}`, `{"data":{"attempt":-}}`,
+	`{"data":{"attempt":9223372036854775807}}`, `{"data":{"attempt":9223372036854775808}}`, `{"data":{"attempt":-9223372036854775808}}`,
+	`{"data":{"attempt":-9223372036854775809}}`, `{"data":{"attempt":99999999999999999999}}`, `{"data":{"attempt":"1"}}`, `{"data":{"attempt":true}}`,
+	`{"data":{"duration_ms":1,"Duration_MS":null}}`, `{"data":{"system":{"free_disk_bytes":18446744073709551615}}}`,
+	`{"data":{"system":{"free_disk_bytes":18446744073709551616}}}`, `{"data":{"system":{"free_disk_bytes":-0}}}`,
+	`{"data":null}`, `{"data":[]}`, `{"data":"x"}`, `{"id":1}`, `{"id":true}`, `{"id":{}}`, `{"ſource":"x"}`, `{"\u0069d":"x"}`,
+	`{"id":null,"id":"q"}`, `{"id":"a",}`, `{"id":"a" "source":"b"}`, `{"id" "a"}`, `{id:"a"}`, `{"id":"a"`, `{"id":"a}`, `{"x":[1,]}`,
+	`{"x":[1 2]}`, `{"x":tru}`, `{"x":nul}`, `{"x":-01}`, `{"x":1.}`, `{"x":1e}`, `{"x":.5}`, `{"x":+1}`,
+}
+
 // FuzzEventDecode: any bytes either fail to decode or yield an event whose validation does not
 // panic, that encoding/json reads back the same from the same bytes (the store keeps the bytes
-// and reads them with encoding/json), and whose accepted form round-trips.
+// and reads them with encoding/json), and whose accepted form round-trips. DecodeEvent accepts
+// what both encoding/json and decodeEventReference accept, and nothing else.
 func FuzzEventDecode(f *testing.F) {
 	good, _ := json.Marshal(validEvent())
 	f.Add(good, agentA)
-	f.Add([]byte(`{"id":""}`), agentA)
-	f.Add([]byte(`not json`), "")
-	f.Add([]byte(`{"ID":"a","id":"b","Data":{"agent_id":"x"}}`), "")
+	for _, s := range eventDecodeSeeds {
+		f.Add([]byte(s), "")
+	}
 	f.Fuzz(func(t *testing.T, raw []byte, subj string) {
 		e, err := DecodeEvent(raw)
+		ref, refErr := decodeEventReference(raw)
+		var v1 Event
+		v1Err := json.Unmarshal(raw, &v1)
+		if (err == nil) != (refErr == nil && v1Err == nil) {
+			t.Fatalf("DecodeEvent(%q) error = %v; the reference decoder's %v, encoding/json's %v", raw, err, refErr, v1Err)
+		}
 		if err != nil {
 			return
 		}
-		var v1 Event
-		if err := json.Unmarshal(raw, &v1); err != nil {
-			t.Fatalf("DecodeEvent accepted what encoding/json refuses: %v", err)
-		}
 		a, _ := json.Marshal(e)
 		b, _ := json.Marshal(v1)
-		if string(a) != string(b) {
-			t.Fatalf("DecodeEvent and encoding/json disagree:\n%s\n%s", a, b)
+		c, _ := json.Marshal(ref)
+		if string(a) != string(b) || string(a) != string(c) {
+			t.Fatalf("DecodeEvent, encoding/json and the reference decoder disagree on %q:\n%s\n%s\n%s", raw, a, b, c)
 		}
 		if e.Validate(subj) != nil {
 			return
@@ -96,6 +136,23 @@ func FuzzEventDecode(f *testing.F) {
 			t.Fatalf("round trip changed a valid event: %v", err)
 		}
 	})
+}
+
+// Nesting is bounded as encoding/json bounds it: 10,000 levels, the event's own object counted.
+func TestDecodeEventDepth(t *testing.T) {
+	for _, levels := range []int{9997, 9998, 20000} {
+		raw := `{"data":{"extra":` + strings.Repeat("[", levels) + strings.Repeat("]", levels) + `}}`
+		_, err := DecodeEvent([]byte(raw))
+		_, refErr := decodeEventReference([]byte(raw))
+		var v1 Event
+		v1Err := json.Unmarshal([]byte(raw), &v1)
+		if (err == nil) != (refErr == nil) || (err == nil) != (v1Err == nil) {
+			t.Fatalf("%d levels: DecodeEvent %v, reference %v, encoding/json %v", levels+2, err, refErr, v1Err)
+		}
+		if want := levels+2 <= 10000; (err == nil) != want {
+			t.Fatalf("%d levels: DecodeEvent %v", levels+2, err)
+		}
+	}
 }
 
 func TestDecodeEvent(t *testing.T) {
