@@ -43,6 +43,17 @@ type group []*item
 
 func (g group) event() store.StoredEvent { return g[0].ev }
 
+// batch is a prepared batch: its events grouped by id, and per agent the newest of its events
+// overall and per migration, the candidates for its derived state (see state.go). Candidates
+// are found while the batch before is written; only the comparison with the cache is left for
+// the store call.
+type batch struct {
+	groups     []group
+	candidates []store.EventState
+}
+
+func newBatch(groups []group) batch { return batch{groups: groups, candidates: candidates(groups)} }
+
 // handle processes one fetched batch. ctx is cancelled only when Stop's budget runs out.
 func (i *Ingester) handle(ctx context.Context, acks *acker, msgs []jetstream.Msg) outcome {
 	if ctx.Err() != nil {
@@ -55,7 +66,7 @@ func (i *Ingester) handle(ctx context.Context, acks *acker, msgs []jetstream.Msg
 // prepare validates a fetched batch: it dead-letters the messages that can never be stored and
 // groups the others by event id. It touches neither the store nor the derived state, so it may
 // run while the batch before it is being stored. Decoding is spread over the CPUs.
-func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
+func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) batch {
 	i.m.batchSize.Observe(float64(len(msgs)))
 	checked := i.inspectAll(msgs)
 	var groups []group
@@ -97,7 +108,7 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) []group {
 		byID[it.ev.ID] = len(groups)
 		groups = append(groups, group{it})
 	}
-	return groups
+	return newBatch(groups)
 }
 
 // inspected is what inspectAll found about one message: no metadata (md nil, err says why), an
@@ -116,14 +127,18 @@ const minPerWorker = 64
 // GOMAXPROCS goroutines. A panic in one of them is raised again in the caller.
 func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 	out := make([]inspected, len(msgs))
+	items := make([]item, len(msgs)) // one allocation for the batch, not one a message
 	one := func(n int) {
 		md, err := msgs[n].Metadata()
 		if err != nil {
 			out[n] = inspected{err: err}
 			return
 		}
-		it, reason, err := i.inspect(msgs[n], md)
-		out[n] = inspected{md: md, item: it, reason: reason, err: err}
+		reason, err := i.inspect(&items[n], msgs[n], md)
+		out[n] = inspected{md: md, reason: reason, err: err}
+		if err == nil {
+			out[n].item = &items[n]
+		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+minPerWorker-1)/minPerWorker)
 	if workers <= 1 {
@@ -159,11 +174,12 @@ func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 }
 
 // store writes the groups of a prepared batch and acknowledges them, or hands them back.
-func (i *Ingester) store(ctx context.Context, acks *acker, groups []group) outcome {
+func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
+	groups := b.groups
 	if len(groups) == 0 {
 		return proceed
 	}
-	err := i.commit(ctx, acks, groups)
+	err := i.commit(ctx, acks, b)
 	switch {
 	case err == nil:
 		return proceed
@@ -187,7 +203,7 @@ func (i *Ingester) store(ctx context.Context, acks *acker, groups []group) outco
 	i.log.Warn("ingest: store refused a batch; retrying its events one by one", "events", len(groups), "err", err)
 	out := proceed
 	for _, g := range groups {
-		err := i.commit(ctx, acks, []group{g})
+		err := i.commit(ctx, acks, newBatch([]group{g}))
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
@@ -203,11 +219,12 @@ func (i *Ingester) store(ctx context.Context, acks *acker, groups []group) outco
 	return out
 }
 
-// inspect decodes and validates one message. A non-nil error comes with the dead-letter reason.
-func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item, string, error) {
+// inspect decodes and validates one message into it. A non-nil error comes with the dead-letter
+// reason.
+func (i *Ingester) inspect(it *item, msg jetstream.Msg, md *jetstream.MsgMetadata) (string, error) {
 	data := msg.Data()
 	if len(data) > wire.MaxEventBytes {
-		return nil, ReasonTooLarge, fmt.Errorf("event is %d bytes, the limit is %d", len(data), wire.MaxEventBytes)
+		return ReasonTooLarge, fmt.Errorf("event is %d bytes, the limit is %d", len(data), wire.MaxEventBytes)
 	}
 	token, ok := strings.CutPrefix(msg.Subject(), eventPrefix)
 	subjectAgent := token
@@ -216,17 +233,17 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 		subjectAgent = ""
 	case ok && bus.ValidAgentID(token):
 	default:
-		return nil, ReasonInvalid, fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())
+		return ReasonInvalid, fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())
 	}
 	ev, err := wire.DecodeEvent(data)
 	if err != nil {
-		return nil, ReasonDecode, fmt.Errorf("not a JSON event: %w", err)
+		return ReasonDecode, fmt.Errorf("not a JSON event: %w", err)
 	}
 	if err := ev.Validate(subjectAgent); err != nil {
 		if errors.Is(err, wire.ErrHubOnlyType) {
-			return nil, ReasonHubOnly, err
+			return ReasonHubOnly, err
 		}
-		return nil, ReasonInvalid, err
+		return ReasonInvalid, err
 	}
 	if subjectAgent != "" && ev.Data.AgentID == "" {
 		// The subject is the authenticated identity; store the event under it so that filters
@@ -245,17 +262,19 @@ func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata) (*item,
 		agentTime := ev.Time
 		stored.Time, stored.AgentTime = received.UTC(), &agentTime
 	}
-	return &item{msg: msg, md: md, ev: stored, agent: subjectAgent}, "", nil
+	*it = item{msg: msg, md: md, ev: stored, agent: subjectAgent}
+	return "", nil
 }
 
-// commit writes the groups' events and the state rows they advance in one transaction, then
+// commit writes the batch's events and the state rows they advance in one transaction, then
 // hands every delivery in them to the acker.
-func (i *Ingester) commit(ctx context.Context, acks *acker, groups []group) error {
+func (i *Ingester) commit(ctx context.Context, acks *acker, b batch) error {
+	groups := b.groups
 	// A store call longer than AckWait is pointless: the server has handed the batch to
 	// another replica by then.
 	sctx, cancel := context.WithTimeoutCause(ctx, i.cfg.AckWait, errStoreTimeout)
 	defer cancel()
-	states, err := i.advancing(sctx, groups)
+	states, err := i.advancing(sctx, b.candidates)
 	if err != nil {
 		return storeErr(sctx, err)
 	}

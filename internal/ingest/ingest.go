@@ -319,10 +319,10 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 // handed back instead of stored, since the server is about to redeliver it to another replica;
 // so is one read ahead when Stop came, and whatever the open pull request still brings.
 func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
-	var batch []jetstream.Msg
+	var msgs []jetstream.Msg
 	defer func() {
 		if p := recover(); p != nil {
-			i.panicked(p, batch)
+			i.panicked(p, msgs)
 		}
 	}()
 	var (
@@ -340,51 +340,54 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 		}
 		var (
 			err      error
-			groups   []group
+			ready    batch
 			prepared bool
 		)
 		switch {
 		case ahead != nil:
 			r := ahead.wait()
-			batch, groups, err, prepared = r.msgs, r.groups, r.err, true
+			msgs, ready, err, prepared = r.msgs, r.batch, r.err, true
 			if r.panic != nil {
 				panic(r.panic)
 			}
 			switch {
-			case len(groups) > 0 && soft.Err() != nil:
-				i.handBackGroups(groups)
-				groups = nil
-			case len(groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2:
+			case len(ready.groups) > 0 && soft.Err() != nil:
+				i.handBackGroups(ready.groups)
+				ready = batch{}
+			case len(ready.groups) > 0 && time.Since(ahead.started) >= i.cfg.AckWait/2:
 				i.log.Warn("ingest: a batch fetched ahead waited half the ack wait behind a slow store call; handed back",
-					"events", len(groups), "waited", time.Since(ahead.started).Round(time.Millisecond))
-				i.handBackGroups(groups)
-				groups = nil
+					"events", len(ready.groups), "waited", time.Since(ahead.started).Round(time.Millisecond))
+				i.handBackGroups(ready.groups)
+				ready = batch{}
 			}
 			ahead = nil
 		case soft.Err() != nil:
 			i.handBack(i.finish(&p))
 			return
 		default:
-			batch, err = i.read(cons, &p)
-			if len(batch) > 0 && hard.Err() == nil {
+			// Nothing was read ahead, so the store is idle: a first part of a batch gets it busy
+			// while the rest is read ahead, instead of waiting for a whole batch to be read and
+			// decoded (after a start with a backlog, or when the flow resumes).
+			msgs, err = i.read(cons, &p, max(1, i.cfg.Batch/4))
+			if len(msgs) > 0 && hard.Err() == nil {
 				// Before reading ahead: dead letters go out in the order of the stream.
-				groups, prepared = i.prepare(hard, batch), true
+				ready, prepared = i.prepare(hard, msgs), true
 			}
 		}
-		if err == nil && len(batch) > 0 && (len(batch) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
+		if err == nil && len(msgs) > 0 && (len(msgs) == i.cfg.Batch || p.open != nil) && soft.Err() == nil {
 			ahead = i.fetchAhead(hard, cons, &p)
 		}
 		var out outcome
 		switch {
 		case prepared:
-			out = i.store(hard, acks, groups)
-		case len(batch) > 0:
-			out = i.handle(hard, acks, batch)
+			out = i.store(hard, acks, ready)
+		case len(msgs) > 0:
+			out = i.handle(hard, acks, msgs)
 		}
 		if out == backOff {
 			pause = i.cfg.NakDelay
 		}
-		batch = nil
+		msgs = nil
 		if err == nil {
 			i.setHealth(nil)
 			continue
@@ -458,10 +461,10 @@ type fetchAhead struct {
 }
 
 type fetched struct {
-	msgs   []jetstream.Msg
-	groups []group
-	err    error
-	panic  any // a panic while preparing, raised again in the worker
+	msgs  []jetstream.Msg
+	batch batch
+	err   error
+	panic any // a panic while preparing, raised again in the worker
 }
 
 // carriedPanic is a panic of a helper goroutine, with that goroutine's stack, raised again in
@@ -486,7 +489,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *p
 			}
 			f.done <- r
 		}()
-		r.msgs, r.err = i.read(cons, p)
+		r.msgs, r.err = i.read(cons, p, i.cfg.Batch)
 		if len(r.msgs) == 0 {
 			return
 		}
@@ -495,7 +498,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *p
 			r.msgs = nil
 			return
 		}
-		r.groups = i.prepare(ctx, r.msgs)
+		r.batch = i.prepare(ctx, r.msgs)
 	}()
 	return f
 }
@@ -528,12 +531,12 @@ type pull struct {
 
 // read returns the consumer's next messages. It opens a pull request for Batch messages (and
 // fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
-// (MaxWait), then takes more until Batch or the end of the request; or, when the stream held
+// (MaxWait), then takes more until limit or the end of the request; or, when the stream held
 // nothing more for the consumer as the last message taken was delivered, until a pause of
 // linger. A request is never abandoned: messages
 // the server has sent for it would be dropped by the client and sit un-acknowledged until
 // AckWait; Stop finishes it (finish).
-func (i *Ingester) read(cons jetstream.Consumer, p *pull) ([]jetstream.Msg, error) {
+func (i *Ingester) read(cons jetstream.Consumer, p *pull, limit int) ([]jetstream.Msg, error) {
 	var msgs []jetstream.Msg
 	var timer *time.Timer
 	defer func() {
@@ -570,9 +573,9 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull) ([]jetstream.Msg, erro
 				}
 				return nil, err
 			}
-			msgs = append(msgs, m)
+			msgs = append(make([]jetstream.Msg, 0, limit), m)
 		}
-		for len(msgs) < i.cfg.Batch {
+		for len(msgs) < limit {
 			var m jetstream.Msg
 			ok := true
 			select {

@@ -23,16 +23,16 @@ func (i *Ingester) Rehydrate(agentID string) {
 	delete(i.agents, agentID)
 }
 
-// loadStates loads, with one store call, the state of every agent of the groups that the cache
-// does not hold: after a start the first batch names most of the fleet, and one round trip per
-// agent would keep the batch waiting.
-func (i *Ingester) loadStates(ctx context.Context, groups []group) error {
+// loadStates loads, with one store call, the state of every agent of the candidates that the
+// cache does not hold: after a start the first batch names most of the fleet, and one round
+// trip per agent would keep the batch waiting.
+func (i *Ingester) loadStates(ctx context.Context, cands []store.EventState) error {
 	var missing []string
 	seen := map[string]bool{}
 	i.mu.Lock()
-	for _, g := range groups {
-		a := g[0].agent
-		if a == "" || seen[a] {
+	for _, c := range cands {
+		a := c.AgentID
+		if seen[a] {
 			continue
 		}
 		seen[a] = true
@@ -71,56 +71,58 @@ func (i *Ingester) loadStates(ctx context.Context, groups []group) error {
 
 type stateKey struct{ agent, migration string }
 
-// advancing returns the state rows the groups move forward: per agent, the latest event overall
-// and per migration, where it is newer than what is known.
-func (i *Ingester) advancing(ctx context.Context, groups []group) ([]store.EventState, error) {
-	if err := i.loadStates(ctx, groups); err != nil {
-		return nil, err
+// candidates returns, per agent of the groups, its newest event overall and per migration, in
+// the order the groups first name them. It reads no state, so it runs while the batch before is
+// written.
+func candidates(groups []group) []store.EventState {
+	at := map[stateKey]int{}
+	var out []store.EventState
+	add := func(c store.EventState) {
+		k := stateKey{c.AgentID, c.Migration}
+		n, ok := at[k]
+		switch {
+		case !ok:
+			at[k] = len(out)
+			out = append(out, c)
+		case newer(c, out[n]):
+			out[n] = c
+		}
 	}
-	next := map[stateKey]store.EventState{}
-	var order []stateKey
 	for _, g := range groups {
 		it := g[0]
 		if it.agent == "" {
 			continue
 		}
-		i.mu.Lock()
-		st := i.agents[it.agent]
-		i.mu.Unlock()
-		if st == nil {
-			// Dropped by Rehydrate since loadStates: nothing is known, so every row is written;
-			// the store's conditional upsert keeps the newest.
-			st = &agentState{latest: map[string]store.EventState{}}
-		}
 		ev := it.ev
 		cand := store.EventState{AgentID: it.agent, LastEventID: ev.ID, LastType: ev.Type,
 			LastSeverity: ev.Severity, LastTime: ev.Time}
-		migrations := []string{""}
+		add(cand)
 		if ev.Data.Migration != "" {
-			migrations = append(migrations, ev.Data.Migration)
-		}
-		for _, mig := range migrations {
-			k := stateKey{it.agent, mig}
-			cand.Migration = mig
-			cur, pending := next[k]
-			if !pending {
-				i.mu.Lock()
-				cur, pending = st.latest[mig]
-				i.mu.Unlock()
-				if !pending || newer(cand, cur) {
-					order = append(order, k)
-					next[k] = cand
-				}
-				continue
-			}
-			if newer(cand, cur) {
-				next[k] = cand
-			}
+			cand.Migration = ev.Data.Migration
+			add(cand)
 		}
 	}
-	out := make([]store.EventState, 0, len(order))
-	for _, k := range order {
-		out = append(out, next[k])
+	return out
+}
+
+// advancing returns the candidates that move an agent's state forward: those newer than what
+// is known, or of which nothing is known.
+func (i *Ingester) advancing(ctx context.Context, cands []store.EventState) ([]store.EventState, error) {
+	if err := i.loadStates(ctx, cands); err != nil {
+		return nil, err
+	}
+	out := make([]store.EventState, 0, len(cands))
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for _, c := range cands {
+		// An agent dropped by Rehydrate since loadStates: nothing is known, so its rows are
+		// written; the store's conditional upsert keeps the newest.
+		if st := i.agents[c.AgentID]; st != nil {
+			if cur, ok := st.latest[c.Migration]; ok && !newer(c, cur) {
+				continue
+			}
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }

@@ -144,7 +144,9 @@ type EventData struct {
 }
 
 // AgentSource is the source of events an agent produces.
-func AgentSource(agentID string) string { return "/agents/" + agentID }
+func AgentSource(agentID string) string { return agentSourcePrefix + agentID }
+
+const agentSourcePrefix = "/agents/"
 
 // HubSource is the source of events a hub produces.
 func HubSource(hubID string) string { return "/hub/" + hubID }
@@ -181,7 +183,7 @@ func (e *Event) Validate(subjectAgent string) error {
 		if !AgentEventTypes[e.Type] {
 			return fmt.Errorf("event %s: type %q is emitted only by the hub, not by agent %s: %w", e.ID, e.Type, subjectAgent, ErrHubOnlyType)
 		}
-		if e.Source != AgentSource(subjectAgent) {
+		if src, ok := strings.CutPrefix(e.Source, agentSourcePrefix); !ok || src != subjectAgent {
 			return fmt.Errorf("event %s: forged source %q on agent %s's subject", e.ID, e.Source, subjectAgent)
 		}
 		if e.Data.AgentID != "" && e.Data.AgentID != subjectAgent {
