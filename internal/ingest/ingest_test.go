@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -361,5 +363,35 @@ func TestPartialBatchIsStoredBeforeTheRequestEnds(t *testing.T) {
 	bd.waitDrained(t, 3+batch)
 	if err := ing.Stop(testCtx(t)); err != nil {
 		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// A backlog is written in full batches, read one ahead of the store: after the first read (a
+// quarter of a batch, so that the store starts at once, then the rest of its pull request) every
+// batch but the last is full. A batch read ahead that ends with its pull request, short of a full
+// batch, must not stop the reading ahead while the stream holds more.
+func TestBacklogIsWrittenInFullBatches(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	const batch, events = 100, 4*100 + 10
+	a := newAgentID(t)
+	for k := range events {
+		bd.publish(t, wire.EventSubject(a), agentEvent(a, wire.EventAgentStarted, time.Now().Add(time.Duration(k)), ""))
+	}
+	var mu sync.Mutex
+	var sizes []int
+	counted := &wrapStore{Store: bd.store}
+	counted.InsertEventsFunc = func(ctx context.Context, evs []store.StoredEvent, states []store.EventState) (int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(evs))
+		mu.Unlock()
+		return bd.store.InsertEvents(ctx, evs, states)
+	}
+	bd.ingester(t, "hub", Config{Store: counted, Batch: batch, MaxWait: time.Second})
+	bd.waitDrained(t, events)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{batch / 4, batch - batch/4, batch, batch, batch, events % batch}; !slices.Equal(sizes, want) {
+		t.Fatalf("a backlog of %d events was written in batches of %v, want %v", events, sizes, want)
 	}
 }
