@@ -19,9 +19,8 @@
 // still written in full batches (each costs a transaction and a derived-state row per agent in
 // it, so small ones would cost more per event). While a batch is written, the next one is read
 // and validated (one batch ahead, never more), so the store never waits for the bus or for
-// decoding; a read while nothing is being written (after a start, or when the flow resumes)
-// takes a quarter of a batch, so that the store starts while the rest is read. The candidates
-// for a batch's derived state (see below) are found then too, off the store's path. The acknowledgements of a committed batch are sent, and confirmed by the
+// decoding. The candidates for a batch's derived state (see below) are found then too, off the
+// store's path. The acknowledgements of a committed batch are sent, and confirmed by the
 // server, on a goroutine of their own while the next batch is written: they still follow the
 // commit, and Stop returns only once they are confirmed.
 //

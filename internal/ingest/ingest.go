@@ -365,10 +365,7 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 			i.handBack(i.finish(&p))
 			return
 		default:
-			// Nothing was read ahead, so the store is idle: a first part of a batch gets it busy
-			// while the rest is read ahead, instead of waiting for a whole batch to be read and
-			// decoded (after a start with a backlog, or when the flow resumes).
-			msgs, err = i.read(cons, &p, max(1, i.cfg.Batch/4))
+			msgs, err = i.read(cons, &p)
 			if len(msgs) > 0 && hard.Err() == nil {
 				// Before reading ahead: dead letters go out in the order of the stream.
 				ready, prepared = i.prepare(hard, msgs), true
@@ -489,7 +486,7 @@ func (i *Ingester) fetchAhead(ctx context.Context, cons jetstream.Consumer, p *p
 			}
 			f.done <- r
 		}()
-		r.msgs, r.err = i.read(cons, p, i.cfg.Batch)
+		r.msgs, r.err = i.read(cons, p)
 		if len(r.msgs) == 0 {
 			return
 		}
@@ -531,12 +528,12 @@ type pull struct {
 
 // read returns the consumer's next messages. It opens a pull request for Batch messages (and
 // fetchMaxBytes) when none is open, waits for a first message as long as the request lasts
-// (MaxWait), then takes more until limit or the end of the request; or, when the stream held
+// (MaxWait), then takes more until Batch or the end of the request; or, when the stream held
 // nothing more for the consumer as the last message taken was delivered, until a pause of
 // linger. A request is never abandoned: messages
 // the server has sent for it would be dropped by the client and sit un-acknowledged until
 // AckWait; Stop finishes it (finish).
-func (i *Ingester) read(cons jetstream.Consumer, p *pull, limit int) ([]jetstream.Msg, error) {
+func (i *Ingester) read(cons jetstream.Consumer, p *pull) ([]jetstream.Msg, error) {
 	var msgs []jetstream.Msg
 	var timer *time.Timer
 	defer func() {
@@ -573,9 +570,9 @@ func (i *Ingester) read(cons jetstream.Consumer, p *pull, limit int) ([]jetstrea
 				}
 				return nil, err
 			}
-			msgs = append(make([]jetstream.Msg, 0, limit), m)
+			msgs = append(make([]jetstream.Msg, 0, i.cfg.Batch), m)
 		}
-		for len(msgs) < limit {
+		for len(msgs) < i.cfg.Batch {
 			var m jetstream.Msg
 			ok := true
 			select {

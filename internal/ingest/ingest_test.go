@@ -366,10 +366,9 @@ func TestPartialBatchIsStoredBeforeTheRequestEnds(t *testing.T) {
 	}
 }
 
-// A backlog is written in full batches, read one ahead of the store: after the first read (a
-// quarter of a batch, so that the store starts at once, then the rest of its pull request) every
-// batch but the last is full. A batch read ahead that ends with its pull request, short of a full
-// batch, must not stop the reading ahead while the stream holds more.
+// A backlog is written in full batches, read one ahead of the store: every batch but the last
+// is full. A read that ends with its pull request must not stop the reading ahead while the
+// stream holds more.
 func TestBacklogIsWrittenInFullBatches(t *testing.T) {
 	t.Parallel()
 	bd := setup(t)
@@ -391,7 +390,7 @@ func TestBacklogIsWrittenInFullBatches(t *testing.T) {
 	bd.waitDrained(t, events)
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []int{batch / 4, batch - batch/4, batch, batch, batch, events % batch}; !slices.Equal(sizes, want) {
+	if want := []int{batch, batch, batch, batch, events % batch}; !slices.Equal(sizes, want) {
 		t.Fatalf("a backlog of %d events was written in batches of %v, want %v", events, sizes, want)
 	}
 }
