@@ -17,8 +17,8 @@ import (
 //
 // It is written for Event alone, one pass over the bytes without reflection and one allocation
 // for all of its strings, because decoding is the ingest's largest cost besides the insert: it
-// takes a half to a third of the time go-json-experiment/json with the same options takes, and
-// a fifth of encoding/json's (BenchmarkDecodeEvent*). FuzzEventDecode holds it to both.
+// takes half the time go-json-experiment/json with the same options takes, and a fifth of
+// encoding/json's (BenchmarkDecodeEvent*). FuzzEventDecode holds it to both.
 func DecodeEvent(data []byte) (Event, error) {
 	d := eventDecoder{data: data}
 	var e Event
