@@ -315,9 +315,10 @@ func (i *Ingester) refreshLag(ctx context.Context) {
 //
 // While a batch is stored, the next one is read and prepared (validated, dead letters sent) when
 // more is likely to come — the batch was full, its pull request is still open, or the stream
-// held more for the consumer when its last message was delivered: one batch ahead, never more. A batch read ahead that waited behind a store call for half the ack wait is
-// handed back instead of stored, since the server is about to redeliver it to another replica;
-// so is one read ahead when Stop came, and whatever the open pull request still brings.
+// held more for the consumer when its last message was delivered: one batch ahead, never more.
+// A batch read ahead that waited behind a store call for half the ack wait is handed back
+// instead of stored, since the server is about to redeliver it to another replica; so is one
+// read ahead when Stop came, and whatever the open pull request still brings.
 func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, acks *acker) {
 	var msgs []jetstream.Msg
 	defer func() {
@@ -371,7 +372,8 @@ func (i *Ingester) loop(soft, hard context.Context, cons jetstream.Consumer, ack
 				ready, prepared = i.prepare(hard, msgs), true
 			}
 		}
-		if err == nil && len(msgs) > 0 && (len(msgs) == i.cfg.Batch || p.open != nil || morePending(msgs[len(msgs)-1])) && soft.Err() == nil {
+		more := len(msgs) > 0 && (len(msgs) == i.cfg.Batch || p.open != nil || morePending(msgs[len(msgs)-1]))
+		if err == nil && more && soft.Err() == nil {
 			ahead = i.fetchAhead(hard, cons, &p)
 		}
 		var out outcome
