@@ -149,9 +149,12 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 }
 
 // desiredInFlight bounds the desired documents being put at once. The puts of a pass are
-// pipelined on the one NATS connection instead of waiting a round trip each; the bound keeps a
-// pass over a large fleet from flooding the connection's buffers or the server.
-const desiredInFlight = 128
+// pipelined on the bucket's connection instead of waiting a round trip each; the bound keeps a
+// pass over a large fleet from flooding the connection's buffers or the server. Under a
+// fleet's load a put takes a few hundred milliseconds, and the puts of an apply are the
+// rollout's critical path: 128 in flight wrote 10,000 documents in 18–22 s on a 2-core machine
+// that 1,024 wrote in 9 s.
+const desiredInFlight = 1024
 
 // writeDesired puts each agent's desired document into the desired bucket when it differs from
 // what this controller last wrote. An agent whose work is over gets an empty document, so it
