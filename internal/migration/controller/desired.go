@@ -3,6 +3,7 @@ package controller
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,9 +150,12 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 }
 
 // desiredInFlight bounds the desired documents being put at once. The puts of a pass are
-// pipelined on the one NATS connection instead of waiting a round trip each; the bound keeps a
-// pass over a large fleet from flooding the connection's buffers or the server.
-const desiredInFlight = 128
+// pipelined on the bucket's connection instead of waiting a round trip each; the bound keeps a
+// pass over a large fleet from flooding the connection's buffers or the server. Under a
+// fleet's load a put takes a few hundred milliseconds, and the puts of an apply are the
+// rollout's critical path: 128 in flight wrote 10,000 documents in 18–22 s on a 2-core machine
+// that 1,024 wrote in 9 s.
+const desiredInFlight = 1024
 
 // writeDesired puts each agent's desired document into the desired bucket when it differs from
 // what this controller last wrote. An agent whose work is over gets an empty document, so it
@@ -186,9 +190,11 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 		if empty {
 			doc, _ = json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: []wire.DesiredAssignment{}})
 		}
+		d := digest(doc)
 		c.mu.Lock()
-		same := c.written[id] == string(doc)
+		w, ok := c.written[id]
 		c.mu.Unlock()
+		same := ok && w == d
 		if same {
 			continue
 		}
@@ -267,10 +273,20 @@ func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, empt
 	if empty {
 		delete(c.written, id)
 	} else {
-		c.written[id] = string(doc)
+		c.written[id] = digest(doc)
 	}
 	c.mu.Unlock()
 	return nil
+}
+
+// docDigest identifies a desired document the controller wrote: all it needs to know is
+// whether the next one is the same. Keeping the documents themselves cost a kilobyte or so an
+// agent (about 100 MB at 100,000 agents).
+type docDigest [16]byte
+
+func digest(doc []byte) docDigest {
+	sum := sha256.Sum256(doc)
+	return docDigest(sum[:16])
 }
 
 func nonNil(as []wire.DesiredAssignment) []wire.DesiredAssignment {

@@ -15,13 +15,19 @@ import (
 // countingStore counts the agent rows and the assignment reads that go through it.
 type countingStore struct {
 	store.Store
-	agentRows   atomic.Int64 // rows returned by ListAgents and GetAgent
+	agentRows   atomic.Int64 // rows returned by ListAgents, AgentStates and GetAgent
 	assignReads atomic.Int64 // ListAssignments calls
 	assignRows  atomic.Int64 // the assignment rows they returned
 }
 
 func (s *countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
 	as, err := s.Store.ListAgents(ctx)
+	s.agentRows.Add(int64(len(as)))
+	return as, err
+}
+
+func (s *countingStore) AgentStates(ctx context.Context, ids []string) ([]store.AgentState, error) {
+	as, err := s.Store.AgentStates(ctx, ids)
 	s.agentRows.Add(int64(len(as)))
 	return as, err
 }

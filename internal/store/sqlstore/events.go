@@ -91,13 +91,13 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 	return int(inserted), nil
 }
 
-// beginEvents begins the transaction of a batch of events: on the connection kept for them
-// (Dialect.OneEventWriter), waiting for it while another batch is written, or on any. release
-// gives the connection back once the transaction has ended.
+// beginEvents begins the transaction of a batch of events in the store's turn to write: on the
+// connection kept for them (Dialect.OneEventWriter), waiting for it while another batch is
+// written, or on any. release gives the turn and the connection back once the transaction has
+// ended.
 func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), err error) {
 	if s.eventConn == nil {
-		tx, err := s.db.BeginTx(ctx, nil)
-		return tx, func() {}, err
+		return s.begin(ctx)
 	}
 	var conn *sql.Conn
 	select {
@@ -111,7 +111,13 @@ func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), er
 			return nil, nil, err
 		}
 	}
+	done, err := s.turn(ctx)
+	if err != nil {
+		s.eventConn <- conn
+		return nil, nil, err
+	}
 	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		done()
 		if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
 			_ = conn.Close()
 			conn = nil // the next batch takes a new one
@@ -119,7 +125,7 @@ func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), er
 		s.eventConn <- conn
 		return nil, nil, err
 	}
-	return tx, func() { s.eventConn <- conn }, nil
+	return tx, func() { done(); s.eventConn <- conn }, nil
 }
 
 // Statements of a whole batch for engines that bind Go slices as arrays (Dialect.ArrayParams):
