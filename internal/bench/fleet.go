@@ -524,14 +524,26 @@ func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []c
 
 // connectRetrying makes a first connection as an agent restarted by its service manager would:
 // again after a back-off when it failed (a connection storm on a loaded machine times some
-// out), counted in retries. A refused credential is not tried again: that is a fault of the
-// benchmark, not of the load.
+// out), counted in retries, up to connectAttempts attempts in all. A refused credential, or a
+// hub that is not there (the connection refused: the child hub died), is not tried again: that
+// is not the load.
 func connectRetrying(ctx context.Context, retries *atomic.Int64, connect func() (*nats.Conn, error)) (*nats.Conn, error) {
+	return connectRetryingWith(ctx, retries, sleepCtx, connect)
+}
+
+// connectAttempts bounds the attempts of one first connection: with the back-off doubling from
+// retryFirst, the last comes about half a minute after the first.
+const connectAttempts = 6
+
+func connectRetryingWith(ctx context.Context, retries *atomic.Int64, sleep func(context.Context, time.Duration) error,
+	connect func() (*nats.Conn, error)) (*nats.Conn, error) {
 	var nc *nats.Conn
-	err := retry(ctx, retries, func(context.Context) error {
+	attempts := 0
+	err := retryWith(ctx, retries, &backoff{}, sleep, func(context.Context) error {
 		var err error
 		nc, err = connect()
-		if errors.Is(err, nats.ErrAuthorization) {
+		attempts++
+		if err != nil && (attempts >= connectAttempts || errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrNoServers)) {
 			return permanent{err}
 		}
 		return err
