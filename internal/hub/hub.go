@@ -228,10 +228,13 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	h.migrate = controller.New(controller.Config{
 		Store: leaderStore, Desired: h.desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
 		Leader: termLeadership{l: h.leader, name: controller.LeadershipName}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
-		Settle:     h.cfg.Liveness.Settle.D(),
-		Registry:   h.registry,
-		Connected:  h.nc.IsConnected,
-		MaxPayload: h.nc.MaxPayload,
+		Settle:   h.cfg.Liveness.Settle.D(),
+		Registry: h.registry,
+		// The controller watches on nc and puts on desNC: it is connected when both are, and a
+		// document must fit the smaller payload of their servers (on an external cluster they
+		// may be two servers).
+		Connected:  func() bool { return h.nc.IsConnected() && h.desNC.IsConnected() },
+		MaxPayload: func() int64 { return min(h.nc.MaxPayload(), h.desNC.MaxPayload()) },
 		Referenced: func(ctx context.Context, migration string) ([]string, error) {
 			return h.sweeps.RemediatingWith(ctx, migration)
 		},
