@@ -6,8 +6,10 @@ import (
 )
 
 // turn waits for the store's turn to write (Dialect.OneWriter) and returns the function that
-// gives it up. Waiting writers are served in the order they came: a channel's blocked senders
-// are. Without OneWriter it waits for nothing.
+// gives it up. Waiting writers are served in the order they came: the Go runtime hands a full
+// buffered channel's freed slot to its longest-blocked sender, so no newcomer takes it first
+// (runtime behaviour, not a promise of the language; TestWritersTakeTurnsInOrder checks it).
+// Without OneWriter it waits for nothing.
 func (s *Store) turn(ctx context.Context) (func(), error) {
 	if s.writer == nil {
 		return func() {}, nil

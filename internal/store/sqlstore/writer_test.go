@@ -119,8 +119,9 @@ func TestWriteWaitsForItsTurn(t *testing.T) {
 }
 
 // A writer that commits and begins again at once (the ingest working off a backlog) does not
-// keep the others out: each of another writer's writes waits for at most the batch being written
-// when it came, and the one after it.
+// keep the others out: each of another writer's writes waits for the batch being written when it
+// came, and counting may catch one or two more committed before the count is read; without the
+// queue a write waited for about a hundred, or failed with SQLITE_BUSY after the busy timeout.
 func TestBacklogDoesNotStarveOtherWriters(t *testing.T) {
 	s := openSQLite(t)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -165,8 +166,8 @@ func TestBacklogDoesNotStarveOtherWriters(t *testing.T) {
 		if _, err := s.AcquireEpoch(ctx, "controller", "h1", time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if waited := batches.Load() - before; waited > 2 {
-			t.Fatalf("write %d waited for %d batches of the backlog, want at most 2", i, waited)
+		if waited := batches.Load() - before; waited > 4 {
+			t.Fatalf("write %d waited for %d batches of the backlog, want at most 4", i, waited)
 		}
 	}
 	cancel()
