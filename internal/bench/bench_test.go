@@ -3,11 +3,15 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"database/sql"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"godwit.dev/godwit/internal/bus"
+	"godwit.dev/godwit/internal/store/postgres"
 )
 
 // The benchmarks run end to end on a small scale and print their figures. Nothing is asserted on
@@ -113,5 +117,96 @@ func TestRelayCarries(t *testing.T) {
 		if next != tc.n {
 			t.Fatalf("%+v: the relays carry up to %d, want %d", tc, next, tc.n)
 		}
+	}
+}
+
+// --postgres-db builds the fixture in the named database on the first run, vacuumed, and reuses
+// it as it is on the next; a build that fails leaves no database behind, and a database without
+// a fixture is refused, not seeded over.
+func TestUIKeepsPostgresFixture(t *testing.T) {
+	t.Parallel()
+	server := os.Getenv("GODWIT_TEST_POSTGRES")
+	if server == "" {
+		server = DefaultPostgres
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := postgres.Reachable(ctx, server); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL at %s: %v (CI=true: the PostgreSQL run is mandatory)", postgres.Redact(server), err)
+		}
+		t.Skipf("PostgreSQL at %s is not reachable: %v", postgres.Redact(server), err)
+	}
+	name := "godwit_test_benchui_" + strings.ToLower(rand.Text()[:12])
+	t.Cleanup(func() {
+		if err := postgres.DropDatabase(server, name); err != nil {
+			t.Error(err)
+		}
+	})
+	// Fewer agents than the fixture's 40 combinations of site and role: a migration of the
+	// fixture matches none, and the seed fails.
+	var out bytes.Buffer
+	if _, err := RunUI(ctx, UIConfig{Agents: 20, Events: 300, Requests: 1, Engines: []string{EnginePostgres},
+		Postgres: server, PostgresDB: name, Out: &out}); err == nil {
+		t.Fatalf("RunUI of 20 agents succeeded:\n%s", out.String())
+	}
+	if _, created, err := postgres.KeptDatabase(ctx, server, name); err != nil || !created {
+		t.Fatalf("after a failed build the database was kept (or: %v)", err)
+	}
+	if err := postgres.DropDatabase(server, name); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func() string {
+		var out bytes.Buffer
+		res, err := RunUI(ctx, UIConfig{Agents: 40, Events: 300, Requests: 1, Engines: []string{EnginePostgres},
+			Postgres: server, PostgresDB: name, Out: &out})
+		if err != nil {
+			t.Fatalf("RunUI: %v\n%s", err, out.String())
+		}
+		if len(res) != len(UIPages(UIFixture{}, 40)) {
+			t.Fatalf("%d results, want one per page:\n%s", len(res), out.String())
+		}
+		return out.String()
+	}
+	first := run()
+	for _, want := range []string{"postgres fixture: 40 agents, 300 events", "VACUUM (ANALYZE) after seeding", "fixture kept in database " + name} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first run's output lacks %q:\n%s", want, first)
+		}
+	}
+	dsn, _, err := postgres.KeptDatabase(ctx, server, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var vacuumed, analyzed bool
+	if err := db.QueryRowContext(ctx, `SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables
+		WHERE relname = 'events'`).Scan(&vacuumed, &analyzed); err != nil || !vacuumed || !analyzed {
+		t.Errorf("events after the build: vacuumed %v, analyzed %v (%v)", vacuumed, analyzed, err)
+	}
+	second := run()
+	if !strings.Contains(second, "reusing the fixture in database "+name) || strings.Contains(second, "events stored") ||
+		strings.Contains(second, "postgres fixture:") {
+		t.Errorf("second run did not reuse the fixture:\n%s", second)
+	}
+
+	empty := name + "_empty"
+	t.Cleanup(func() {
+		if err := postgres.DropDatabase(server, empty); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, _, err := postgres.KeptDatabase(ctx, server, empty); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if _, err := RunUI(ctx, UIConfig{Agents: 40, Events: 300, Requests: 1, Engines: []string{EnginePostgres},
+		Postgres: server, PostgresDB: empty, Out: &out}); err == nil || !strings.Contains(err.Error(), "no bench fixture") {
+		t.Fatalf("RunUI on a database without a fixture: %v, want it refused\n%s", err, out.String())
 	}
 }

@@ -383,8 +383,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		perAgent, cfg.Agents*perAgent, res.EventsInRollout, res.EventsInRollout/res.Rollout.Seconds(), round(res.Drained),
 		res.EventsDrained, res.EventsDrained/res.Drained.Seconds())
 	fmt.Fprintf(out, "agent requests (whole run): heartbeats %d (%d failed), desired reads %d (%d failed), observed puts %d (%d retried), "+
-		"events %d (%d retried)\n", stats.heartbeats.Load(), stats.heartbeatErrors.Load(), stats.desiredReads.Load(),
-		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventRetries.Load())
+		"events %d (%d retried); first connections made again after a failure: %d\n", stats.heartbeats.Load(), stats.heartbeatErrors.Load(), stats.desiredReads.Load(),
+		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventRetries.Load(),
+		stats.connectRetries.Load())
 	fmt.Fprintf(out, "agents read their assignment (after apply): %s; each then took %s to report it succeeded\n",
 		&stats.gotWork, &stats.workTimes)
 	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (read again shortly, as the agent does): %d\n",
@@ -479,7 +480,9 @@ func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []c
 	var natsErrs atomic.Int64
 	onErr := nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) { natsErrs.Add(1) })
 	err := parallel(ctx, plan.own, 64, func(ctx context.Context, i int) error {
-		nc, err := bus.ConnectAgent(h.nats, creds[i].id, creds[i].password, onErr)
+		nc, err := connectRetrying(ctx, &stats.connectRetries, func() (*nats.Conn, error) {
+			return bus.ConnectAgent(h.nats, creds[i].id, creds[i].password, onErr)
+		})
 		if err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
 		}
@@ -496,7 +499,9 @@ func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []c
 		for _, c := range creds[from:to] {
 			rc = append(rc, bus.RelayCredential{AgentID: c.id, Password: c.password})
 		}
-		nc, err := bus.ConnectRelay(h.nats, rc, onErr)
+		nc, err := connectRetrying(ctx, &stats.connectRetries, func() (*nats.Conn, error) {
+			return bus.ConnectRelay(h.nats, rc, onErr)
+		})
 		if err != nil {
 			return fmt.Errorf("relay connection %d (agents %d to %d): %w", k, from, to-1, err)
 		}
@@ -515,6 +520,35 @@ func connectFleet(ctx context.Context, h *hubUnderTest, plan connPlan, creds []c
 		}
 	}
 	return conns, agents, nil
+}
+
+// connectRetrying makes a first connection as an agent restarted by its service manager would:
+// again after a back-off when it failed (a connection storm on a loaded machine times some
+// out), counted in retries, up to connectAttempts attempts in all. A refused credential, or a
+// hub that is not there (the connection refused: the child hub died), is not tried again: that
+// is not the load.
+func connectRetrying(ctx context.Context, retries *atomic.Int64, connect func() (*nats.Conn, error)) (*nats.Conn, error) {
+	return connectRetryingWith(ctx, retries, sleepCtx, connect)
+}
+
+// connectAttempts bounds the attempts of one first connection: with the back-off doubling from
+// retryFirst, the last comes about half a minute after the first.
+const connectAttempts = 6
+
+func connectRetryingWith(ctx context.Context, retries *atomic.Int64, sleep func(context.Context, time.Duration) error,
+	connect func() (*nats.Conn, error)) (*nats.Conn, error) {
+	var nc *nats.Conn
+	attempts := 0
+	err := retryWith(ctx, retries, &backoff{}, sleep, func(context.Context) error {
+		var err error
+		nc, err = connect()
+		attempts++
+		if err != nil && (attempts >= connectAttempts || errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrNoServers)) {
+			return permanent{err}
+		}
+		return err
+	})
+	return nc, err
 }
 
 func compact(conns []*nats.Conn) []*nats.Conn {

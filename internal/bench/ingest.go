@@ -139,8 +139,12 @@ type engine struct {
 	name string
 	// open returns a store on a database nobody else uses, and what removes it.
 	open func(ctx context.Context) (store.Store, func() error, error)
-	// reused: the database holds the data of an earlier run (bench ui --sqlite-file).
-	reused bool
+	// reused: the database holds the data of an earlier run (bench ui --sqlite-file,
+	// --postgres-db); kept names a database that outlives the run, and discard removes it when
+	// building it failed, so that the next run does not reuse half a fixture.
+	reused  bool
+	kept    string
+	discard func() error
 }
 
 // openEngines turns engine names into engines. PostgreSQL is measured on postgresDSN, or on

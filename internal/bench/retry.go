@@ -56,12 +56,21 @@ func retryWith(ctx context.Context, retries *atomic.Int64, b *backoff, sleep fun
 		if err == nil || ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
+		if p := (permanent{}); errors.As(err, &p) {
+			return p.err
+		}
 		retries.Add(1)
 		if err := sleep(ctx, b.next()); err != nil {
 			return err
 		}
 	}
 }
+
+// permanent wraps an error that no retry can cure: retry returns its error at once.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
 
 // sleepCtx waits d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) error {

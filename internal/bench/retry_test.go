@@ -100,3 +100,24 @@ func TestRetryStopsWhenItsContextEnds(t *testing.T) {
 		t.Fatalf("err %v after %d attempts; want context.Canceled after 2", err, attempts)
 	}
 }
+
+// TestRetryGivesUpOnAPermanentError: an error no retry can cure (a refused credential) is
+// returned at once, unwrapped, after one attempt and no wait.
+func TestRetryGivesUpOnAPermanentError(t *testing.T) {
+	var retries atomic.Int64
+	refused := errors.New("authorization violation")
+	attempts, waits := 0, 0
+	err := retryWith(context.Background(), &retries, &backoff{},
+		func(context.Context, time.Duration) error { waits++; return nil },
+		func(context.Context) error {
+			attempts++
+			if attempts == 1 {
+				return errors.New("i/o timeout")
+			}
+			return permanent{refused}
+		})
+	if err != refused || attempts != 2 || waits != 1 || retries.Load() != 1 {
+		t.Fatalf("err %v after %d attempts, %d waits, %d retries; want the refusal itself after 2 attempts, 1 wait, 1 retry",
+			err, attempts, waits, retries.Load())
+	}
+}

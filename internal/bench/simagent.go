@@ -32,6 +32,7 @@ type fleetStats struct {
 	desiredReads, desiredReadErrors atomic.Int64
 	observedPuts, observedRetries   atomic.Int64
 	events, eventRetries            atomic.Int64
+	connectRetries                  atomic.Int64 // first connections that failed and were made again
 	finished                        atomic.Int64 // assignments an agent finished and reported
 	firstDesired, lastFinished      atomic.Int64 // unix nanoseconds
 

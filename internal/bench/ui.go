@@ -5,6 +5,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/controller"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/ui"
@@ -47,6 +49,10 @@ type UIConfig struct {
 	// SQLiteFile, when set, is the SQLite database measured instead of a temp dir: built there
 	// when the file does not exist, reused as it is when it does (delete it to build a new one).
 	SQLiteFile string
+	// PostgresDB, when set, is the PostgreSQL database (on Postgres or DefaultPostgres) measured
+	// instead of a temporary one: created and built when it does not exist, reused as it is when
+	// it does (drop it to build a new one).
+	PostgresDB string
 }
 
 // UIResult is one page's server times.
@@ -315,10 +321,17 @@ func RunUI(ctx context.Context, cfg UIConfig) ([]UIResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.SQLiteFile != "" {
-		for i := range engines {
-			if engines[i].name == EngineSQLite {
-				engines[i] = keptSQLiteEngine(cfg.SQLiteFile)
+	for i := range engines {
+		switch {
+		case engines[i].name == EngineSQLite && cfg.SQLiteFile != "":
+			engines[i] = keptSQLiteEngine(cfg.SQLiteFile)
+		case engines[i].name == EnginePostgres && cfg.PostgresDB != "":
+			server := cfg.Postgres
+			if server == "" {
+				server = DefaultPostgres
+			}
+			if engines[i], err = keptPostgresEngine(ctx, server, cfg.PostgresDB); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -356,9 +369,22 @@ func uiEngine(ctx context.Context, cfg UIConfig, e engine) (_ []UIResult, err er
 		if f, err = ReusedUIFixture(ctx, st); err != nil {
 			return nil, err
 		}
-		logf("reusing the fixture in %s", cfg.SQLiteFile)
+		logf("reusing the fixture in %s", e.kept)
 	} else if f, err = SeedUI(ctx, st, cfg.Agents, cfg.Events, logf); err != nil {
+		if e.discard != nil {
+			err = errors.Join(err, closeStore(), e.discard())
+			closeStore = func() error { return nil }
+		}
 		return nil, fmt.Errorf("seed: %w", err)
+	} else {
+		if st.Engine() == EnginePostgres {
+			if err := vacuumFixture(ctx, st, logf); err != nil {
+				return nil, err
+			}
+		}
+		if e.kept != "" {
+			logf("fixture kept in %s", e.kept)
+		}
 	}
 	now := time.Now().UTC()
 	if _, err := st.InitAdminToken(ctx, cred.Hash(benchToken), now); err != nil && !e.reused {
@@ -425,6 +451,25 @@ func uiEngine(ctx context.Context, cfg UIConfig, e engine) (_ []UIResult, err er
 	return out, nil
 }
 
+// vacuumFixture leaves a freshly seeded PostgreSQL database as autovacuum would once it has
+// caught up with the bulk load: VACUUM (ANALYZE). Measured straight after the load, the tables
+// would have no statistics (the planner guesses, and picks sorts of whole ranges over index
+// walks) and no visibility map (every index-only scan visits the table), a state a hub's
+// database is in only for the minutes after a burst of writes, or for good where autovacuum is
+// off.
+func vacuumFixture(ctx context.Context, st store.Store, logf func(string, ...any)) error {
+	db, ok := st.(interface{ DB() *sql.DB })
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	if _, err := db.DB().ExecContext(ctx, "VACUUM (ANALYZE)"); err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
+	logf("VACUUM (ANALYZE) after seeding, as autovacuum leaves the tables: %s", time.Since(start).Round(time.Second))
+	return nil
+}
+
 // ReusedUIFixture finds the fixture SeedUI made in st by an earlier run.
 func ReusedUIFixture(ctx context.Context, st store.Store) (UIFixture, error) {
 	page, _, err := st.PageAgents(ctx, store.AgentQuery{Search: "node-00000", Limit: 1})
@@ -441,11 +486,37 @@ func ReusedUIFixture(ctx context.Context, st store.Store) (UIFixture, error) {
 func keptSQLiteEngine(path string) engine {
 	_, err := os.Stat(path)
 	reused := err == nil
-	return engine{name: EngineSQLite, reused: reused, open: func(ctx context.Context) (store.Store, func() error, error) {
+	discard := func() error {
+		var errs []error
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return engine{name: EngineSQLite, reused: reused, kept: path, discard: discard, open: func(ctx context.Context) (store.Store, func() error, error) {
 		st, err := sqlite.Open(ctx, path)
 		if err != nil {
 			return nil, nil, err
 		}
 		return st, st.Close, nil
 	}}
+}
+
+// keptPostgresEngine opens database name on server, which outlives the run: created (and then
+// built) when it does not exist, reused as it is when it does.
+func keptPostgresEngine(ctx context.Context, server, name string) (engine, error) {
+	dsn, created, err := postgres.KeptDatabase(ctx, server, name)
+	if err != nil {
+		return engine{}, err
+	}
+	return engine{name: EnginePostgres, reused: !created, kept: "database " + name, discard: func() error { return postgres.DropDatabase(server, name) },
+		open: func(ctx context.Context) (store.Store, func() error, error) {
+			st, err := postgres.Open(ctx, dsn)
+			if err != nil {
+				return nil, nil, err
+			}
+			return st, st.Close, nil
+		}}, nil
 }

@@ -85,8 +85,14 @@ type Hub struct {
 	// traffic on nc: the events the ingest pulls, the heartbeats liveness watches, the
 	// observed state the migration controller watches. In a fleet-wide reconnect storm nc's
 	// deliveries back up for seconds, and a renewal answered after them is a lost lease.
-	ctlNC    *nats.Conn
-	ctlJS    jetstream.JetStream
+	ctlNC *nats.Conn
+	ctlJS jetstream.JetStream
+	// desNC carries the migration controller's desired-state puts alone. A fleet-wide apply is
+	// thousands of puts pipelined at once (controller.desiredInFlight); on nc they queued behind
+	// the ingest's acknowledgements and everything else the hub sends, and nc's traffic behind
+	// them. desired is the desired bucket on it.
+	desNC    *nats.Conn
+	desired  jetstream.KeyValue
 	buckets  bus.Buckets
 	live     *liveness.Controller
 	ingest   *ingest.Ingester
@@ -220,12 +226,15 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		// its reachability index from the changes liveness stores.
 		OnStatus: func(id, status string) { h.migrate.AgentStatus(id, status) }})
 	h.migrate = controller.New(controller.Config{
-		Store: leaderStore, Desired: h.buckets.Desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
+		Store: leaderStore, Desired: h.desired, Observed: h.buckets.Observed, Logger: h.log.With("component", "migrations"),
 		Leader: termLeadership{l: h.leader, name: controller.LeadershipName}, Publish: h.publishEvent, HubID: h.id, Clock: h.clock,
-		Settle:     h.cfg.Liveness.Settle.D(),
-		Registry:   h.registry,
-		Connected:  h.nc.IsConnected,
-		MaxPayload: h.nc.MaxPayload,
+		Settle:   h.cfg.Liveness.Settle.D(),
+		Registry: h.registry,
+		// The controller watches on nc and puts on desNC: it is connected when both are, and a
+		// document must fit the smaller payload of their servers (on an external cluster they
+		// may be two servers).
+		Connected:  func() bool { return h.nc.IsConnected() && h.desNC.IsConnected() },
+		MaxPayload: func() int64 { return min(h.nc.MaxPayload(), h.desNC.MaxPayload()) },
 		Referenced: func(ctx context.Context, migration string) ([]string, error) {
 			return h.sweeps.RemediatingWith(ctx, migration)
 		},
@@ -346,10 +355,16 @@ func (h *Hub) startBus(ctx context.Context) error {
 		if err == nil {
 			h.ctlNC, err = h.server.ConnectHub("godwit-hub-control", opts...)
 		}
+		if err == nil {
+			h.desNC, err = h.server.ConnectHub("godwit-hub-desired", opts...)
+		}
 	} else {
 		h.nc, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub", opts...)
 		if err == nil {
 			h.ctlNC, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub-control", opts...)
+		}
+		if err == nil {
+			h.desNC, err = h.connectExternal(h.cfg.NATS.URL, "godwit-hub-desired", opts...)
 		}
 	}
 	if err != nil {
@@ -414,6 +429,13 @@ func (h *Hub) ensureJetStream(ctx context.Context) error {
 		h.buckets, err = bus.EnsureBuckets(bctx, h.js, bus.BucketOptions{Replicas: h.cfg.NATS.Replicas, HeartbeatMaxAge: h.cfg.Retention.Heartbeats.D()})
 		if err != nil {
 			return fmt.Errorf("jetstream buckets: %w", err)
+		}
+		djs, err := jetstream.New(h.desNC)
+		if err == nil {
+			h.desired, err = djs.KeyValue(bctx, wire.BucketDesired)
+		}
+		if err != nil {
+			return fmt.Errorf("jetstream buckets: %s on its own connection: %w", wire.BucketDesired, err)
 		}
 		return h.ensureStreams(bctx)
 	}
@@ -657,6 +679,12 @@ func (h *Hub) stopLocked(ctx context.Context) error {
 		// The lease stopped above.
 		h.ctlNC.Close()
 		h.ctlNC, h.ctlJS = nil, nil
+	}
+	if h.desNC != nil {
+		// The migration controller stopped above.
+		_ = h.desNC.FlushTimeout(2 * time.Second)
+		h.desNC.Close()
+		h.desNC, h.desired = nil, nil
 	}
 	if h.nc != nil {
 		// Everything that consumed from this connection has stopped above; flush what was

@@ -140,7 +140,8 @@ func newBenchUICmd(stdio cli.IO) *cobra.Command {
 		Long: `ui seeds a store straight through its interface — --agents agents (15% offline), 51 migrations of which
 one spans the fleet mid-rollout with failures rolled back and failed rollbacks, a sweep, and --events events
 over 30 days (3% errors, 7% warnings) — for SQLite (a temp dir) and PostgreSQL (a temporary database,
-created and dropped). It then serves each page --requests times through the hub's UI and API handlers in
+created and dropped). --sqlite-file and --postgres-db keep the fixture instead, built on the first run
+and reused as it is by the next ones. It then serves each page --requests times through the hub's UI and API handlers in
 this process, with a logged-in session or the admin token, and prints p50, p95 and the largest time per
 page (server time: store queries and rendering, no network). The target is 200 ms p95; nothing fails
 over it, the table marks it.`,
@@ -158,6 +159,7 @@ over it, the table marks it.`,
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")
 	f.StringVar(&cfg.TempDir, "temp-dir", "", "directory for the SQLite file (default: the system's)")
 	f.StringVar(&cfg.SQLiteFile, "sqlite-file", "", "SQLite database to measure: built there if absent and kept, reused as it is if present (--agents and --events then do not apply)")
+	f.StringVar(&cfg.PostgresDB, "postgres-db", "", "PostgreSQL database to measure, on the --postgres server: created and built if absent and kept, reused as it is if present (--agents and --events then do not apply; drop it to build a new one)")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }

@@ -61,13 +61,15 @@ func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, e
 	}
 	c.mu.Unlock()
 	if rebuild {
-		rows, err := c.cfg.Store.ListAgents(ctx)
+		// The lean read: status and revocation are all the index keeps. A whole agent row
+		// (system facts, labels of its own) held 278 MiB at 100,000 agents while it was built.
+		rows, err := c.cfg.Store.AgentStates(ctx, nil)
 		if err != nil {
 			return nil, err
 		}
 		idx := make(map[string]agentEntry, len(rows))
 		for _, a := range rows {
-			idx[a.ID] = agentEntry{online: a.Status == wire.StatusOnline, revoked: a.RevokedAt != nil}
+			idx[a.ID] = agentEntry{online: a.Status == wire.StatusOnline, revoked: a.Revoked}
 		}
 		c.agents = idx
 		c.log.Debug("migration controller: agent index read", "agents", len(idx))

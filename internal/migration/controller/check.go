@@ -26,13 +26,13 @@ func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 	if err != nil {
 		return nil, err
 	}
-	agents, err := c.cfg.Store.ListAgents(ctx)
+	agents, err := c.cfg.Store.AgentStates(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
 	reachable := map[string]bool{}
 	for _, a := range agents {
-		reachable[a.ID] = a.Status == wire.StatusOnline && a.RevokedAt == nil
+		reachable[a.ID] = a.Status == wire.StatusOnline && !a.Revoked
 	}
 	c.mu.Lock()
 	observed := make(map[string]wire.ObservedState, len(c.observed))

@@ -86,7 +86,7 @@ type Controller struct {
 	epoch    int64
 	observed map[string]wire.ObservedState // agent → latest observed document
 	specs    map[string]*spec.Migration    // spec hash → parsed spec
-	written  map[string]string             // agent → desired document last written
+	written  map[string]docDigest          // agent → digest of the desired document last written
 	// counted holds, per migration, the time of the last pass that read the store and saved
 	// the migration's counted time: the next pass counts from there. A pass takes the whole map
 	// and puts back only the migrations it saved, so a pass cut short in any way (the store
@@ -163,7 +163,7 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
-		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]string{}, counted: map[string]time.Time{},
+		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
 		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
 		rows:    map[string]*rows{},
 		unsaved: map[string]map[string]unsavedActive{},
@@ -184,7 +184,7 @@ func (c *Controller) Stop(ctx context.Context) error { return c.life.Stop(ctx) }
 // between, and the time no run counted must count nothing), then it takes the lead.
 func (c *Controller) begin(ctx context.Context) error {
 	c.mu.Lock()
-	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]string{}
+	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]docDigest{}
 	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	// The agent index is read again from SQL by the first pass: another hub may have led and

@@ -15,6 +15,7 @@ import (
 
 	"godwit.dev/godwit/internal/lease/leasetest"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/credential"
@@ -46,6 +47,7 @@ type bundle struct {
 	clock  *fakeClock
 	kv     jetstream.KeyValue
 	srv    *bus.Server
+	nc     *nats.Conn   // the buckets' connection
 	agents []wire.Agent // in name order: agent-1 …
 	mu     sync.Mutex
 	events []wire.Event
@@ -75,7 +77,7 @@ func setup(t *testing.T, n int) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired, srv: srv}
+	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired, srv: srv, nc: nc}
 	tok := credential.New(credential.PrefixEnroll)
 	if err := st.CreateEnrollToken(ctx, wire.EnrollToken{ID: "t", MaxUses: n, ExpiresAt: b.clock.Now().Add(time.Hour), CreatedAt: b.clock.Now()}, credential.Hash(tok)); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"sort"
@@ -149,9 +150,12 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 }
 
 // desiredInFlight bounds the desired documents being put at once. The puts of a pass are
-// pipelined on the one NATS connection instead of waiting a round trip each; the bound keeps a
-// pass over a large fleet from flooding the connection's buffers or the server.
-const desiredInFlight = 128
+// pipelined on the bucket's connection instead of waiting a round trip each; the bound keeps a
+// pass over a large fleet from flooding the connection's buffers or the server. Under a
+// fleet's load a put takes a few hundred milliseconds, and the puts of an apply are the
+// rollout's critical path: 128 in flight wrote 10,000 documents in 18–22 s on a 2-core machine
+// that 1,024 wrote in 9 s.
+const desiredInFlight = 1024
 
 // writeDesired puts each agent's desired document into the desired bucket when it differs from
 // what this controller last wrote. An agent whose work is over gets an empty document, so it
@@ -180,15 +184,40 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 		emu  sync.Mutex
 		errs []error
 	)
+	// A put lost with the connection would wait for desiredPutTimeout; once the connection is
+	// seen down, the puts of this call end at once and go again with the next pass.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watched := make(chan struct{})
+	defer close(watched)
+	if c.cfg.Connected != nil {
+		go func() {
+			t := time.NewTicker(busCheckEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-watched:
+					return
+				case <-t.C:
+					if !c.cfg.Connected() {
+						cancel(errBusLost)
+						return
+					}
+				}
+			}
+		}()
+	}
 	for _, id := range agents {
 		doc, ok := docs[id]
 		empty := !ok
 		if empty {
 			doc, _ = json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: []wire.DesiredAssignment{}})
 		}
+		d := digest(doc)
 		c.mu.Lock()
-		same := c.written[id] == string(doc)
+		w, ok := c.written[id]
 		c.mu.Unlock()
+		same := ok && w == d
 		if same {
 			continue
 		}
@@ -196,7 +225,7 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := c.putDesired(ctx, id, doc, empty); err != nil {
+			if err := c.putDesired(ctx, id, doc, d, empty); err != nil {
 				emu.Lock()
 				errs = append(errs, err)
 				emu.Unlock()
@@ -250,9 +279,28 @@ func (w *desiredWriter) run(ctx context.Context, c *Controller) {
 	}
 }
 
-// putDesired puts one agent's document and records the outcome for that key alone.
-func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, empty bool) error {
-	if _, err := c.cfg.Desired.Put(ctx, id, doc); err != nil {
+// busCheckEvery is how often a burst of puts looks at the connection (Config.Connected).
+const busCheckEvery = 100 * time.Millisecond
+
+// errBusLost ends the puts in flight when the connection to NATS is seen down.
+var errBusLost = errors.New("the connection to NATS was lost")
+
+// desiredPutTimeout bounds one put. The puts are pipelined, desiredInFlight at a time, so a put
+// waits behind the others for about desiredInFlight / the server's rate: the client's default
+// of 5 s would time out every put of a server slower than about 200 puts a second (a replicated
+// bucket on slow disks), and each would be put again on the next pass. A put that times out is
+// put again all the same.
+const desiredPutTimeout = 30 * time.Second
+
+// putDesired puts one agent's document (whose digest is d) and records the outcome for that key
+// alone.
+func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, d docDigest, empty bool) error {
+	pctx, cancel := context.WithTimeout(ctx, desiredPutTimeout)
+	defer cancel()
+	if _, err := c.cfg.Desired.Put(pctx, id, doc); err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = cause
+		}
 		err = fmt.Errorf("desired state of %s (%d bytes): %w", id, len(doc), err)
 		c.mu.Lock()
 		if c.writeErr[id] != err.Error() && ctx.Err() == nil {
@@ -267,10 +315,23 @@ func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, empt
 	if empty {
 		delete(c.written, id)
 	} else {
-		c.written[id] = string(doc)
+		c.written[id] = d
 	}
 	c.mu.Unlock()
 	return nil
+}
+
+// docDigest identifies a desired document the controller wrote: all it needs to know is
+// whether the next one is the same. Keeping the documents themselves cost a kilobyte or so an
+// agent (about 100 MB at 100,000 agents). It never leaves the process, so a hash seeded at
+// random per process serves: two of them (128 bits), fast enough to take of every document of
+// every pass.
+type docDigest [2]uint64
+
+var digestSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+func digest(doc []byte) docDigest {
+	return docDigest{maphash.Bytes(digestSeeds[0], doc), maphash.Bytes(digestSeeds[1], doc)}
 }
 
 func nonNil(as []wire.DesiredAssignment) []wire.DesiredAssignment {

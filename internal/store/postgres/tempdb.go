@@ -27,30 +27,51 @@ func Reachable(ctx context.Context, server string) error {
 // TempDatabase creates a database named prefix plus a random suffix on server, and returns its
 // DSN and a function that drops it (closing any connection still open to it).
 func TempDatabase(ctx context.Context, server, prefix string) (dsn string, drop func() error, err error) {
+	name := prefix + strings.ToLower(rand.Text()[:16])
+	dsn, created, err := KeptDatabase(ctx, server, name)
+	if err != nil {
+		return "", nil, err
+	}
+	if !created {
+		return "", nil, fmt.Errorf("postgres: database %s exists already", name)
+	}
+	return dsn, func() error { return DropDatabase(server, name) }, nil
+}
+
+// KeptDatabase returns the DSN of database name on server, and creates it when it does not
+// exist; created says whether it did.
+func KeptDatabase(ctx context.Context, server, name string) (dsn string, created bool, err error) {
 	conn, err := pgx.Connect(ctx, server)
 	if err != nil {
-		return "", nil, fmt.Errorf("postgres: %w", err)
+		return "", false, fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Close(context.Background())
-	name := prefix + strings.ToLower(rand.Text()[:16])
-	ident := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
-		return "", nil, fmt.Errorf("postgres: create database %s: %w", name, err)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", false, fmt.Errorf("postgres: look up database %s: %w", name, err)
 	}
-	drop = func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, server)
-		if err != nil {
-			return fmt.Errorf("postgres: drop database %s: %w", name, err)
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", false, fmt.Errorf("postgres: create database %s: %w", name, err)
 		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("postgres: drop database %s: %w", name, err)
-		}
-		return nil
 	}
-	return withDatabase(server, name), drop, nil
+	return withDatabase(server, name), !exists, nil
+}
+
+// DropDatabase drops database name on server if it exists, closing any connection still open
+// to it.
+func DropDatabase(server, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		return fmt.Errorf("postgres: drop database %s: %w", name, err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("postgres: drop database %s: %w", name, err)
+	}
+	return nil
 }
 
 // withDatabase points a DSN, URL or keyword/value form, at database name.

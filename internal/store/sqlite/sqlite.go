@@ -131,6 +131,7 @@ func Dialect() sqlstore.Dialect {
 		// (SQLite materialises a multi-row VALUES list before inserting it).
 		RowsPerInsert:  1,
 		OneEventWriter: true,
+		OneWriter:      true,
 		Maintain:       checkpoint,
 	}
 }

@@ -22,7 +22,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, t wire.APIToken, hash string
 	if !t.Role.Valid() {
 		return fault.Invalid("role", "%q is not viewer, operator or admin", t.Role)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO api_tokens (id, hash, role, description, created_by, created_at, expires_at)
+	res, err := s.exec(ctx, `INSERT INTO api_tokens (id, hash, role, description, created_by, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
 		t.ID, hash, string(t.Role), t.Description, t.CreatedBy, micros(t.CreatedAt), micros(t.ExpiresAt))
 	if err != nil {
@@ -84,11 +84,11 @@ func (s *Store) ListAPITokens(ctx context.Context) ([]wire.APIToken, error) {
 
 // RevokeAPIToken implements store.AccessStore.
 func (s *Store) RevokeAPIToken(ctx context.Context, id string, now time.Time) (wire.APIToken, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return wire.APIToken{}, fmt.Errorf("revoke api token: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	t, err := scanAPIToken(tx.QueryRowContext(ctx, `UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
 		RETURNING `+apiTokenColumns, id, micros(now)))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -108,7 +108,7 @@ func (s *Store) RevokeAPIToken(ctx context.Context, id string, now time.Time) (w
 
 // InsertAudit implements store.AccessStore.
 func (s *Store) InsertAudit(ctx context.Context, e wire.AuditEntry) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO audit_log (at, token_id, actor, role, method, path, route, target, status, remote, via)
+	_, err := s.exec(ctx, `INSERT INTO audit_log (at, token_id, actor, role, method, path, route, target, status, remote, via)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		micros(e.Time), e.TokenID, e.Actor, string(e.Role), e.Method, e.Path, e.Route, e.Target, e.Status, e.Remote, e.Via)
 	if err != nil {

@@ -91,13 +91,13 @@ func (s *Store) InsertEvents(ctx context.Context, events []store.StoredEvent, st
 	return int(inserted), nil
 }
 
-// beginEvents begins the transaction of a batch of events: on the connection kept for them
-// (Dialect.OneEventWriter), waiting for it while another batch is written, or on any. release
-// gives the connection back once the transaction has ended.
+// beginEvents begins the transaction of a batch of events in the store's turn to write: on the
+// connection kept for them (Dialect.OneEventWriter), waiting for it while another batch is
+// written, or on any. release gives the turn and the connection back once the transaction has
+// ended.
 func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), err error) {
 	if s.eventConn == nil {
-		tx, err := s.db.BeginTx(ctx, nil)
-		return tx, func() {}, err
+		return s.begin(ctx)
 	}
 	var conn *sql.Conn
 	select {
@@ -111,7 +111,13 @@ func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), er
 			return nil, nil, err
 		}
 	}
+	done, err := s.turn(ctx)
+	if err != nil {
+		s.eventConn <- conn
+		return nil, nil, err
+	}
 	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		done()
 		if errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
 			_ = conn.Close()
 			conn = nil // the next batch takes a new one
@@ -119,7 +125,7 @@ func (s *Store) beginEvents(ctx context.Context) (tx *sql.Tx, release func(), er
 		s.eventConn <- conn
 		return nil, nil, err
 	}
-	return tx, func() { s.eventConn <- conn }, nil
+	return tx, func() { done(); s.eventConn <- conn }, nil
 }
 
 // Statements of a whole batch for engines that bind Go slices as arrays (Dialect.ArrayParams):
@@ -342,16 +348,39 @@ func eventQuery(q store.EventQuery) (string, []any, error) {
 		pq.and("(" + strings.Join(ors, " OR ") + ")")
 	}
 	if len(q.Severities) > 0 {
-		var ins []string
+		var ranks []int
 		for _, sv := range q.Severities {
 			r := wire.SeverityRank(sv)
 			if r < 0 {
 				return "", nil, fault.Invalid("severity", "%q is not info, warning or error", sv)
 			}
-			ins = append(ins, pq.arg(r))
+			ranks = append(ranks, r)
 		}
-		pq.and("severity IN (" + strings.Join(ins, ",") + ")")
-		if !slices.Contains(q.Severities, wire.SeverityInfo) {
+		slices.Sort(ranks)
+		ranks = slices.Compact(ranks)
+		in := func() string {
+			ps := make([]string, len(ranks))
+			for i, r := range ranks {
+				ps[i] = pq.arg(r)
+			}
+			return "severity IN (" + strings.Join(ps, ",") + ")"
+		}
+		switch top := len(severityNames) - 1; {
+		case ranks[0] == 0:
+			pq.and(in())
+		case len(ranks) == top-ranks[0]+1:
+			// Every rank from the lowest asked up (errors; warnings and errors) as a lower bound
+			// beside the partial index's (below). PostgreSQL estimates each condition of a column
+			// apart and multiplies them, but of two lower bounds it keeps the tighter: "severity
+			// IN (2) AND severity > 0" it took for a tenth of the errors there are (the share of
+			// errors times the share of problems), and chose sorts over index walks for it.
+			if ranks[0] > 1 {
+				pq.and("severity >= " + pq.arg(ranks[0]))
+			}
+		default:
+			pq.and(in())
+		}
+		if ranks[0] > 0 {
 			// Spelled as the partial index of warnings and errors is, so that both engines'
 			// planners see that the index covers the query.
 			pq.and("severity > 0")

@@ -38,3 +38,9 @@ const CountLatestQuery = countLatestQuery
 
 // CountAgentsQuery is the SQL text CountAgentsByStatus runs.
 const CountAgentsQuery = countAgentsQuery
+
+// Turn waits for the store's turn to write and returns the function that gives it up.
+func (s *Store) Turn(ctx context.Context) (func(), error) { return s.turn(ctx) }
+
+// WaitingWriters is how many writers wait for their turn.
+func (s *Store) WaitingWriters() int { return int(s.waiting.Load()) }

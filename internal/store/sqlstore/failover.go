@@ -24,11 +24,11 @@ func scanFailoverGroup(row interface{ Scan(...any) error }) (wire.FailoverGroup,
 
 // PutFailoverGroup implements store.FailoverStore.
 func (s *Store) PutFailoverGroup(ctx context.Context, g wire.FailoverGroup) (wire.FailoverGroup, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return g, fmt.Errorf("put failover group: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if g.Version == 0 {
 		res, err := tx.ExecContext(ctx, `INSERT INTO failover_groups (`+failoverCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, 1)
 			ON CONFLICT (name) DO NOTHING`, g.Name, string(g.Spec), g.SpecHash, boolInt(g.Paused), g.PauseReason,
@@ -144,11 +144,11 @@ func (s *Store) ListFailoverGroups(ctx context.Context) ([]wire.FailoverGroup, e
 
 // DeleteFailoverGroup implements store.FailoverStore.
 func (s *Store) DeleteFailoverGroup(ctx context.Context, name string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("delete failover group: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM failover_members WHERE grp = $1`, name); err != nil {
 		return fmt.Errorf("delete failover group: %w", err)
 	}

@@ -22,7 +22,7 @@ func (s *Store) AdoptEpoch(ctx context.Context, name, holder string, epoch int64
 	if epoch <= 0 {
 		return fault.Invalid("epoch", "must be positive (got %d)", epoch)
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO leadership (name, epoch, holder, updated_at) VALUES ($1, $2, $3, $4)
+	res, err := s.exec(ctx, `INSERT INTO leadership (name, epoch, holder, updated_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch, holder = excluded.holder, updated_at = excluded.updated_at
 		WHERE leadership.epoch <= excluded.epoch`, name, epoch, holder, micros(now))
 	if err != nil {
@@ -39,11 +39,11 @@ func (s *Store) AdoptNATS(ctx context.Context, identity string, now time.Time) e
 	if identity == "" {
 		return fault.Invalid("identity", "must not be empty")
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("adopt nats: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, created_at = excluded.created_at`,
 		NATSIdentitySetting, identity, micros(now)); err != nil {
@@ -63,7 +63,7 @@ func (s *Store) SaveReplica(ctx context.Context, r wire.HubReplica) error {
 	if r.ID == "" {
 		return fault.Invalid("id", "must not be empty")
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO hub_replicas (id, address, nats, role, epoch, since, started_at, seen_at)
+	_, err := s.exec(ctx, `INSERT INTO hub_replicas (id, address, nats, role, epoch, since, started_at, seen_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (id) DO UPDATE SET address = excluded.address, nats = excluded.nats, role = excluded.role, epoch = excluded.epoch,
 		since = excluded.since, started_at = excluded.started_at, seen_at = excluded.seen_at`,
@@ -99,7 +99,7 @@ func (s *Store) ListReplicas(ctx context.Context) ([]wire.HubReplica, error) {
 
 // DeleteReplica implements store.Store.
 func (s *Store) DeleteReplica(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM hub_replicas WHERE id = $1`, id); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM hub_replicas WHERE id = $1`, id); err != nil {
 		return fmt.Errorf("delete replica %s: %w", id, err)
 	}
 	return nil

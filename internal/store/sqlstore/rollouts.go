@@ -19,7 +19,12 @@ import (
 // AcquireEpoch implements store.Store.
 func (s *Store) AcquireEpoch(ctx context.Context, name, holder string, now time.Time) (int64, error) {
 	var epoch int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO leadership (name, epoch, holder, updated_at) VALUES ($1, 1, $2, $3)
+	done, err := s.turn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("acquire epoch %s: %w", name, err)
+	}
+	defer done()
+	err = s.db.QueryRowContext(ctx, `INSERT INTO leadership (name, epoch, holder, updated_at) VALUES ($1, 1, $2, $3)
 		ON CONFLICT (name) DO UPDATE SET epoch = leadership.epoch + 1, holder = excluded.holder, updated_at = excluded.updated_at
 		RETURNING epoch`, name, holder, micros(now)).Scan(&epoch)
 	if err != nil {
@@ -41,7 +46,7 @@ func (s *Store) Leader(ctx context.Context, name string) (string, int64, time.Ti
 
 // TouchEpoch implements store.Store.
 func (s *Store) TouchEpoch(ctx context.Context, fence store.Fence, now time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE leadership SET updated_at = $3 WHERE name = $1 AND epoch = $2`, fence.Name, fence.Epoch, micros(now))
+	res, err := s.exec(ctx, `UPDATE leadership SET updated_at = $3 WHERE name = $1 AND epoch = $2`, fence.Name, fence.Epoch, micros(now))
 	if err != nil {
 		return fmt.Errorf("touch epoch: %w", err)
 	}
@@ -144,11 +149,11 @@ func writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assignment) err
 
 // CreateMigration implements store.Store.
 func (s *Store) CreateMigration(ctx context.Context, m wire.Migration, as []wire.Assignment) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("create migration: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	var deletedAt int64
 	err = tx.QueryRowContext(ctx, `SELECT deleted_at FROM deleted_migrations WHERE name = $1`, m.Name).Scan(&deletedAt)
 	switch {
@@ -227,11 +232,11 @@ func (s *Store) ListAssignments(ctx context.Context, migration string) ([]wire.A
 
 // SaveMigration implements store.Store.
 func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m wire.Migration, changed []wire.Assignment) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("save migration: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if fence.Epoch != 0 {
 		// Touching the leadership row both checks the epoch and, on PostgreSQL, locks the row
 		// until commit, so a new leader cannot take over between this check and the writes.
@@ -264,11 +269,11 @@ func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m wire.Mig
 
 // DeleteMigration implements store.Store.
 func (s *Store) DeleteMigration(ctx context.Context, name string, version int64, at time.Time) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("delete migration: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	res, err := tx.ExecContext(ctx, `DELETE FROM migrations WHERE name = $1 AND version = $2`, name, version)
 	if err != nil {
 		return fmt.Errorf("delete migration: %w", err)
@@ -291,11 +296,11 @@ func (s *Store) DeleteMigration(ctx context.Context, name string, version int64,
 
 // ReconcileFindings implements store.Store.
 func (s *Store) ReconcileFindings(ctx context.Context, fence store.Fence, current []wire.CheckFinding, now time.Time) ([]wire.CheckFinding, []store.OpenFinding, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if err := checkFence(ctx, tx, fence); err != nil {
 		return nil, nil, fmt.Errorf("reconcile findings: %w", err)
 	}

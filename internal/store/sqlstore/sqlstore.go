@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"godwit.dev/godwit/internal/fault"
@@ -41,6 +42,14 @@ type Dialect struct {
 	// hands out whichever connection a reader just returned) spent about a third of the insert
 	// time doing so. The engine has one writer at a time anyway.
 	OneEventWriter bool
+	// OneWriter queues the store's writes in this process, in the order they came, for the
+	// engine's single write lock (SQLite), instead of each one polling for it with the engine's
+	// busy handler. Polling is unfair: a writer that commits and begins again at once (the
+	// ingest with a backlog) takes the lock back before the sleepers wake, so a controller's
+	// save of a few hundred rows waited seconds, and every waiting writer held one of the
+	// pool's few connections meanwhile, so readers waited too. Queued, a write waits for the
+	// writes that came before it, no more.
+	OneWriter bool
 	// Maintain, if set, runs in its own goroutine from Open until Close (which cancels ctx and
 	// waits for it): upkeep the engine wants done off the writers' path.
 	Maintain func(ctx context.Context, db *sql.DB)
@@ -62,6 +71,10 @@ type Store struct {
 	// eventConn holds the connection events are written on (Dialect.OneEventWriter), nil until
 	// the first batch; whoever takes it writes, the others wait.
 	eventConn chan *sql.Conn
+	// writer is the turn to write (Dialect.OneWriter): whoever holds its one slot writes; the
+	// others wait in arrival order. Nil without OneWriter.
+	writer  chan struct{}
+	waiting atomic.Int32 // writers waiting for their turn
 }
 
 var _ store.Store = (*Store)(nil)
@@ -77,6 +90,9 @@ func Open(ctx context.Context, db *sql.DB, d Dialect) (*Store, error) {
 		d.RowsPerInsert = DefaultRowsPerInsert
 	}
 	s := &Store{db: db, dialect: d}
+	if d.OneWriter {
+		s.writer = make(chan struct{}, 1)
+	}
 	if d.OneEventWriter {
 		s.eventConn = make(chan *sql.Conn, 1)
 		s.eventConn <- nil
@@ -161,7 +177,7 @@ func fromMicros(v int64) time.Time {
 
 // InitAdminToken implements store.Store.
 func (s *Store) InitAdminToken(ctx context.Context, hash string, now time.Time) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ('admin_token_hash', $1, $2)
+	res, err := s.exec(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ('admin_token_hash', $1, $2)
 		ON CONFLICT (key) DO NOTHING`, hash, micros(now))
 	if err != nil {
 		return false, fmt.Errorf("store admin token: %w", err)
@@ -188,7 +204,7 @@ func (s *Store) EnsureSetting(ctx context.Context, key, value string, now time.T
 	if key == "" || key == "admin_token_hash" {
 		return "", fault.Invalid("key", "%q is not a setting EnsureSetting may write", key)
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ($1, $2, $3)
+	if _, err := s.exec(ctx, `INSERT INTO hub_settings (key, value, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (key) DO NOTHING`, key, value, micros(now)); err != nil {
 		return "", fmt.Errorf("ensure setting %s: %w", key, err)
 	}
@@ -201,7 +217,7 @@ func (s *Store) EnsureSetting(ctx context.Context, key, value string, now time.T
 
 // CreateEnrollToken implements store.Store.
 func (s *Store) CreateEnrollToken(ctx context.Context, t wire.EnrollToken, hash string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, description, max_uses, uses, expires_at, created_at)
+	_, err := s.exec(ctx, `INSERT INTO enroll_tokens (id, hash, description, max_uses, uses, expires_at, created_at)
 		VALUES ($1, $2, $3, $4, 0, $5, $6)`, t.ID, hash, t.Description, t.MaxUses, micros(t.ExpiresAt), micros(t.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("create enroll token: %w", err)
@@ -231,7 +247,7 @@ func (s *Store) ListEnrollTokens(ctx context.Context) ([]wire.EnrollToken, error
 
 // DeleteEnrollToken implements store.Store.
 func (s *Store) DeleteEnrollToken(ctx context.Context, id string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM enroll_tokens WHERE id = $1`, id)
+	res, err := s.exec(ctx, `DELETE FROM enroll_tokens WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("delete enroll token: %w", err)
 	}
@@ -243,11 +259,11 @@ func (s *Store) DeleteEnrollToken(ctx context.Context, id string) error {
 
 // Enroll implements store.Store.
 func (s *Store) Enroll(ctx context.Context, tokenHash string, now time.Time, a wire.Agent, credHash string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 
 	var tokenID string
 	err = tx.QueryRowContext(ctx, `UPDATE enroll_tokens SET uses = uses + 1
@@ -413,7 +429,7 @@ func (s *Store) AgentCredential(ctx context.Context, id string) (string, bool, e
 
 // RevokeAgent implements store.Store. Revoking twice keeps the first revocation time.
 func (s *Store) RevokeAgent(ctx context.Context, id string, now time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE agents SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, micros(now))
+	res, err := s.exec(ctx, `UPDATE agents SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, micros(now))
 	if err != nil {
 		return fmt.Errorf("revoke agent: %w", err)
 	}
@@ -428,11 +444,11 @@ func (s *Store) UpdateLiveness(ctx context.Context, updates []store.Liveness) er
 	if len(updates) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("update liveness: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	stmt, err := tx.PrepareContext(ctx, `UPDATE agents SET
 		last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END,
 		status = $3,

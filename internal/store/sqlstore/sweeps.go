@@ -46,7 +46,7 @@ func suspensionArgs(sw wire.Sweep) (suspended int, at int64, by, via, reason str
 // CreateSweep implements store.Store.
 func (s *Store) CreateSweep(ctx context.Context, sw wire.Sweep) error {
 	sus, at, by, via, reason := suspensionArgs(sw)
-	res, err := s.db.ExecContext(ctx, `INSERT INTO sweeps (`+sweepCols+`) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)
+	res, err := s.exec(ctx, `INSERT INTO sweeps (`+sweepCols+`) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10, $11)
 		ON CONFLICT (name) DO NOTHING`, sw.Name, sw.Spec, sw.SpecHash, micros(sw.NextFireAt), micros(sw.CreatedAt), micros(sw.UpdatedAt),
 		sus, at, by, via, reason)
 	if err != nil {
@@ -61,7 +61,7 @@ func (s *Store) CreateSweep(ctx context.Context, sw wire.Sweep) error {
 // UpdateSweep implements store.Store.
 func (s *Store) UpdateSweep(ctx context.Context, sw wire.Sweep, reschedule bool) error {
 	sus, at, by, via, reason := suspensionArgs(sw)
-	res, err := s.db.ExecContext(ctx, `UPDATE sweeps SET spec = $3, spec_hash = $4, updated_at = $5,
+	res, err := s.exec(ctx, `UPDATE sweeps SET spec = $3, spec_hash = $4, updated_at = $5,
 		next_fire_at = CASE WHEN $6 = 1 THEN $7 ELSE next_fire_at END, version = version + 1,
 		suspended = $8, suspended_at = $9, suspended_by = $10, suspended_via = $11, suspend_reason = $12
 		WHERE name = $1 AND version = $2`,
@@ -108,7 +108,7 @@ func (s *Store) ListSweeps(ctx context.Context) ([]wire.Sweep, error) {
 
 // DeleteSweep implements store.Store.
 func (s *Store) DeleteSweep(ctx context.Context, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM sweeps WHERE name = $1`, name)
+	res, err := s.exec(ctx, `DELETE FROM sweeps WHERE name = $1`, name)
 	if err != nil {
 		return fmt.Errorf("delete sweep: %w", err)
 	}
@@ -233,11 +233,11 @@ func checkFence(ctx context.Context, tx *sql.Tx, f store.Fence) error {
 
 // StartRun implements store.Store.
 func (s *Store) StartRun(ctx context.Context, fence store.Fence, firing *store.SweepFiring, run wire.SweepRun, agents []wire.SweepRunAgent) (wire.SweepRun, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return run, fmt.Errorf("start sweep run: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if err := checkFence(ctx, tx, fence); err != nil {
 		return run, fmt.Errorf("start sweep run of %s: %w", run.Sweep, err)
 	}
@@ -309,11 +309,11 @@ func lockSkipped(run wire.SweepRun, holder string) wire.SweepRun {
 
 // SaveRun implements store.Store.
 func (s *Store) SaveRun(ctx context.Context, fence store.Fence, run wire.SweepRun, changed []wire.SweepRunAgent) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, end, err := s.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("save sweep run: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer end()
 	if err := checkFence(ctx, tx, fence); err != nil {
 		return fmt.Errorf("save sweep run %s: %w", run.ID, err)
 	}

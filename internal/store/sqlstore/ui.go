@@ -23,7 +23,7 @@ import (
 
 // CreateSession implements store.UIStore.
 func (s *Store) CreateSession(ctx context.Context, sess store.Session) error {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at, token_id, role, actor)
+	res, err := s.exec(ctx, `INSERT INTO ui_sessions (id_hash, csrf, created_at, expires_at, token_id, role, actor)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id_hash) DO NOTHING`,
 		sess.IDHash, sess.CSRF, micros(sess.CreatedAt), micros(sess.ExpiresAt), sess.TokenID, string(sess.Role), sess.Actor)
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Store) GetSession(ctx context.Context, idHash string, now time.Time) (s
 
 // DeleteSession implements store.UIStore.
 func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM ui_sessions WHERE id_hash = $1`, idHash); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM ui_sessions WHERE id_hash = $1`, idHash); err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	return nil
@@ -63,7 +63,7 @@ func (s *Store) DeleteSession(ctx context.Context, idHash string) error {
 
 // DeleteExpiredSessions implements store.UIStore.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM ui_sessions WHERE expires_at <= $1`, micros(now))
+	res, err := s.exec(ctx, `DELETE FROM ui_sessions WHERE expires_at <= $1`, micros(now))
 	if err != nil {
 		return 0, fmt.Errorf("delete expired sessions: %w", err)
 	}

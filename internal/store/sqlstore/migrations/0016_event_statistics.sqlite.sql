@@ -1,0 +1,2 @@
+-- PostgreSQL gains statistics of (migration, severity) pairs here. SQLite's planner reads the
+-- newest events of a migration by the indexes of 0011 and 0014 without them: nothing to do.
