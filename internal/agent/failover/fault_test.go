@@ -101,7 +101,13 @@ func TestPartitionedPrimaryFencesBeforeThePromotion(t *testing.T) {
 	if !ok {
 		t.Fatalf("the partitioned primary never fenced: %+v", ev.all)
 	}
-	promoting, _ := ev.first(rID, string(machine.Promoting), cut)
+	// The promotion is the replica winning the record (promoting → activating), not an attempt:
+	// a replica that started beside the primary may still try to bootstrap the group just after
+	// the pair is up, and lose the compare-and-set to the primary's record.
+	promoting, ok := ev.first(rID, string(machine.Activating), cut)
+	if !ok {
+		t.Fatalf("the replica is a healthy primary but never activated: %+v", ev.all)
+	}
 	if !fenced.Before(promoting) {
 		for _, e := range ev.all {
 			t.Logf("%s %s %s %s->%s %s %s", e.at.Format(time.StampMilli), e.Member[:2], e.Role, e.From, e.To, e.Hook, e.Reason)
