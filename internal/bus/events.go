@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 
@@ -46,20 +47,85 @@ func PublishEvent(ctx context.Context, nc *nats.Conn, agentID, eventID string, p
 	msg := nats.NewMsg(wire.EventSubject(agentID))
 	msg.Header.Set(HeaderMsgID, eventID)
 	msg.Data = payload
+	return requestEvents(ctx, nc, msg, "event "+eventID)
+}
+
+// BatchOverhead is what PublishEvents reserves of the connection's max payload for the
+// headers of a batch.
+const BatchOverhead = 1024
+
+// MaxBatchBytes is the largest batch body PublishEvents sends on nc: wire.MaxBatchBytes, or less
+// when the server's max payload is smaller.
+func MaxBatchBytes(nc *nats.Conn) int {
+	return min(wire.MaxBatchBytes, int(nc.MaxPayload())-BatchOverhead)
+}
+
+// PublishEvents publishes encoded events of one agent as one event batch (see wire.HeaderEvents)
+// on the agent's event subject, with wire.EventBatchID of their ids as the JetStream message
+// id, and waits for the events stream to acknowledge it, as PublishEvent does for one event.
+// ids[n] is the id of payloads[n].
+//
+// A batch holds 1 to wire.MaxBatchEvents events of at most wire.MaxEventBytes each, and its
+// body at most MaxBatchBytes(nc); an event holding a newline cannot be batched (send it with
+// PublishEvent). A batch over a limit is refused before anything is sent, with an error wrapping
+// fault.ErrTooLarge (size) or fault.ErrInvalid.
+//
+// duplicate is true when the stream already held this very batch (same events, in the same
+// order) within its window. Events of a batch that also went out in another one are stored once
+// by the hub's sink, which skips event ids it holds.
+func PublishEvents(ctx context.Context, nc *nats.Conn, agentID string, ids []string, payloads [][]byte) (seq uint64, duplicate bool, err error) {
+	if !ValidAgentID(agentID) {
+		return 0, false, fault.Invalid("agentID", "not a canonical UUID: %q", agentID)
+	}
+	if len(ids) != len(payloads) {
+		return 0, false, fault.Invalid("ids", "%d ids for %d events", len(ids), len(payloads))
+	}
+	for n, id := range ids {
+		if id == "" {
+			return 0, false, fault.Invalid("ids", "event %d has no id; an event id is required for de-duplication", n)
+		}
+		if len(payloads[n]) > wire.MaxEventBytes {
+			return 0, false, fmt.Errorf("publish events: event %s: %d bytes, over the %d-byte limit: %w",
+				id, len(payloads[n]), wire.MaxEventBytes, fault.ErrTooLarge)
+		}
+	}
+	if len(payloads) > 0 {
+		sizes := make([]int, len(payloads))
+		for n, p := range payloads {
+			sizes[n] = len(p)
+		}
+		if size, limit := wire.BatchSize(sizes...), MaxBatchBytes(nc); size > limit {
+			return 0, false, fmt.Errorf("publish events: a batch of %d events is %d bytes, over the %d-byte limit: %w",
+				len(payloads), size, limit, fault.ErrTooLarge)
+		}
+	}
+	body, err := wire.EncodeEventBatch(payloads)
+	if err != nil {
+		return 0, false, fault.Invalid("payloads", "%v", err)
+	}
+	msg := nats.NewMsg(wire.EventSubject(agentID))
+	msg.Header.Set(HeaderMsgID, wire.EventBatchID(ids))
+	msg.Header.Set(wire.HeaderEvents, strconv.Itoa(len(payloads)))
+	msg.Data = body
+	return requestEvents(ctx, nc, msg, fmt.Sprintf("%d events %s..%s", len(ids), ids[0], ids[len(ids)-1]))
+}
+
+// requestEvents sends an event message as a request and checks the stream's acknowledgement.
+func requestEvents(ctx context.Context, nc *nats.Conn, msg *nats.Msg, what string) (seq uint64, duplicate bool, err error) {
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
-		return 0, false, fmt.Errorf("publish event %s: %w", eventID, requestErr(err))
+		return 0, false, fmt.Errorf("publish %s: %w", what, requestErr(err))
 	}
 	var ack eventPubAck
 	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, false, fmt.Errorf("publish event %s: bad acknowledgement %q: %w", eventID, resp.Data, err)
+		return 0, false, fmt.Errorf("publish %s: bad acknowledgement %q: %w", what, resp.Data, err)
 	}
 	if ack.Error != nil {
-		return 0, false, fmt.Errorf("publish event %s: %w", eventID, ack.Error)
+		return 0, false, fmt.Errorf("publish %s: %w", what, ack.Error)
 	}
 	if ack.Stream != wire.StreamEvents || ack.Seq == 0 {
-		return 0, false, fmt.Errorf("publish event %s: acknowledgement from stream %q seq %d, want %q",
-			eventID, ack.Stream, ack.Seq, wire.StreamEvents)
+		return 0, false, fmt.Errorf("publish %s: acknowledgement from stream %q seq %d, want %q",
+			what, ack.Stream, ack.Seq, wire.StreamEvents)
 	}
 	return ack.Seq, ack.Duplicate, nil
 }

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,76 @@ func TestPublishEvent(t *testing.T) {
 	_, _, err = PublishEvent(ctx, a.Conn, idA, uuid.Must(uuid.NewV7()).String(), []byte(`{"n":3}`))
 	if err == nil || !strings.Contains(err.Error(), "jetstream:") {
 		t.Errorf("publish to a full stream: err = %v, want a JetStream error", err)
+	}
+}
+
+// A batch is stored as one message with its count and an id naming its events; the same batch
+// again is a duplicate, but a batch re-formed differently (after a crash or a failed send, with
+// more events queued) is stored, whatever events it shares with the first.
+func TestPublishEvents(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ctx := testCtx(t)
+	idA, pwA := bd.agents.enroll(t)
+	a := bd.connectAgent(t, idA, pwA)
+	st := createTestEventsStream(t, bd.js, nil)
+
+	var ids []string
+	var payloads [][]byte
+	for n := range 3 {
+		ids = append(ids, uuid.Must(uuid.NewV7()).String())
+		payloads = append(payloads, []byte(fmt.Sprintf(`{"n":%d}`, n)))
+	}
+	seq, dup, err := PublishEvents(ctx, a.Conn, idA, ids[:2], payloads[:2])
+	if err != nil || dup || seq != 1 {
+		t.Fatalf("first batch = %d, %v, %v; want seq 1, not a duplicate", seq, dup, err)
+	}
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != wire.EventSubject(idA) || string(m.Data) != "{\"n\":0}\n{\"n\":1}" ||
+		m.Header.Get(wire.HeaderEvents) != "2" || m.Header.Get(HeaderMsgID) != wire.EventBatchID(ids[:2]) {
+		t.Errorf("stored %s %q with headers %v", m.Subject, m.Data, m.Header)
+	}
+	// The same batch again: a duplicate of message 1.
+	if seq, dup, err = PublishEvents(ctx, a.Conn, idA, ids[:2], payloads[:2]); err != nil || !dup || seq != 1 {
+		t.Fatalf("resent batch = %d, %v, %v; want seq 1, duplicate", seq, dup, err)
+	}
+	// Re-formed with the event queued since: a new message, not a duplicate of the smaller one.
+	if seq, dup, err = PublishEvents(ctx, a.Conn, idA, ids, payloads); err != nil || dup || seq != 2 {
+		t.Fatalf("re-formed batch = %d, %v, %v; want seq 2, not a duplicate", seq, dup, err)
+	}
+	// Its first event alone, as a single-event message: not a duplicate of either batch.
+	if seq, dup, err = PublishEvent(ctx, a.Conn, idA, ids[0], payloads[0]); err != nil || dup || seq != 3 {
+		t.Fatalf("single event after the batches = %d, %v, %v; want seq 3", seq, dup, err)
+	}
+
+	big := []byte(strings.Repeat("x", wire.MaxEventBytes))
+	for _, tc := range []struct {
+		name     string
+		ids      []string
+		payloads [][]byte
+		want     error
+	}{
+		{"empty", nil, nil, fault.ErrInvalid},
+		{"ids and events differ", ids[:1], payloads[:2], fault.ErrInvalid},
+		{"no id", []string{ids[0], ""}, payloads[:2], fault.ErrInvalid},
+		{"newline", ids[:1], [][]byte{[]byte("{\n}")}, fault.ErrInvalid},
+		{"event too large", ids[:1], [][]byte{append(big, 'x')}, fault.ErrTooLarge},
+		{"batch too large", ids, [][]byte{big, big, big}, fault.ErrTooLarge},
+		{"too many", make([]string, wire.MaxBatchEvents+1), make([][]byte, wire.MaxBatchEvents+1), fault.ErrInvalid},
+	} {
+		if tc.name == "too many" {
+			for n := range tc.ids {
+				tc.ids[n], tc.payloads[n] = uuid.NewString(), []byte("{}")
+			}
+		}
+		if _, _, err := PublishEvents(ctx, a.Conn, idA, tc.ids, tc.payloads); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 3 {
+		t.Fatalf("stream holds %v messages (%v), want 3", info, err)
 	}
 }
