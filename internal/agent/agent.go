@@ -199,8 +199,13 @@ func (a *Agent) run(ctx context.Context) error {
 	a.event(ctx, wire.EventAgentStarted, wire.SeverityInfo, wire.EventData{Message: "agent " + a.id.Name + " started, version " + buildinfo.String()})
 	sent := make(chan error, 1)
 	go func() {
-		sent <- ob.Run(ctx, func(ctx context.Context, e outbox.Entry) error {
-			_, _, err := bus.PublishEvent(ctx, a.nc, a.id.AgentID, e.ID, e.Payload)
+		sent <- ob.Run(ctx, func(ctx context.Context, entries []outbox.Entry) error {
+			ids := make([]string, len(entries))
+			payloads := make([][]byte, len(entries))
+			for n, e := range entries {
+				ids[n], payloads[n] = e.ID, e.Payload
+			}
+			_, err := bus.SendEvents(ctx, a.nc, a.id.AgentID, ids, payloads)
 			return err
 		})
 	}()

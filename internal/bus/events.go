@@ -129,3 +129,33 @@ func requestEvents(ctx context.Context, nc *nats.Conn, msg *nats.Msg, what strin
 	}
 	return ack.Seq, ack.Duplicate, nil
 }
+
+// SendEvents publishes encoded events of one agent, in order, in as few messages as the limits
+// allow, waiting for each acknowledgement: a lone event as a single-event message (PublishEvent,
+// which every hub takes), several as batches (PublishEvents) of up to wire.MaxBatchEvents events
+// within MaxBatchBytes(nc). An event holding a newline cannot be batched and goes alone. ids[n]
+// is the id of payloads[n].
+//
+// It returns how many messages were acknowledged, and the first error. Events of messages
+// acknowledged before an error are stored; sending them again is harmless (the hub skips event
+// ids it holds), so a caller may treat an error as "nothing was sent".
+func SendEvents(ctx context.Context, nc *nats.Conn, agentID string, ids []string, payloads [][]byte) (messages int, err error) {
+	if len(ids) != len(payloads) {
+		return 0, fault.Invalid("ids", "%d ids for %d events", len(ids), len(payloads))
+	}
+	limit := MaxBatchBytes(nc)
+	for len(ids) > 0 {
+		n := wire.BatchPrefix(payloads, limit)
+		if n == 1 {
+			_, _, err = PublishEvent(ctx, nc, agentID, ids[0], payloads[0])
+		} else {
+			_, _, err = PublishEvents(ctx, nc, agentID, ids[:n], payloads[:n])
+		}
+		if err != nil {
+			return messages, err
+		}
+		messages++
+		ids, payloads = ids[n:], payloads[n:]
+	}
+	return messages, nil
+}

@@ -117,3 +117,19 @@ func EventBatchID(ids []string) string {
 	}
 	return fmt.Sprintf("%s..%s:%d:%x", ids[0], ids[len(ids)-1], len(ids), h.Sum(nil)[:8])
 }
+
+// BatchPrefix returns how many of the first events go in one message: as many as fit in a batch
+// of at most MaxBatchEvents events and maxBytes bytes, and at least one (an event too large for
+// any batch, or holding a newline, goes alone, as a single-event message).
+func BatchPrefix(payloads [][]byte, maxBytes int) int {
+	size := -1
+	for n, p := range payloads {
+		if n == MaxBatchEvents || bytes.IndexByte(p, '\n') >= 0 {
+			return max(n, 1)
+		}
+		if size += 1 + len(p); size > maxBytes {
+			return max(n, 1)
+		}
+	}
+	return len(payloads)
+}

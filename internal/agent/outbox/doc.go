@@ -8,18 +8,24 @@
 //
 // # Delivery
 //
-// [Outbox.Run] sends the oldest event first (FIFO by insertion) with the id its producer assigned
-// (a UUIDv7), waits for the acknowledgement, and only then deletes it. A failed send is retried,
+// [Outbox.Run] sends the oldest events first (FIFO by insertion), each with the id its producer
+// assigned (a UUIDv7): what is queued, up to 64 events within wire.MaxBatchBytes, goes in one
+// call of the Publisher, which the agent sends as one event batch (wire.HeaderEvents; a lone
+// event as a plain single-event message). It waits for the acknowledgement, and only then
+// deletes the events. A failed send is retried,
 // forever, after an exponential back-off (0.5 s doubling to 30 s, counted on the injected clock);
 // the back-off is not cut short by new events, so an outage of hours costs a request every 30 s,
 // not one per event. The number of failed attempts is kept in the journal with each event.
 //
 // Delivery is at-least-once: an event can be sent twice when the process dies between the
-// acknowledgement and the delete (deletes of a batch of acknowledged events are committed
-// together, so up to one batch), or when an acknowledgement is lost on the way back. The resend
-// carries the same id, and twice the same id is harmless (principle 7): the events stream
-// de-duplicates on the Nats-Msg-Id header within its window, answering "duplicate", and the hub's
-// sink inserts with ON CONFLICT (id) DO NOTHING, which covers any resend after the window.
+// acknowledgement and the delete (the deletes of a batch are committed together, so up to one
+// batch), or when an acknowledgement is lost on the way back. The resend carries the same event
+// ids, and twice the same id is harmless (principle 7): the events stream de-duplicates the very
+// same message on its Nats-Msg-Id within its window, answering "duplicate", and the hub's sink
+// inserts with ON CONFLICT (id) DO NOTHING, which covers any other resend. A batch re-formed
+// with more events than the first attempt has another Nats-Msg-Id (wire.EventBatchID names all
+// of its events), so it is stored rather than taken for the first, and its new events arrive.
+// A failed send counts an attempt for every event of the batch.
 //
 // # Durability
 //

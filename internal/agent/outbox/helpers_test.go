@@ -91,6 +91,7 @@ type sink struct {
 	payload  map[string][]byte
 	attempts map[string]int // Entry.Attempts at the first delivery
 	raw      int            // successful deliveries, duplicates included
+	calls    []int          // entries per successful call of publish
 	failures int            // failed calls
 }
 
@@ -98,20 +99,23 @@ func newSink() *sink {
 	return &sink{seen: map[string]int{}, payload: map[string][]byte{}, attempts: map[string]int{}}
 }
 
-func (s *sink) publish(_ context.Context, e Entry) error {
+func (s *sink) publish(_ context.Context, entries []Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failing {
 		s.failures++
 		return errors.New("hub unreachable")
 	}
-	s.raw++
-	if s.seen[e.ID] == 0 {
-		s.order = append(s.order, e.ID)
-		s.payload[e.ID] = e.Payload
-		s.attempts[e.ID] = e.Attempts
+	s.calls = append(s.calls, len(entries))
+	for _, e := range entries {
+		s.raw++
+		if s.seen[e.ID] == 0 {
+			s.order = append(s.order, e.ID)
+			s.payload[e.ID] = e.Payload
+			s.attempts[e.ID] = e.Attempts
+		}
+		s.seen[e.ID]++
 	}
-	s.seen[e.ID]++
 	return nil
 }
 

@@ -110,7 +110,9 @@ func (h *hubNATS) ids() ([]string, error) {
 
 // TestThroughNATS runs the outbox against the real embedded NATS server with the agent's own
 // credentials: events queued while the hub's NATS is down arrive once it is back, and a replay of
-// the whole backlog with the same ids leaves the stream holding each event exactly once.
+// the whole backlog with the same ids leaves the stream holding each event exactly once. The
+// events go one a message here, so that the stream's order is the events' order; batches are
+// TestBatchReformedThroughNATS's.
 func TestThroughNATS(t *testing.T) {
 	t.Parallel()
 	agentID := testAgent
@@ -129,17 +131,20 @@ func TestThroughNATS(t *testing.T) {
 	var mu sync.Mutex
 	sent := map[string][]byte{} // what was acknowledged, for the replay
 	failures := 0
-	pub := func(ctx context.Context, e Entry) error {
+	pub := func(ctx context.Context, entries []Entry) error {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, _, err := bus.PublishEvent(ctx, nc, agentID, e.ID, e.Payload)
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			failures++
-			return err
+		for _, e := range entries {
+			_, _, err := bus.PublishEvent(ctx, nc, agentID, e.ID, e.Payload)
+			mu.Lock()
+			if err != nil {
+				failures++
+				mu.Unlock()
+				return err
+			}
+			sent[e.ID] = e.Payload
+			mu.Unlock()
 		}
-		sent[e.ID] = e.Payload
 		return nil
 	}
 
@@ -203,4 +208,89 @@ func TestThroughNATS(t *testing.T) {
 		t.Errorf("after the replay the stream holds %d events, want %d", info.State.Msgs, len(want))
 	}
 	t.Logf("%d events, %d failed sends during the outage, stream holds %d", len(want), failures, info.State.Msgs)
+}
+
+// TestBatchReformedThroughNATS: the outbox sends what is queued as one batch message; when the
+// acknowledgement of a batch is lost (or the agent dies before the delete), the next attempt
+// holds more events, and the events stream must store it, not drop it as a duplicate of the
+// first: the event queued meanwhile would be deleted from the journal without ever reaching the
+// hub.
+func TestBatchReformedThroughNATS(t *testing.T) {
+	t.Parallel()
+	agentID := testAgent
+	password := credential.New(credential.PrefixAgent)
+	h := &hubNATS{t: t, storeDir: t.TempDir(), listen: "127.0.0.1:0",
+		auth: oneAgent{id: agentID, hash: credential.Hash(password)}}
+	h.start()
+	t.Cleanup(func() { h.stop() })
+	nc, err := bus.ConnectAgent([]string{h.srv.ClientURL()}, agentID, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+
+	var mu sync.Mutex
+	var calls [][]string // ids of each call
+	pub := func(ctx context.Context, entries []Entry) error {
+		ids := make([]string, len(entries))
+		payloads := make([][]byte, len(entries))
+		for n, e := range entries {
+			ids[n], payloads[n] = e.ID, e.Payload
+		}
+		_, err := bus.SendEvents(ctx, nc, agentID, ids, payloads)
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, ids)
+		if err == nil && len(calls) == 1 {
+			return errors.New("acknowledgement lost") // stored, but the outbox does not know
+		}
+		return err
+	}
+
+	clock := newFakeClock()
+	o := open(t, journalPath(t), Limits{}, clock)
+	want := appendN(t, o, wire.SeverityInfo, 0, 5)
+	run(t, o, pub)
+	waitBackoff(t, clock) // the first batch went out; its acknowledgement was "lost"
+	want = append(want, appendN(t, o, wire.SeverityInfo, 5, 2)...)
+	clock.Advance(backoffMax)
+	waitLen(t, o, 0, 30*time.Second)
+
+	mu.Lock()
+	if len(calls) != 2 || len(calls[0]) != 5 || len(calls[1]) != 7 {
+		t.Fatalf("publisher calls %v, want the 5 queued events in one, then all 7", calls)
+	}
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("the stream holds %d messages, want 2 (the batch of 5 and the re-formed batch of 7)", info.State.Msgs)
+	}
+	stored := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := h.stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, err := wire.SplitEventBatch(m.Header.Get(wire.HeaderEvents), m.Data)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		for _, p := range parts {
+			ev, err := wire.DecodeEvent(p)
+			if err != nil {
+				t.Fatalf("message %d: %v", seq, err)
+			}
+			stored[ev.ID] = true
+		}
+	}
+	for n, id := range want {
+		if !stored[id] {
+			t.Errorf("event %d (%s) is not in the stream", n, id)
+		}
+	}
 }

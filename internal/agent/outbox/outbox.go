@@ -32,11 +32,11 @@ const (
 const PublishTimeout = 10 * time.Second
 
 // Sending: back-off doubling from the first delay to the cap, and how many events are read, sent
-// and then deleted in one go (the most that are resent after a crash).
+// in one message and then deleted in one go (the most that are resent after a crash).
 const (
 	backoffFirst = 500 * time.Millisecond
 	backoffMax   = 30 * time.Second
-	batchSize    = 64
+	batchSize    = wire.MaxBatchEvents
 	// failureLogEvery spaces the warnings of one long outage.
 	failureLogEvery = 10 * time.Minute
 	// vacuumFreePages is how many free pages an empty journal may keep before it is shrunk.
@@ -89,9 +89,12 @@ type Entry struct {
 	Attempts  int       // failed sends so far, across restarts
 }
 
-// Publisher sends one entry and returns nil only once the broker has acknowledged it (a
-// duplicate acknowledgement included). It is called from one goroutine, oldest entry first.
-type Publisher func(ctx context.Context, e Entry) error
+// Publisher sends entries, in order, and returns nil only once the broker has acknowledged every
+// one of them (a duplicate acknowledgement included); after an error the outbox sends them all
+// again later. It is called from one goroutine, oldest entries first, with 1 to
+// wire.MaxBatchEvents entries that fit in one event batch (wire.MaxBatchBytes, no entry holding
+// a newline), so that it can send them as one message (bus.SendEvents does).
+type Publisher func(ctx context.Context, entries []Entry) error
 
 // Clock is the time source of the outbox; tests inject a fake one to jump hours ahead.
 type Clock interface {
@@ -423,8 +426,10 @@ func (o *Outbox) Len() (int, error) {
 }
 
 // Run sends the queued events with pub, oldest first, until ctx ends or the outbox is closed;
-// it then returns nil. An event is deleted only after pub returned nil for it. A failed send is
-// retried after a back-off, forever; an Append wakes an idle Run at once.
+// it then returns nil. Each call of pub gets what is queued, up to one batch's worth (see
+// Publisher), and the entries are deleted only after pub returned nil for them. A failed send is
+// retried after a back-off, forever, and counts an attempt for each of its entries; an Append
+// wakes an idle Run at once.
 func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 	o.mu.Lock()
 	switch {
@@ -471,13 +476,19 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			}
 			continue
 		}
-		n, err := s.send(ctx, batch)
+		batch = batch[:wire.BatchPrefix(payloads(batch), wire.MaxBatchBytes)]
+		if err := s.send(ctx, batch); err != nil {
+			if ctx.Err() == nil {
+				s.failed(ctx, batch, err)
+			}
+			continue
+		}
 		// Acknowledged events are deleted even when ctx has just ended: otherwise they would be
 		// sent again after the restart (harmless, but avoidable). A delete the journal refuses
 		// (a full disk) is retried by itself, without sending the events again, until it
 		// succeeds or ctx ends; they are sent again only after a restart.
-		for n > 0 {
-			derr := o.remove(context.WithoutCancel(ctx), batch[:n])
+		for {
+			derr := o.remove(context.WithoutCancel(ctx), batch)
 			if derr == nil {
 				s.journalOK()
 				break
@@ -485,13 +496,7 @@ func (o *Outbox) Run(ctx context.Context, pub Publisher) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.journalFailed(ctx, fmt.Errorf("delete %d acknowledged events: %w", n, derr))
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				s.failed(ctx, &batch[n], err)
-			}
-			continue
+			s.journalFailed(ctx, fmt.Errorf("delete %d acknowledged events: %w", len(batch), derr))
 		}
 		s.succeeded()
 	}
@@ -531,21 +536,26 @@ func (s *sender) journalOK() {
 	s.jfail = 0
 }
 
-// send publishes the batch in order until the first failure and returns how many were
-// acknowledged.
-func (s *sender) send(ctx context.Context, batch []row) (int, error) {
-	for i, r := range batch {
-		if err := ctx.Err(); err != nil {
-			return i, err
-		}
-		pctx, cancel := context.WithTimeout(ctx, PublishTimeout)
-		err := s.pub(pctx, r.Entry)
-		cancel()
-		if err != nil {
-			return i, err
-		}
+// send publishes the batch with one call of the Publisher.
+func (s *sender) send(ctx context.Context, batch []row) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	return len(batch), nil
+	entries := make([]Entry, len(batch))
+	for n, r := range batch {
+		entries[n] = r.Entry
+	}
+	pctx, cancel := context.WithTimeout(ctx, PublishTimeout)
+	defer cancel()
+	return s.pub(pctx, entries)
+}
+
+func payloads(batch []row) [][]byte {
+	out := make([][]byte, len(batch))
+	for n, r := range batch {
+		out[n] = r.Payload
+	}
+	return out
 }
 
 func (s *sender) succeeded() {
@@ -556,26 +566,23 @@ func (s *sender) succeeded() {
 	s.failures, s.backoff = 0, 0
 }
 
-// failed records a failed attempt on r (nil when the journal itself failed), logs, and waits out
-// the back-off.
-func (s *sender) failed(ctx context.Context, r *row, err error) {
+// failed records a failed attempt on each entry of the batch, logs, and waits out the back-off.
+func (s *sender) failed(ctx context.Context, batch []row, err error) {
 	now := s.o.clock.Now()
 	if s.failures == 0 {
 		s.since = now
 	}
 	s.failures++
-	if r != nil {
-		if uerr := s.o.attempted(ctx, r.seq); uerr != nil && ctx.Err() == nil {
-			s.o.log.Error("outbox: record a failed attempt", "err", uerr)
-		}
+	if uerr := s.o.attempted(ctx, batch); uerr != nil && ctx.Err() == nil {
+		s.o.log.Error("outbox: record a failed attempt", "err", uerr)
 	}
 	s.backoff = min(max(2*s.backoff, backoffFirst), backoffMax)
 	if s.failures == 1 || now.Sub(s.lastWarn) >= failureLogEvery {
 		s.lastWarn = now
 		args := []any{"err", err, "consecutive_failures", s.failures, "retry_in", s.backoff,
 			"since", s.since.UTC().Format(time.RFC3339)}
-		if r != nil {
-			args = append(args, "event_id", r.ID, "attempts", r.Attempts+1)
+		if len(batch) > 0 {
+			args = append(args, "events", len(batch), "event_id", batch[0].ID, "attempts", batch[0].Attempts+1)
 		}
 		s.o.log.Warn("outbox: cannot send events to the hub; retrying", args...)
 	}
@@ -681,12 +688,15 @@ func (o *Outbox) shrinkLocked(ctx context.Context) {
 	}
 }
 
-func (o *Outbox) attempted(ctx context.Context, seq int64) error {
+// attempted counts a failed attempt for each entry of a batch, in one transaction.
+func (o *Outbox) attempted(ctx context.Context, batch []row) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	err := health.Injected()
-	if err == nil {
-		_, err = o.db.ExecContext(ctx, "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", seq)
+	if err == nil && len(batch) > 0 {
+		// The batch is consecutive entries of the journal, in order.
+		_, err = o.db.ExecContext(ctx, "UPDATE outbox SET attempts = attempts + 1 WHERE seq BETWEEN ? AND ?",
+			batch[0].seq, batch[len(batch)-1].seq)
 	}
 	o.noteWrite(err)
 	return err

@@ -178,8 +178,8 @@ func severityOf(i int) string {
 	return []string{wire.SeverityInfo, wire.SeverityWarning, wire.SeverityError}[i%3]
 }
 
-// TestCrashBetweenAckAndDelete kills a real process after the broker acknowledged an event and
-// before the outbox deleted it. The restarted outbox sends the same id again, which the
+// TestCrashBetweenAckAndDelete kills a real process after the broker acknowledged a batch and
+// before the outbox deleted its events. The restarted outbox sends the same ids again, which the
 // de-duplicating hub ignores.
 func TestCrashBetweenAckAndDelete(t *testing.T) {
 	if path := os.Getenv("GODWIT_OUTBOX_CRASH_CHILD"); path != "" {
@@ -209,13 +209,17 @@ func TestCrashBetweenAckAndDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got) != want[0] {
-		t.Fatalf("child acknowledged %q, want the first event %s", got, want[0])
+	if string(got) != strings.Join(want, ",") {
+		t.Fatalf("child acknowledged %q, want the three events in one batch %v", got, want)
 	}
 
-	// The hub stored the first event before the crash.
+	// The hub stored the batch before the crash.
 	sk := newSink()
-	if err := sk.publish(context.Background(), Entry{ID: want[0]}); err != nil {
+	var entries []Entry
+	for _, id := range want {
+		entries = append(entries, Entry{ID: id})
+	}
+	if err := sk.publish(context.Background(), entries); err != nil {
 		t.Fatal(err)
 	}
 	o = open(t, path, Limits{}, newFakeClock())
@@ -224,7 +228,7 @@ func TestCrashBetweenAckAndDelete(t *testing.T) {
 	}
 	run(t, o, sk.publish)
 	waitLen(t, o, 0, 10*time.Second)
-	sk.check(t, want, 4)
+	sk.check(t, want, 6)
 	sk.mu.Lock()
 	resent := sk.seen[want[0]]
 	sk.mu.Unlock()
@@ -233,18 +237,22 @@ func TestCrashBetweenAckAndDelete(t *testing.T) {
 	}
 }
 
-// crashChild runs in a child process: it publishes the first event, records the acknowledgement
-// durably, and dies before Run can delete the event.
+// crashChild runs in a child process: it publishes the first batch, records the acknowledgement
+// durably, and dies before Run can delete its events.
 func crashChild(path string) {
 	o, err := Open(path, Limits{}, nil, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(2)
 	}
-	_ = o.Run(context.Background(), func(_ context.Context, e Entry) error {
+	_ = o.Run(context.Background(), func(_ context.Context, entries []Entry) error {
+		var ids []string
+		for _, e := range entries {
+			ids = append(ids, e.ID)
+		}
 		f, err := os.Create(path + ".acked")
 		if err == nil {
-			_, err = f.WriteString(e.ID)
+			_, err = f.WriteString(strings.Join(ids, ","))
 		}
 		if err == nil {
 			err = f.Sync()
@@ -604,5 +612,103 @@ func TestCloseStopsRun(t *testing.T) {
 	}
 	if err := o.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// Queued events go in one call of the Publisher, and are deleted only once it has returned nil:
+// a failed call leaves them all queued, each with an attempt counted.
+func TestQueuedEventsGoInOneBatch(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	o := open(t, journalPath(t), Limits{}, clock)
+	want := appendN(t, o, wire.SeverityInfo, 0, batchSize+10)
+	sk := newSink()
+	var mu sync.Mutex
+	var queuedDuring []int
+	fail := true
+	pub := func(ctx context.Context, entries []Entry) error {
+		n, err := o.Len()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		queuedDuring = append(queuedDuring, n)
+		failNow := fail
+		fail = false
+		mu.Unlock()
+		if failNow {
+			return errors.New("hub unreachable")
+		}
+		return sk.publish(ctx, entries)
+	}
+	run(t, o, pub)
+	waitBackoff(t, clock)
+	var attempts []int
+	rows, err := o.db.Query("SELECT attempts FROM outbox ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var a int
+		if err := rows.Scan(&a); err != nil {
+			t.Fatal(err)
+		}
+		attempts = append(attempts, a)
+	}
+	rows.Close()
+	for n, a := range attempts {
+		if want := min(1, max(0, batchSize-n)); a != want {
+			t.Fatalf("entry %d has %d attempts after the first batch failed, want %d", n, a, want)
+		}
+	}
+	clock.Advance(backoffMax)
+	waitLen(t, o, 0, 10*time.Second)
+	sk.check(t, want, len(want))
+	sk.mu.Lock()
+	calls := sk.calls
+	sk.mu.Unlock()
+	if len(calls) != 2 || calls[0] != batchSize || calls[1] != 10 {
+		t.Errorf("entries per publish %v, want [%d 10]", calls, batchSize)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(queuedDuring) != fmt.Sprint([]int{batchSize + 10, batchSize + 10, 10}) {
+		t.Errorf("events queued during each publish %v: none may be deleted before its batch is acknowledged", queuedDuring)
+	}
+}
+
+// A batch is bounded by wire.MaxBatchBytes too, and an event holding a newline (never written by
+// encoding/json, but the journal's bytes are not trusted) goes alone.
+func TestBatchBounds(t *testing.T) {
+	t.Parallel()
+	o := open(t, journalPath(t), Limits{}, newFakeClock())
+	big := newEvent(wire.SeverityInfo, 0)
+	big.Data.OutputTail = strings.Repeat("x", wire.MaxEventBytes-1024)
+	var want []string
+	for n := range 3 {
+		e := big
+		e.ID = newEvent(wire.SeverityInfo, n).ID
+		if err := o.Append(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, e.ID)
+	}
+	want = append(want, appendN(t, o, wire.SeverityInfo, 3, 3)...)
+	// Make the fifth event hold a newline, as a damaged or foreign journal might.
+	if _, err := o.db.Exec("UPDATE outbox SET payload = CAST(replace(CAST(payload AS TEXT), '\"type\"', char(10) || '\"type\"') AS BLOB) WHERE id = ?", want[4]); err != nil {
+		t.Fatal(err)
+	}
+	sk := newSink()
+	run(t, o, sk.publish)
+	waitLen(t, o, 0, 10*time.Second)
+	sk.check(t, want, len(want))
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	// Two large events fill a batch; the third goes with the small fourth; the fifth alone.
+	if fmt.Sprint(sk.calls) != "[2 2 1 1]" {
+		t.Errorf("entries per publish %v, want [2 2 1 1]", sk.calls)
+	}
+	if !strings.Contains(string(sk.payload[want[4]]), "\n") {
+		t.Errorf("the fifth event holds no newline: %q", sk.payload[want[4]])
 	}
 }
