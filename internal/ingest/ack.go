@@ -15,21 +15,21 @@ const ackQueue = 2
 // acknowledgement still follows the commit, as the package comment promises.
 type acker struct {
 	i    *Ingester
-	in   chan []*item
+	in   chan []*message
 	done chan struct{}
 }
 
 func (i *Ingester) startAcker() *acker {
-	a := &acker{i: i, in: make(chan []*item, ackQueue), done: make(chan struct{})}
+	a := &acker{i: i, in: make(chan []*message, ackQueue), done: make(chan struct{})}
 	go a.run()
 	return a
 }
 
-// send queues committed deliveries for acknowledgement; it waits while ackQueue batches are
-// already waiting.
-func (a *acker) send(items []*item) {
-	if len(items) > 0 {
-		a.in <- items
+// send queues messages whose events are all settled, the last by a commit, for
+// acknowledgement; it waits while ackQueue batches are already waiting.
+func (a *acker) send(msgs []*message) {
+	if len(msgs) > 0 {
+		a.in <- msgs
 	}
 }
 
@@ -48,40 +48,36 @@ func (a *acker) run() {
 			}
 		}
 	}()
-	for items := range a.in {
-		a.i.ack(items)
+	for msgs := range a.in {
+		a.i.ack(msgs)
 	}
 }
 
-// ack acknowledges every delivery. The last acknowledgement waits for the server's confirmation;
+// ack acknowledges every message. The last acknowledgement waits for the server's confirmation;
 // the server handles a connection's acknowledgements in order, so when it returns the whole batch
 // is acknowledged (what Stop promises). A failed ack costs a redelivery, which the store skips.
-func (i *Ingester) ack(items []*item) {
-	for n, it := range items {
+func (i *Ingester) ack(msgs []*message) {
+	for n, m := range msgs {
 		var err error
-		if n == len(items)-1 {
+		if n == len(msgs)-1 {
 			actx, cancel := context.WithTimeout(context.Background(), ackTimeout)
-			err = it.msg.DoubleAck(actx)
+			err = m.msg.DoubleAck(actx)
 			cancel()
 		} else {
-			err = it.msg.Ack()
+			err = m.msg.Ack()
 		}
 		if err != nil {
-			i.log.Warn("ingest: ack failed; the event will be redelivered and skipped as a duplicate",
-				"stream_seq", it.md.Sequence.Stream, "err", err)
+			i.log.Warn("ingest: ack failed; its events will be redelivered and skipped as duplicates",
+				"stream_seq", m.md.Sequence.Stream, "err", err)
 		}
 	}
 }
 
-// deliveries lists every delivery of the groups, in order.
-func deliveries(groups []group) []*item {
+// deliveries counts the deliveries of events in the groups.
+func deliveries(groups []group) int {
 	n := 0
 	for _, g := range groups {
 		n += len(g)
 	}
-	all := make([]*item, 0, n)
-	for _, g := range groups {
-		all = append(all, g...)
-	}
-	return all
+	return n
 }

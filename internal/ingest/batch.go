@@ -30,10 +30,11 @@ const (
 	aborted         // Stop's budget ran out; the batch was handed back
 )
 
-// item is one delivered message that passed validation.
+// item is one delivered event that passed validation: a message's single event, or one event
+// of a batch message.
 type item struct {
-	msg   jetstream.Msg
-	md    *jetstream.MsgMetadata
+	m     *message
+	index int // its place in its batch message, from 0 (0 for a single event)
 	ev    store.StoredEvent
 	agent string // the authenticated agent ("" for the hub's own events)
 }
@@ -63,9 +64,10 @@ func (i *Ingester) handle(ctx context.Context, acks *acker, msgs []jetstream.Msg
 	return i.store(ctx, acks, i.prepare(ctx, msgs))
 }
 
-// prepare validates a fetched batch: it dead-letters the messages that can never be stored and
-// groups the others by event id. It touches neither the store nor the derived state, so it may
-// run while the batch before it is being stored. Decoding is spread over the CPUs.
+// prepare validates a fetched batch: it dead-letters what can never be stored (a message that
+// is neither an event nor a readable event batch, and each event of a batch on its own) and
+// groups the other events by event id. It touches neither the store nor the derived state, so it
+// may run while the batch before it is being stored. Decoding is spread over the CPUs.
 func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) batch {
 	i.m.batchSize.Observe(float64(len(msgs)))
 	checked := i.inspectAll(msgs)
@@ -87,35 +89,50 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) batch {
 			i.deadLetter(ctx, msg, c.md, c.reason, c.err)
 			continue
 		}
-		it := c.item
-		if it.agent != "" {
-			if it.ev.AgentTime != nil {
-				i.m.clamped.Inc()
-				i.quota.warnClamped(i.log, it)
-			}
-			// Charged on first delivery only: a redelivery is the hub's doing, not the agent's.
-			if c.md.NumDelivered == 1 {
-				if err := i.quota.take(it.agent, len(msg.Data()), c.md.Timestamp); err != nil {
-					i.deadLetter(ctx, msg, c.md, ReasonQuota, err)
-					continue
+		for e := range c.events {
+			el := &c.events[e]
+			if it := &el.item; el.err == nil && it.agent != "" {
+				if it.ev.AgentTime != nil {
+					i.m.clamped.Inc()
+					i.quota.warnClamped(i.log, it)
+				}
+				// Charged on first delivery only: a redelivery is the hub's doing, not the agent's.
+				if c.md.NumDelivered == 1 {
+					if err := i.quota.take(it.agent, len(el.data), c.md.Timestamp); err != nil {
+						el.reason, el.err = ReasonQuota, err
+					}
 				}
 			}
+			if el.err != nil {
+				i.settle(c.m, i.deadLetterEvent(ctx, c.m, e, el.data, el.reason, el.err))
+				continue
+			}
+			it := &el.item
+			if n, ok := byID[it.ev.ID]; ok {
+				groups[n] = append(groups[n], it)
+				continue
+			}
+			byID[it.ev.ID] = len(groups)
+			groups = append(groups, group{it})
 		}
-		if n, ok := byID[it.ev.ID]; ok {
-			groups[n] = append(groups[n], it)
-			continue
-		}
-		byID[it.ev.ID] = len(groups)
-		groups = append(groups, group{it})
 	}
 	return newBatch(groups)
 }
 
-// inspected is what inspectAll found about one message: no metadata (md nil, err says why), an
-// item, or the dead-letter reason and error.
+// inspected is what inspectAll found about one message: no metadata (md nil, err says why), the
+// dead-letter reason and error of the message as a whole, or its events.
 type inspected struct {
 	md     *jetstream.MsgMetadata
-	item   *item
+	m      *message
+	events []element
+	reason string
+	err    error
+}
+
+// element is one event of a message: its bytes, and the item, or why it is dead-lettered.
+type element struct {
+	data   []byte
+	item   item
 	reason string
 	err    error
 }
@@ -127,18 +144,16 @@ const minPerWorker = 64
 // GOMAXPROCS goroutines. A panic in one of them is raised again in the caller.
 func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 	out := make([]inspected, len(msgs))
-	items := make([]item, len(msgs)) // one allocation for the batch, not one a message
+	// One allocation for the batch's messages and single events, not one a message.
+	ms := make([]message, len(msgs))
+	singles := make([]element, len(msgs))
 	one := func(n int) {
 		md, err := msgs[n].Metadata()
 		if err != nil {
 			out[n] = inspected{err: err}
 			return
 		}
-		reason, err := i.inspect(&items[n], msgs[n], md)
-		out[n] = inspected{md: md, reason: reason, err: err}
-		if err == nil {
-			out[n].item = &items[n]
-		}
+		out[n] = i.inspect(msgs[n], md, &ms[n], singles[n:n+1:n+1])
 	}
 	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+minPerWorker-1)/minPerWorker)
 	if workers <= 1 {
@@ -173,8 +188,32 @@ func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 	return out
 }
 
-// store writes the groups of a prepared batch and acknowledges them, or hands them back.
+// store writes the groups of a prepared batch and acknowledges them, or hands them back. Batch
+// messages make a fetch of Batch messages hold more events than that: they are written in
+// transactions of at most Batch events each.
 func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
+	if len(b.groups) <= i.cfg.Batch {
+		return i.storeChunk(ctx, acks, b)
+	}
+	out := proceed
+	for start := 0; start < len(b.groups); start += i.cfg.Batch {
+		chunk := b.groups[start:min(start+i.cfg.Batch, len(b.groups))]
+		switch out {
+		case aborted:
+			i.handBackGroups(chunk)
+		case backOff:
+			for _, g := range chunk {
+				i.nak(g)
+			}
+		default:
+			out = i.storeChunk(ctx, acks, newBatch(chunk))
+		}
+	}
+	return out
+}
+
+// storeChunk writes the groups of b, at most Batch of them, in one transaction.
+func (i *Ingester) storeChunk(ctx context.Context, acks *acker, b batch) outcome {
 	groups := b.groups
 	if len(groups) == 0 {
 		return proceed
@@ -195,7 +234,7 @@ func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
 	}
 
 	if len(groups) == 1 {
-		i.refused(ctx, groups[0], err)
+		acks.send(i.refused(ctx, groups[0], err))
 		return proceed
 	}
 	// Not transient: find the events the store refuses by writing them one at a time, so that
@@ -213,19 +252,16 @@ func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
 			i.nak(g)
 			out = max(out, backOff)
 		default:
-			i.refused(ctx, g, err)
+			acks.send(i.refused(ctx, g, err))
 		}
 	}
 	return out
 }
 
-// inspect decodes and validates one message into it. A non-nil error comes with the dead-letter
-// reason.
-func (i *Ingester) inspect(it *item, msg jetstream.Msg, md *jetstream.MsgMetadata) (string, error) {
+// inspect reads one message: a single event, or an event batch (wire.HeaderEvents) split into
+// its events, each decoded and validated on its own. single is room for a single event's element.
+func (i *Ingester) inspect(msg jetstream.Msg, md *jetstream.MsgMetadata, m *message, single []element) inspected {
 	data := msg.Data()
-	if len(data) > wire.MaxEventBytes {
-		return ReasonTooLarge, fmt.Errorf("event is %d bytes, the limit is %d", len(data), wire.MaxEventBytes)
-	}
 	token, ok := strings.CutPrefix(msg.Subject(), eventPrefix)
 	subjectAgent := token
 	switch {
@@ -233,7 +269,53 @@ func (i *Ingester) inspect(it *item, msg jetstream.Msg, md *jetstream.MsgMetadat
 		subjectAgent = ""
 	case ok && bus.ValidAgentID(token):
 	default:
-		return ReasonInvalid, fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())
+		return inspected{md: md, reason: ReasonInvalid, err: fmt.Errorf("subject %q names neither an agent nor the hub", msg.Subject())}
+	}
+	*m = message{msg: msg, md: md, count: 1}
+	events := single
+	events[0].data = data
+	if count, isBatch := batchHeader(msg); isBatch {
+		parts, err := wire.SplitEventBatch(count, data)
+		if err != nil {
+			reason := ReasonInvalid
+			if len(data) > wire.MaxBatchBytes {
+				reason = ReasonTooLarge
+			}
+			return inspected{md: md, reason: reason, err: err}
+		}
+		m.count, m.batch = len(parts), true
+		events = make([]element, len(parts))
+		for n, p := range parts {
+			events[n].data = p
+		}
+	}
+	m.open = m.count
+	for n := range events {
+		el := &events[n]
+		el.reason, el.err = i.inspectEvent(&el.item, el.data, md, subjectAgent)
+		el.item.m, el.item.index = m, n
+	}
+	return inspected{md: md, m: m, events: events}
+}
+
+// batchHeader returns the value of the message's wire.HeaderEvents, and whether it has one.
+func batchHeader(msg jetstream.Msg) (string, bool) {
+	h := msg.Headers()
+	if h == nil {
+		return "", false
+	}
+	v, ok := h[wire.HeaderEvents]
+	if !ok || len(v) == 0 {
+		return "", ok
+	}
+	return v[0], true
+}
+
+// inspectEvent decodes and validates one event into it. A non-nil error comes with the
+// dead-letter reason.
+func (i *Ingester) inspectEvent(it *item, data []byte, md *jetstream.MsgMetadata, subjectAgent string) (string, error) {
+	if len(data) > wire.MaxEventBytes {
+		return ReasonTooLarge, fmt.Errorf("event is %d bytes, the limit is %d", len(data), wire.MaxEventBytes)
 	}
 	ev, err := wire.DecodeEvent(data)
 	if err != nil {
@@ -262,7 +344,7 @@ func (i *Ingester) inspect(it *item, msg jetstream.Msg, md *jetstream.MsgMetadat
 		agentTime := ev.Time
 		stored.Time, stored.AgentTime = received.UTC(), &agentTime
 	}
-	*it = item{msg: msg, md: md, ev: stored, agent: subjectAgent}
+	*it = item{ev: stored, agent: subjectAgent}
 	return "", nil
 }
 
@@ -287,10 +369,9 @@ func (i *Ingester) commit(ctx context.Context, acks *acker, b batch) error {
 		return storeErr(sctx, err)
 	}
 	i.advanced(states)
-	all := deliveries(groups)
 	i.m.ingested.Add(float64(inserted))
-	i.m.duplicates.Add(float64(len(all) - inserted))
-	acks.send(all)
+	i.m.duplicates.Add(float64(deliveries(groups) - inserted))
+	acks.send(i.settleAll(groups, settledStored))
 	return nil
 }
 
@@ -310,11 +391,7 @@ func (i *Ingester) transient(err error) bool {
 
 // nak hands deliveries back for redelivery after NakDelay.
 func (i *Ingester) nak(g group) {
-	for _, it := range g {
-		if err := it.msg.NakWithDelay(i.cfg.NakDelay); err != nil {
-			i.log.Debug("ingest: nak failed; the server redelivers after the ack wait", "stream_seq", it.md.Sequence.Stream, "err", err)
-		}
-	}
+	i.settleAll([]group{g}, settledNakDelay)
 }
 
 // handBack returns messages for immediate redelivery to the other replicas (Stop ran out of time).
@@ -325,26 +402,28 @@ func (i *Ingester) handBack(msgs []jetstream.Msg) {
 }
 
 func (i *Ingester) handBackGroups(groups []group) {
-	for _, g := range groups {
-		for _, it := range g {
-			_ = it.msg.Nak()
-		}
-	}
+	i.settleAll(groups, settledHandBack)
 }
 
 // refused handles an event the store refused on its own: handed back with a delay until its
-// delivery limit, dead-lettered on the last delivery.
-func (i *Ingester) refused(ctx context.Context, g group, err error) {
+// delivery limit, dead-lettered on the last delivery. It returns the messages that are now to be
+// acknowledged (the rest of a batch message was stored).
+func (i *Ingester) refused(ctx context.Context, g group, err error) []*message {
+	var acks []*message
 	for _, it := range g {
-		if it.md.NumDelivered >= uint64(i.cfg.MaxDeliver) {
-			i.deadLetter(ctx, it.msg, it.md, ReasonMaxDeliveries,
-				fmt.Errorf("store refused the event on %d deliveries: %w", it.md.NumDelivered, err))
-			continue
+		md := it.m.md
+		var s settlement
+		if md.NumDelivered >= uint64(i.cfg.MaxDeliver) {
+			s = i.deadLetterEvent(ctx, it.m, it.index, it.ev.Raw, ReasonMaxDeliveries,
+				fmt.Errorf("store refused the event on %d deliveries: %w", md.NumDelivered, err))
+		} else {
+			i.log.Warn("ingest: store refused an event; it will be redelivered", "event_id", it.ev.ID,
+				"stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "max_deliver", i.cfg.MaxDeliver, "err", err)
+			s = settledNakDelay
 		}
-		i.log.Warn("ingest: store refused an event; it will be redelivered", "event_id", it.ev.ID,
-			"stream_seq", it.md.Sequence.Stream, "deliveries", it.md.NumDelivered, "max_deliver", i.cfg.MaxDeliver, "err", err)
-		if nerr := it.msg.NakWithDelay(i.cfg.NakDelay); nerr != nil {
-			i.log.Debug("ingest: nak failed", "stream_seq", it.md.Sequence.Stream, "err", nerr)
+		if i.settle(it.m, s) {
+			acks = append(acks, it.m)
 		}
 	}
+	return acks
 }

@@ -27,6 +27,11 @@ const (
 	HeaderStreamSeq      = "Godwit-Dlq-Stream-Seq" // the original's sequence in the events stream
 	HeaderTime           = "Godwit-Dlq-Time"       // when the original was stored (RFC 3339)
 	HeaderOriginalPrefix = "Godwit-Orig-"
+	// HeaderBatchIndex and HeaderBatchCount are set on the dead letter of one event of an event
+	// batch (wire.HeaderEvents): its place in the batch, from 1, and the batch's event count.
+	// The original's other events were stored, or dead-lettered on their own.
+	HeaderBatchIndex = "Godwit-Dlq-Batch-Index"
+	HeaderBatchCount = "Godwit-Dlq-Batch-Count"
 	// HeaderReplayOf is set on a replayed event: the dead letter's sequence it came from.
 	HeaderReplayOf = "Godwit-Replay-Of"
 )
@@ -34,13 +39,55 @@ const (
 // maxHeaderError bounds the error text carried in a header.
 const maxHeaderError = 2048
 
-// deadLetter publishes msg to the dead-letter stream with the reason, then terminates it. If the
-// publish fails the message is handed back instead: it is never terminated without a copy.
+// deadLetter publishes msg as a whole to the dead-letter stream with the reason, then terminates
+// it. If the publish fails the message is handed back instead: it is never terminated without a
+// copy.
 func (i *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {
+	if err := i.publishDeadLetter(ctx, msg, md, -1, 0, msg.Data(), reason, cause); err != nil {
+		if ctx.Err() != nil {
+			_ = msg.Nak()
+			return
+		}
+		_ = msg.NakWithDelay(i.cfg.NakDelay)
+		return
+	}
+	if err := msg.TermWithReason("dead-lettered: " + reason); err != nil {
+		// The copy exists; a redelivery is dead-lettered again under the same Nats-Msg-Id.
+		i.log.Debug("ingest: terminate failed", "stream_seq", md.Sequence.Stream, "err", err)
+	}
+}
+
+// deadLetterEvent publishes one event of m — the message's single event, or event index of a
+// batch message, on its own — to the dead-letter stream, and says how the event is settled:
+// dead-lettered, or, when the publish failed, handed back (never dropped without a copy).
+func (i *Ingester) deadLetterEvent(ctx context.Context, m *message, index int, data []byte, reason string, cause error) settlement {
+	elem := -1
+	if m.batch {
+		elem = index
+	}
+	if err := i.publishDeadLetter(ctx, m.msg, m.md, elem, m.count, data, reason, cause); err != nil {
+		if ctx.Err() != nil {
+			return settledHandBack
+		}
+		return settledNakDelay
+	}
+	return settledDeadLettered
+}
+
+// publishDeadLetter publishes data, from msg, to the dead-letter stream. elem is the event's place
+// in msg, a batch of count events, or -1 for the message as a whole (or its single event). The
+// Nats-Msg-Id names the original's sequence (and the event's place), so that a replica that dies
+// between the publish and the settling of the original does not leave two.
+func (i *Ingester) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, elem, count int,
+	data []byte, reason string, cause error) error {
 	token := strings.TrimPrefix(msg.Subject(), eventPrefix)
 	dl := nats.NewMsg(bus.DeadLetterPrefix + token)
-	dl.Data = msg.Data()
+	dl.Data = data
 	for k, v := range msg.Headers() {
+		if elem >= 0 && k == wire.HeaderEvents {
+			// The dead letter is one event: a replay republishes it as a single event.
+			continue
+		}
 		dl.Header[HeaderOriginalPrefix+k] = v
 	}
 	dl.Header.Set(HeaderReason, reason)
@@ -49,30 +96,33 @@ func (i *Ingester) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstr
 	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
 	dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
 	dl.Header.Set(HeaderTime, md.Timestamp.UTC().Format(time.RFC3339Nano))
+	id := fmt.Sprintf("dlq:%s:%d", md.Stream, md.Sequence.Stream)
+	if elem >= 0 {
+		dl.Header.Set(HeaderBatchIndex, strconv.Itoa(elem+1))
+		dl.Header.Set(HeaderBatchCount, strconv.Itoa(count))
+		id += ":" + strconv.Itoa(elem+1)
+	}
 	pctx, cancel := context.WithTimeout(ctx, i.cfg.AckWait/2)
 	defer cancel()
-	ack, err := i.cfg.JS.PublishMsg(pctx, dl,
-		jetstream.WithMsgID(fmt.Sprintf("dlq:%s:%d", md.Stream, md.Sequence.Stream)),
-		jetstream.WithExpectStream(wire.StreamDeadLetter))
+	ack, err := i.cfg.JS.PublishMsg(pctx, dl, jetstream.WithMsgID(id), jetstream.WithExpectStream(wire.StreamDeadLetter))
 	if err != nil {
-		if ctx.Err() != nil {
-			_ = msg.Nak()
-			return
+		if ctx.Err() == nil {
+			i.log.Error("ingest: dead-letter publish failed; the message will be redelivered", "reason", reason,
+				"stream_seq", md.Sequence.Stream, "cause", cause, "err", err)
 		}
-		i.log.Error("ingest: dead-letter publish failed; the message will be redelivered", "reason", reason,
-			"stream_seq", md.Sequence.Stream, "cause", cause, "err", err)
-		_ = msg.NakWithDelay(i.cfg.NakDelay)
-		return
+		return err
 	}
 	if !ack.Duplicate {
 		i.m.deadLetters.WithLabelValues(reason).Inc()
 	}
-	i.log.Warn("ingest: message dead-lettered", "reason", reason, "err", cause, "subject", msg.Subject(),
-		"stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "dlq_seq", ack.Sequence)
-	if err := msg.TermWithReason("dead-lettered: " + reason); err != nil {
-		// The copy exists; a redelivery is dead-lettered again under the same Nats-Msg-Id.
-		i.log.Debug("ingest: terminate failed", "stream_seq", md.Sequence.Stream, "err", err)
+	args := []any{"reason", reason, "err", cause, "subject", msg.Subject(),
+		"stream_seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "dlq_seq", ack.Sequence}
+	if elem >= 0 {
+		i.log.Warn("ingest: event of a batch message dead-lettered", append(args, "batch_index", elem+1, "batch_count", count)...)
+	} else {
+		i.log.Warn("ingest: message dead-lettered", args...)
 	}
+	return nil
 }
 
 // headerValue makes s safe as one header value: one line, bounded, valid UTF-8.
@@ -156,6 +206,8 @@ func parseDeadLetter(raw *jetstream.RawStreamMsg) wire.DeadLetter {
 		Payload: string(raw.Data),
 	}
 	dl.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeliveries))
+	dl.BatchIndex, _ = strconv.Atoi(h.Get(HeaderBatchIndex))
+	dl.BatchCount, _ = strconv.Atoi(h.Get(HeaderBatchCount))
 	dl.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderStreamSeq), 10, 64)
 	dl.OriginalTime, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderTime))
 	for k, v := range h {

@@ -5,12 +5,17 @@
 //
 // Every hub replica runs an Ingester on the same durable pull consumer, so JetStream splits the
 // work between them: each pull request asks for up to Config.Batch messages (and 64 MiB) that no
-// other replica holds. A batch is validated, then written with one Store.InsertEvents call: one
-// transaction that inserts the events with ON CONFLICT (id) DO NOTHING and upserts the agents'
-// derived state. Messages are acknowledged only after that transaction has committed. Delivery
-// is therefore at least once and the effect exactly once: a message redelivered after a crash
-// between commit and ack, an event re-published by an agent's outbox, or a replayed dead letter
-// is skipped by the unique event id (and counted in godwit_ingest_events_duplicate_total).
+// other replica holds. A message is one event, or an event batch of up to wire.MaxBatchEvents
+// events of one agent (wire.HeaderEvents), which is expanded into its events here. The events of
+// a fetch are validated, then written with one Store.InsertEvents call per Config.Batch events:
+// one transaction that inserts the events with ON CONFLICT (id) DO NOTHING and upserts the
+// agents' derived state. A message is acknowledged only after every event of it has been
+// committed (or dead-lettered on its own). Delivery is therefore at least once and the effect
+// exactly once: a message redelivered after a crash between commit and ack, an event
+// re-published by an agent's outbox (alone, or in a batch re-formed with other events), or a
+// replayed dead letter is skipped by the unique event id (and counted in
+// godwit_ingest_events_duplicate_total). Metrics of stored, duplicate and dead-lettered events
+// count events; the batch size and redeliveries count messages.
 //
 // Batches follow the load. While the stream holds more for the consumer (a backlog, or agents
 // publishing faster than the store writes), a read takes Batch messages. Once it has caught up,
@@ -30,15 +35,22 @@
 //
 // # Failures
 //
-//   - A message that can never be stored — larger than wire.MaxEventBytes, not JSON, refused by
+//   - An event that can never be stored — larger than wire.MaxEventBytes, not JSON, refused by
 //     wire.Event.Validate (no id, unknown type, a source other than the agent whose subject it
-//     came on) — is published to the dead-letter stream and then terminated, at once.
+//     came on), over the agent's quota — is published to the dead-letter stream, at once. A
+//     single-event message is then terminated. An event of a batch is dead-lettered on its own
+//     (its bytes, with Godwit-Dlq-Batch-Index and Godwit-Dlq-Batch-Count saying where it was,
+//     and the batch's headers but not its Godwit-Events, so that a replay sends it as a single
+//     event); the batch's other events are stored and the message acknowledged. A batch that
+//     cannot be read as one — a count that is not 1 to wire.MaxBatchEvents or does not match
+//     its lines, a body over wire.MaxBatchBytes — is dead-lettered whole and terminated.
 //   - A transient store error (Config.IsTransient: a busy or unreachable database) hands the
 //     batch back with a negative ack delayed by Config.NakDelay, and the replica pauses fetching
 //     for as long. Transient errors never dead-letter a message: an outage of the database must
 //     leave the backlog in the stream, not move it to the dead letters.
 //   - Any other store error retries the batch one event at a time, so one bad event does not hold
-//     back the rest. An event that still fails is handed back with a delay; once it has been
+//     back the rest. An event that still fails is handed back with a delay — with a batch, the
+//     whole message, whose other events are then skipped as duplicates — and once it has been
 //     delivered Config.MaxDeliver times it is dead-lettered with the error (reason
 //     max_deliveries). The delivery limit is enforced here, not by the server: a server-side
 //     MaxDeliver silently abandons a message whose last delivery went to a crashed replica,

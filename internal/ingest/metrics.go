@@ -10,10 +10,10 @@ import (
 // reason label of godwit_ingest_dead_letters_total.
 const (
 	ReasonDecode        = "decode"         // the payload is not a JSON event
-	ReasonInvalid       = "invalid"        // wire.Event.Validate refused it, or the subject is not an event subject
+	ReasonInvalid       = "invalid"        // wire.Event.Validate refused it, the subject is not an event subject, or the batch is malformed
 	ReasonHubOnly       = "hub_only"       // an agent sent a type only the hub emits (wire.ErrHubOnlyType)
 	ReasonQuota         = "quota"          // the agent sent more than its quota (Config.Quota)
-	ReasonTooLarge      = "too_large"      // larger than wire.MaxEventBytes
+	ReasonTooLarge      = "too_large"      // an event larger than wire.MaxEventBytes, or a batch larger than wire.MaxBatchBytes
 	ReasonMaxDeliveries = "max_deliveries" // the store kept refusing it until the delivery limit
 )
 
@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		})),
 		batchSize: collector.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "godwit_ingest_batch_size",
-			Help:    "Messages per fetched batch.",
+			Help:    "Messages per fetched batch (an event batch message counts once).",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
 		})),
 		pending: collector.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		})),
 		deadLetters: collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "godwit_ingest_dead_letters_total",
-			Help: "Messages moved to the dead-letter stream, by reason.",
+			Help: "Dead letters written, by reason: one per refused event (an event of a batch on its own), or per message that is not a readable event batch.",
 		}, []string{"reason"})),
 		rehydrations: collector.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "godwit_ingest_rehydrations_total",

@@ -10,6 +10,10 @@ type DeadLetter struct {
 	Error      string `json:"error"`      // what exactly was wrong
 	Deliveries int    `json:"deliveries"` // deliveries of the original when it was dead-lettered
 	StreamSeq  uint64 `json:"stream_seq"` // the original's sequence in the events stream
+	// BatchIndex is the event's place (from 1) in the event batch of BatchCount events it came
+	// in (HeaderEvents), when it was dead-lettered on its own; both are 0 otherwise.
+	BatchIndex int `json:"batch_index,omitempty"`
+	BatchCount int `json:"batch_count,omitempty"`
 	// Time is when the message was dead-lettered; OriginalTime when the original was stored in
 	// the events stream. Both are the streams' timestamps.
 	Time         time.Time           `json:"time"`
