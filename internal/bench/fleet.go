@@ -383,9 +383,9 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 		perAgent, cfg.Agents*perAgent, res.EventsInRollout, res.EventsInRollout/res.Rollout.Seconds(), round(res.Drained),
 		res.EventsDrained, res.EventsDrained/res.Drained.Seconds())
 	fmt.Fprintf(out, "agent requests (whole run): heartbeats %d (%d failed), desired reads %d (%d failed), observed puts %d (%d retried), "+
-		"events %d (%d retried); first connections made again after a failure: %d\n", stats.heartbeats.Load(), stats.heartbeatErrors.Load(), stats.desiredReads.Load(),
-		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventRetries.Load(),
-		stats.connectRetries.Load())
+		"events %d in %d publishes (%d publishes retried); first connections made again after a failure: %d\n", stats.heartbeats.Load(), stats.heartbeatErrors.Load(), stats.desiredReads.Load(),
+		stats.desiredReadErrors.Load(), stats.observedPuts.Load(), stats.observedRetries.Load(), stats.events.Load(), stats.eventPublishes.Load(),
+		stats.eventRetries.Load(), stats.connectRetries.Load())
 	fmt.Fprintf(out, "agents read their assignment (after apply): %s; each then took %s to report it succeeded\n",
 		&stats.gotWork, &stats.workTimes)
 	fmt.Fprintf(out, "watch messages answered by a read of no newer revision (read again shortly, as the agent does): %d\n",
@@ -393,7 +393,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig) (FleetResult, error) {
 	if !cfg.SkipRawLimits {
 		printRatios(out, res, raw)
 	}
-	fmt.Fprintf(out, "request latency seen by the agents: observed-state put %s; event publish %s\n", &stats.putLatency, &stats.eventLatency)
+	fmt.Fprintf(out, "request latency seen by the agents: observed-state put %s; event publish (one batch) %s\n", &stats.putLatency, &stats.eventLatency)
 	if h.pid == "self" {
 		fmt.Fprintf(out, "CPUs busy during the rollout: %.2f this process (hub and simulated agents), %.2f other processes\n",
 			res.HubCPU, res.OtherCPU)

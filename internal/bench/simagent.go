@@ -31,7 +31,8 @@ type fleetStats struct {
 	heartbeats, heartbeatErrors     atomic.Int64
 	desiredReads, desiredReadErrors atomic.Int64
 	observedPuts, observedRetries   atomic.Int64
-	events, eventRetries            atomic.Int64
+	events, eventRetries            atomic.Int64 // events acknowledged; publishes retried
+	eventPublishes                  atomic.Int64 // messages that carried them (batches and single events)
 	connectRetries                  atomic.Int64 // first connections that failed and were made again
 	finished                        atomic.Int64 // assignments an agent finished and reported
 	firstDesired, lastFinished      atomic.Int64 // unix nanoseconds
@@ -73,9 +74,9 @@ func (l *latencies) String() string {
 }
 
 // requests is how many requests the agents made so far that were answered: heartbeat and
-// observed-state puts, desired-state reads and event publishes.
+// observed-state puts, desired-state reads and event publishes (a batch counts once).
 func (s *fleetStats) requests() int64 {
-	return s.heartbeats.Load() + s.desiredReads.Load() - s.desiredReadErrors.Load() + s.observedPuts.Load() + s.events.Load()
+	return s.heartbeats.Load() + s.desiredReads.Load() - s.desiredReadErrors.Load() + s.observedPuts.Load() + s.eventPublishes.Load()
 }
 
 func (s *fleetStats) noteFirstDesired(t time.Time) {
@@ -98,8 +99,8 @@ func (s *fleetStats) noteFinished(t time.Time) {
 // as observed state and publishes the events the runner would. As in the real agent, neither
 // waits on the steps: the observed state goes out from its own goroutine, latest first (a
 // transition made while a put is in flight is sent once that put is over, together with any
-// later one, as the runner's publisher does), and the events from another, in order and one at a
-// time, as the outbox sends them.
+// later one, as the runner's publisher does), and the events from another, in order, what has
+// queued meanwhile in one batch message, as the outbox sends them.
 type simAgent struct {
 	id       string
 	nc       *nats.Conn
@@ -406,8 +407,10 @@ func (a *simAgent) publish(ctx context.Context, typ, subject string, data wire.E
 	}
 }
 
-// sender sends the queued events in order, each waiting for the stream's acknowledgement and
-// retried as the outbox does until it is delivered or ctx ends.
+// sender sends the queued events in order, as the outbox does: what has queued (up to
+// wire.MaxBatchEvents) in one publish (bus.SendEvents: a lone event as a single-event message,
+// several as one batch), waiting for the stream's acknowledgement and retried until it is
+// delivered or ctx ends.
 func (a *simAgent) sender(ctx context.Context) {
 	for {
 		a.outMu.Lock()
@@ -416,20 +419,31 @@ func (a *simAgent) sender(ctx context.Context) {
 			a.outMu.Unlock()
 			return
 		}
-		e := a.queue[0]
-		a.queue = a.queue[1:]
+		batch := a.queue[:min(len(a.queue), wire.MaxBatchEvents)]
+		a.queue = a.queue[len(batch):]
 		a.outMu.Unlock()
-		b, err := json.Marshal(e)
-		if err != nil {
+		ids := make([]string, 0, len(batch))
+		payloads := make([][]byte, 0, len(batch))
+		for _, e := range batch {
+			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			ids, payloads = append(ids, e.ID), append(payloads, b)
+		}
+		if len(ids) == 0 {
 			continue
 		}
 		t := time.Now()
+		var messages int
 		if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
-			_, _, err := bus.PublishEvent(ctx, a.nc, a.id, e.ID, b)
+			var err error
+			messages, err = bus.SendEvents(ctx, a.nc, a.id, ids, payloads)
 			return err
 		}) == nil {
 			a.stats.eventLatency.add(time.Since(t))
-			a.stats.events.Add(1)
+			a.stats.events.Add(int64(len(ids)))
+			a.stats.eventPublishes.Add(int64(messages))
 		}
 	}
 }
