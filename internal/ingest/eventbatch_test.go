@@ -306,3 +306,44 @@ func TestBatchMessagesAreWrittenInBoundedTransactions(t *testing.T) {
 		t.Errorf("%d events written in %v, want %d", total, sizes, messages*each)
 	}
 }
+
+// A hub older than event batches dead-letters a batch whole as not JSON, keeping its headers.
+// Replayed once the hub takes batches, it is republished as a batch and its events are stored.
+func TestBatchDeadLetteredByAnOlderHubIsReplayed(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ing, _ := bd.ingester(t, "hub", Config{})
+	ctx := testCtx(t)
+	agent := newAgentID(t)
+	var ids []string
+	var payloads [][]byte
+	for range 3 {
+		ev := agentEvent(agent, wire.EventExecutionSucceeded, time.Now(), "m1")
+		ids, payloads = append(ids, ev.ID), append(payloads, marshalEvent(t, ev))
+	}
+	body, err := wire.EncodeEventBatch(payloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead letter as the older hub wrote it (its deadLetter: original headers renamed).
+	dl := nats.NewMsg(bus.DeadLetterPrefix + agent)
+	dl.Data = body
+	dl.Header.Set(HeaderOriginalPrefix+wire.HeaderEvents, "3")
+	dl.Header.Set(HeaderOriginalPrefix+bus.HeaderMsgID, wire.EventBatchID(ids))
+	dl.Header.Set(HeaderReason, ReasonDecode)
+	dl.Header.Set(HeaderError, "not a JSON event: invalid JSON at byte 400: object after the event")
+	dl.Header.Set(HeaderSubject, wire.EventSubject(agent))
+	dl.Header.Set(HeaderDeliveries, "1")
+	dl.Header.Set(HeaderStreamSeq, "1")
+	ack, err := bd.js.PublishMsg(ctx, dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ing.Replay(ctx, ack.Sequence); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	bd.waitDrained(t, 3)
+	if left, err := ing.DeadLetters(ctx, 0, 10); err != nil || len(left) != 0 {
+		t.Errorf("after replay: %d dead letters, %v", len(left), err)
+	}
+}
