@@ -65,7 +65,11 @@ func (i *Ingester) settle(m *message, s settlement) (ack bool) {
 		return true
 	default:
 		// Every event of it is in the dead letters.
-		if err := m.msg.TermWithReason(fmt.Sprintf("dead-lettered: %d of %d events", m.count, m.count)); err != nil {
+		reason := "dead-lettered"
+		if m.batch {
+			reason = fmt.Sprintf("dead-lettered: all %d events of the batch", m.count)
+		}
+		if err := m.msg.TermWithReason(reason); err != nil {
 			// The copies exist; a redelivery is dead-lettered again under the same Nats-Msg-Ids.
 			i.log.Debug("ingest: terminate failed", "stream_seq", m.md.Sequence.Stream, "err", err)
 		}
