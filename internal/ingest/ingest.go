@@ -46,7 +46,8 @@ type Config struct {
 
 	// Consumer is the durable consumer shared by every hub replica.
 	Consumer string
-	// Batch is the most messages fetched, and written in one transaction, at a time.
+	// Batch is the most messages fetched at a time, and the most events written in one
+	// transaction (an event batch message holds several events).
 	Batch int
 	// MaxWait is how long one pull request lasts: how long a read waits for a first message on
 	// an idle stream. Stop waits for the open request to end, so it also bounds how long Stop
