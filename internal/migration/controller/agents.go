@@ -49,8 +49,10 @@ func (c *Controller) AgentRevoked(id string) {
 }
 
 // reachability brings the index up to date (reading it from SQL if this run has not yet, or a
-// resync is due) and returns it. Only the pass's goroutine reads or changes the index.
-func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, error) {
+// resync is due) and returns it, with the agents whose entry the reported changes touched, or
+// read set when the whole index was read again (any agent may have changed). Only the pass's
+// goroutine reads or changes the index.
+func (c *Controller) reachability(ctx context.Context) (idx map[string]agentEntry, touched []string, read bool, err error) {
 	c.mu.Lock()
 	rebuild := c.agents == nil || c.resync
 	c.resync = false
@@ -65,7 +67,11 @@ func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, e
 		// (system facts, labels of its own) held 278 MiB at 100,000 agents while it was built.
 		rows, err := c.cfg.Store.AgentStates(ctx, nil)
 		if err != nil {
-			return nil, err
+			// The changes reported meanwhile were dropped above: the next pass reads it all.
+			c.mu.Lock()
+			c.resync = true
+			c.mu.Unlock()
+			return nil, nil, false, err
 		}
 		idx := make(map[string]agentEntry, len(rows))
 		for _, a := range rows {
@@ -87,8 +93,9 @@ func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, e
 			e.revoked = true
 		}
 		c.agents[ch.id] = e
+		touched = append(touched, ch.id)
 	}
-	return c.agents, nil
+	return c.agents, touched, rebuild, nil
 }
 
 // resyncAgents drops the index: the next pass reads it again from SQL.
@@ -99,12 +106,13 @@ func (c *Controller) resyncAgents() {
 }
 
 // takeObserved returns (and forgets) the agents whose observed state changed since the last
-// call.
+// call, and numbers the pass that takes them (Controller.seq).
 func (c *Controller) takeObserved() map[string]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ids := c.obsChanged
 	c.obsChanged = map[string]bool{}
+	c.seq++
 	return ids
 }
 

@@ -133,9 +133,19 @@ type Controller struct {
 	// rows holds the assignments of the migrations the last pass worked on, with the version
 	// they go with (see rows; only the pass's goroutine uses it).
 	rows map[string]*rows
-	// unsaved is, per migration and agent, active time counted by passes that got through and
-	// not yet stored (see activeFlush).
-	unsaved map[string]map[string]unsavedActive
+	// unsaved is, per migration, the active time counted by passes and not yet stored (see
+	// activeFlush).
+	unsaved map[string]*counting
+	// seq numbers the passes that took the observed changes (takeObserved): rows kept by the
+	// pass just before this one, together with what changed since, are all a pass needs to
+	// look at (see rows.seq).
+	seq int64
+	// budget is the desired document budget the last pass rendered with: when it changes, every
+	// document is rendered again.
+	lastBudget int
+	// stats is what the last pass looked at: agents observed and desired documents rendered
+	// (tests count them; only the pass's goroutine uses it).
+	stats passStats
 
 	events *hubevent.Sender
 	life   *worker.Lifecycle
@@ -166,7 +176,7 @@ func New(cfg Config) *Controller {
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
 		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
 		rows:    map[string]*rows{},
-		unsaved: map[string]map[string]unsavedActive{},
+		unsaved: map[string]*counting{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
 		life:    worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
@@ -191,7 +201,7 @@ func (c *Controller) begin(ctx context.Context) error {
 	// written in between.
 	c.agents, c.agentChanges, c.obsChanged, c.idle = nil, nil, map[string]bool{}, map[string]idle{}
 	c.rows = map[string]*rows{}
-	c.unsaved = map[string]map[string]unsavedActive{}
+	c.unsaved = map[string]*counting{}
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
 	select {
