@@ -110,8 +110,11 @@ type Controller struct {
 	// last error writing each agent's desired document, so that each is logged once.
 	unrunnable map[string]bool
 	writeErr   map[string]string
-	synced     chan struct{} // closed once the observed watcher delivered its initial values
-	rewatch    chan struct{} // asks the observed watcher to start over (the bus came back)
+	// resend names the agents whose desired document the next pass renders and writes again
+	// (the consistency check found that an agent did not get it).
+	resend  map[string]bool
+	synced  chan struct{} // closed once the observed watcher delivered its initial values
+	rewatch chan struct{} // asks the observed watcher to start over (the bus came back)
 	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
 	// took the lead or the bus came back. While settling, an agent is judged once it has been
 	// heard from again since then.
@@ -174,7 +177,7 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
-		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
+		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
 		rows:    map[string]*rows{},
 		unsaved: map[string]*counting{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
@@ -195,7 +198,7 @@ func (c *Controller) Stop(ctx context.Context) error { return c.life.Stop(ctx) }
 func (c *Controller) begin(ctx context.Context) error {
 	c.mu.Lock()
 	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]docDigest{}
-	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
+	c.unrunnable, c.writeErr, c.resend = map[string]bool{}, map[string]string{}, map[string]bool{}
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	// The agent index is read again from SQL by the first pass: another hub may have led and
 	// written in between.

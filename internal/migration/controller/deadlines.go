@@ -51,10 +51,11 @@ func (p *pass) deadlines(delta time.Duration) {
 			continue
 		}
 		p.reachability(a, reachable(id))
-		if active && delta > 0 && reachable(id) {
+		if active && reachable(id) {
 			// A timer that started since the last pass (a rollback or retry requested
-			// meanwhile) counts only from its start.
-			ms := min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
+			// meanwhile) counts only from its start. A pass that counts nothing still offers
+			// what earlier ones left unsaved.
+			ms := min(max(delta, 0), max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
 			a.ActiveMS += ms
 			p.countUnsaved(a, ms)
 		}
@@ -239,6 +240,9 @@ func (p *pass) keepCounting() { p.unsaved = p.counting() }
 func (p *pass) countUnsaved(a *wire.Assignment, ms int64) {
 	u := p.unsaved.agents[a.AgentID]
 	if u == nil {
+		if ms == 0 {
+			return
+		}
 		u = &unsavedActive{}
 		p.unsaved.agents[a.AgentID] = u
 	}
@@ -285,12 +289,20 @@ func (h *flushHeap) offer(id string, ms int64) {
 	}
 }
 
-// flushActive marks for writing the assignments chosen for their unsaved time alone.
-func (p *pass) flushActive() {
+// flushActive marks for writing the assignments chosen for their unsaved time alone, and
+// returns those that nothing else changed: no agent needs to hear about them.
+func (p *pass) flushActive() (timeOnly map[string]bool) {
 	for _, f := range p.flush {
-		p.dirty[f.id] = true
+		if !p.dirty[f.id] {
+			if timeOnly == nil {
+				timeOnly = map[string]bool{}
+			}
+			timeOnly[f.id] = true
+			p.dirty[f.id] = true
+		}
 	}
 	p.flush = p.flush[:0]
+	return timeOnly
 }
 
 // keepUnsaved records, once the pass is saved, that it got through: a written assignment has

@@ -71,7 +71,8 @@ func (c *Controller) deliverable(sp *spec.Migration) error {
 // toRender names the agents whose desired document may differ from the one the last pass
 // rendered: every agent of a migration whose rows were read from the store (a new run, another
 // writer, a pass cut short), the agents whose assignment a pass wrote, the agents whose last put
-// failed (tried again), and every agent when the budget changed. The others' documents are as
+// failed (tried again) or whom the consistency check found without it (Controller.resend), and
+// every agent when the budget changed. The others' documents are as
 // they were: an agent's document is made of its assignments, the specs (fixed per migration) and
 // the epoch (fixed per run, and a new run reads every migration's rows).
 func (c *Controller) toRender(passes []*pass) map[string]bool {
@@ -92,6 +93,10 @@ func (c *Controller) toRender(passes []*pass) map[string]bool {
 	for id := range c.writeErr {
 		render[id] = true
 	}
+	for id := range c.resend {
+		render[id] = true
+	}
+	c.resend = map[string]bool{}
 	c.mu.Unlock()
 	return render
 }

@@ -19,6 +19,7 @@ type countingStore struct {
 	wholeRows   atomic.Int64 // of which whole agent rows (ListAgents): a pass and the check read none
 	assignReads atomic.Int64 // ListAssignments calls
 	assignRows  atomic.Int64 // the assignment rows they returned
+	savedRows   atomic.Int64 // assignment rows written by SaveMigration
 }
 
 func (s *countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
@@ -40,6 +41,14 @@ func (s *countingStore) GetAgent(ctx context.Context, id string) (wire.Agent, er
 		s.agentRows.Add(1)
 	}
 	return a, err
+}
+
+func (s *countingStore) SaveMigration(ctx context.Context, f store.Fence, m wire.Migration, as []wire.Assignment) error {
+	err := s.Store.SaveMigration(ctx, f, m, as)
+	if err == nil {
+		s.savedRows.Add(int64(len(as)))
+	}
+	return err
 }
 
 func (s *countingStore) ListAssignments(ctx context.Context, m string) ([]wire.Assignment, error) {
@@ -212,5 +221,94 @@ func TestActiveTimeStoredInSteps(t *testing.T) {
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.State != aTimedOut || a.ActiveMS != time.Hour.Milliseconds()+1000 {
 		t.Fatalf("1s past the deadline: %s (%dms)", a.State, a.ActiveMS)
+	}
+}
+
+// A pass over a running migration costs what changed: when k of its agents reported, it looks
+// at the observed state of those k, renders their k desired documents and writes their k rows,
+// not every agent's. Active time alone writes at most activeFlushRows rows a pass, the longest
+// unwritten first, so every assignment gets its turn.
+func TestPassCostFollowsWhatChanged(t *testing.T) {
+	t.Parallel()
+	const n, k = 600, 5
+	b := setup(t, n)
+	ctx := context.Background()
+	cs := &countingStore{Store: b.store}
+	cfg := b.c.cfg
+	cfg.Store = cs
+	b.c = New(cfg)
+	if err := b.c.lead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	report := func(i int, st string) {
+		b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[i-1].ID, Assignments: []wire.ObservedAssignment{{
+			Migration: "m1", Attempt: 1, Generation: 1, Action: wire.ActionApply, State: st, StepName: "one", Applied: []int{0}}}})
+	}
+	for i := 1; i <= n; i++ {
+		report(i, aApplying)
+	}
+	b.pass(t)
+	b.pass(t) // looks again at the agents the last pass wrote
+	type cost struct{ observed, rendered, written int64 }
+	counted := func() cost {
+		t.Helper()
+		cs.savedRows.Store(0)
+		cs.counted(t, b.c)
+		return cost{int64(b.c.stats.observed), int64(b.c.stats.rendered), cs.savedRows.Load()}
+	}
+	if got := counted(); got != (cost{}) {
+		t.Fatalf("pass with nothing changed: %+v; want nothing looked at", got)
+	}
+	for i := 1; i <= k; i++ {
+		report(i, aVerifying)
+	}
+	b.clock.Add(time.Second)
+	if got, want := counted(), (cost{k, k, k}); got != want {
+		t.Fatalf("pass after %d of %d agents reported: %+v; want %+v", k, n, got, want)
+	}
+	if st := b.latest(t, "m1")["agent-1"].State; st != aVerifying {
+		t.Fatalf("agent-1 %s after it reported %s", st, aVerifying)
+	}
+	// The next pass looks again at the agents the last one wrote, and at nothing else.
+	if got, want := counted(), (cost{observed: k}); got != want {
+		t.Fatalf("pass after that: %+v; want %+v", got, want)
+	}
+
+	// An agent goes offline, reports while away (not news), and comes back: its report is
+	// applied when it is reachable again, though it sent nothing new.
+	b.setStatus(t, b.c, wire.StatusOffline, 10)
+	b.pass(t)
+	report(10, aVerifying)
+	b.pass(t)
+	b.setStatus(t, b.c, wire.StatusOnline, 10)
+	b.pass(t)
+	if st := b.latest(t, "m1")["agent-10"].State; st != aVerifying {
+		t.Fatalf("agent-10 %s once back, after it reported %s while away", st, aVerifying)
+	}
+	b.pass(t)
+
+	// Past activeFlush of unsaved time, the k that reported are written with theirs, and
+	// activeFlushRows others for their time alone; no agent hears about those.
+	b.clock.Add(activeFlush)
+	for i := 2*k + 1; i <= 3*k; i++ {
+		report(i, aVerifying)
+	}
+	if got, want := counted(), (cost{k, k, k + activeFlushRows}); got != want {
+		t.Fatalf("pass after %s more with %d reports: %+v; want %+v", activeFlush, k, got, want)
+	}
+	// The others follow on the next passes, and then every row holds its time.
+	var written []int64
+	for range 3 {
+		written = append(written, counted().written)
+	}
+	if want := []int64{activeFlushRows, n - 2*activeFlushRows - k, 0}; !slices.Equal(written, want) {
+		t.Fatalf("rows written for their time alone by the next passes: %v; want %v", written, want)
+	}
+	for name, a := range b.latest(t, "m1") {
+		if a.ActiveMS < activeFlush.Milliseconds() {
+			t.Fatalf("%s stored %dms of active time; want at least %s", name, a.ActiveMS, activeFlush)
+		}
 	}
 }

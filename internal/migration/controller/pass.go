@@ -198,7 +198,7 @@ type pass struct {
 	flush    flushHeap // assignments to write for their active time alone (see activeFlush)
 	seq      int64     // the pass's number (Controller.seq)
 	fresh    bool      // the rows were read from the store (or kept from before the last pass)
-	saved    []string  // the agents whose assignment this pass wrote
+	saved    []string  // the agents whose assignment this pass changed and wrote
 	adopting bool      // the first reconcile of this migration since taking the lead
 	judge    bool      // settled: every deadline may be enforced, new work may start
 	busUp    bool      // while settling, deadlines of agents heard from again may be enforced
@@ -565,7 +565,7 @@ func firstNonEmpty(s ...string) string {
 // save writes what changed, fenced, and then sends the pass's events. A migration deleted
 // meanwhile is gone and has nothing to save.
 func (p *pass) save(ctx context.Context) error {
-	p.flushActive()
+	timeOnly := p.flushActive()
 	ids := make([]string, 0, len(p.dirty))
 	for id := range p.dirty {
 		ids = append(ids, id)
@@ -594,7 +594,11 @@ func (p *pass) save(ctx context.Context) error {
 	for id := range p.dirty {
 		asStored(p.latest[id])
 	}
-	p.saved = append(p.saved, ids...)
+	for _, id := range ids {
+		if !timeOnly[id] {
+			p.saved = append(p.saved, id)
+		}
+	}
 	p.keepUnsaved()
 	p.keepRows()
 	p.orig, p.dirty = p.m, map[string]bool{}
