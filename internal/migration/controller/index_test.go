@@ -280,12 +280,16 @@ func TestPassCostFollowsWhatChanged(t *testing.T) {
 	// applied when it is reachable again, though it sent nothing new.
 	b.setStatus(t, b.c, wire.StatusOffline, 10)
 	b.pass(t)
-	report(10, aVerifying)
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[9].ID, Assignments: []wire.ObservedAssignment{{
+		Migration: "m1", Attempt: 1, Generation: 1, Action: wire.ActionApply, State: aVerifying, Step: 1, StepName: "two", Applied: []int{0, 1}}}})
 	b.pass(t)
+	if a := b.latest(t, "m1")["agent-10"]; a.State != aUnreachable || a.StepName != "one" {
+		t.Fatalf("agent-10 %s at step %q while away; want %s at the step it reported before", a.State, a.StepName, aUnreachable)
+	}
 	b.setStatus(t, b.c, wire.StatusOnline, 10)
 	b.pass(t)
-	if st := b.latest(t, "m1")["agent-10"].State; st != aVerifying {
-		t.Fatalf("agent-10 %s once back, after it reported %s while away", st, aVerifying)
+	if a := b.latest(t, "m1")["agent-10"]; a.State != aVerifying || a.StepName != "two" || a.Applied != 2 {
+		t.Fatalf("agent-10 %s at step %q (%d applied) once back; want %s at step two (2), as it reported while away", a.State, a.StepName, a.Applied, aVerifying)
 	}
 	b.pass(t)
 
