@@ -42,6 +42,7 @@ func (p *pass) deadlines(delta time.Duration) {
 		}
 	}
 	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && workable
+	p.flushMax = p.unsaved.allow(delta)
 	if counting && active && delta > 0 {
 		p.m.ActiveMS += delta.Milliseconds()
 	}
@@ -165,30 +166,40 @@ func (p *pass) reachableAgain(a *wire.Assignment, since time.Time) {
 	p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo, fmt.Sprintf("agent reachable again %s; the assignment is %s", away, a.State)))
 }
 
-// activeFlush and activeFlushRows bound the active time an assignment may have counted in
+// activeFlush and activeFlushRate bound the active time an assignment may have counted in
 // memory and not yet stored. Counting alone does not write an assignment on every pass: an
 // assignment written for any other reason is written with all the time it counted, and one that
-// is not has its time written once it holds at least activeFlush of it — at most activeFlushRows
-// such assignments a pass, those with the most unsaved time first (the longest unwritten; the
-// time of reachable agents grows alike). So the writes for time alone never exceed
-// activeFlushRows a pass whatever the fleet: with fewer than activeFlushRows × activeFlush ÷
-// (the time between passes) assignments at work, no assignment holds more than activeFlush
-// unsaved; with more, each waits its turn, about (assignments at work ÷ activeFlushRows) passes
-// — 100,000 at work, two passes a second: some 3 minutes. A new leader starts from the stored
-// times, so a leader change loses at most that much of each assignment's counted time: its
-// deadline comes that much later, never sooner.
+// is not has its time written once it holds at least activeFlush of it — at most
+// activeFlushRate such assignments a second of a migration's passes (a pass may write what the
+// time since the last one allows, at most a second's worth), those with the most unsaved time
+// first (the longest unwritten: the time of reachable agents grows alike). So the writes for
+// time alone stay under activeFlushRate rows a second whatever the size of the fleet and however
+// often passes run. With fewer than activeFlushRate × activeFlush seconds (5,000) assignments
+// at work, no assignment holds more than activeFlush unsaved (give or take a pass); with more,
+// each waits its turn, about (assignments at work ÷ activeFlushRate) seconds — 200 s at 100,000.
+// A new leader starts from the stored times, so a leader change loses at most that much of each
+// assignment's counted time: its deadline comes that much later, never sooner.
 const (
 	activeFlush     = 10 * time.Second
-	activeFlushRows = 256
+	activeFlushRate = 500 // rows a second
 )
 
 // counting is one migration's active time counted and not yet stored, by agent. A pass changes
 // it in place; saved is the last pass of the migration that saved what it counted, and an entry
 // that a later pass changed (seq) and that pass was cut short is given back its value from
-// before (see unsavedActive.before) when the next pass reads the rows again.
+// before (see unsavedActive.before) when the next pass reads the rows again. credit is how many
+// rows the migration's passes may still write for their time alone (activeFlushRate).
 type counting struct {
 	agents map[string]*unsavedActive
 	saved  int64
+	credit float64
+}
+
+// allow adds the credit for delta of passes and returns the rows this pass may write for their
+// time alone.
+func (u *counting) allow(delta time.Duration) int {
+	u.credit = min(u.credit+activeFlushRate*max(delta, 0).Seconds(), activeFlushRate)
+	return int(u.credit)
 }
 
 // unsavedActive is active time counted for an assignment and not yet stored; it belongs to the
@@ -254,13 +265,13 @@ func (p *pass) countUnsaved(a *wire.Assignment, ms int64) {
 	}
 	u.ms += ms
 	if u.ms >= activeFlush.Milliseconds() && !p.dirty[a.AgentID] {
-		p.flush.offer(a.AgentID, u.ms)
+		p.flush.offer(a.AgentID, u.ms, p.flushMax)
 	}
 }
 
-// flushHeap holds the activeFlushRows assignments with the most unsaved time offered in a
-// pass: the smallest on top, the one a larger offer replaces. Among equals the first offered
-// (p.order) stays.
+// flushHeap holds the assignments with the most unsaved time offered in a pass, as many as the
+// pass may write for their time alone: the smallest on top, the one a larger offer replaces.
+// Among equals the first offered (p.order) stays.
 type flushHeap []flushItem
 
 type flushItem struct {
@@ -279,9 +290,10 @@ func (h *flushHeap) Pop() any {
 	return x
 }
 
-func (h *flushHeap) offer(id string, ms int64) {
+func (h *flushHeap) offer(id string, ms int64, most int) {
 	switch {
-	case len(*h) < activeFlushRows:
+	case most <= 0:
+	case len(*h) < most:
 		heap.Push(h, flushItem{id, ms})
 	case ms > (*h)[0].ms:
 		(*h)[0] = flushItem{id, ms}
@@ -302,6 +314,7 @@ func (p *pass) flushActive() (timeOnly map[string]bool) {
 		}
 	}
 	p.flush = p.flush[:0]
+	p.unsaved.credit -= float64(len(timeOnly))
 	return timeOnly
 }
 

@@ -226,11 +226,11 @@ func TestActiveTimeStoredInSteps(t *testing.T) {
 
 // A pass over a running migration costs what changed: when k of its agents reported, it looks
 // at the observed state of those k, renders their k desired documents and writes their k rows,
-// not every agent's. Active time alone writes at most activeFlushRows rows a pass, the longest
+// not every agent's. Active time alone writes at most activeFlushRate rows a second, the longest
 // unwritten first, so every assignment gets its turn.
 func TestPassCostFollowsWhatChanged(t *testing.T) {
 	t.Parallel()
-	const n, k = 600, 5
+	const n, k = 1200, 5
 	b := setup(t, n)
 	ctx := context.Background()
 	cs := &countingStore{Store: b.store}
@@ -293,21 +293,23 @@ func TestPassCostFollowsWhatChanged(t *testing.T) {
 	}
 	b.pass(t)
 
-	// Past activeFlush of unsaved time, the k that reported are written with theirs, and
-	// activeFlushRows others for their time alone; no agent hears about those.
+	// Past activeFlush of unsaved time, the k that reported are written with theirs, and a
+	// second's worth of others for their time alone; no agent hears about those.
 	b.clock.Add(activeFlush)
 	for i := 2*k + 1; i <= 3*k; i++ {
 		report(i, aVerifying)
 	}
-	if got, want := counted(), (cost{k, k, k + activeFlushRows}); got != want {
+	if got, want := counted(), (cost{k, k, k + activeFlushRate}); got != want {
 		t.Fatalf("pass after %s more with %d reports: %+v; want %+v", activeFlush, k, got, want)
 	}
-	// The others follow on the next passes, and then every row holds its time.
+	// A pass right after writes none for its time alone (no time went by), and the others follow
+	// a second's worth a second, and then every row holds its time.
 	var written []int64
-	for range 3 {
+	for _, d := range []time.Duration{0, time.Second, time.Second, time.Second} {
+		b.clock.Add(d)
 		written = append(written, counted().written)
 	}
-	if want := []int64{activeFlushRows, n - 2*activeFlushRows - k, 0}; !slices.Equal(written, want) {
+	if want := []int64{0, activeFlushRate, n - 2*activeFlushRate - k, 0}; !slices.Equal(written, want) {
 		t.Fatalf("rows written for their time alone by the next passes: %v; want %v", written, want)
 	}
 	for name, a := range b.latest(t, "m1") {

@@ -196,6 +196,7 @@ type pass struct {
 	view     *view
 	unsaved  *counting // active time counted and not yet stored
 	flush    flushHeap // assignments to write for their active time alone (see activeFlush)
+	flushMax int       // how many the pass may write
 	seq      int64     // the pass's number (Controller.seq)
 	fresh    bool      // the rows were read from the store (or kept from before the last pass)
 	saved    []string  // the agents whose assignment this pass changed and wrote
