@@ -374,8 +374,8 @@ func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, d do
 // docDigest identifies a desired document the controller wrote: all it needs to know is
 // whether the next one is the same. Keeping the documents themselves cost a kilobyte or so an
 // agent (about 100 MB at 100,000 agents). It never leaves the process, so a hash seeded at
-// random per process serves: two of them (128 bits), fast enough to take of every document of
-// every pass.
+// random per process serves: two of them (128 bits), fast enough to take of every document a
+// pass renders.
 type docDigest [2]uint64
 
 var digestSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
