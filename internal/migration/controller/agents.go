@@ -49,9 +49,9 @@ func (c *Controller) AgentRevoked(id string) {
 }
 
 // reachability brings the index up to date (reading it from SQL if this run has not yet, or a
-// resync is due) and returns it, with the agents whose entry the reported changes touched, or
-// read set when the whole index was read again (any agent may have changed). Only the pass's
-// goroutine reads or changes the index.
+// resync is due) and returns it, with the agents whose entry changed (reported, or found by a
+// resync), or read set when this run read it for the first time (any agent may have changed).
+// Only the pass's goroutine reads or changes the index.
 func (c *Controller) reachability(ctx context.Context) (idx map[string]agentEntry, touched []string, read bool, err error) {
 	c.mu.Lock()
 	rebuild := c.agents == nil || c.resync
@@ -77,6 +77,21 @@ func (c *Controller) reachability(ctx context.Context) (idx map[string]agentEntr
 		for _, a := range rows {
 			idx[a.ID] = agentEntry{online: a.Status == wire.StatusOnline, revoked: a.Revoked}
 		}
+		if c.agents == nil {
+			read = true
+		} else {
+			// A resync: what differs from the index kept is what changed unreported.
+			for id, e := range idx {
+				if old, ok := c.agents[id]; !ok || old != e {
+					touched = append(touched, id)
+				}
+			}
+			for id := range c.agents {
+				if _, ok := idx[id]; !ok {
+					touched = append(touched, id)
+				}
+			}
+		}
 		c.agents = idx
 		c.log.Debug("migration controller: agent index read", "agents", len(idx))
 	}
@@ -95,7 +110,7 @@ func (c *Controller) reachability(ctx context.Context) (idx map[string]agentEntr
 		c.agents[ch.id] = e
 		touched = append(touched, ch.id)
 	}
-	return c.agents, touched, rebuild, nil
+	return c.agents, touched, read, nil
 }
 
 // resyncAgents drops the index: the next pass reads it again from SQL.

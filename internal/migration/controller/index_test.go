@@ -293,6 +293,20 @@ func TestPassCostFollowsWhatChanged(t *testing.T) {
 	}
 	b.pass(t)
 
+	// An agent goes offline unreported: the index's resync finds it, and the pass looks at
+	// that agent alone.
+	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[19].ID, Status: wire.StatusOffline}}); err != nil {
+		t.Fatal(err)
+	}
+	b.c.resyncAgents()
+	if got, want := counted(), (cost{1, 1, 1}); got != want {
+		t.Fatalf("pass after a resync found agent-20 offline: %+v; want %+v", got, want)
+	}
+	if st := b.latest(t, "m1")["agent-20"].State; st != aUnreachable {
+		t.Fatalf("agent-20 %s after the resync found it offline", st)
+	}
+	b.pass(t)
+
 	// Past activeFlush of unsaved time, the k that reported are written with theirs, and a
 	// second's worth of others for their time alone; no agent hears about those.
 	b.clock.Add(activeFlush)
@@ -309,11 +323,12 @@ func TestPassCostFollowsWhatChanged(t *testing.T) {
 		b.clock.Add(d)
 		written = append(written, counted().written)
 	}
-	if want := []int64{0, activeFlushRate, n - 2*activeFlushRate - k, 0}; !slices.Equal(written, want) {
+	// (agent-20 is away: it counts no time.)
+	if want := []int64{0, activeFlushRate, n - 2*activeFlushRate - k - 1, 0}; !slices.Equal(written, want) {
 		t.Fatalf("rows written for their time alone by the next passes: %v; want %v", written, want)
 	}
 	for name, a := range b.latest(t, "m1") {
-		if a.ActiveMS < activeFlush.Milliseconds() {
+		if a.ActiveMS < activeFlush.Milliseconds() && name != "agent-20" {
 			t.Fatalf("%s stored %dms of active time; want at least %s", name, a.ActiveMS, activeFlush)
 		}
 	}

@@ -76,7 +76,7 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	changed := c.takeObserved()
 	c.stats = passStats{}
 	// What can make an agent's observation newly applicable: the observation itself, and its
-	// agent becoming reachable (or not). A read of the whole index may have changed any.
+	// agent becoming reachable (or not). The first read of the index may have changed any.
 	d := delta{all: reread, agents: changed}
 	if len(moved) > 0 {
 		d.agents = maps.Clone(changed)
