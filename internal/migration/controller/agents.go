@@ -49,8 +49,10 @@ func (c *Controller) AgentRevoked(id string) {
 }
 
 // reachability brings the index up to date (reading it from SQL if this run has not yet, or a
-// resync is due) and returns it. Only the pass's goroutine reads or changes the index.
-func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, error) {
+// resync is due) and returns it, with the agents whose entry changed (reported, or found by a
+// resync), or read set when this run read it for the first time (any agent may have changed).
+// Only the pass's goroutine reads or changes the index.
+func (c *Controller) reachability(ctx context.Context) (idx map[string]agentEntry, touched []string, read bool, err error) {
 	c.mu.Lock()
 	rebuild := c.agents == nil || c.resync
 	c.resync = false
@@ -65,11 +67,30 @@ func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, e
 		// (system facts, labels of its own) held 278 MiB at 100,000 agents while it was built.
 		rows, err := c.cfg.Store.AgentStates(ctx, nil)
 		if err != nil {
-			return nil, err
+			// The changes reported meanwhile were dropped above: the next pass reads it all.
+			c.mu.Lock()
+			c.resync = true
+			c.mu.Unlock()
+			return nil, nil, false, err
 		}
 		idx := make(map[string]agentEntry, len(rows))
 		for _, a := range rows {
 			idx[a.ID] = agentEntry{online: a.Status == wire.StatusOnline, revoked: a.Revoked}
+		}
+		if c.agents == nil {
+			read = true
+		} else {
+			// A resync: what differs from the index kept is what changed unreported.
+			for id, e := range idx {
+				if old, ok := c.agents[id]; !ok || old != e {
+					touched = append(touched, id)
+				}
+			}
+			for id := range c.agents {
+				if _, ok := idx[id]; !ok {
+					touched = append(touched, id)
+				}
+			}
 		}
 		c.agents = idx
 		c.log.Debug("migration controller: agent index read", "agents", len(idx))
@@ -87,8 +108,9 @@ func (c *Controller) reachability(ctx context.Context) (map[string]agentEntry, e
 			e.revoked = true
 		}
 		c.agents[ch.id] = e
+		touched = append(touched, ch.id)
 	}
-	return c.agents, nil
+	return c.agents, touched, read, nil
 }
 
 // resyncAgents drops the index: the next pass reads it again from SQL.
@@ -99,12 +121,13 @@ func (c *Controller) resyncAgents() {
 }
 
 // takeObserved returns (and forgets) the agents whose observed state changed since the last
-// call.
+// call, and numbers the pass that takes them (Controller.seq).
 func (c *Controller) takeObserved() map[string]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ids := c.obsChanged
 	c.obsChanged = map[string]bool{}
+	c.seq++
 	return ids
 }
 

@@ -66,6 +66,7 @@ func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 			case !ok || o.Generation < a.Generation:
 				c.mu.Lock()
 				delete(c.written, a.AgentID) // the next pass writes its desired state again
+				c.resend[a.AgentID] = true
 				c.mu.Unlock()
 				findings = append(findings, wire.CheckFinding{Kind: wire.FindingNeverReceived, Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt,
 					Detail: fmt.Sprintf("asked to %s (generation %d) %s ago; the agent reports %s", a.Action, a.Generation, now.Sub(a.UpdatedAt).Round(time.Second), describeObserved(o, ok)),

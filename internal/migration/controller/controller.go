@@ -110,8 +110,11 @@ type Controller struct {
 	// last error writing each agent's desired document, so that each is logged once.
 	unrunnable map[string]bool
 	writeErr   map[string]string
-	synced     chan struct{} // closed once the observed watcher delivered its initial values
-	rewatch    chan struct{} // asks the observed watcher to start over (the bus came back)
+	// resend names the agents whose desired document the next pass renders and writes again
+	// (the consistency check found that an agent did not get it).
+	resend  map[string]bool
+	synced  chan struct{} // closed once the observed watcher delivered its initial values
+	rewatch chan struct{} // asks the observed watcher to start over (the bus came back)
 	// heardAt is when each agent's observed state last arrived; recoveredAt when the controller
 	// took the lead or the bus came back. While settling, an agent is judged once it has been
 	// heard from again since then.
@@ -133,9 +136,19 @@ type Controller struct {
 	// rows holds the assignments of the migrations the last pass worked on, with the version
 	// they go with (see rows; only the pass's goroutine uses it).
 	rows map[string]*rows
-	// unsaved is, per migration and agent, active time counted by passes that got through and
-	// not yet stored (see activeFlush).
-	unsaved map[string]map[string]unsavedActive
+	// unsaved is, per migration, the active time counted by passes and not yet stored (see
+	// activeFlush).
+	unsaved map[string]*counting
+	// seq numbers the passes that took the observed changes (takeObserved): rows kept by the
+	// pass just before this one, together with what changed since, are all a pass needs to
+	// look at (see rows.seq).
+	seq int64
+	// budget is the desired document budget the last pass rendered with: when it changes, every
+	// document is rendered again.
+	lastBudget int
+	// stats is what the last pass looked at: agents observed and desired documents rendered
+	// (tests count them; only the pass's goroutine uses it).
+	stats passStats
 
 	events *hubevent.Sender
 	life   *worker.Lifecycle
@@ -164,9 +177,9 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
-		unrunnable: map[string]bool{}, writeErr: map[string]string{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
+		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
 		rows:    map[string]*rows{},
-		unsaved: map[string]map[string]unsavedActive{},
+		unsaved: map[string]*counting{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
 		life:    worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
@@ -185,13 +198,13 @@ func (c *Controller) Stop(ctx context.Context) error { return c.life.Stop(ctx) }
 func (c *Controller) begin(ctx context.Context) error {
 	c.mu.Lock()
 	c.observed, c.heardAt, c.written = map[string]wire.ObservedState{}, map[string]time.Time{}, map[string]docDigest{}
-	c.unrunnable, c.writeErr = map[string]bool{}, map[string]string{}
+	c.unrunnable, c.writeErr, c.resend = map[string]bool{}, map[string]string{}, map[string]bool{}
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	// The agent index is read again from SQL by the first pass: another hub may have led and
 	// written in between.
 	c.agents, c.agentChanges, c.obsChanged, c.idle = nil, nil, map[string]bool{}, map[string]idle{}
 	c.rows = map[string]*rows{}
-	c.unsaved = map[string]map[string]unsavedActive{}
+	c.unsaved = map[string]*counting{}
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
 	select {

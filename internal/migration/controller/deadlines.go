@@ -1,8 +1,8 @@
 package controller
 
 import (
+	"container/heap"
 	"fmt"
-	"maps"
 	"time"
 
 	"godwit.dev/godwit/internal/migration/spec"
@@ -42,6 +42,7 @@ func (p *pass) deadlines(delta time.Duration) {
 		}
 	}
 	counting := (p.m.State == mRunning || p.m.State == mRollingBack) && workable
+	p.flushMax = p.unsaved.allow(delta)
 	if counting && active && delta > 0 {
 		p.m.ActiveMS += delta.Milliseconds()
 	}
@@ -51,10 +52,11 @@ func (p *pass) deadlines(delta time.Duration) {
 			continue
 		}
 		p.reachability(a, reachable(id))
-		if active && delta > 0 && reachable(id) {
+		if active && reachable(id) {
 			// A timer that started since the last pass (a rollback or retry requested
-			// meanwhile) counts only from its start.
-			ms := min(delta, max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
+			// meanwhile) counts only from its start. A pass that counts nothing still offers
+			// what earlier ones left unsaved.
+			ms := min(max(delta, 0), max(p.now.Sub(a.DispatchedAt), 0)).Milliseconds()
 			a.ActiveMS += ms
 			p.countUnsaved(a, ms)
 		}
@@ -164,12 +166,41 @@ func (p *pass) reachableAgain(a *wire.Assignment, since time.Time) {
 	p.events = append(p.events, p.assignmentEvent(a, wire.SeverityInfo, fmt.Sprintf("agent reachable again %s; the assignment is %s", away, a.State)))
 }
 
-// activeFlush bounds the active time an assignment may have counted in memory and not yet
-// stored: counting alone writes an in-flight assignment at most once per activeFlush of its
-// active time, not on every pass (any other change writes it at once, with the time counted).
-// A new leader starts from the stored times, so a leader change loses at most this much of each
+// activeFlush and activeFlushRate bound the active time an assignment may have counted in
+// memory and not yet stored. Counting alone does not write an assignment on every pass: an
+// assignment written for any other reason is written with all the time it counted, and one that
+// is not has its time written once it holds at least activeFlush of it — at most
+// activeFlushRate such assignments a second of a migration's passes (a pass may write what the
+// time since the last one allows, at most a second's worth), those with the most unsaved time
+// first (the longest unwritten: the time of reachable agents grows alike). So the writes for
+// time alone stay under activeFlushRate rows a second whatever the size of the fleet and however
+// often passes run. With fewer than activeFlushRate × activeFlush seconds (5,000) assignments
+// at work, no assignment holds more than activeFlush unsaved (give or take a pass); with more,
+// each waits its turn, about (assignments at work ÷ activeFlushRate) seconds — 200 s at 100,000.
+// A new leader starts from the stored times, so a leader change loses at most that much of each
 // assignment's counted time: its deadline comes that much later, never sooner.
-const activeFlush = 10 * time.Second
+const (
+	activeFlush     = 10 * time.Second
+	activeFlushRate = 500 // rows a second
+)
+
+// counting is one migration's active time counted and not yet stored, by agent. A pass changes
+// it in place; saved is the last pass of the migration that saved what it counted, and an entry
+// that a later pass changed (seq) and that pass was cut short is given back its value from
+// before (see unsavedActive.before) when the next pass reads the rows again. credit is how many
+// rows the migration's passes may still write for their time alone (activeFlushRate).
+type counting struct {
+	agents map[string]*unsavedActive
+	saved  int64
+	credit float64
+}
+
+// allow adds the credit for delta of passes and returns the rows this pass may write for their
+// time alone.
+func (u *counting) allow(delta time.Duration) int {
+	u.credit = min(u.credit+activeFlushRate*max(delta, 0).Seconds(), activeFlushRate)
+	return int(u.credit)
+}
 
 // unsavedActive is active time counted for an assignment and not yet stored; it belongs to the
 // attempt and timer (DispatchedAt) it was counted for.
@@ -177,62 +208,121 @@ type unsavedActive struct {
 	attempt    int
 	dispatched time.Time
 	ms         int64
+	seq        int64 // the pass that last counted for it
+	before     int64 // ms before that pass
 }
 
-// addUnsaved adds what earlier passes counted and did not store to the assignments read.
-func (p *pass) addUnsaved() {
+// counting returns the migration's unsaved time, giving back what a pass cut short counted.
+func (p *pass) counting() *counting {
 	p.c.mu.Lock()
-	prev := p.c.unsaved[p.m.Name]
-	p.c.mu.Unlock()
-	p.unsaved = make(map[string]unsavedActive, len(prev))
-	for id, u := range prev {
+	defer p.c.mu.Unlock()
+	u := p.c.unsaved[p.m.Name]
+	if u == nil {
+		u = &counting{agents: map[string]*unsavedActive{}}
+		p.c.unsaved[p.m.Name] = u
+	}
+	return u
+}
+
+// addUnsaved adds what earlier passes counted and did not store to the assignments read from
+// the store. Rows are read again after a pass of the migration was cut short, whose counting
+// is undone here (it never got through).
+func (p *pass) addUnsaved() {
+	p.unsaved = p.counting()
+	for id, u := range p.unsaved.agents {
+		if u.seq > p.unsaved.saved {
+			u.ms, u.seq = u.before, p.unsaved.saved
+		}
 		a, ok := p.latest[id]
 		if !ok || a.Attempt != u.attempt || !a.DispatchedAt.Equal(u.dispatched) {
+			delete(p.unsaved.agents, id)
 			continue
 		}
 		a.ActiveMS += u.ms
-		p.unsaved[id] = u
 	}
 }
 
 // keepCounting takes over, for rows kept from the last pass, what earlier passes counted and
-// did not store: the rows hold it already.
-func (p *pass) keepCounting() {
-	p.c.mu.Lock()
-	prev := p.c.unsaved[p.m.Name]
-	p.c.mu.Unlock()
-	p.unsaved = make(map[string]unsavedActive, len(prev))
-	for id, u := range prev {
-		if a, ok := p.latest[id]; ok && a.Attempt == u.attempt && a.DispatchedAt.Equal(u.dispatched) {
-			p.unsaved[id] = u
-		}
-	}
-}
+// did not store: the rows hold it already, and the last pass got through.
+func (p *pass) keepCounting() { p.unsaved = p.counting() }
 
-// countUnsaved records ms counted for a; the assignment is written once enough is unsaved.
+// countUnsaved records ms counted for a, and offers it to be written for its time alone once
+// enough is unsaved (see activeFlush).
 func (p *pass) countUnsaved(a *wire.Assignment, ms int64) {
-	u := p.unsaved[a.AgentID]
+	u := p.unsaved.agents[a.AgentID]
+	if u == nil {
+		if ms == 0 {
+			return
+		}
+		u = &unsavedActive{}
+		p.unsaved.agents[a.AgentID] = u
+	}
 	if u.attempt != a.Attempt || !u.dispatched.Equal(a.DispatchedAt) {
-		u = unsavedActive{attempt: a.Attempt, dispatched: a.DispatchedAt}
+		*u = unsavedActive{attempt: a.Attempt, dispatched: a.DispatchedAt, seq: p.seq}
+	}
+	if u.seq != p.seq {
+		u.before, u.seq = u.ms, p.seq
 	}
 	u.ms += ms
-	p.unsaved[a.AgentID] = u
-	if u.ms >= activeFlush.Milliseconds() {
-		p.dirty[a.AgentID] = true
+	if u.ms >= activeFlush.Milliseconds() && !p.dirty[a.AgentID] {
+		p.flush.offer(a.AgentID, u.ms, p.flushMax)
 	}
 }
 
-// keepUnsaved hands what this pass counted and did not store to the next pass, once the pass
-// is saved: a written assignment has nothing unsaved left.
+// flushHeap holds the assignments with the most unsaved time offered in a pass, as many as the
+// pass may write for their time alone: the smallest on top, the one a larger offer replaces.
+// Among equals the first offered (p.order) stays.
+type flushHeap []flushItem
+
+type flushItem struct {
+	id string
+	ms int64
+}
+
+func (h flushHeap) Len() int           { return len(h) }
+func (h flushHeap) Less(i, j int) bool { return h[i].ms < h[j].ms }
+func (h flushHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *flushHeap) Push(x any)        { *h = append(*h, x.(flushItem)) }
+func (h *flushHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (h *flushHeap) offer(id string, ms int64, most int) {
+	switch {
+	case most <= 0:
+	case len(*h) < most:
+		heap.Push(h, flushItem{id, ms})
+	case ms > (*h)[0].ms:
+		(*h)[0] = flushItem{id, ms}
+		heap.Fix(h, 0)
+	}
+}
+
+// flushActive marks for writing the assignments chosen for their unsaved time alone, and
+// returns those that nothing else changed: no agent needs to hear about them.
+func (p *pass) flushActive() (timeOnly map[string]bool) {
+	for _, f := range p.flush {
+		if !p.dirty[f.id] {
+			if timeOnly == nil {
+				timeOnly = map[string]bool{}
+			}
+			timeOnly[f.id] = true
+			p.dirty[f.id] = true
+		}
+	}
+	p.flush = p.flush[:0]
+	p.unsaved.credit -= float64(len(timeOnly))
+	return timeOnly
+}
+
+// keepUnsaved records, once the pass is saved, that it got through: a written assignment has
+// nothing unsaved left, and what the others counted stays for the next pass.
 func (p *pass) keepUnsaved() {
 	for id := range p.dirty {
-		delete(p.unsaved, id)
+		delete(p.unsaved.agents, id)
 	}
-	p.c.mu.Lock()
-	defer p.c.mu.Unlock()
-	if len(p.unsaved) == 0 {
-		delete(p.c.unsaved, p.m.Name)
-		return
-	}
-	p.c.unsaved[p.m.Name] = maps.Clone(p.unsaved)
+	p.unsaved.saved = p.seq
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -67,11 +68,46 @@ func (c *Controller) deliverable(sp *spec.Migration) error {
 	return nil
 }
 
-// desiredDocuments renders each agent's desired document from the passes. A document over the
-// budget first loses the steps of its rollback requests (an agent rolls back what its journal
-// recorded), then the apply requests of the newest migrations until it fits; each request left
-// out fails its assignment, with the reason, and that migration is saved again.
-func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass) (map[string][]byte, error) {
+// toRender names the agents whose desired document may differ from the one the last pass
+// rendered: every agent of a migration whose rows were read from the store (a new run, another
+// writer, a pass cut short), the agents whose assignment a pass wrote, the agents whose last put
+// failed (tried again) or whom the consistency check found without it (Controller.resend), and
+// every agent when the budget changed. The others' documents are as
+// they were: an agent's document is made of its assignments, the specs (fixed per migration) and
+// the epoch (fixed per run, and a new run reads every migration's rows).
+func (c *Controller) toRender(passes []*pass) map[string]bool {
+	limit := c.budget()
+	all := limit != c.lastBudget
+	c.lastBudget = limit
+	render := map[string]bool{}
+	for _, p := range passes {
+		ids := p.saved
+		if all || p.fresh {
+			ids = p.order
+		}
+		for _, id := range ids {
+			render[id] = true
+		}
+	}
+	c.mu.Lock()
+	for id := range c.writeErr {
+		render[id] = true
+	}
+	for id := range c.resend {
+		render[id] = true
+	}
+	c.resend = map[string]bool{}
+	c.mu.Unlock()
+	return render
+}
+
+// desiredDocuments renders the desired document of each agent named in render from the
+// passes; an agent with nothing to do gets nil (an empty document, if it was sent one). A
+// document over the budget first loses the steps of its rollback requests (an agent rolls back
+// what its journal recorded), then the apply requests of the newest migrations until it fits;
+// each request left out fails its assignment, with the reason, and that migration is saved
+// again (and the agent's document rendered again).
+func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass, render map[string]bool) (map[string][]byte, error) {
 	c.mu.Lock()
 	epoch := c.epoch
 	c.mu.Unlock()
@@ -80,15 +116,24 @@ func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass) (map[
 	for _, p := range passes {
 		byName[p.m.Name] = p
 	}
+	docs := make(map[string][]byte, len(render))
 	var errs []error
+	var es []entry
 	for round := 0; ; round++ {
-		desired := map[string][]entry{}
-		for _, p := range passes {
-			p.collectDesired(desired)
-		}
-		docs := make(map[string][]byte, len(desired))
 		touched := map[*pass]bool{}
-		for id, es := range desired {
+		again := map[string]bool{}
+		for id := range render {
+			es = es[:0]
+			for _, p := range passes {
+				if e, ok := p.desiredEntry(id); ok {
+					es = append(es, e)
+				}
+			}
+			if len(es) == 0 {
+				docs[id] = nil
+				continue
+			}
+			c.stats.rendered++
 			doc, dropped := fit(id, epoch, es, limit)
 			docs[id] = doc
 			for _, e := range dropped {
@@ -97,6 +142,7 @@ func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass) (map[
 				if p := byName[e.Migration]; p != nil {
 					p.undeliverable(id, reason)
 					touched[p] = true
+					again[id] = true
 				}
 			}
 		}
@@ -108,6 +154,7 @@ func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass) (map[
 				errs = append(errs, fmt.Errorf("migration %s: %w", p.m.Name, err))
 			}
 		}
+		render = again
 	}
 }
 
@@ -158,25 +205,21 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 const desiredInFlight = 1024
 
 // writeDesired puts each agent's desired document into the desired bucket when it differs from
-// what this controller last wrote. An agent whose work is over gets an empty document, so it
-// does not keep acting on a finished request. The puts run concurrently, at most
+// what this controller last wrote; docs holds the documents a pass rendered (see toRender), nil
+// for an agent with nothing to do: an agent whose work is over gets an empty document (once), so
+// it does not keep acting on a finished request. The puts run concurrently, at most
 // desiredInFlight at a time, and each key's outcome is its own: a document the bus refuses (or
-// whose put is lost with the connection) is not recorded as written and is tried again on the
-// next pass; it is logged when its error changes, not on every pass. Every put of a pass has
-// ended when writeDesired returns, so the puts of two passes to one key never overlap.
+// whose put is lost with the connection) is not recorded as written and is rendered and tried
+// again on the next pass; it is logged when its error changes, not on every pass. Every put of a
+// pass has ended when writeDesired returns, so the puts of two passes to one key never overlap.
 func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) error {
 	c.mu.Lock()
 	epoch := c.epoch
-	agents := make([]string, 0, len(docs)+len(c.written))
+	c.mu.Unlock()
+	agents := make([]string, 0, len(docs))
 	for id := range docs {
 		agents = append(agents, id)
 	}
-	for id := range c.written {
-		if _, ok := docs[id]; !ok {
-			agents = append(agents, id)
-		}
-	}
-	c.mu.Unlock()
 	sort.Strings(agents)
 	var (
 		wg   sync.WaitGroup
@@ -208,17 +251,19 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 		}()
 	}
 	for _, id := range agents {
-		doc, ok := docs[id]
-		empty := !ok
-		if empty {
-			doc, _ = json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: []wire.DesiredAssignment{}})
-		}
-		d := digest(doc)
+		doc := docs[id]
+		empty := doc == nil
 		c.mu.Lock()
 		w, ok := c.written[id]
 		c.mu.Unlock()
-		same := ok && w == d
-		if same {
+		if empty {
+			if !ok {
+				continue // never sent anything: nothing to take back
+			}
+			doc, _ = json.Marshal(wire.DesiredState{AgentID: id, Epoch: epoch, Assignments: []wire.DesiredAssignment{}})
+		}
+		d := digest(doc)
+		if ok && w == d {
 			continue
 		}
 		sem <- struct{}{}
@@ -239,9 +284,9 @@ func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) e
 
 // desiredWriter writes the desired documents of the controller's passes from its own goroutine:
 // one writeDesired at a time (so the puts of two passes to one key never overlap), each with the
-// newest documents offered — documents a later pass replaced before they were taken are never
-// written. A put that fails is tried again with the next documents offered (every pass offers
-// them all), and logged as writeDesired logs it.
+// newest documents offered — a pass offers the documents it rendered, and a document a later
+// pass replaced before it was taken is never written. A put that fails is rendered and offered
+// again by a later pass (toRender), and logged as writeDesired logs it.
 type desiredWriter struct {
 	mu   sync.Mutex
 	next map[string][]byte // nil: nothing new
@@ -250,10 +295,15 @@ type desiredWriter struct {
 
 func newDesiredWriter() *desiredWriter { return &desiredWriter{wake: make(chan struct{}, 1)} }
 
-// offer hands the writer a pass's documents, replacing any it has not taken yet.
+// offer hands the writer a pass's documents, adding them to those it has not taken yet (an
+// agent's newer document replacing its older one).
 func (w *desiredWriter) offer(docs map[string][]byte) {
 	w.mu.Lock()
-	w.next = docs
+	if w.next == nil {
+		w.next = docs
+	} else {
+		maps.Copy(w.next, docs)
+	}
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -324,8 +374,8 @@ func (c *Controller) putDesired(ctx context.Context, id string, doc []byte, d do
 // docDigest identifies a desired document the controller wrote: all it needs to know is
 // whether the next one is the same. Keeping the documents themselves cost a kilobyte or so an
 // agent (about 100 MB at 100,000 agents). It never leaves the process, so a hash seeded at
-// random per process serves: two of them (128 bits), fast enough to take of every document of
-// every pass.
+// random per process serves: two of them (128 bits), fast enough to take of every document a
+// pass renders.
 type docDigest [2]uint64
 
 var digestSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}

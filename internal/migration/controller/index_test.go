@@ -19,6 +19,7 @@ type countingStore struct {
 	wholeRows   atomic.Int64 // of which whole agent rows (ListAgents): a pass and the check read none
 	assignReads atomic.Int64 // ListAssignments calls
 	assignRows  atomic.Int64 // the assignment rows they returned
+	savedRows   atomic.Int64 // assignment rows written by SaveMigration
 }
 
 func (s *countingStore) ListAgents(ctx context.Context) ([]wire.Agent, error) {
@@ -40,6 +41,14 @@ func (s *countingStore) GetAgent(ctx context.Context, id string) (wire.Agent, er
 		s.agentRows.Add(1)
 	}
 	return a, err
+}
+
+func (s *countingStore) SaveMigration(ctx context.Context, f store.Fence, m wire.Migration, as []wire.Assignment) error {
+	err := s.Store.SaveMigration(ctx, f, m, as)
+	if err == nil {
+		s.savedRows.Add(int64(len(as)))
+	}
+	return err
 }
 
 func (s *countingStore) ListAssignments(ctx context.Context, m string) ([]wire.Assignment, error) {
@@ -212,5 +221,115 @@ func TestActiveTimeStoredInSteps(t *testing.T) {
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.State != aTimedOut || a.ActiveMS != time.Hour.Milliseconds()+1000 {
 		t.Fatalf("1s past the deadline: %s (%dms)", a.State, a.ActiveMS)
+	}
+}
+
+// A pass over a running migration costs what changed: when k of its agents reported, it looks
+// at the observed state of those k, renders their k desired documents and writes their k rows,
+// not every agent's. Active time alone writes at most activeFlushRate rows a second, the longest
+// unwritten first, so every assignment gets its turn.
+func TestPassCostFollowsWhatChanged(t *testing.T) {
+	t.Parallel()
+	const n, k = 1200, 5
+	b := setup(t, n)
+	ctx := context.Background()
+	cs := &countingStore{Store: b.store}
+	cfg := b.c.cfg
+	cfg.Store = cs
+	b.c = New(cfg)
+	if err := b.c.lead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	report := func(i int, st string) {
+		b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[i-1].ID, Assignments: []wire.ObservedAssignment{{
+			Migration: "m1", Attempt: 1, Generation: 1, Action: wire.ActionApply, State: st, StepName: "one", Applied: []int{0}}}})
+	}
+	for i := 1; i <= n; i++ {
+		report(i, aApplying)
+	}
+	b.pass(t)
+	b.pass(t) // looks again at the agents the last pass wrote
+	type cost struct{ observed, rendered, written int64 }
+	counted := func() cost {
+		t.Helper()
+		cs.savedRows.Store(0)
+		cs.counted(t, b.c)
+		return cost{int64(b.c.stats.observed), int64(b.c.stats.rendered), cs.savedRows.Load()}
+	}
+	if got := counted(); got != (cost{}) {
+		t.Fatalf("pass with nothing changed: %+v; want nothing looked at", got)
+	}
+	for i := 1; i <= k; i++ {
+		report(i, aVerifying)
+	}
+	b.clock.Add(time.Second)
+	if got, want := counted(), (cost{k, k, k}); got != want {
+		t.Fatalf("pass after %d of %d agents reported: %+v; want %+v", k, n, got, want)
+	}
+	if st := b.latest(t, "m1")["agent-1"].State; st != aVerifying {
+		t.Fatalf("agent-1 %s after it reported %s", st, aVerifying)
+	}
+	// The next pass looks again at the agents the last one wrote, and at nothing else.
+	if got, want := counted(), (cost{observed: k}); got != want {
+		t.Fatalf("pass after that: %+v; want %+v", got, want)
+	}
+
+	// An agent goes offline, reports while away (not news), and comes back: its report is
+	// applied when it is reachable again, though it sent nothing new.
+	b.setStatus(t, b.c, wire.StatusOffline, 10)
+	b.pass(t)
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[9].ID, Assignments: []wire.ObservedAssignment{{
+		Migration: "m1", Attempt: 1, Generation: 1, Action: wire.ActionApply, State: aVerifying, Step: 1, StepName: "two", Applied: []int{0, 1}}}})
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-10"]; a.State != aUnreachable || a.StepName != "one" {
+		t.Fatalf("agent-10 %s at step %q while away; want %s at the step it reported before", a.State, a.StepName, aUnreachable)
+	}
+	b.setStatus(t, b.c, wire.StatusOnline, 10)
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-10"]; a.State != aVerifying || a.StepName != "two" || a.Applied != 2 {
+		t.Fatalf("agent-10 %s at step %q (%d applied) once back; want %s at step two (2), as it reported while away", a.State, a.StepName, a.Applied, aVerifying)
+	}
+	b.pass(t)
+
+	// An agent goes offline unreported: the index's resync finds it, and the pass looks at
+	// that agent alone.
+	if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[19].ID, Status: wire.StatusOffline}}); err != nil {
+		t.Fatal(err)
+	}
+	b.c.resyncAgents()
+	if got, want := counted(), (cost{1, 1, 1}); got != want {
+		t.Fatalf("pass after a resync found agent-20 offline: %+v; want %+v", got, want)
+	}
+	if st := b.latest(t, "m1")["agent-20"].State; st != aUnreachable {
+		t.Fatalf("agent-20 %s after the resync found it offline", st)
+	}
+	b.pass(t)
+
+	// Past activeFlush of unsaved time, the k that reported are written with theirs, and a
+	// second's worth of others for their time alone; no agent hears about those.
+	b.clock.Add(activeFlush)
+	for i := 2*k + 1; i <= 3*k; i++ {
+		report(i, aVerifying)
+	}
+	if got, want := counted(), (cost{k, k, k + activeFlushRate}); got != want {
+		t.Fatalf("pass after %s more with %d reports: %+v; want %+v", activeFlush, k, got, want)
+	}
+	// A pass right after writes none for its time alone (no time went by), and the others follow
+	// a second's worth a second, and then every row holds its time.
+	var written []int64
+	for _, d := range []time.Duration{0, time.Second, time.Second, time.Second} {
+		b.clock.Add(d)
+		written = append(written, counted().written)
+	}
+	// (agent-20 is away: it counts no time.)
+	if want := []int64{0, activeFlushRate, n - 2*activeFlushRate - k - 1, 0}; !slices.Equal(written, want) {
+		t.Fatalf("rows written for their time alone by the next passes: %v; want %v", written, want)
+	}
+	for name, a := range b.latest(t, "m1") {
+		if a.ActiveMS < activeFlush.Milliseconds() && name != "agent-20" {
+			t.Fatalf("%s stored %dms of active time; want at least %s", name, a.ActiveMS, activeFlush)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -60,7 +61,7 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	if err != nil {
 		return nil, c.storeDown(err)
 	}
-	agents, err := c.reachability(ctx)
+	agents, moved, reread, err := c.reachability(ctx)
 	if err != nil {
 		return nil, c.storeDown(err)
 	}
@@ -73,6 +74,16 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	v := &view{c: c, agents: agents, recovered: c.recoveredAt, obs: map[string]seenState{}}
 	c.mu.Unlock()
 	changed := c.takeObserved()
+	c.stats = passStats{}
+	// What can make an agent's observation newly applicable: the observation itself, and its
+	// agent becoming reachable (or not). The first read of the index may have changed any.
+	d := delta{all: reread, agents: changed}
+	if len(moved) > 0 {
+		d.agents = maps.Clone(changed)
+		for _, id := range moved {
+			d.agents[id] = true
+		}
+	}
 	var errs []error
 	passes := make([]*pass, 0, len(ms))
 	for _, m := range ms {
@@ -84,7 +95,7 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 		if at, ok := counted[m.Name]; ok {
 			delta = now.Sub(at)
 		}
-		p, err := c.reconcile(ctx, m, v, delta, now)
+		p, err := c.reconcile(ctx, m, v, d, delta, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				return nil, err
@@ -100,7 +111,14 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 			delete(c.rows, name) // deleted
 		}
 	}
-	docs, err := c.desiredDocuments(ctx, passes)
+	c.mu.Lock()
+	for name := range c.unsaved {
+		if !slices.ContainsFunc(ms, func(m wire.Migration) bool { return m.Name == name }) {
+			delete(c.unsaved, name)
+		}
+	}
+	c.mu.Unlock()
+	docs, err := c.desiredDocuments(ctx, passes, c.toRender(passes))
 	if err != nil {
 		if errors.Is(err, fault.ErrFenced) {
 			return nil, err
@@ -176,11 +194,16 @@ type pass struct {
 	now      time.Time
 	events   []wire.Event
 	view     *view
-	unsaved  map[string]unsavedActive // agent → active time counted and not yet stored
-	adopting bool                     // the first reconcile of this migration since taking the lead
-	judge    bool                     // settled: every deadline may be enforced, new work may start
-	busUp    bool                     // while settling, deadlines of agents heard from again may be enforced
-	overdue  bool                     // the migration's deadline has passed (judged or not)
+	unsaved  *counting // active time counted and not yet stored
+	flush    flushHeap // assignments to write for their active time alone (see activeFlush)
+	flushMax int       // how many the pass may write
+	seq      int64     // the pass's number (Controller.seq)
+	fresh    bool      // the rows were read from the store (or kept from before the last pass)
+	saved    []string  // the agents whose assignment this pass changed and wrote
+	adopting bool      // the first reconcile of this migration since taking the lead
+	judge    bool      // settled: every deadline may be enforced, new work may start
+	busUp    bool      // while settling, deadlines of agents heard from again may be enforced
+	overdue  bool      // the migration's deadline has passed (judged or not)
 }
 
 func (p *pass) touch(a *wire.Assignment) {
@@ -244,14 +267,15 @@ func (p *pass) setMigration(to, reason string) {
 // reconcile runs one migration's pass and saves it. It returns the pass (for the desired
 // documents) unless the migration's records could not be read. A migration that cannot be run
 // is failed here, with the reason, and is not an error of the pass.
-func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, delta time.Duration, now time.Time) (*pass, error) {
+func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d delta, delta time.Duration, now time.Time) (*pass, error) {
 	sp, perr := c.parsedSpec(m)
 	c.mu.Lock()
 	adopting := !c.adopted[m.Name]
+	seq := c.seq
 	c.mu.Unlock()
 	busUp, settled := c.judging(now)
 	p := &pass{c: c, m: m, orig: m, sp: sp, dirty: map[string]bool{}, now: now,
-		view: v, adopting: adopting, judge: settled, busUp: busUp}
+		view: v, adopting: adopting, judge: settled, busUp: busUp, seq: seq}
 	// The pass owns the migration's rows until it has saved them: a pass cut short leaves
 	// nothing behind, and the next one reads them from the store.
 	r, kept := c.rows[m.Name]
@@ -259,6 +283,16 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	if kept && r.version == m.Version {
 		p.all, p.latest, p.order = r.all, r.latest, r.order
 		p.keepCounting()
+		// Rows kept by an earlier pass than the last (one cut short after it saved them, say)
+		// missed what changed in between: look at them all, as at rows read.
+		p.fresh = r.seq != seq-1
+		if !p.fresh && !d.all && !adopting {
+			// The last pass left these rows with every observation that applied to them: only
+			// what changed since, and the agents it wrote, can apply anew.
+			p.observeSome(d.agents, r.recheck)
+		} else {
+			p.observe()
+		}
 	} else {
 		all, err := c.cfg.Store.ListAssignments(ctx, m.Name)
 		if err != nil {
@@ -275,9 +309,10 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 			p.order = append(p.order, id)
 		}
 		sort.Strings(p.order)
+		p.fresh = true
 		p.addUnsaved()
+		p.observe()
 	}
-	p.observe()
 	why := c.unrunnableReason(m, sp, perr)
 	switch {
 	case why != "" && !migrationFinal(p.m.State) && p.m.State != mRollingBack:
@@ -319,12 +354,16 @@ type rows struct {
 	all     []wire.Assignment
 	latest  map[string]*wire.Assignment // agent → its latest attempt, in all
 	order   []string                    // agents in stable order
+	// seq is the pass that kept them, and recheck the agents it wrote: the next pass looks at
+	// those again (a new generation, say, may make an observation apply).
+	seq     int64
+	recheck []string
 }
 
 // keepRows hands the pass's assignments to the next pass: they are what the store holds at
 // the migration's version p.m.Version.
 func (p *pass) keepRows() {
-	p.c.rows[p.m.Name] = &rows{version: p.m.Version, all: p.all, latest: p.latest, order: p.order}
+	p.c.rows[p.m.Name] = &rows{version: p.m.Version, all: p.all, latest: p.latest, order: p.order, seq: p.seq, recheck: p.saved}
 }
 
 // asStored sets a's times to what the store gives back for them (microseconds, UTC), so that
@@ -380,30 +419,72 @@ func (c *Controller) unrunnableReason(m wire.Migration, sp *spec.Migration, perr
 // of each latest attempt.
 func (p *pass) observe() {
 	for _, id := range p.order {
-		a := p.latest[id]
-		if a.DispatchedAt.IsZero() {
-			continue
+		p.observeAgent(id)
+	}
+}
+
+// observeSome is observe for the agents named in changed or again (those of the migration's,
+// in order).
+func (p *pass) observeSome(changed map[string]bool, again []string) {
+	ids := make([]string, 0, len(changed)+len(again))
+	if len(changed) < len(p.order) {
+		for id := range changed {
+			if _, ok := p.latest[id]; ok {
+				ids = append(ids, id)
+			}
 		}
-		seen := p.view.seen(id)
-		if !seen.ok {
-			continue
-		}
-		doc := seen.doc
-		for _, o := range doc.Assignments {
-			if o.Migration != a.Migration || o.Attempt != a.Attempt {
-				continue // another migration, or a stale attempt: fenced out
+	} else {
+		for _, id := range p.order {
+			if changed[id] {
+				ids = append(ids, id)
 			}
-			if o.Generation > a.AckedGeneration && o.Generation <= a.Generation {
-				a.AckedGeneration = o.Generation
-				p.touch(a)
-			}
-			if o.Generation != a.Generation {
-				break // the agent has not acted on the current request yet (or reports an older one)
-			}
-			p.applyObservation(a, o)
-			break
 		}
 	}
+	ids = append(ids, again...)
+	slices.Sort(ids)
+	for _, id := range slices.Compact(ids) {
+		p.observeAgent(id)
+	}
+}
+
+func (p *pass) observeAgent(id string) {
+	a := p.latest[id]
+	if a.DispatchedAt.IsZero() {
+		return
+	}
+	p.c.stats.observed++
+	seen := p.view.seen(id)
+	if !seen.ok {
+		return
+	}
+	doc := seen.doc
+	for _, o := range doc.Assignments {
+		if o.Migration != a.Migration || o.Attempt != a.Attempt {
+			continue // another migration, or a stale attempt: fenced out
+		}
+		if o.Generation > a.AckedGeneration && o.Generation <= a.Generation {
+			a.AckedGeneration = o.Generation
+			p.touch(a)
+		}
+		if o.Generation != a.Generation {
+			break // the agent has not acted on the current request yet (or reports an older one)
+		}
+		p.applyObservation(a, o)
+		break
+	}
+}
+
+// delta is what changed since the last pass that can make an agent's observation apply anew:
+// all, or the agents named.
+type delta struct {
+	all    bool
+	agents map[string]bool
+}
+
+// passStats is what a pass looked at.
+type passStats struct {
+	observed int // agents whose observed state a pass looked at
+	rendered int // desired documents rendered
 }
 
 func (p *pass) applyObservation(a *wire.Assignment, o wire.ObservedAssignment) {
@@ -485,11 +566,15 @@ func firstNonEmpty(s ...string) string {
 // save writes what changed, fenced, and then sends the pass's events. A migration deleted
 // meanwhile is gone and has nothing to save.
 func (p *pass) save(ctx context.Context) error {
-	var changed []wire.Assignment
-	for _, id := range p.order {
-		if p.dirty[id] {
-			changed = append(changed, *p.latest[id])
-		}
+	timeOnly := p.flushActive()
+	ids := make([]string, 0, len(p.dirty))
+	for id := range p.dirty {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	changed := make([]wire.Assignment, 0, len(ids))
+	for _, id := range ids {
+		changed = append(changed, *p.latest[id])
 	}
 	if len(changed) == 0 && p.m == p.orig {
 		p.keepUnsaved()
@@ -510,6 +595,11 @@ func (p *pass) save(ctx context.Context) error {
 	for id := range p.dirty {
 		asStored(p.latest[id])
 	}
+	for _, id := range ids {
+		if !timeOnly[id] {
+			p.saved = append(p.saved, id)
+		}
+	}
 	p.keepUnsaved()
 	p.keepRows()
 	p.orig, p.dirty = p.m, map[string]bool{}
@@ -529,23 +619,21 @@ func wanted(a *wire.Assignment) bool {
 	return !assignmentSettled(a.State) || (a.Action == wire.ActionCancel && a.AckedGeneration < a.Generation)
 }
 
-// collectDesired adds what each agent should currently work on.
-func (p *pass) collectDesired(desired map[string][]entry) {
-	for _, id := range p.order {
-		a := p.latest[id]
-		if !wanted(a) {
-			continue
-		}
-		d := wire.DesiredAssignment{Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action}
-		if p.sp != nil {
-			d.FromVersion, d.ToVersion = p.sp.Spec.FromVersion, p.sp.Spec.ToVersion
-			if a.Action != wire.ActionCancel {
-				// A cancel needs no steps: whatever the spec, the agent can always be told to stop.
-				d.Steps, d.Signature = stepSpecs(p.sp), p.sp.Spec.Signature
-			}
-		}
-		desired[id] = append(desired[id], entry{DesiredAssignment: d, created: p.m.CreatedAt})
+// desiredEntry is what the agent should currently work on in this migration, if anything.
+func (p *pass) desiredEntry(id string) (entry, bool) {
+	a, ok := p.latest[id]
+	if !ok || !wanted(a) {
+		return entry{}, false
 	}
+	d := wire.DesiredAssignment{Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action}
+	if p.sp != nil {
+		d.FromVersion, d.ToVersion = p.sp.Spec.FromVersion, p.sp.Spec.ToVersion
+		if a.Action != wire.ActionCancel {
+			// A cancel needs no steps: whatever the spec, the agent can always be told to stop.
+			d.Steps, d.Signature = stepSpecs(p.sp), p.sp.Spec.Signature
+		}
+	}
+	return entry{DesiredAssignment: d, created: p.m.CreatedAt}, true
 }
 
 // undeliverable fails an agent's attempt whose request does not fit in its desired document,
