@@ -157,7 +157,13 @@ func TestRelayPassword(t *testing.T) {
 			t.Errorf("%s: no error", tc.name)
 		}
 	}
-	got, err := RelayPassword([]RelayCredential{{id, "gwn_a"}, {id[:35] + "0", "gwn_b"}})
+	// Two distinct agents: the second id must differ from the first (a fixed last digit would
+	// collide with the 1 in 16 ids that already end in it).
+	other := newAgentID(t)
+	for other == id {
+		other = newAgentID(t)
+	}
+	got, err := RelayPassword([]RelayCredential{{id, "gwn_a"}, {other, "gwn_b"}})
 	if err != nil {
 		t.Fatal(err)
 	}
