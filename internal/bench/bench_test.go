@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"godwit.dev/godwit/internal/bus"
 	"godwit.dev/godwit/internal/store/postgres"
+	"godwit.dev/godwit/internal/wire"
 )
 
 // The benchmarks run end to end on a small scale and print their figures. Nothing is asserted on
@@ -208,5 +211,80 @@ func TestUIKeepsPostgresFixture(t *testing.T) {
 	if _, err := RunUI(ctx, UIConfig{Agents: 40, Events: 300, Requests: 1, Engines: []string{EnginePostgres},
 		Postgres: server, PostgresDB: empty, Out: &out}); err == nil || !strings.Contains(err.Error(), "no bench fixture") {
 		t.Fatalf("RunUI on a database without a fixture: %v, want it refused\n%s", err, out.String())
+	}
+}
+
+func TestIngestRunsWithEventBatches(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	// 301 events over 20 agents in messages of 4: every agent's last message is a smaller batch.
+	res, err := RunIngest(ctx, IngestConfig{Events: 301, Agents: 20, IngestBatch: 100, PerMessage: 4,
+		Engines: []string{EngineSQLite}, TempDir: t.TempDir(), Out: &out})
+	if err != nil {
+		t.Fatalf("RunIngest: %v\n%s", err, out.String())
+	}
+	if len(res) != 1 || res[0].Events != 301 {
+		t.Fatalf("results %+v", res)
+	}
+	if !strings.Contains(out.String(), "4 events of one agent a message, as event batches") {
+		t.Errorf("output does not say how events were sent:\n%s", out.String())
+	}
+	if _, err := RunIngest(ctx, IngestConfig{PerMessage: wire.MaxBatchEvents + 1, Engines: []string{EngineSQLite}}); err == nil ||
+		!strings.Contains(err.Error(), "per-message") {
+		t.Errorf("a batch over the limit: err %v, want one naming per-message", err)
+	}
+}
+
+func TestMessagesGroupEachAgentsEventsInOrder(t *testing.T) {
+	src := newEventSource(agentIDs(3))
+	events, _, err := src.encode(10) // agents 0,1,2,0,1,2,0,1,2,0
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := messages(events, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	perAgent := map[string][]string{}
+	for _, m := range msgs {
+		count := m.Header.Get(wire.HeaderEvents)
+		parts, err := wire.SplitEventBatch(count, m.Data)
+		if err != nil {
+			t.Fatalf("message on %s: %v", m.Subject, err)
+		}
+		got = append(got, count)
+		ids := make([]string, len(parts))
+		for i, p := range parts {
+			var e wire.Event
+			if err := json.Unmarshal(p, &e); err != nil {
+				t.Fatal(err)
+			}
+			if wire.EventSubject(e.Data.AgentID) != m.Subject {
+				t.Errorf("event of %s in a message on %s", e.Data.AgentID, m.Subject)
+			}
+			ids[i] = e.ID
+			perAgent[e.Data.AgentID] = append(perAgent[e.Data.AgentID], e.ID)
+		}
+		if m.Header.Get(bus.HeaderMsgID) != wire.EventBatchID(ids) {
+			t.Errorf("message id %q, want the batch's", m.Header.Get(bus.HeaderMsgID))
+		}
+	}
+	// Agent 0 has four events (3 + 1), agents 1 and 2 three each.
+	if !slices.Equal(got, []string{"3", "3", "3", "1"}) {
+		t.Errorf("batch sizes %v, want [3 3 3 1]", got)
+	}
+	for i, e := range events {
+		agent := perAgent[e.agent]
+		if len(agent) == 0 || agent[0] != e.id {
+			t.Fatalf("event %d (%s) out of its agent's order", i, e.id)
+		}
+		perAgent[e.agent] = agent[1:]
+	}
+	single, err := messages(events, 1)
+	if err != nil || len(single) != 10 || single[0].Header.Get(wire.HeaderEvents) != "" {
+		t.Errorf("one a message: %d messages, %v", len(single), err)
 	}
 }

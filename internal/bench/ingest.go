@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -43,6 +44,10 @@ type IngestConfig struct {
 	Batch int
 	// IngestBatch is the ingester's fetch and transaction size; 0 is ingest.DefaultBatch.
 	IngestBatch int
+	// PerMessage is how many of an agent's events go in one message: 1 (the default) publishes
+	// every event alone, more sends them as event batches (wire.HeaderEvents), as an agent's
+	// outbox does with what has queued while its last publish was in flight.
+	PerMessage int
 	// Engines to measure, in order; default sqlite then postgres.
 	Engines []string
 	// Postgres is the server on which a temporary database is created. Empty tries
@@ -67,6 +72,9 @@ func (c *IngestConfig) defaults() error {
 	if c.Batch == 0 {
 		c.Batch = c.IngestBatch
 	}
+	if c.PerMessage == 0 {
+		c.PerMessage = 1
+	}
 	if len(c.Engines) == 0 {
 		c.Engines = []string{EngineSQLite, EnginePostgres}
 	}
@@ -82,6 +90,8 @@ func (c *IngestConfig) defaults() error {
 		return fault.Invalid("batch", "must be at least 1 (got %d)", c.Batch)
 	case c.IngestBatch < 1:
 		return fault.Invalid("ingest-batch", "must be at least 1 (got %d)", c.IngestBatch)
+	case c.PerMessage < 1 || c.PerMessage > wire.MaxBatchEvents:
+		return fault.Invalid("per-message", "must be from 1 to %d (got %d)", wire.MaxBatchEvents, c.PerMessage)
 	}
 	for _, e := range c.Engines {
 		if e != EngineSQLite && e != EnginePostgres {
@@ -196,6 +206,12 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	fmt.Fprintln(out, "end to end: embedded NATS (file storage) → events stream → ingest.Ingester → store (with derived state);")
 	fmt.Fprintln(out, "  the publisher is one hub connection in this process (JetStream async publish on godwit.events.<agent-id>")
 	fmt.Fprintln(out, "  with Nats-Msg-Id), faster than agents' one-at-a-time requests")
+	if cfg.PerMessage == 1 {
+		fmt.Fprintln(out, "  one event a message (--per-message 1)")
+	} else {
+		fmt.Fprintf(out, "  %d events of one agent a message, as event batches (--per-message %d), as an agent's outbox sends what has queued\n",
+			cfg.PerMessage, cfg.PerMessage)
+	}
 	fmt.Fprintln(out, "  live: publisher and ingest run together; timed from the first publish until CountEvents == N")
 	fmt.Fprintln(out, "  backlog: the stream holds N events first (as after a store outage); timed from ingest start until CountEvents == N")
 	fmt.Fprintf(out, "raw: store.InsertEvents of N fresh events (no derived-state rows) into a fresh database, %d per call (the ingest writes %d per transaction)\n",
@@ -372,7 +388,11 @@ func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource,
 		return r, err
 	}
 	defer pubNC.Close()
-	msgs, _, err := src.encode(cfg.Events)
+	events, _, err := src.encode(cfg.Events)
+	if err != nil {
+		return r, err
+	}
+	msgs, err := messages(events, cfg.PerMessage)
 	if err != nil {
 		return r, err
 	}
@@ -445,9 +465,59 @@ func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource,
 	}
 }
 
+// messages puts the events into messages of up to perMessage events of one agent each, in the
+// order of each agent's events: single-event messages for 1, else event batches (an agent's last
+// events may make a smaller one).
+func messages(events []published, perMessage int) ([]*nats.Msg, error) {
+	if perMessage == 1 {
+		msgs := make([]*nats.Msg, len(events))
+		for i, m := range events {
+			msgs[i] = &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
+		}
+		return msgs, nil
+	}
+	var msgs []*nats.Msg
+	pending := map[string][]published{}
+	var order []string // agents in the order of their first pending event
+	flush := func(agent string) error {
+		evs := pending[agent]
+		ids, payloads := make([]string, len(evs)), make([][]byte, len(evs))
+		for i, e := range evs {
+			ids[i], payloads[i] = e.id, e.payload
+		}
+		body, err := wire.EncodeEventBatch(payloads)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, &nats.Msg{Subject: wire.EventSubject(agent), Data: body, Header: nats.Header{
+			bus.HeaderMsgID: []string{wire.EventBatchID(ids)}, wire.HeaderEvents: []string{strconv.Itoa(len(evs))}}})
+		delete(pending, agent)
+		return nil
+	}
+	for _, e := range events {
+		if _, ok := pending[e.agent]; !ok {
+			order = append(order, e.agent)
+		}
+		pending[e.agent] = append(pending[e.agent], e)
+		if len(pending[e.agent]) == perMessage {
+			if err := flush(e.agent); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, agent := range order {
+		if _, ok := pending[agent]; ok {
+			if err := flush(agent); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return msgs, nil
+}
+
 // publish sends msgs with asynchronous JetStream publishes on nc and waits until the stream has
 // acknowledged every one.
-func publish(ctx context.Context, nc *nats.Conn, msgs []published) error {
+func publish(ctx context.Context, nc *nats.Conn, msgs []*nats.Msg) error {
 	var pubErrs atomic.Int64
 	var firstErr atomic.Value
 	pjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
@@ -458,8 +528,7 @@ func publish(ctx context.Context, nc *nats.Conn, msgs []published) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		msg := &nats.Msg{Subject: wire.EventSubject(m.agent), Header: nats.Header{bus.HeaderMsgID: []string{m.id}}, Data: m.payload}
+	for _, msg := range msgs {
 		// A loaded machine can keep the stream from acknowledging 4096 publishes for longer than
 		// the client's default stall wait (200 ms); waiting is what a publisher should do then.
 		if _, err := pjs.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {

@@ -43,6 +43,7 @@ engine, and prints both rates and their ratio.`,
 	f.IntVar(&cfg.Agents, "agents", 1000, "agent subjects the events are spread over")
 	f.IntVar(&cfg.Batch, "batch", 0, "events per InsertEvents call in the raw measurement; 0 is the ingest batch")
 	f.IntVar(&cfg.IngestBatch, "ingest-batch", 0, "the ingester's batch (fetch and transaction size); 0 is its default")
+	f.IntVar(&cfg.PerMessage, "per-message", 1, "events of one agent per message: 1 publishes each alone, more sends event batches as agents do")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")
 	f.StringVar(&cfg.TempDir, "temp-dir", "", "directory for the SQLite files and JetStream storage (default: the system's)")
