@@ -331,3 +331,75 @@ func TestMalformedBatchesThroughTheIngest(t *testing.T) {
 		t.Errorf("line over the event limit: %+v", dl)
 	}
 }
+
+// A batch refused whole (its count lies) keeps its headers in the dead letter; a replay sends it
+// as it was, and it is refused again with the same clear error, its events not stored piecemeal.
+func TestWholeBatchDeadLetterReplayedIsRefusedAgain(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ing, _ := bd.ingester(t, "hub", Config{})
+	ctx := testCtx(t)
+	agent, nc := bd.enroll(t)
+	_, _, p := batchOf(t, agent, 2)
+	publishBatch(t, nc, agent, "3", p)
+	var dls []wire.DeadLetter
+	waitFor(t, 10*time.Second, func() error {
+		var err error
+		if dls, err = ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 1 {
+			return fmt.Errorf("%d dead letters (%v), want 1", len(dls), err)
+		}
+		return nil
+	})
+	if err := ing.Replay(ctx, dls[0].Seq); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		var err error
+		if dls, err = ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 1 || dls[0].Seq == 1 {
+			return fmt.Errorf("%d dead letters (%v), want the replay's", len(dls), err)
+		}
+		return nil
+	})
+	bd.waitDrained(t, 0)
+	if dl := dls[0]; dl.BatchIndex != 0 || !strings.Contains(dl.Error, "says 3 events, the body has 2 lines") ||
+		dl.Headers[wire.HeaderEvents][0] != "3" {
+		t.Errorf("dead letter after replay: %+v", dl)
+	}
+}
+
+// One small message of 64 empty lines is 64 dead letters, none of them charged to the agent's
+// quota (only events that validate are). This records what a batch costs the dead-letter stream
+// against what it costs the agent to send.
+func TestBatchOfEmptyLinesDeadLettersEachLine(t *testing.T) {
+	t.Parallel()
+	bd := setup(t)
+	ing, _ := bd.ingester(t, "hub", Config{Quota: Quota{EventsPerSecond: 0.001, EventBurst: 1}})
+	ctx := testCtx(t)
+	agent, nc := bd.enroll(t)
+	lines := make([][]byte, wire.MaxBatchEvents)
+	publishBatch(t, nc, agent, fmt.Sprint(wire.MaxBatchEvents), lines)
+	waitFor(t, 10*time.Second, func() error {
+		p, ap := bd.consumerLag(t)
+		if p != 0 || ap != 0 {
+			return fmt.Errorf("%d pending, %d ack pending", p, ap)
+		}
+		return nil
+	})
+	dls, err := ing.DeadLetters(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bd.js.Stream(ctx, wire.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a %d-byte batch of %d empty lines: %d dead letters, %d bytes in the dead-letter stream",
+		wire.MaxBatchEvents-1, wire.MaxBatchEvents, len(dls), info.State.Bytes)
+	if len(dls) != wire.MaxBatchEvents {
+		t.Errorf("%d dead letters, want one per line", len(dls))
+	}
+}
