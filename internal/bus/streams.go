@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,7 +22,7 @@ const HubEventSubject = "godwit.events.hub"
 const (
 	// EventSubjects is every event subject: agents' (godwit.events.<agent-id>) and the hub's.
 	EventSubjects = "godwit.events.>"
-	// DeadLetterPrefix is the prefix of dead-letter subjects: godwit.dlq.<last event token>.
+	// DeadLetterPrefix is the prefix of dead-letter subjects (DeadLetterSubject).
 	DeadLetterPrefix = "godwit.dlq."
 	// DeadLetterSubjects is every dead-letter subject.
 	DeadLetterSubjects = DeadLetterPrefix + ">"
@@ -162,4 +163,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		}
 	}
 	return nil
+}
+
+// DeadLetterSubject is the subject of the dead letter of the events-stream message seq that came
+// on godwit.events.<token>: godwit.dlq.<token>.<seq>, and .<index> (from 1) after it for one event
+// of an event batch. A dead letter is found again by its subject alone: a redelivered batch asks
+// whether its events were dead-lettered on an earlier delivery (ingest).
+func DeadLetterSubject(token string, seq uint64, index int) string {
+	s := DeadLetterPrefix + token + "." + strconv.FormatUint(seq, 10)
+	if index > 0 {
+		s += "." + strconv.Itoa(index)
+	}
+	return s
 }

@@ -97,9 +97,24 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) batch {
 					i.quota.warnClamped(i.log, it)
 				}
 				// Charged on first delivery only: a redelivery is the hub's doing, not the agent's.
-				if c.md.NumDelivered == 1 {
+				// A redelivered batch (handed back for another event's sake) keeps the first
+				// delivery's verdict: an event the quota refused then has its dead letter.
+				switch {
+				case c.md.NumDelivered == 1:
 					if err := i.quota.take(it.agent, len(el.data), c.md.Timestamp); err != nil {
 						el.reason, el.err = ReasonQuota, err
+					}
+				case c.m.batch && i.quota.bounded():
+					before, err := i.deadLetteredBefore(ctx, msg, c.md, e)
+					if err != nil {
+						i.log.Warn("ingest: cannot tell whether a redelivered batch's event was dead-lettered; handing it back",
+							"stream_seq", c.md.Sequence.Stream, "index", e+1, "err", err)
+						i.settle(c.m, settledNakDelay)
+						continue
+					}
+					if before {
+						i.settle(c.m, settledDeadLettered)
+						continue
 					}
 				}
 			}

@@ -81,7 +81,7 @@ func (i *Ingester) deadLetterEvent(ctx context.Context, m *message, index int, d
 func (i *Ingester) publishDeadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, elem, count int,
 	data []byte, reason string, cause error) error {
 	token := strings.TrimPrefix(msg.Subject(), eventPrefix)
-	dl := nats.NewMsg(bus.DeadLetterPrefix + token)
+	dl := nats.NewMsg(bus.DeadLetterSubject(token, md.Sequence.Stream, elem+1))
 	dl.Data = data
 	for k, v := range msg.Headers() {
 		if elem >= 0 && k == wire.HeaderEvents {
@@ -320,4 +320,30 @@ func (i *Ingester) Purge(ctx context.Context, seq uint64) (int, error) {
 // the description is all there is to match.
 func notFound(err error) bool {
 	return errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found")
+}
+
+// deadLetteredBefore reports whether event index (from 0) of the batch msg, on a redelivery, was
+// dead-lettered on an earlier one. Only the quota's verdict can differ between deliveries (it is
+// charged on the first alone): an event it refused must stay refused, not be stored when its
+// batch comes back for its other events' sake. The dead letter is looked up by its subject.
+func (i *Ingester) deadLetteredBefore(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, index int) (bool, error) {
+	if i.dlq == nil {
+		s, err := i.cfg.JS.Stream(ctx, wire.StreamDeadLetter)
+		if err != nil {
+			return false, err
+		}
+		i.dlq = s
+	}
+	token := strings.TrimPrefix(msg.Subject(), eventPrefix)
+	gctx, cancel := context.WithTimeout(ctx, i.cfg.AckWait/2)
+	defer cancel()
+	_, err := i.dlq.GetLastMsgForSubject(gctx, bus.DeadLetterSubject(token, md.Sequence.Stream, index+1))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	default:
+		return false, err
+	}
 }

@@ -95,6 +95,9 @@ type Ingester struct {
 	agents map[string]*agentState // derived-state cache, see state.go
 
 	quota *quotas // per-agent quota and clock-skew warnings, see quota.go
+	// dlq is the dead-letter stream, looked up by prepare (one goroutine) the first time a
+	// redelivered batch asks what was dead-lettered of it (deadLetteredBefore).
+	dlq jetstream.Stream
 
 	healthMu sync.Mutex
 	health   error // why the ingester cannot fetch; nil while it can
