@@ -30,6 +30,43 @@ func batchOf(t *testing.T, agent string, n int) ([]wire.Event, []string, [][]byt
 	return evs, ids, payloads
 }
 
+// insertFailsOnce is the bundle's store whose call-th InsertEvents fails with errBusy (after
+// committing, when commitFirst: as a crash after COMMIT looks); the others go through.
+func insertFailsOnce(bd *bundle, call int64, commitFirst bool) *wrapStore {
+	var calls atomic.Int64
+	flaky := &wrapStore{Store: bd.store}
+	flaky.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
+		if calls.Add(1) != call {
+			return bd.store.InsertEvents(ctx, events, states)
+		}
+		if commitFirst {
+			if _, err := bd.store.InsertEvents(ctx, events, states); err != nil {
+				return 0, err
+			}
+		}
+		return 0, errBusy
+	}
+	return flaky
+}
+
+// isBusy is the IsTransient of a store that fails with errBusy.
+func isBusy(err error) bool { return errors.Is(err, errBusy) }
+
+// requireStoredOnce fails t unless each of ids is stored exactly once and nothing was
+// dead-lettered.
+func (bd *bundle) requireStoredOnce(t *testing.T, ing *Ingester, agent string, ids []string) {
+	t.Helper()
+	got := storedIDs(t, bd, agent)
+	for _, id := range ids {
+		if got[id] != 1 {
+			t.Errorf("event %s stored %d times, want once", id, got[id])
+		}
+	}
+	if dls, err := ing.DeadLetters(testCtx(t), 0, 10); err != nil || len(dls) != 0 {
+		t.Errorf("%d dead letters (%v), want none: %+v", len(dls), err, dls)
+	}
+}
+
 func storedIDs(t *testing.T, bd *bundle, agent string) map[string]int {
 	t.Helper()
 	page, _, err := bd.store.QueryEvents(testCtx(t), store.EventQuery{AgentID: agent, Limit: 1000})
@@ -56,37 +93,14 @@ func TestBatchPartlyCommittedIsCompletedOnRedelivery(t *testing.T) {
 			t.Parallel()
 			bd := setup(t)
 			agent, nc := bd.enroll(t)
-			errBusyNow := errors.New("database busy")
-			var calls atomic.Int64
-			flaky := &wrapStore{Store: bd.store}
-			flaky.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
-				if calls.Add(1) == 2 {
-					if tc.commitThen {
-						if _, err := bd.store.InsertEvents(ctx, events, states); err != nil {
-							return 0, err
-						}
-					}
-					return 0, errBusyNow
-				}
-				return bd.store.InsertEvents(ctx, events, states)
-			}
-			ing, _ := bd.ingester(t, "hub", Config{Store: flaky, Batch: 2,
-				IsTransient: func(err error) bool { return errors.Is(err, errBusyNow) }})
+			ing, _ := bd.ingester(t, "hub", Config{Store: insertFailsOnce(bd, 2, tc.commitThen), Batch: 2, IsTransient: isBusy})
 			ctx := testCtx(t)
 			_, ids, payloads := batchOf(t, agent, 5)
 			if _, _, err := bus.PublishEvents(ctx, nc, agent, ids, payloads); err != nil {
 				t.Fatal(err)
 			}
 			bd.waitDrained(t, 5)
-			got := storedIDs(t, bd, agent)
-			for _, id := range ids {
-				if got[id] != 1 {
-					t.Errorf("event %s stored %d times, want once", id, got[id])
-				}
-			}
-			if dls, err := ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
-				t.Errorf("%d dead letters (%v), want none: %+v", len(dls), err, dls)
-			}
+			bd.requireStoredOnce(t, ing, agent, ids)
 		})
 	}
 }
@@ -134,15 +148,7 @@ func TestBatchHandedBackByAStoppingIngestIsCompleted(t *testing.T) {
 	}
 	ing, _ := bd.ingester(t, "second", Config{Batch: 2})
 	bd.waitDrained(t, 5)
-	got := storedIDs(t, bd, agent)
-	for _, id := range ids {
-		if got[id] != 1 {
-			t.Errorf("event %s stored %d times, want once", id, got[id])
-		}
-	}
-	if dls, err := ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
-		t.Errorf("%d dead letters (%v), want none", len(dls), err)
-	}
+	bd.requireStoredOnce(t, ing, agent, ids)
 }
 
 // An event refused for the agent's quota is dead-lettered, not stored: when its batch message is
@@ -152,17 +158,8 @@ func TestQuotaRefusedEventOfABatchStaysUnstoredOnRedelivery(t *testing.T) {
 	t.Parallel()
 	bd := setup(t)
 	agent, nc := bd.enroll(t)
-	errBusyNow := errors.New("database busy")
-	var calls atomic.Int64
-	flaky := &wrapStore{Store: bd.store}
-	flaky.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
-		if calls.Add(1) == 1 {
-			return 0, errBusyNow
-		}
-		return bd.store.InsertEvents(ctx, events, states)
-	}
-	ing, reg := bd.ingester(t, "hub", Config{Store: flaky, Quota: Quota{EventsPerSecond: 0.001, EventBurst: 2},
-		IsTransient: func(err error) bool { return errors.Is(err, errBusyNow) }})
+	ing, reg := bd.ingester(t, "hub", Config{Store: insertFailsOnce(bd, 1, false), Quota: Quota{EventsPerSecond: 0.001, EventBurst: 2},
+		IsTransient: isBusy})
 	ctx := testCtx(t)
 	_, ids, payloads := batchOf(t, agent, 3)
 	if _, _, err := bus.PublishEvents(ctx, nc, agent, ids, payloads); err != nil {
@@ -266,15 +263,7 @@ func TestDuplicateEventsAcrossAndWithinBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	bd.waitDrained(t, 3)
-	got := storedIDs(t, bd, agent)
-	for _, id := range ids {
-		if got[id] != 1 {
-			t.Errorf("event %s stored %d times", id, got[id])
-		}
-	}
-	if dls, err := ing.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
-		t.Errorf("%d dead letters (%v), want none", len(dls), err)
-	}
+	bd.requireStoredOnce(t, ing, agent, ids)
 }
 
 // Count headers and bodies that do not agree are refused whole with an error naming the header;

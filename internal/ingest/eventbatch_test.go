@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -213,7 +212,6 @@ func TestBatchIsAcknowledgedAfterCommit(t *testing.T) {
 	t.Parallel()
 	bd := setup(t)
 	agent, nc := bd.enroll(t)
-	errBusyNow := errors.New("database busy")
 	entered := make(chan []string, 4)
 	release := make(chan struct{})
 	var calls atomic.Int64
@@ -226,11 +224,11 @@ func TestBatchIsAcknowledgedAfterCommit(t *testing.T) {
 		entered <- ids
 		<-release
 		if calls.Add(1) == 1 {
-			return 0, errBusyNow
+			return 0, errBusy
 		}
 		return bd.store.InsertEvents(ctx, events, states)
 	}
-	_, reg := bd.ingester(t, "hub", Config{Store: slow, IsTransient: func(err error) bool { return errors.Is(err, errBusyNow) }})
+	_, reg := bd.ingester(t, "hub", Config{Store: slow, IsTransient: isBusy})
 	ctx := testCtx(t)
 	var ids []string
 	var payloads [][]byte
