@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"godwit.dev/godwit/internal/bus"
@@ -108,6 +109,23 @@ func (h *hubNATS) ids() ([]string, error) {
 	return out, nil
 }
 
+// agentOnHub starts a hub's NATS server that knows one agent and connects as that agent with its
+// own credentials; both are closed when the test ends.
+func agentOnHub(t *testing.T, agentID string) (*hubNATS, *nats.Conn) {
+	t.Helper()
+	password := credential.New(credential.PrefixAgent)
+	h := &hubNATS{t: t, storeDir: t.TempDir(), listen: "127.0.0.1:0",
+		auth: oneAgent{id: agentID, hash: credential.Hash(password)}}
+	h.start()
+	t.Cleanup(func() { h.stop() })
+	nc, err := bus.ConnectAgent([]string{h.srv.ClientURL()}, agentID, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return h, nc
+}
+
 // TestThroughNATS runs the outbox against the real embedded NATS server with the agent's own
 // credentials: events queued while the hub's NATS is down arrive once it is back, and a replay of
 // the whole backlog with the same ids leaves the stream holding each event exactly once. The
@@ -116,17 +134,7 @@ func (h *hubNATS) ids() ([]string, error) {
 func TestThroughNATS(t *testing.T) {
 	t.Parallel()
 	agentID := testAgent
-	password := credential.New(credential.PrefixAgent)
-	h := &hubNATS{t: t, storeDir: t.TempDir(), listen: "127.0.0.1:0",
-		auth: oneAgent{id: agentID, hash: credential.Hash(password)}}
-	h.start()
-	t.Cleanup(func() { h.stop() })
-
-	nc, err := bus.ConnectAgent([]string{h.srv.ClientURL()}, agentID, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	h, nc := agentOnHub(t, agentID)
 
 	var mu sync.Mutex
 	sent := map[string][]byte{} // what was acknowledged, for the replay
@@ -218,16 +226,7 @@ func TestThroughNATS(t *testing.T) {
 func TestBatchReformedThroughNATS(t *testing.T) {
 	t.Parallel()
 	agentID := testAgent
-	password := credential.New(credential.PrefixAgent)
-	h := &hubNATS{t: t, storeDir: t.TempDir(), listen: "127.0.0.1:0",
-		auth: oneAgent{id: agentID, hash: credential.Hash(password)}}
-	h.start()
-	t.Cleanup(func() { h.stop() })
-	nc, err := bus.ConnectAgent([]string{h.srv.ClientURL()}, agentID, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	h, nc := agentOnHub(t, agentID)
 
 	var mu sync.Mutex
 	var calls [][]string // ids of each call
