@@ -217,9 +217,7 @@ func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
 		case aborted:
 			i.handBackGroups(chunk)
 		case backOff:
-			for _, g := range chunk {
-				i.nak(g)
-			}
+			i.settleAll(chunk, settledNakDelay)
 		default:
 			out = i.storeChunk(ctx, acks, newBatch(chunk))
 		}

@@ -71,6 +71,7 @@ func (i *Ingester) deadLetterEvent(ctx context.Context, m *message, index int, d
 		}
 		return settledNakDelay
 	}
+	m.reason = reason
 	return settledDeadLettered
 }
 

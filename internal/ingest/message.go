@@ -26,6 +26,8 @@ type message struct {
 	open int
 	// stored: some event of it was stored; retry: some was handed back, delay with NakDelay.
 	stored, retry, delay bool
+	// reason is why its last dead-lettered event was (a Reason… constant), for the termination.
+	reason string
 }
 
 // settlement is what became of one event of a message.
@@ -65,7 +67,7 @@ func (i *Ingester) settle(m *message, s settlement) (ack bool) {
 		return true
 	default:
 		// Every event of it is in the dead letters.
-		reason := "dead-lettered"
+		reason := "dead-lettered: " + m.reason
 		if m.batch {
 			reason = fmt.Sprintf("dead-lettered: all %d events of the batch", m.count)
 		}

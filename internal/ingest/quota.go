@@ -83,13 +83,13 @@ func (q *quotas) full(a *agentQuota, at time.Time) bool {
 		(q.bytes.PerSecond == 0 || q.bytes.Level(&a.bytes, at) >= q.bytes.Burst)
 }
 
-// take charges one event of size bytes, stored at at, to the agent, or says why it is over its
-// quota (and charges nothing).
 // bounded reports whether the quota bounds anything.
 func (q *quotas) bounded() bool { return q.events.PerSecond > 0 || q.bytes.PerSecond > 0 }
 
+// take charges one event of size bytes, stored at at, to the agent, or says why it is over its
+// quota (and charges nothing).
 func (q *quotas) take(agentID string, size int, at time.Time) error {
-	if q.events.PerSecond == 0 && q.bytes.PerSecond == 0 {
+	if !q.bounded() {
 		return nil
 	}
 	q.mu.Lock()

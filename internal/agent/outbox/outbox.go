@@ -579,12 +579,9 @@ func (s *sender) failed(ctx context.Context, batch []row, err error) {
 	s.backoff = min(max(2*s.backoff, backoffFirst), backoffMax)
 	if s.failures == 1 || now.Sub(s.lastWarn) >= failureLogEvery {
 		s.lastWarn = now
-		args := []any{"err", err, "consecutive_failures", s.failures, "retry_in", s.backoff,
-			"since", s.since.UTC().Format(time.RFC3339)}
-		if len(batch) > 0 {
-			args = append(args, "events", len(batch), "event_id", batch[0].ID, "attempts", batch[0].Attempts+1)
-		}
-		s.o.log.Warn("outbox: cannot send events to the hub; retrying", args...)
+		s.o.log.Warn("outbox: cannot send events to the hub; retrying", "err", err, "consecutive_failures", s.failures,
+			"retry_in", s.backoff, "since", s.since.UTC().Format(time.RFC3339),
+			"events", len(batch), "event_id", batch[0].ID, "attempts", batch[0].Attempts+1)
 	}
 	// Up to 20% less, so that a fleet cut off together does not retry in step.
 	d := s.backoff - rand.N(s.backoff/5+1)
@@ -693,8 +690,9 @@ func (o *Outbox) attempted(ctx context.Context, batch []row) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	err := health.Injected()
-	if err == nil && len(batch) > 0 {
-		// The batch is consecutive entries of the journal, in order.
+	if err == nil {
+		// The batch is consecutive entries of the journal, in order (never empty: Run sends at
+		// least the oldest).
 		_, err = o.db.ExecContext(ctx, "UPDATE outbox SET attempts = attempts + 1 WHERE seq BETWEEN ? AND ?",
 			batch[0].seq, batch[len(batch)-1].seq)
 	}
