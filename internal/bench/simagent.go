@@ -435,15 +435,15 @@ func (a *simAgent) sender(ctx context.Context) {
 			continue
 		}
 		t := time.Now()
-		var messages int
+		var sent int
 		if retry(ctx, &a.stats.eventRetries, func(ctx context.Context) error {
 			var err error
-			messages, err = bus.SendEvents(ctx, a.nc, a.id, ids, payloads)
+			sent, err = bus.SendEvents(ctx, a.nc, a.id, ids, payloads)
 			return err
 		}) == nil {
 			a.stats.eventLatency.add(time.Since(t))
 			a.stats.events.Add(int64(len(ids)))
-			a.stats.eventPublishes.Add(int64(messages))
+			a.stats.eventPublishes.Add(int64(sent))
 		}
 	}
 }

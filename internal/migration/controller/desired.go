@@ -213,6 +213,9 @@ const desiredInFlight = 1024
 // again on the next pass; it is logged when its error changes, not on every pass. Every put of a
 // pass has ended when writeDesired returns, so the puts of two passes to one key never overlap.
 func (c *Controller) writeDesired(ctx context.Context, docs map[string][]byte) error {
+	if len(docs) == 0 {
+		return nil // most passes render nothing: no puts, and no watcher of the connection
+	}
 	c.mu.Lock()
 	epoch := c.epoch
 	c.mu.Unlock()

@@ -91,11 +91,11 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 			continue // finished, nothing left to send, nothing new heard: no per-agent work
 		}
 		delete(c.idle, m.Name)
-		var delta time.Duration
+		var elapsed time.Duration
 		if at, ok := counted[m.Name]; ok {
-			delta = now.Sub(at)
+			elapsed = now.Sub(at)
 		}
-		p, err := c.reconcile(ctx, m, v, d, delta, now)
+		p, err := c.reconcile(ctx, m, v, d, elapsed, now)
 		if err != nil {
 			if errors.Is(err, fault.ErrFenced) {
 				return nil, err
@@ -106,14 +106,19 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 			passes = append(passes, p)
 		}
 	}
+	// What is kept of a deleted migration goes with it.
+	exists := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		exists[m.Name] = true
+	}
 	for name := range c.rows {
-		if !slices.ContainsFunc(ms, func(m wire.Migration) bool { return m.Name == name }) {
-			delete(c.rows, name) // deleted
+		if !exists[name] {
+			delete(c.rows, name)
 		}
 	}
 	c.mu.Lock()
 	for name := range c.unsaved {
-		if !slices.ContainsFunc(ms, func(m wire.Migration) bool { return m.Name == name }) {
+		if !exists[name] {
 			delete(c.unsaved, name)
 		}
 	}
@@ -267,7 +272,7 @@ func (p *pass) setMigration(to, reason string) {
 // reconcile runs one migration's pass and saves it. It returns the pass (for the desired
 // documents) unless the migration's records could not be read. A migration that cannot be run
 // is failed here, with the reason, and is not an error of the pass.
-func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d delta, delta time.Duration, now time.Time) (*pass, error) {
+func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d delta, elapsed time.Duration, now time.Time) (*pass, error) {
 	sp, perr := c.parsedSpec(m)
 	c.mu.Lock()
 	adopting := !c.adopted[m.Name]
@@ -324,7 +329,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 		// deadline can be judged without the spec.
 		p.setMigration(mFailed, why+"; run rollback again to resume it once the spec is fixed")
 	case !migrationFinal(p.m.State):
-		p.deadlines(delta)
+		p.deadlines(elapsed)
 		p.advance()
 	case p.m.State == mCancelled:
 		p.cancelInFlight("migration aborted")
