@@ -47,13 +47,28 @@ func (g group) event() store.StoredEvent { return g[0].ev }
 // batch is a prepared batch: its events grouped by id, and per agent the newest of its events
 // overall and per migration, the candidates for its derived state (see state.go). Candidates
 // are found while the batch before is written; only the comparison with the cache is left for
-// the store call.
+// the store call. A fetch of event batches can hold more than Config.Batch events: it is then
+// cut into chunks of at most Batch, each with its own candidates, each written in a transaction
+// of its own.
 type batch struct {
 	groups     []group
-	candidates []store.EventState
+	candidates []store.EventState // when chunks is nil
+	chunks     []batch
 }
 
 func newBatch(groups []group) batch { return batch{groups: groups, candidates: candidates(groups)} }
+
+// prepared is the batch of a fetch's groups, cut into chunks of at most Batch events.
+func (i *Ingester) prepared(groups []group) batch {
+	if len(groups) <= i.cfg.Batch {
+		return newBatch(groups)
+	}
+	b := batch{groups: groups}
+	for start := 0; start < len(groups); start += i.cfg.Batch {
+		b.chunks = append(b.chunks, newBatch(groups[start:min(start+i.cfg.Batch, len(groups))]))
+	}
+	return b
+}
 
 // handle processes one fetched batch. ctx is cancelled only when Stop's budget runs out.
 func (i *Ingester) handle(ctx context.Context, acks *acker, msgs []jetstream.Msg) outcome {
@@ -131,7 +146,7 @@ func (i *Ingester) prepare(ctx context.Context, msgs []jetstream.Msg) batch {
 			groups = append(groups, group{it})
 		}
 	}
-	return newBatch(groups)
+	return i.prepared(groups)
 }
 
 // inspected is what inspectAll found about one message: no metadata (md nil, err says why), the
@@ -207,19 +222,18 @@ func (i *Ingester) inspectAll(msgs []jetstream.Msg) []inspected {
 // messages make a fetch of Batch messages hold more events than that: they are written in
 // transactions of at most Batch events each.
 func (i *Ingester) store(ctx context.Context, acks *acker, b batch) outcome {
-	if len(b.groups) <= i.cfg.Batch {
+	if b.chunks == nil {
 		return i.storeChunk(ctx, acks, b)
 	}
 	out := proceed
-	for start := 0; start < len(b.groups); start += i.cfg.Batch {
-		chunk := b.groups[start:min(start+i.cfg.Batch, len(b.groups))]
+	for _, chunk := range b.chunks {
 		switch out {
 		case aborted:
-			i.handBackGroups(chunk)
+			i.handBackGroups(chunk.groups)
 		case backOff:
-			i.settleAll(chunk, settledNakDelay)
+			i.settleAll(chunk.groups, settledNakDelay)
 		default:
-			out = i.storeChunk(ctx, acks, newBatch(chunk))
+			out = i.storeChunk(ctx, acks, chunk)
 		}
 	}
 	return out
