@@ -56,6 +56,17 @@ type bundle struct {
 // setup gives a leading controller over n online agents, a real SQLite store and real buckets.
 func setup(t testing.TB, n int) *bundle {
 	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return setupOn(t, n, st)
+}
+
+// setupOn is setup on the store st (empty).
+func setupOn(t testing.TB, n int, st store.Store) *bundle {
+	t.Helper()
 	ctx := context.Background()
 	srv, err := bus.StartServer(bus.ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: noAuth{}, Logger: logging.Discard()})
 	if err != nil {
@@ -72,11 +83,6 @@ func setup(t testing.TB, n int) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	b := &bundle{store: st, clock: &fakeClock{now: time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)}, kv: bk.Desired, srv: srv, nc: nc}
 	tok := credential.New(credential.PrefixEnroll)
 	if err := st.CreateEnrollToken(ctx, wire.EnrollToken{ID: "t", MaxUses: n, ExpiresAt: b.clock.Now().Add(time.Hour), CreatedAt: b.clock.Now()}, credential.Hash(tok)); err != nil {
