@@ -100,7 +100,11 @@ func assignmentArgs(a wire.Assignment) []any {
 // agent unless a later one is stored already; an update leaves that as it is.
 var upsertAssignment = `INSERT INTO assignments (` + assignmentCols + `, latest) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,
 	CASE WHEN EXISTS (SELECT 1 FROM assignments h WHERE h.migration = $1 AND h.agent_id = $2 AND h.attempt > $3) THEN 0 ELSE 1 END)
-	ON CONFLICT (migration, agent_id, attempt) DO UPDATE SET batch = excluded.batch, state = excluded.state,
+	` + assignmentConflict
+
+// assignmentConflict is what an upsert of an assignment does to the row stored: every column
+// but the key, created_at and latest takes the new value.
+const assignmentConflict = `ON CONFLICT (migration, agent_id, attempt) DO UPDATE SET batch = excluded.batch, state = excluded.state,
 	generation = excluded.generation, action = excluded.action, step = excluded.step, step_name = excluded.step_name,
 	error = excluded.error, failure = excluded.failure, failed_step = excluded.failed_step, exit_code = excluded.exit_code, previous_attempt = excluded.previous_attempt,
 	applied = excluded.applied, active_ms = excluded.active_ms, dispatched_at = excluded.dispatched_at,
@@ -113,36 +117,201 @@ const supersedeAttempts = `UPDATE assignments SET latest = 0 WHERE migration = $
 // writeAssignments upserts as and keeps the latest column (0015_latest_attempts) true: an attempt
 // after the first clears it on the agent's earlier attempts. Attempts count from 1 (the
 // controller's first attempt), so the common write, of a first attempt, costs no second statement.
-func writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
+// stored says that most of as are rows stored already (a save, not a new migration's rows).
+//
+// The rows are written as if upserted one after the other, in order. An engine that binds arrays
+// (Dialect.ArrayParams) takes them in a statement or two per run of rows of distinct agents; one
+// that runs in process writes a stored row with updateAssignments.
+func (s *Store) writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assignment, stored bool) error {
 	if len(as) == 0 {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, upsertAssignment)
+	if s.dialect.ArrayParams {
+		return upsertAssignmentArrays(ctx, tx, as)
+	}
+	w := assignmentWriter{ctx: ctx, tx: tx}
+	defer w.close()
+	for i := range as {
+		a := &as[i]
+		var err error
+		if stored {
+			err = w.update(a)
+		} else {
+			err = w.upsert(a)
+		}
+		if err != nil {
+			return fmt.Errorf("assignment %s/%s#%d: %w", a.Migration, a.AgentID, a.Attempt, err)
+		}
+	}
+	return nil
+}
+
+// Statements of updateAssignments. An update of a row's columns that no index holds leaves the
+// indexes alone, and the columns some index holds (batch, state, failure: the latest attempts'
+// indexes of 0015_latest_attempts, assignments_agent, assignments_grid) are written only when
+// they change. A dispatch, or a report that moves no state, rewrote seven index entries of each
+// row it wrote: SQLite rewrites an index entry whenever the statement sets one of the index's
+// columns, whatever the value.
+const (
+	updateAssignmentRow = `UPDATE assignments SET generation = $4, action = $5, step = $6, step_name = $7, error = $8,
+	failed_step = $9, exit_code = $10, previous_attempt = $11, applied = $12, active_ms = $13, dispatched_at = $14,
+	updated_at = $15, finished_at = $16, acked_generation = $17, unreachable_since = $18
+	WHERE migration = $1 AND agent_id = $2 AND attempt = $3`
+	updateAssignmentIndexed = `UPDATE assignments SET batch = $4, state = $5, failure = $6
+	WHERE migration = $1 AND agent_id = $2 AND attempt = $3 AND (batch <> $4 OR state <> $5 OR failure <> $6)`
+)
+
+// assignmentWriter writes assignments one statement per row (or two), each statement prepared
+// once per transaction, when first needed.
+type assignmentWriter struct {
+	ctx                                       context.Context
+	tx                                        *sql.Tx
+	upsertStmt, supersede, updateRow, indexed *sql.Stmt
+}
+
+func (w *assignmentWriter) exec(stmt **sql.Stmt, query string, args ...any) (sql.Result, error) {
+	if *stmt == nil {
+		st, err := w.tx.PrepareContext(w.ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		*stmt = st
+	}
+	return (*stmt).ExecContext(w.ctx, args...)
+}
+
+func (w *assignmentWriter) close() {
+	for _, st := range []*sql.Stmt{w.upsertStmt, w.supersede, w.updateRow, w.indexed} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+}
+
+// upsert writes a with upsertAssignment.
+func (w *assignmentWriter) upsert(a *wire.Assignment) error {
+	if _, err := w.exec(&w.upsertStmt, upsertAssignment, assignmentArgs(*a)...); err != nil {
+		return err
+	}
+	return w.supersedeBefore(a)
+}
+
+// supersedeBefore clears latest on the agent's attempts before a.
+func (w *assignmentWriter) supersedeBefore(a *wire.Assignment) error {
+	if a.Attempt <= 1 {
+		return nil
+	}
+	if _, err := w.exec(&w.supersede, supersedeAttempts, a.Migration, a.AgentID, a.Attempt); err != nil {
+		return fmt.Errorf("earlier attempts: %w", err)
+	}
+	return nil
+}
+
+// update is upsert for a row that is likely stored: it updates the row, and upserts it if it
+// is not there. What it stores is what upsert would.
+func (w *assignmentWriter) update(a *wire.Assignment) error {
+	var exit any
+	if a.ExitCode != nil {
+		exit = *a.ExitCode
+	}
+	res, err := w.exec(&w.updateRow, updateAssignmentRow, a.Migration, a.AgentID, a.Attempt, a.Generation, a.Action, a.Step,
+		a.StepName, a.Error, a.FailedStep, exit, a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt),
+		micros(a.UpdatedAt), micros(a.FinishedAt), a.AckedGeneration, micros(a.UnreachableSince))
 	if err != nil {
 		return err
 	}
-	defer stmt.Close()
-	var supersede *sql.Stmt
-	defer func() {
-		if supersede != nil {
-			_ = supersede.Close()
-		}
-	}()
-	for _, a := range as {
-		if _, err := stmt.ExecContext(ctx, assignmentArgs(a)...); err != nil {
-			return fmt.Errorf("assignment %s/%s#%d: %w", a.Migration, a.AgentID, a.Attempt, err)
-		}
-		if a.Attempt <= 1 {
-			continue
-		}
-		if supersede == nil {
-			if supersede, err = tx.PrepareContext(ctx, supersedeAttempts); err != nil {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return w.upsert(a)
+	}
+	if _, err := w.exec(&w.indexed, updateAssignmentIndexed, a.Migration, a.AgentID, a.Attempt, a.Batch, a.State, a.Failure); err != nil {
+		return err
+	}
+	return w.supersedeBefore(a)
+}
+
+// upsertAssignmentsUnnest is upsertAssignment for arrays of each column (Dialect.ArrayParams).
+const upsertAssignmentsUnnest = `INSERT INTO assignments (` + assignmentCols + `, latest)
+	SELECT v.*, CASE WHEN EXISTS (SELECT 1 FROM assignments h WHERE h.migration = v.migration AND h.agent_id = v.agent_id AND h.attempt > v.attempt) THEN 0 ELSE 1 END
+	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::bigint[], $9::text[],
+		$10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+		$19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[])
+	AS v(migration, agent_id, attempt, batch, state, generation, action, step, step_name, error, failure, failed_step, exit_code,
+		previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at, acked_generation, unreachable_since)
+	` + assignmentConflict
+
+// supersedeAttemptsUnnest is supersedeAttempts for arrays of agents' later attempts.
+const supersedeAttemptsUnnest = `UPDATE assignments a SET latest = 0
+	FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(migration, agent_id, attempt)
+	WHERE a.migration = v.migration AND a.agent_id = v.agent_id AND a.attempt < v.attempt AND a.latest = 1`
+
+// upsertAssignmentArrays writes as with a statement (two with later attempts) per run of rows of
+// distinct agents: within such a run no row's write depends on another's, so one statement does
+// what upserting them one after the other does (and a statement may not upsert a row twice).
+// An agent's second row in as starts the next run.
+func upsertAssignmentArrays(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
+	type agent struct{ migration, id string }
+	seen := make(map[agent]bool, len(as))
+	start := 0
+	for i := range as {
+		k := agent{as[i].Migration, as[i].AgentID}
+		if seen[k] {
+			if err := upsertAssignmentRun(ctx, tx, as[start:i]); err != nil {
 				return err
 			}
+			clear(seen)
+			start = i
 		}
-		if _, err := supersede.ExecContext(ctx, a.Migration, a.AgentID, a.Attempt); err != nil {
-			return fmt.Errorf("assignment %s/%s#%d: earlier attempts: %w", a.Migration, a.AgentID, a.Attempt, err)
+		seen[k] = true
+	}
+	return upsertAssignmentRun(ctx, tx, as[start:])
+}
+
+// upsertAssignmentRun writes as, of distinct agents, with upsertAssignmentsUnnest, then
+// supersedes the earlier attempts of its later attempts.
+func upsertAssignmentRun(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
+	n := len(as)
+	migrations, agents, states, actions, stepNames, errs, failures, failedSteps :=
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	attempts, batches, generations, steps, previous, applied, acked :=
+		make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	exits := make([]*int64, n)
+	active, dispatched, created, updated, finished, unreachable :=
+		make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	var later []int
+	for i := range as {
+		a := &as[i]
+		migrations[i], agents[i], states[i], actions[i], stepNames[i] = a.Migration, a.AgentID, a.State, a.Action, a.StepName
+		errs[i], failures[i], failedSteps[i] = a.Error, a.Failure, a.FailedStep
+		attempts[i], batches[i], generations[i], steps[i] = int64(a.Attempt), int64(a.Batch), int64(a.Generation), int64(a.Step)
+		previous[i], applied[i], acked[i] = int64(a.PreviousAttempt), int64(a.Applied), int64(a.AckedGeneration)
+		if a.ExitCode != nil {
+			v := int64(*a.ExitCode)
+			exits[i] = &v
 		}
+		active[i], dispatched[i], created[i], updated[i] = a.ActiveMS, micros(a.DispatchedAt), micros(a.CreatedAt), micros(a.UpdatedAt)
+		finished[i], unreachable[i] = micros(a.FinishedAt), micros(a.UnreachableSince)
+		if a.Attempt > 1 {
+			later = append(later, i)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, upsertAssignmentsUnnest, migrations, agents, attempts, batches, states, generations, actions,
+		steps, stepNames, errs, failures, failedSteps, exits, previous, applied, active, dispatched, created, updated, finished,
+		acked, unreachable); err != nil {
+		return fmt.Errorf("%d assignments of %s from %s#%d: %w", n, as[0].Migration, as[0].AgentID, as[0].Attempt, err)
+	}
+	if len(later) == 0 {
+		return nil
+	}
+	lm, la, lt := make([]string, len(later)), make([]string, len(later)), make([]int64, len(later))
+	for j, i := range later {
+		lm[j], la[j], lt[j] = migrations[i], agents[i], attempts[i]
+	}
+	if _, err := tx.ExecContext(ctx, supersedeAttemptsUnnest, lm, la, lt); err != nil {
+		return fmt.Errorf("earlier attempts of %d assignments: %w", len(later), err)
 	}
 	return nil
 }
@@ -172,7 +341,7 @@ func (s *Store) CreateMigration(ctx context.Context, m wire.Migration, as []wire
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("migration %q already exists: %w", m.Name, fault.ErrConflict)
 	}
-	if err := writeAssignments(ctx, tx, as); err != nil {
+	if err := s.writeAssignments(ctx, tx, as, false); err != nil {
 		return fmt.Errorf("create migration: %w", err)
 	}
 	return tx.Commit()
@@ -261,7 +430,7 @@ func (s *Store) SaveMigration(ctx context.Context, fence store.Fence, m wire.Mig
 		}
 		return fmt.Errorf("migration %s changed since version %d: %w", m.Name, m.Version, fault.ErrConflict)
 	}
-	if err := writeAssignments(ctx, tx, changed); err != nil {
+	if err := s.writeAssignments(ctx, tx, changed, true); err != nil {
 		return fmt.Errorf("save migration: %w", err)
 	}
 	return tx.Commit()

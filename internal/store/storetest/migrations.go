@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +82,104 @@ func runMigrations(t *testing.T, setup func(t *testing.T) store.Store) {
 			unknown := migrationRecord("ghost")
 			unknown.Version = 1
 			requireIs(t, s.SaveMigration(ctx, store.Fence{}, unknown, nil), fault.ErrNotFound, "SaveMigration of unknown")
+		})
+
+		t.Run("SaveWritesEveryColumn", func(t *testing.T) {
+			// A save upserts its rows one after the other: each column of a stored row takes the
+			// new value (but created_at), whether an index holds it or not, an agent's second row
+			// in one save is written after its first, and a row not stored is inserted.
+			s := setup(t)
+			ctx := t.Context()
+			var as []wire.Assignment
+			for i := range 6 {
+				as = append(as, assignment("m1", fmt.Sprintf("a%d", i), 1, i%2))
+			}
+			if err := s.CreateMigration(ctx, migrationRecord("m1"), as); err != nil {
+				t.Fatal(err)
+			}
+			want := map[[2]any]wire.Assignment{}
+			for _, a := range as {
+				want[[2]any{a.AgentID, a.Attempt}] = a
+			}
+			later := base.Add(time.Hour)
+			code, zero := 7, 0
+			everything := func(a wire.Assignment) wire.Assignment {
+				a.Batch, a.State, a.Generation, a.AckedGeneration, a.Action = 1-a.Batch, "failed", 4, 3, "cancel"
+				a.Step, a.StepName, a.Error, a.Failure, a.FailedStep, a.ExitCode = 2, "two", "boom", "exit 7", "two", &code
+				a.PreviousAttempt, a.Applied, a.ActiveMS = 1, 2, 1234
+				a.DispatchedAt, a.UnreachableSince, a.UpdatedAt, a.FinishedAt = later, later.Add(time.Second), later, later.Add(time.Minute)
+				return a
+			}
+			dispatch := func(a wire.Assignment) wire.Assignment {
+				a.Generation, a.DispatchedAt, a.UpdatedAt = a.Generation+1, later, later
+				return a
+			}
+			var changed []wire.Assignment
+			add := func(a wire.Assignment) {
+				changed = append(changed, a)
+				k := [2]any{a.AgentID, a.Attempt}
+				if w, ok := want[k]; ok {
+					a.CreatedAt = w.CreatedAt // kept from the insert
+				}
+				want[k] = a
+			}
+			add(everything(as[0]))
+			add(dispatch(as[1]))
+			failed := everything(as[2])
+			add(failed)
+			back := dispatch(failed) // then back to no failure and no exit code, in the same save
+			back.State, back.Failure, back.ExitCode, back.Batch = "applying", "", nil, as[2].Batch
+			add(back)
+			exited := dispatch(as[3])
+			exited.ExitCode = &zero
+			add(exited)
+			retry := assignment("m1", "a4", 2, 0)
+			retry.PreviousAttempt, retry.CreatedAt = 1, later
+			add(retry)
+			m, _ := s.GetMigration(ctx, "m1")
+			if err := s.SaveMigration(ctx, store.Fence{}, m, changed); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.ListAssignments(ctx, "m1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d assignments after save, want %d: %+v", len(got), len(want), got)
+			}
+			counts := map[store.AssignmentCount]int{}
+			for _, g := range got {
+				w := want[[2]any{g.AgentID, g.Attempt}]
+				for _, t := range []*time.Time{&w.DispatchedAt, &w.UnreachableSince, &w.CreatedAt, &w.UpdatedAt, &w.FinishedAt} {
+					if !t.IsZero() {
+						*t = stored(*t)
+					}
+				}
+				if !reflect.DeepEqual(g, w) {
+					t.Errorf("after save: %+v\nwant %+v", g, w)
+				}
+				if g.AgentID != "a4" || g.Attempt == 2 {
+					counts[store.AssignmentCount{Batch: g.Batch, State: g.State, Failed: g.Failure != ""}]++
+				}
+			}
+			// The latest attempts' indexes hold the new batch, state and failure.
+			cs, err := s.CountLatestAssignments(ctx, "m1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotCounts := map[store.AssignmentCount]int{}
+			for _, c := range cs {
+				n := c.N
+				c.N = 0
+				gotCounts[c] = n
+			}
+			if !reflect.DeepEqual(gotCounts, counts) {
+				t.Fatalf("CountLatestAssignments = %v, want %v", gotCounts, counts)
+			}
+			failedOnes, err := s.LatestAssignments(ctx, store.LatestQuery{Migration: "m1", Failed: true})
+			if err != nil || len(failedOnes) != 1 || failedOnes[0].AgentID != "a0" {
+				t.Fatalf("failed latest attempts: %+v, %v", failedOnes, err)
+			}
 		})
 
 		t.Run("TransitionFieldsRoundTrip", func(t *testing.T) {
