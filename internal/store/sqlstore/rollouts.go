@@ -146,27 +146,28 @@ func (s *Store) writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assi
 	return nil
 }
 
-// Statements of updateAssignments. An update of a row's columns that no index holds leaves the
-// indexes alone, and the columns some index holds (batch, state, failure: the latest attempts'
-// indexes of 0015_latest_attempts, assignments_agent, assignments_grid) are written only when
-// they change. A dispatch, or a report that moves no state, rewrote seven index entries of each
-// row it wrote: SQLite rewrites an index entry whenever the statement sets one of the index's
-// columns, whatever the value.
+// Statements of updateAssignments. A row whose indexed columns (batch, state, failure: the
+// latest attempts' indexes of 0015_latest_attempts, assignments_agent, assignments_grid) keep
+// their values is written without them: SQLite rewrites an index entry whenever a statement sets
+// one of the index's columns, whatever the value, and a dispatch, or a report that moves no
+// state, rewrote seven index entries of each row it wrote. The other rows are written whole.
 const (
-	updateAssignmentRow = `UPDATE assignments SET generation = $4, action = $5, step = $6, step_name = $7, error = $8,
+	updateAssignmentSameIndexed = `UPDATE assignments SET generation = $4, action = $5, step = $6, step_name = $7, error = $8,
 	failed_step = $9, exit_code = $10, previous_attempt = $11, applied = $12, active_ms = $13, dispatched_at = $14,
 	updated_at = $15, finished_at = $16, acked_generation = $17, unreachable_since = $18
+	WHERE migration = $1 AND agent_id = $2 AND attempt = $3 AND batch = $19 AND state = $20 AND failure = $21`
+	updateAssignmentWhole = `UPDATE assignments SET generation = $4, action = $5, step = $6, step_name = $7, error = $8,
+	failed_step = $9, exit_code = $10, previous_attempt = $11, applied = $12, active_ms = $13, dispatched_at = $14,
+	updated_at = $15, finished_at = $16, acked_generation = $17, unreachable_since = $18, batch = $19, state = $20, failure = $21
 	WHERE migration = $1 AND agent_id = $2 AND attempt = $3`
-	updateAssignmentIndexed = `UPDATE assignments SET batch = $4, state = $5, failure = $6
-	WHERE migration = $1 AND agent_id = $2 AND attempt = $3 AND (batch <> $4 OR state <> $5 OR failure <> $6)`
 )
 
 // assignmentWriter writes assignments one statement per row (or two), each statement prepared
 // once per transaction, when first needed.
 type assignmentWriter struct {
-	ctx                                       context.Context
-	tx                                        *sql.Tx
-	upsertStmt, supersede, updateRow, indexed *sql.Stmt
+	ctx                                context.Context
+	tx                                 *sql.Tx
+	upsertStmt, supersede, same, whole *sql.Stmt
 }
 
 func (w *assignmentWriter) exec(stmt **sql.Stmt, query string, args ...any) (sql.Result, error) {
@@ -181,7 +182,7 @@ func (w *assignmentWriter) exec(stmt **sql.Stmt, query string, args ...any) (sql
 }
 
 func (w *assignmentWriter) close() {
-	for _, st := range []*sql.Stmt{w.upsertStmt, w.supersede, w.updateRow, w.indexed} {
+	for _, st := range []*sql.Stmt{w.upsertStmt, w.supersede, w.same, w.whole} {
 		if st != nil {
 			_ = st.Close()
 		}
@@ -207,30 +208,33 @@ func (w *assignmentWriter) supersedeBefore(a *wire.Assignment) error {
 	return nil
 }
 
-// update is upsert for a row that is likely stored: it updates the row, and upserts it if it
-// is not there. What it stores is what upsert would.
+// update is upsert for a row that is likely stored: it updates the row (without its indexed
+// columns when they keep their values), and upserts it if it is not there. What it stores is
+// what upsert would.
 func (w *assignmentWriter) update(a *wire.Assignment) error {
 	var exit any
 	if a.ExitCode != nil {
 		exit = *a.ExitCode
 	}
-	res, err := w.exec(&w.updateRow, updateAssignmentRow, a.Migration, a.AgentID, a.Attempt, a.Generation, a.Action, a.Step,
-		a.StepName, a.Error, a.FailedStep, exit, a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt),
-		micros(a.UpdatedAt), micros(a.FinishedAt), a.AckedGeneration, micros(a.UnreachableSince))
-	if err != nil {
-		return err
+	args := []any{a.Migration, a.AgentID, a.Attempt, a.Generation, a.Action, a.Step, a.StepName, a.Error, a.FailedStep, exit,
+		a.PreviousAttempt, a.Applied, a.ActiveMS, micros(a.DispatchedAt), micros(a.UpdatedAt), micros(a.FinishedAt),
+		a.AckedGeneration, micros(a.UnreachableSince), a.Batch, a.State, a.Failure}
+	for _, same := range [...]bool{true, false} {
+		stmt, query := &w.whole, updateAssignmentWhole
+		if same {
+			stmt, query = &w.same, updateAssignmentSameIndexed
+		}
+		res, err := w.exec(stmt, query, args...)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n > 0 {
+			return w.supersedeBefore(a)
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return w.upsert(a)
-	}
-	if _, err := w.exec(&w.indexed, updateAssignmentIndexed, a.Migration, a.AgentID, a.Attempt, a.Batch, a.State, a.Failure); err != nil {
-		return err
-	}
-	return w.supersedeBefore(a)
+	return w.upsert(a)
 }
 
 // upsertAssignmentsUnnest is upsertAssignment for arrays of each column (Dialect.ArrayParams).
