@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ const headerRoom = 1 << 10
 type entry struct {
 	wire.DesiredAssignment
 	created time.Time // the migration's
+	encoded []byte    // DesiredAssignment as json.Marshal encodes it; nil: not encoded yet
 }
 
 // budget is the largest desired document the connected server takes, or 0 when it is not known
@@ -161,16 +163,7 @@ func (c *Controller) desiredDocuments(ctx context.Context, passes []*pass, rende
 // fit renders an agent's document within limit (0: any size), and returns the apply requests it
 // had to leave out.
 func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
-	render := func(es []entry) []byte {
-		as := make([]wire.DesiredAssignment, len(es))
-		for i, e := range es {
-			as[i] = e.DesiredAssignment
-		}
-		sort.Slice(as, func(i, j int) bool { return as[i].Migration < as[j].Migration })
-		doc, _ := json.Marshal(wire.DesiredState{AgentID: agentID, Epoch: epoch, Assignments: nonNil(as)})
-		return doc
-	}
-	doc := render(es)
+	doc := encodeDocument(agentID, epoch, es)
 	if limit == 0 || len(doc) <= limit {
 		return doc, nil
 	}
@@ -185,7 +178,7 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 		return cmp.Or(b.created.Compare(a.created), strings.Compare(b.Migration, a.Migration))
 	})
 	var dropped []entry
-	for doc = render(es); len(doc) > limit; doc = render(es) {
+	for doc = marshalDocument(agentID, epoch, es); len(doc) > limit; doc = marshalDocument(agentID, epoch, es) {
 		i := slices.IndexFunc(es, func(e entry) bool { return e.Action == wire.ActionApply })
 		if i < 0 {
 			break // only cancels and rollbacks without steps left: small; sent as they are
@@ -194,6 +187,61 @@ func fit(agentID string, epoch int64, es []entry, limit int) ([]byte, []entry) {
 		es = slices.Delete(es, i, i+1)
 	}
 	return doc, dropped
+}
+
+// marshalDocument is an agent's desired document of es, by migration.
+func marshalDocument(agentID string, epoch int64, es []entry) []byte {
+	as := make([]wire.DesiredAssignment, len(es))
+	for i, e := range es {
+		as[i] = e.DesiredAssignment
+	}
+	sort.Slice(as, func(i, j int) bool { return as[i].Migration < as[j].Migration })
+	doc, _ := json.Marshal(wire.DesiredState{AgentID: agentID, Epoch: epoch, Assignments: nonNil(as)})
+	return doc
+}
+
+// encodeDocument is marshalDocument, byte for byte, made of the entries' encodings: the agents
+// of one request of a migration share its entry (desiredEntry), steps and all, and a pass that
+// dispatches a fleet encodes it once instead of once an agent.
+func encodeDocument(agentID string, epoch int64, es []entry) []byte {
+	if len(es) > 1 {
+		es = slices.Clone(es)
+		slices.SortFunc(es, func(a, b entry) int { return strings.Compare(a.Migration, b.Migration) })
+	}
+	n := len(`{"agent_id":"","epoch":,"assignments":[]}`) + len(agentID) + 20
+	for _, e := range es {
+		n += len(e.encoded) + 1
+	}
+	doc := make([]byte, 0, n)
+	doc = append(doc, `{"agent_id":`...)
+	doc = appendJSONString(doc, agentID)
+	doc = append(doc, `,"epoch":`...)
+	doc = strconv.AppendInt(doc, epoch, 10)
+	doc = append(doc, `,"assignments":[`...)
+	for i, e := range es {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		enc := e.encoded
+		if enc == nil {
+			enc, _ = json.Marshal(e.DesiredAssignment)
+		}
+		doc = append(doc, enc...)
+	}
+	return append(doc, "]}"...)
+}
+
+// appendJSONString appends s as json.Marshal encodes a string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			enc, _ := json.Marshal(s)
+			return append(b, enc...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // desiredInFlight bounds the desired documents being put at once. The puts of a pass are

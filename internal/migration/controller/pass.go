@@ -209,6 +209,8 @@ type pass struct {
 	judge    bool      // settled: every deadline may be enforced, new work may start
 	busUp    bool      // while settling, deadlines of agents heard from again may be enforced
 	overdue  bool      // the migration's deadline has passed (judged or not)
+
+	requests map[request]entry // the desired entries made so far (desiredEntry)
 }
 
 func (p *pass) touch(a *wire.Assignment) {
@@ -625,10 +627,16 @@ func wanted(a *wire.Assignment) bool {
 }
 
 // desiredEntry is what the agent should currently work on in this migration, if anything.
+// The agents of one request (attempt, generation, action) of a migration get the same entry:
+// the pass makes and encodes it once.
 func (p *pass) desiredEntry(id string) (entry, bool) {
 	a, ok := p.latest[id]
 	if !ok || !wanted(a) {
 		return entry{}, false
+	}
+	k := request{a.Migration, a.Attempt, a.Generation, a.Action}
+	if e, ok := p.requests[k]; ok {
+		return e, true
 	}
 	d := wire.DesiredAssignment{Migration: a.Migration, Attempt: a.Attempt, Generation: a.Generation, Action: a.Action}
 	if p.sp != nil {
@@ -638,7 +646,20 @@ func (p *pass) desiredEntry(id string) (entry, bool) {
 			d.Steps, d.Signature = stepSpecs(p.sp), p.sp.Spec.Signature
 		}
 	}
-	return entry{DesiredAssignment: d, created: p.m.CreatedAt}, true
+	e := entry{DesiredAssignment: d, created: p.m.CreatedAt}
+	e.encoded, _ = json.Marshal(d)
+	if p.requests == nil {
+		p.requests = map[request]entry{}
+	}
+	p.requests[k] = e
+	return e, true
+}
+
+// request is what makes an agent's entry of a migration's desired document (desiredEntry).
+type request struct {
+	migration           string
+	attempt, generation int
+	action              string
 }
 
 // undeliverable fails an agent's attempt whose request does not fit in its desired document,
