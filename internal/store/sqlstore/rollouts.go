@@ -120,14 +120,15 @@ const supersedeAttempts = `UPDATE assignments SET latest = 0 WHERE migration = $
 // stored says that most of as are rows stored already (a save, not a new migration's rows).
 //
 // The rows are written as if upserted one after the other, in order. An engine that binds arrays
-// (Dialect.ArrayParams) takes them in a statement or two per run of rows of distinct agents; one
-// that runs in process writes a stored row with updateAssignments.
+// (Dialect.ArrayParams) takes them in a statement or two per run of rows of distinct agents
+// (upsertAssignmentArrays); the others take a prepared statement or two per row, and a row
+// likely stored is updated (assignmentWriter.update).
 func (s *Store) writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assignment, stored bool) error {
 	if len(as) == 0 {
 		return nil
 	}
 	if s.dialect.ArrayParams {
-		return upsertAssignmentArrays(ctx, tx, as)
+		return upsertAssignmentArrays(ctx, tx, as, stored)
 	}
 	w := assignmentWriter{ctx: ctx, tx: tx}
 	defer w.close()
@@ -146,7 +147,7 @@ func (s *Store) writeAssignments(ctx context.Context, tx *sql.Tx, as []wire.Assi
 	return nil
 }
 
-// Statements of updateAssignments. A row whose indexed columns (batch, state, failure: the
+// Statements of assignmentWriter.update. A row whose indexed columns (batch, state, failure: the
 // latest attempts' indexes of 0015_latest_attempts, assignments_agent, assignments_grid) keep
 // their values is written without them: SQLite rewrites an index entry whenever a statement sets
 // one of the index's columns, whatever the value, and a dispatch, or a report that moves no
@@ -237,15 +238,29 @@ func (w *assignmentWriter) update(a *wire.Assignment) error {
 	return w.upsert(a)
 }
 
-// upsertAssignmentsUnnest is upsertAssignment for arrays of each column (Dialect.ArrayParams).
-const upsertAssignmentsUnnest = `INSERT INTO assignments (` + assignmentCols + `, latest)
-	SELECT v.*, CASE WHEN EXISTS (SELECT 1 FROM assignments h WHERE h.migration = v.migration AND h.agent_id = v.agent_id AND h.attempt > v.attempt) THEN 0 ELSE 1 END
-	FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::bigint[], $9::text[],
+// unnestAssignments takes arrays of each column of assignmentCols apart into rows v.
+const unnestAssignments = `unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::bigint[], $9::text[],
 		$10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
 		$19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[])
 	AS v(migration, agent_id, attempt, batch, state, generation, action, step, step_name, error, failure, failed_step, exit_code,
-		previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at, acked_generation, unreachable_since)
+		previous_attempt, applied, active_ms, dispatched_at, created_at, updated_at, finished_at, acked_generation, unreachable_since)`
+
+// upsertAssignmentsUnnest is upsertAssignment for arrays of each column (Dialect.ArrayParams).
+const upsertAssignmentsUnnest = `INSERT INTO assignments (` + assignmentCols + `, latest)
+	SELECT v.*, CASE WHEN EXISTS (SELECT 1 FROM assignments h WHERE h.migration = v.migration AND h.agent_id = v.agent_id AND h.attempt > v.attempt) THEN 0 ELSE 1 END
+	FROM ` + unnestAssignments + `
 	` + assignmentConflict
+
+// updateAssignmentsUnnest is what upsertAssignmentsUnnest does to the rows stored already, and
+// nothing else: on PostgreSQL it takes about two thirds of the time, without the look for a
+// later attempt and the insert tried first of each row.
+const updateAssignmentsUnnest = `UPDATE assignments a SET batch = v.batch, state = v.state, generation = v.generation,
+	action = v.action, step = v.step, step_name = v.step_name, error = v.error, failure = v.failure, failed_step = v.failed_step,
+	exit_code = v.exit_code, previous_attempt = v.previous_attempt, applied = v.applied, active_ms = v.active_ms,
+	dispatched_at = v.dispatched_at, updated_at = v.updated_at, finished_at = v.finished_at, acked_generation = v.acked_generation,
+	unreachable_since = v.unreachable_since
+	FROM ` + unnestAssignments + `
+	WHERE a.migration = v.migration AND a.agent_id = v.agent_id AND a.attempt = v.attempt`
 
 // supersedeAttemptsUnnest is supersedeAttempts for arrays of agents' later attempts.
 const supersedeAttemptsUnnest = `UPDATE assignments a SET latest = 0
@@ -255,15 +270,15 @@ const supersedeAttemptsUnnest = `UPDATE assignments a SET latest = 0
 // upsertAssignmentArrays writes as with a statement (two with later attempts) per run of rows of
 // distinct agents: within such a run no row's write depends on another's, so one statement does
 // what upserting them one after the other does (and a statement may not upsert a row twice).
-// An agent's second row in as starts the next run.
-func upsertAssignmentArrays(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
+// An agent's second row in as starts the next run. stored: see writeAssignments.
+func upsertAssignmentArrays(ctx context.Context, tx *sql.Tx, as []wire.Assignment, stored bool) error {
 	type agent struct{ migration, id string }
 	seen := make(map[agent]bool, len(as))
 	start := 0
 	for i := range as {
 		k := agent{as[i].Migration, as[i].AgentID}
 		if seen[k] {
-			if err := upsertAssignmentRun(ctx, tx, as[start:i]); err != nil {
+			if err := upsertAssignmentRun(ctx, tx, as[start:i], stored); err != nil {
 				return err
 			}
 			clear(seen)
@@ -271,12 +286,13 @@ func upsertAssignmentArrays(ctx context.Context, tx *sql.Tx, as []wire.Assignmen
 		}
 		seen[k] = true
 	}
-	return upsertAssignmentRun(ctx, tx, as[start:])
+	return upsertAssignmentRun(ctx, tx, as[start:], stored)
 }
 
 // upsertAssignmentRun writes as, of distinct agents, with upsertAssignmentsUnnest, then
-// supersedes the earlier attempts of its later attempts.
-func upsertAssignmentRun(ctx context.Context, tx *sql.Tx, as []wire.Assignment) error {
+// supersedes the earlier attempts of its later attempts. When stored, it updates them first, and
+// upserts them only if some were not stored (writing the rows just updated again, unchanged).
+func upsertAssignmentRun(ctx context.Context, tx *sql.Tx, as []wire.Assignment, stored bool) error {
 	n := len(as)
 	migrations, agents, states, actions, stepNames, errs, failures, failedSteps :=
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -302,10 +318,24 @@ func upsertAssignmentRun(ctx context.Context, tx *sql.Tx, as []wire.Assignment) 
 			later = append(later, i)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, upsertAssignmentsUnnest, migrations, agents, attempts, batches, states, generations, actions,
-		steps, stepNames, errs, failures, failedSteps, exits, previous, applied, active, dispatched, created, updated, finished,
-		acked, unreachable); err != nil {
-		return fmt.Errorf("%d assignments of %s from %s#%d: %w", n, as[0].Migration, as[0].AgentID, as[0].Attempt, err)
+	args := []any{migrations, agents, attempts, batches, states, generations, actions, steps, stepNames, errs, failures, failedSteps,
+		exits, previous, applied, active, dispatched, created, updated, finished, acked, unreachable}
+	written := false
+	if stored {
+		res, err := tx.ExecContext(ctx, updateAssignmentsUnnest, args...)
+		if err != nil {
+			return fmt.Errorf("%d assignments of %s from %s#%d: %w", n, as[0].Migration, as[0].AgentID, as[0].Attempt, err)
+		}
+		matched, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("%d assignments of %s from %s#%d: %w", n, as[0].Migration, as[0].AgentID, as[0].Attempt, err)
+		}
+		written = matched == int64(n)
+	}
+	if !written {
+		if _, err := tx.ExecContext(ctx, upsertAssignmentsUnnest, args...); err != nil {
+			return fmt.Errorf("%d assignments of %s from %s#%d: %w", n, as[0].Migration, as[0].AgentID, as[0].Attempt, err)
+		}
 	}
 	if len(later) == 0 {
 		return nil
