@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
+	"godwit.dev/godwit/internal/ingest"
 	"os"
 	"slices"
 	"strings"
@@ -25,8 +26,9 @@ func TestIngestRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	// No raw batch: raw inserts as many per call as the ingest writes per transaction.
-	res, err := RunIngest(ctx, IngestConfig{Events: 300, Agents: 20, IngestBatch: 100,
+	// No raw batch: raw inserts as many per call as the ingest writes per transaction, which on
+	// SQLite is the hub's bound (ingest.OneWriterBatch), below the fetch size.
+	res, err := RunIngest(ctx, IngestConfig{Events: 300, Agents: 20, IngestBatch: 5000,
 		Engines: []string{EngineSQLite}, TempDir: t.TempDir(), Out: &out})
 	if err != nil {
 		t.Fatalf("RunIngest: %v\n%s", err, out.String())
@@ -34,11 +36,11 @@ func TestIngestRuns(t *testing.T) {
 	if len(res) != 1 || res[0].Engine != EngineSQLite || res[0].EndToEnd <= 0 || res[0].Backlog <= 0 || res[0].Raw <= 0 {
 		t.Fatalf("results %+v", res)
 	}
-	if res[0].RawBatch != 100 {
-		t.Errorf("raw batch %d, want the ingest batch (100)", res[0].RawBatch)
+	if res[0].WriteBatch != ingest.OneWriterBatch || res[0].RawBatch != ingest.OneWriterBatch {
+		t.Errorf("events per transaction %d, raw batch %d; want the hub's bound on SQLite (%d) for both", res[0].WriteBatch, res[0].RawBatch, ingest.OneWriterBatch)
 	}
-	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:", "sqlite raw: all inserted after",
-		"100 per call"} {
+	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:",
+		"sqlite raw: 1000 per call (the ingest wrote 1000 per transaction), all inserted after"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

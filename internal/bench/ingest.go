@@ -38,12 +38,14 @@ const (
 type IngestConfig struct {
 	Events int // events published end to end, and inserted raw; default 200,000
 	Agents int // distinct agent subjects the events are spread over; default 1,000
-	// Batch is the events per InsertEvents call of the raw measurement; 0 is IngestBatch, so
-	// that raw writes the same transactions as the ingest (for both engines the fastest of the
-	// store's paths: fewer commits, and on PostgreSQL fewer round trips).
+	// Batch is the events per InsertEvents call of the raw measurement; 0 is the ingest's
+	// transaction size on that engine, so that raw writes the same transactions as the ingest.
 	Batch int
-	// IngestBatch is the ingester's fetch and transaction size; 0 is ingest.DefaultBatch.
+	// IngestBatch is the ingester's fetch size; 0 is ingest.DefaultBatch.
 	IngestBatch int
+	// WriteBatch is the ingester's transaction size; 0 is what the hub uses on the engine
+	// (ingest.WriteBatchFor: 1,000 on SQLite, IngestBatch on PostgreSQL).
+	WriteBatch int
 	// PerMessage is how many of an agent's events go in one message: 1 (the default) publishes
 	// every event alone, more sends them as event batches (wire.HeaderEvents), as an agent's
 	// outbox does with what has queued while its last publish was in flight.
@@ -69,9 +71,6 @@ func (c *IngestConfig) defaults() error {
 	if c.IngestBatch == 0 {
 		c.IngestBatch = ingest.DefaultBatch
 	}
-	if c.Batch == 0 {
-		c.Batch = c.IngestBatch
-	}
 	if c.PerMessage == 0 {
 		c.PerMessage = 1
 	}
@@ -86,8 +85,10 @@ func (c *IngestConfig) defaults() error {
 		return fault.Invalid("events", "must be at least 1 (got %d)", c.Events)
 	case c.Agents < 1:
 		return fault.Invalid("agents", "must be at least 1 (got %d)", c.Agents)
-	case c.Batch < 1:
-		return fault.Invalid("batch", "must be at least 1 (got %d)", c.Batch)
+	case c.Batch < 0:
+		return fault.Invalid("batch", "must be at least 1, or 0 for the ingest's transaction size (got %d)", c.Batch)
+	case c.WriteBatch < 0:
+		return fault.Invalid("write-batch", "must be at least 1, or 0 for the hub's choice on the engine (got %d)", c.WriteBatch)
 	case c.IngestBatch < 1:
 		return fault.Invalid("ingest-batch", "must be at least 1 (got %d)", c.IngestBatch)
 	case c.PerMessage < 1 || c.PerMessage > wire.MaxBatchEvents:
@@ -119,6 +120,7 @@ type IngestResult struct {
 	// have had different shares of a busy machine.
 	RawCPU, RawOtherCPU float64
 	IngestBatch         int
+	WriteBatch          int
 	RawBatch            int
 }
 
@@ -214,8 +216,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	}
 	fmt.Fprintln(out, "  live: publisher and ingest run together; timed from the first publish until CountEvents == N")
 	fmt.Fprintln(out, "  backlog: the stream holds N events first (as after a store outage); timed from ingest start until CountEvents == N")
-	fmt.Fprintf(out, "raw: store.InsertEvents of N fresh events (no derived-state rows) into a fresh database, %d per call (the ingest writes %d per transaction)\n",
-		cfg.Batch, cfg.IngestBatch)
+	fmt.Fprintln(out, "raw: store.InsertEvents of N fresh events (no derived-state rows) into a fresh database, as many per call as the ingest writes per transaction on the engine (unless --batch)")
 
 	var results []IngestResult
 	for _, e := range engines {
@@ -227,16 +228,16 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 			e.name, round(res.Published), rate(res.Events, res.Published), round(res.EndToEnd), res.CPU, res.OtherCPU)
 		fmt.Fprintf(out, "%s backlog: all stored after %s; CPUs busy meanwhile: %.2f this process, %.2f others\n",
 			e.name, round(res.Backlog), res.BacklogCPU, res.BacklogOtherCPU)
-		fmt.Fprintf(out, "%s raw: all inserted after %s; CPUs busy meanwhile: %.2f this process, %.2f others\n",
-			e.name, round(res.Raw), res.RawCPU, res.RawOtherCPU)
+		fmt.Fprintf(out, "%s raw: %d per call (the ingest wrote %d per transaction), all inserted after %s; CPUs busy meanwhile: %.2f this process, %.2f others\n",
+			e.name, res.RawBatch, res.WriteBatch, round(res.Raw), res.RawCPU, res.RawOtherCPU)
 		results = append(results, res)
 	}
 	if len(results) > 0 {
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "ENGINE\tEVENTS\tLIVE EV/S\tBACKLOG EV/S\tRAW INSERT EV/S\tLIVE/RAW\tBACKLOG/RAW\tINGEST BATCH\tRAW BATCH\t")
+		fmt.Fprintln(tw, "ENGINE\tEVENTS\tLIVE EV/S\tBACKLOG EV/S\tRAW INSERT EV/S\tLIVE/RAW\tBACKLOG/RAW\tFETCH\tEVENTS/TX\tRAW BATCH\t")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%d\t%d\t\n", r.Engine, r.Events, r.EndToEndRate(), r.BacklogRate(),
-				r.RawRate(), r.Ratio(), r.BacklogRatio(), r.IngestBatch, r.RawBatch)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%d\t%d\t%d\t\n", r.Engine, r.Events, r.EndToEndRate(), r.BacklogRate(),
+				r.RawRate(), r.Ratio(), r.BacklogRatio(), r.IngestBatch, r.WriteBatch, r.RawBatch)
 		}
 		if err := tw.Flush(); err != nil {
 			return results, err
@@ -275,7 +276,16 @@ func postgresEngine(server string) engine {
 }
 
 func ingestEngine(ctx context.Context, cfg IngestConfig, e engine, src *eventSource) (IngestResult, error) {
-	res := IngestResult{Engine: e.name, Events: cfg.Events, IngestBatch: cfg.IngestBatch, RawBatch: cfg.Batch}
+	if cfg.WriteBatch == 0 {
+		cfg.WriteBatch = ingest.WriteBatchFor(e.name)
+	}
+	if cfg.WriteBatch == 0 || cfg.WriteBatch > cfg.IngestBatch {
+		cfg.WriteBatch = cfg.IngestBatch
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = cfg.WriteBatch
+	}
+	res := IngestResult{Engine: e.name, Events: cfg.Events, IngestBatch: cfg.IngestBatch, WriteBatch: cfg.WriteBatch, RawBatch: cfg.Batch}
 	var err error
 	var live, backlog run
 	// Each phase runs under the profiler label phase=<engine>-<phase>, which the goroutines it
@@ -372,7 +382,7 @@ func endToEnd(ctx context.Context, cfg IngestConfig, e engine, src *eventSource,
 	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
 		return r, err
 	}
-	ing := ingest.New(ingest.Config{JS: js, Store: st, Batch: cfg.IngestBatch, Logger: slog.New(slog.DiscardHandler)})
+	ing := ingest.New(ingest.Config{JS: js, Store: st, Batch: cfg.IngestBatch, WriteBatch: cfg.WriteBatch, Logger: slog.New(slog.DiscardHandler)})
 	startIngest := func() (stop func() error, err error) {
 		if err := ing.Start(ctx); err != nil {
 			return nil, err

@@ -30,7 +30,7 @@ func newBenchIngestCmd(stdio cli.IO) *cobra.Command {
 		Long: `ingest publishes --events valid agent events into an embedded NATS server's events stream and times
 them until a real ingester has stored every one, for SQLite (a temp dir) and PostgreSQL (a temporary
 database, created and dropped). It also times store.InsertEvents of as many events in batches of
---batch (by default the ingester's batch: the same transactions) into a fresh database of the same
+--batch (by default the ingester's transaction size on that engine) into a fresh database of the same
 engine, and prints both rates and their ratio.`,
 		Args: cobra.NoArgs,
 		RunE: profiled(&profile, func(ctx context.Context) error {
@@ -41,8 +41,9 @@ engine, and prints both rates and their ratio.`,
 	f := cmd.Flags()
 	f.IntVar(&cfg.Events, "events", 200_000, "events to publish end to end, and to insert raw")
 	f.IntVar(&cfg.Agents, "agents", 1000, "agent subjects the events are spread over")
-	f.IntVar(&cfg.Batch, "batch", 0, "events per InsertEvents call in the raw measurement; 0 is the ingest batch")
-	f.IntVar(&cfg.IngestBatch, "ingest-batch", 0, "the ingester's batch (fetch and transaction size); 0 is its default")
+	f.IntVar(&cfg.Batch, "batch", 0, "events per InsertEvents call in the raw measurement; 0 is the ingester's events per transaction")
+	f.IntVar(&cfg.IngestBatch, "ingest-batch", 0, "the ingester's fetch size; 0 is its default")
+	f.IntVar(&cfg.WriteBatch, "write-batch", 0, "the ingester's events per transaction; 0 is what the hub uses on each engine (1000 on SQLite, the fetch size on PostgreSQL)")
 	f.IntVar(&cfg.PerMessage, "per-message", 1, "events of one agent per message: 1 publishes each alone, more sends event batches as agents do")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server DSN to create a temporary database on (default: try "+bench.DefaultPostgres+", skip if unreachable)")
 	f.StringSliceVar(&cfg.Engines, "engines", []string{bench.EngineSQLite, bench.EnginePostgres}, "engines to measure")

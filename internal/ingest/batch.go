@@ -47,9 +47,9 @@ func (g group) event() store.StoredEvent { return g[0].ev }
 // batch is a prepared batch: its events grouped by id, and per agent the newest of its events
 // overall and per migration, the candidates for its derived state (see state.go). Candidates
 // are found while the batch before is written; only the comparison with the cache is left for
-// the store call. A fetch of event batches can hold more than Config.Batch events: it is then
-// cut into chunks of at most Batch, each with its own candidates, each written in a transaction
-// of its own.
+// the store call. A fetch holding more than Config.WriteBatch events (a fetch of event batches
+// can hold more than Config.Batch) is cut into chunks of at most WriteBatch, each with its own
+// candidates, each written in a transaction of its own.
 type batch struct {
 	groups     []group
 	candidates []store.EventState // when chunks is nil
@@ -58,14 +58,15 @@ type batch struct {
 
 func newBatch(groups []group) batch { return batch{groups: groups, candidates: candidates(groups)} }
 
-// prepared is the batch of a fetch's groups, cut into chunks of at most Batch events.
+// prepared is the batch of a fetch's groups, cut into chunks of at most WriteBatch events.
 func (i *Ingester) prepared(groups []group) batch {
-	if len(groups) <= i.cfg.Batch {
+	n := i.cfg.WriteBatch
+	if len(groups) <= n {
 		return newBatch(groups)
 	}
 	b := batch{groups: groups}
-	for start := 0; start < len(groups); start += i.cfg.Batch {
-		b.chunks = append(b.chunks, newBatch(groups[start:min(start+i.cfg.Batch, len(groups))]))
+	for start := 0; start < len(groups); start += n {
+		b.chunks = append(b.chunks, newBatch(groups[start:min(start+n, len(groups))]))
 	}
 	return b
 }

@@ -262,46 +262,69 @@ func TestBatchIsAcknowledgedAfterCommit(t *testing.T) {
 }
 
 // A fetch of Batch messages holds more events than that when they are batches; they are written
-// in transactions of at most Batch events.
+// in transactions of at most Batch events, or of WriteBatch when that is less (the hub's bound on
+// SQLite, where every other write waits for the transaction in progress).
 func TestBatchMessagesAreWrittenInBoundedTransactions(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name                 string
+		batch, writeBatch, n int // n: the most events a transaction may hold
+	}{
+		{"fetch bound", 4, 0, 4},
+		{"write bound", 6, 3, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			bd := setup(t)
+			agent, nc := bd.enroll(t)
+			var mu sync.Mutex
+			var sizes []int
+			counting := &wrapStore{Store: bd.store}
+			counting.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
+				mu.Lock()
+				sizes = append(sizes, len(events))
+				mu.Unlock()
+				return bd.store.InsertEvents(ctx, events, states)
+			}
+			ctx := testCtx(t)
+			const messages, each = 6, 5
+			for range messages {
+				var ids []string
+				var payloads [][]byte
+				for range each {
+					ev := agentEvent(agent, wire.EventExecutionSucceeded, time.Now(), "m1")
+					ids, payloads = append(ids, ev.ID), append(payloads, marshalEvent(t, ev))
+				}
+				if _, _, err := bus.PublishEvents(ctx, nc, agent, ids, payloads); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bd.ingester(t, "hub", Config{Store: counting, Batch: tc.batch, WriteBatch: tc.writeBatch})
+			bd.waitDrained(t, messages*each)
+			mu.Lock()
+			defer mu.Unlock()
+			total := 0
+			for _, n := range sizes {
+				total += n
+				if n > tc.n {
+					t.Errorf("a transaction of %d events, over the bound of %d (all: %v)", n, tc.n, sizes)
+				}
+			}
+			if total != messages*each {
+				t.Errorf("%d events written in %v, want %d", total, sizes, messages*each)
+			}
+		})
+	}
+}
+
+// A negative WriteBatch is refused, naming it.
+func TestNegativeWriteBatchIsRefused(t *testing.T) {
+	t.Parallel()
 	bd := setup(t)
-	agent, nc := bd.enroll(t)
-	var mu sync.Mutex
-	var sizes []int
-	counting := &wrapStore{Store: bd.store}
-	counting.InsertEventsFunc = func(ctx context.Context, events []store.StoredEvent, states []store.EventState) (int, error) {
-		mu.Lock()
-		sizes = append(sizes, len(events))
-		mu.Unlock()
-		return bd.store.InsertEvents(ctx, events, states)
-	}
-	ctx := testCtx(t)
-	const messages, each, batch = 6, 5, 4
-	for range messages {
-		var ids []string
-		var payloads [][]byte
-		for range each {
-			ev := agentEvent(agent, wire.EventExecutionSucceeded, time.Now(), "m1")
-			ids, payloads = append(ids, ev.ID), append(payloads, marshalEvent(t, ev))
-		}
-		if _, _, err := bus.PublishEvents(ctx, nc, agent, ids, payloads); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bd.ingester(t, "hub", Config{Store: counting, Batch: batch})
-	bd.waitDrained(t, messages*each)
-	mu.Lock()
-	defer mu.Unlock()
-	total := 0
-	for _, n := range sizes {
-		total += n
-		if n > batch {
-			t.Errorf("a transaction of %d events, over the batch of %d (all: %v)", n, batch, sizes)
-		}
-	}
-	if total != messages*each {
-		t.Errorf("%d events written in %v, want %d", total, sizes, messages*each)
+	ing := New(Config{JS: bd.js, Store: bd.store, WriteBatch: -1})
+	err := ing.Start(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), "WriteBatch") {
+		t.Fatalf("Start with WriteBatch -1: %v; want an error naming WriteBatch", err)
 	}
 }
 

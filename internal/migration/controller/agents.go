@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"godwit.dev/godwit/internal/wire"
@@ -120,15 +119,16 @@ func (c *Controller) resyncAgents() {
 	c.mu.Unlock()
 }
 
-// takeObserved returns (and forgets) the agents whose observed state changed since the last
-// call, and numbers the pass that takes them (Controller.seq).
-func (c *Controller) takeObserved() map[string]bool {
+// takeObserved returns (and forgets) the agents whose observed state arrived since the last
+// pass, and the migrations with an entry in them that is new or changed (see observe); it
+// numbers the pass that takes them (Controller.seq).
+func (c *Controller) takeObserved() (agents, migrations map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ids := c.obsChanged
-	c.obsChanged = map[string]bool{}
+	agents, migrations = c.obsChanged, c.obsMigrations
+	c.obsChanged, c.obsMigrations = map[string]bool{}, map[string]bool{}
 	c.seq++
-	return ids
+	return agents, migrations
 }
 
 // view is what a pass sees of the agents: their reachability from the index, and their observed
@@ -163,27 +163,9 @@ func (v *view) seen(id string) seenState {
 }
 
 // idle is a finished migration whose last pass left nothing for any agent to do: until its row
-// changes (its version) or one of its agents reports, a pass has nothing to do for it and reads
-// none of its assignments.
+// changes (its version) or an agent reports a new or changed entry for it, a pass has nothing to
+// do for it and reads none of its assignments. Agents reporting on other migrations, or
+// republishing what they said before, do not wake it.
 type idle struct {
 	version int64
-	agents  []string // sorted
-}
-
-// touched reports whether any of the agents in changed is one of the migration's.
-func (i idle) touched(changed map[string]bool) bool {
-	if len(changed) < len(i.agents) {
-		for id := range changed {
-			if _, ok := slices.BinarySearch(i.agents, id); ok {
-				return true
-			}
-		}
-		return false
-	}
-	for _, id := range i.agents {
-		if changed[id] {
-			return true
-		}
-	}
-	return false
 }

@@ -128,11 +128,13 @@ type Controller struct {
 	agents       map[string]agentEntry
 	agentChanges []agentChange
 	resync       bool
-	// obsChanged names the agents whose observed state arrived since the last pass; idle holds
-	// the finished migrations a pass skips until they or one of their agents change (only the
-	// pass's goroutine uses it).
-	obsChanged map[string]bool
-	idle       map[string]idle
+	// obsChanged names the agents whose observed state arrived since the last pass, and
+	// obsMigrations the migrations for which some agent's observed document holds an entry that
+	// is new or differs from the one before; idle holds the finished migrations a pass skips
+	// until they change or one of their entries does (only the pass's goroutine uses it).
+	obsChanged    map[string]bool
+	obsMigrations map[string]bool
+	idle          map[string]idle
 	// rows holds the assignments of the migrations the last pass worked on, with the version
 	// they go with (see rows; only the pass's goroutine uses it).
 	rows map[string]*rows
@@ -177,7 +179,7 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
-		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, idle: map[string]idle{},
+		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, obsMigrations: map[string]bool{}, idle: map[string]idle{},
 		rows:    map[string]*rows{},
 		unsaved: map[string]*counting{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
@@ -202,7 +204,7 @@ func (c *Controller) begin(ctx context.Context) error {
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	// The agent index is read again from SQL by the first pass: another hub may have led and
 	// written in between.
-	c.agents, c.agentChanges, c.obsChanged, c.idle = nil, nil, map[string]bool{}, map[string]idle{}
+	c.agents, c.agentChanges, c.obsChanged, c.obsMigrations, c.idle = nil, nil, map[string]bool{}, map[string]bool{}, map[string]idle{}
 	c.rows = map[string]*rows{}
 	c.unsaved = map[string]*counting{}
 	c.synced = make(chan struct{})

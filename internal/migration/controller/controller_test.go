@@ -827,3 +827,38 @@ func TestRollbackRequestedHoursLater(t *testing.T) {
 		t.Fatalf("after the resumed rollback: %s %q", m.State, m.Reason)
 	}
 }
+
+// A rollback requested while an agent is still applying (it has not reported the rollback) is
+// stopped by the rollback's own deadline when the agent stays reachable but silent: it ends as
+// rollback_failed and the migration fails with the way to resume it, instead of rolling back
+// forever with the deadline refused on every pass. A deadline the state machine refused would
+// leave its error on the kept row without saving it; none does now.
+func TestRollbackOfAnAgentStillApplyingHasADeadline(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1")
+	b.pass(t)
+	b.report(t, 1, "m1", aApplying, "")
+	b.pass(t)
+	ctx := context.Background()
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	a := b.latest(t, "m1")["agent-1"]
+	if a.State != aApplying || a.Action != wire.ActionRollback {
+		t.Fatalf("after the rollback request: %s (%s); want the agent still applying, asked to roll back", a.State, a.Action)
+	}
+	for range 61 { // the agent stays online and says nothing for over the 1h deadline
+		b.clock.Add(time.Minute)
+		b.pass(t)
+	}
+	a = b.latest(t, "m1")["agent-1"]
+	if a.State != aRollbackFailed || !strings.Contains(a.Error, "rollback deadline") || a.Action != wire.ActionCancel {
+		t.Fatalf("after the rollback deadline: %s (%s) %q; want rollback_failed, cancelled, with the deadline as error", a.State, a.Action, a.Error)
+	}
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mFailed || !strings.Contains(m.Reason, "run rollback again") {
+		t.Fatalf("migration after its rollback's deadline: %s %q", m.State, m.Reason)
+	}
+}

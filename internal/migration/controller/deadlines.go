@@ -70,18 +70,25 @@ func (p *pass) deadlines(delta time.Duration) {
 		if used <= limit || !(p.judge || (p.busUp && reachable(id) && p.view.seen(id).heard)) {
 			continue
 		}
+		// The error is written only with the move it explains: a refused move changes nothing.
 		switch a.Action {
 		case wire.ActionApply:
-			a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
-			a.Failure, a.FailedStep = a.Error, a.StepName
 			if p.setAssignment(a, aTimedOut) {
+				a.Error = fmt.Sprintf("assignment deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+				a.Failure, a.FailedStep = a.Error, a.StepName
 				a.Action, a.Generation = wire.ActionCancel, a.Generation+1 // tell the agent to stop
 				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
 			}
 		case wire.ActionRollback:
-			// A stuck rollback stops as rollback_failed, which `rollback` resumes with a fresh timer.
-			a.Error = fmt.Sprintf("rollback deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
+			// A stuck rollback stops as rollback_failed, which `rollback` resumes with a fresh
+			// timer. An agent that never reported rolling back (still applying, say) is taken
+			// through rolling_back: the hub asked for it, and rollback_failed follows only that.
+			switch a.State {
+			case aPending, aDetecting, aApplying, aVerifying:
+				p.setAssignment(a, aRollingBack)
+			}
 			if p.setAssignment(a, aRollbackFailed) {
+				a.Error = fmt.Sprintf("rollback deadline of %s (%s time) passed", limit, p.sp.Spec.DeadlinePolicy)
 				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
 				p.events = append(p.events, p.assignmentEvent(a, wire.SeverityError, a.Error))
 			}

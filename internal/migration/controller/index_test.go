@@ -178,16 +178,49 @@ func TestPassWorksFromWhatChanged(t *testing.T) {
 			t.Fatalf("pass over a finished migration with nothing changed: %d agent rows, %d assignment reads; want none", rows, reads)
 		}
 	}
+	// What agents send as a matter of course does not wake it: a report sent again as it was
+	// (agents republish every minute, or after reconnecting), a report of another migration
+	// beside it, a report without it (an agent drops a finished migration from its document).
 	b.c.mu.Lock()
 	o := b.c.observed[b.agents[0].ID]
 	b.c.mu.Unlock()
-	b.c.ObserveForTest(o) // agent-1 sends its report again (reconnected, say)
+	b.c.ObserveForTest(o)
+	other := o
+	other.AgentID = b.agents[1].ID
+	other.Assignments = append([]wire.ObservedAssignment{{Migration: "m2", Attempt: 1, Generation: 1, Action: wire.ActionApply,
+		State: aApplying}}, b.observedOf(t, b.agents[1].ID).Assignments...)
+	b.c.ObserveForTest(other)
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[2].ID, Assignments: []wire.ObservedAssignment{}})
+	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 {
+		t.Fatalf("pass after agents repeated, added to and dropped from their reports of a finished migration: %d agent rows, %d assignment reads; want none", rows, reads)
+	}
+	// A changed entry for it wakes it: the pass reads its assignments once, and applies what
+	// applies (a finished attempt's step is news, not a reason to run anything).
+	changed := b.observedOf(t, b.agents[3].ID)
+	changed.Assignments = slices.Clone(changed.Assignments)
+	changed.Assignments[0].Error = "a note added after the fact"
+	b.c.ObserveForTest(changed)
 	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 1 {
-		t.Fatalf("pass after one agent of a finished migration reported: %d agent rows, %d assignment reads; want 0 and 1", rows, reads)
+		t.Fatalf("pass after an agent of a finished migration changed its report of it: %d agent rows, %d assignment reads; want 0 and 1", rows, reads)
+	}
+	if got := b.latest(t, "m1")["agent-4"].Error; got != "a note added after the fact" {
+		t.Fatalf("agent-4's error %q after it reported a change; want the report applied", got)
 	}
 	if rows, reads := cs.counted(t, b.c); rows != 0 || reads != 0 {
 		t.Fatalf("pass after that: %d agent rows, %d assignment reads; want none", rows, reads)
 	}
+}
+
+// observedOf is the observed document the controller holds for an agent.
+func (b *bundle) observedOf(t *testing.T, id string) wire.ObservedState {
+	t.Helper()
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	o, ok := b.c.observed[id]
+	if !ok {
+		t.Fatalf("no observed document for %s", id)
+	}
+	return o
 }
 
 // Counting active time writes an in-flight assignment once per activeFlush of it, not on every

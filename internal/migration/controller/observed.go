@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,6 +64,12 @@ func (c *Controller) watchObserved(ctx context.Context) {
 // pass, which looks at that agent again.
 func (c *Controller) observe(o wire.ObservedState, live bool) {
 	c.mu.Lock()
+	prev, had := c.observed[o.AgentID]
+	for _, e := range o.Assignments {
+		if !had || !holdsEntry(prev, e) {
+			c.obsMigrations[e.Migration] = true
+		}
+	}
 	c.observed[o.AgentID] = o
 	c.obsChanged[o.AgentID] = true
 	if live {
@@ -80,4 +87,18 @@ func (c *Controller) markSynced() {
 	default:
 		close(c.synced)
 	}
+}
+
+// holdsEntry reports whether doc holds an entry equal to e. An agent republishes its observed
+// document every minute, and each document lists every migration the agent still knows: an
+// entry repeated as it was cannot make anything apply anew, so it does not wake a finished
+// migration (see idle). An entry an agent dropped cannot either: a pass acts only on the
+// entries present.
+func holdsEntry(doc wire.ObservedState, e wire.ObservedAssignment) bool {
+	for _, p := range doc.Assignments {
+		if p.Migration == e.Migration && p.Attempt == e.Attempt {
+			return reflect.DeepEqual(p, e)
+		}
+	}
+	return false
 }
