@@ -542,21 +542,7 @@ func TestPassOverWhatChangedMissesNothingASweepFinds(t *testing.T) {
 					b.observed(i, os...)
 					t.Logf("step %d: agent-%d reports %+v", step, i, os)
 				case k < 6: // an agent goes away or comes back, told or found by a resync
-					i := rnd.Intn(n) + 1
-					st := wire.StatusOffline
-					if offline[i] {
-						st = wire.StatusOnline
-					}
-					offline[i] = !offline[i]
-					if rnd.Intn(3) == 0 {
-						if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[i-1].ID, Status: st}}); err != nil {
-							t.Fatal(err)
-						}
-						b.c.resyncAgents()
-					} else {
-						b.setStatus(t, b.c, st, i)
-					}
-					t.Logf("step %d: agent-%d %s", step, i, st)
+					b.toggleReachable(t, rnd, offline, step)
 				case k < 7:
 					acts := []wire.MigrationAction{wire.MigrationPause, wire.MigrationResume, wire.MigrationRetry, wire.MigrationRollback,
 						wire.MigrationAbort, wire.MigrationApprove}
@@ -615,4 +601,25 @@ func TestPassOverWhatChangedMissesNothingASweepFinds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// toggleReachable takes a random agent offline, or back online when it is offline: told by
+// liveness, or (one time in three) stored only and found by the index's resync.
+func (b *bundle) toggleReachable(t *testing.T, rnd *rand.Rand, offline map[int]bool, step int) {
+	t.Helper()
+	i := rnd.Intn(len(b.agents)) + 1
+	st := wire.StatusOffline
+	if offline[i] {
+		st = wire.StatusOnline
+	}
+	offline[i] = !offline[i]
+	if rnd.Intn(3) == 0 {
+		if err := b.store.UpdateLiveness(context.Background(), []store.Liveness{{AgentID: b.agents[i-1].ID, Status: st}}); err != nil {
+			t.Fatal(err)
+		}
+		b.c.resyncAgents()
+	} else {
+		b.setStatus(t, b.c, st, i)
+	}
+	t.Logf("step %d: agent-%d %s", step, i, st)
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -215,21 +214,7 @@ func TestIdleMigrationMissesNothingASweepFinds(t *testing.T) {
 					}
 					t.Logf("step %d: watcher replay", step)
 				case k < 8:
-					i := rnd.Intn(n) + 1
-					st := wire.StatusOffline
-					if offline[i] {
-						st = wire.StatusOnline
-					}
-					offline[i] = !offline[i]
-					if rnd.Intn(3) == 0 {
-						if err := b.store.UpdateLiveness(ctx, []store.Liveness{{AgentID: b.agents[i-1].ID, Status: st}}); err != nil {
-							t.Fatal(err)
-						}
-						b.c.resyncAgents()
-					} else {
-						b.setStatus(t, b.c, st, i)
-					}
-					t.Logf("step %d: agent-%d %s", step, i, st)
+					b.toggleReachable(t, rnd, offline, step)
 				case k < 9:
 					acts := []wire.MigrationAction{wire.MigrationRetry, wire.MigrationRollback, wire.MigrationAbort, wire.MigrationPause,
 						wire.MigrationResume}
