@@ -289,12 +289,7 @@ func TestBatchMessagesAreWrittenInBoundedTransactions(t *testing.T) {
 			ctx := testCtx(t)
 			const messages, each = 6, 5
 			for range messages {
-				var ids []string
-				var payloads [][]byte
-				for range each {
-					ev := agentEvent(agent, wire.EventExecutionSucceeded, time.Now(), "m1")
-					ids, payloads = append(ids, ev.ID), append(payloads, marshalEvent(t, ev))
-				}
+				_, ids, payloads := batchOf(t, agent, each)
 				if _, _, err := bus.PublishEvents(ctx, nc, agent, ids, payloads); err != nil {
 					t.Fatal(err)
 				}

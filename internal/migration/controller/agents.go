@@ -161,11 +161,3 @@ func (v *view) seen(id string) seenState {
 	v.obs[id] = s
 	return s
 }
-
-// idle is a finished migration whose last pass left nothing for any agent to do: until its row
-// changes (its version) or an agent reports a new or changed entry for it, a pass has nothing to
-// do for it and reads none of its assignments. Agents reporting on other migrations, or
-// republishing what they said before, do not wake it.
-type idle struct {
-	version int64
-}

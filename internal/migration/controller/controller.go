@@ -134,7 +134,11 @@ type Controller struct {
 	// until they change or one of their entries does (only the pass's goroutine uses it).
 	obsChanged    map[string]bool
 	obsMigrations map[string]bool
-	idle          map[string]idle
+	// idle maps each finished migration whose last pass left nothing for any agent to do to
+	// its version then: until its row changes (its version) or an agent reports a new or changed
+	// entry for it, a pass has nothing to do for it and reads none of its assignments. Agents
+	// reporting on other migrations, or republishing what they said before, do not wake it.
+	idle map[string]int64
 	// rows holds the assignments of the migrations the last pass worked on, with the version
 	// they go with (see rows; only the pass's goroutine uses it).
 	rows map[string]*rows
@@ -179,7 +183,7 @@ func New(cfg Config) *Controller {
 	return &Controller{cfg: cfg, log: cfg.Logger, synced: make(chan struct{}), rewatch: make(chan struct{}, 1),
 		heardAt: map[string]time.Time{}, passes: passes, adopted: map[string]bool{},
 		observed: map[string]wire.ObservedState{}, specs: map[string]*spec.Migration{}, written: map[string]docDigest{}, counted: map[string]time.Time{},
-		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, obsMigrations: map[string]bool{}, idle: map[string]idle{},
+		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, obsMigrations: map[string]bool{}, idle: map[string]int64{},
 		rows:    map[string]*rows{},
 		unsaved: map[string]*counting{},
 		events:  hubevent.New(cfg.Publish, cfg.Logger),
@@ -204,7 +208,7 @@ func (c *Controller) begin(ctx context.Context) error {
 	c.counted, c.failing, c.busDown = map[string]time.Time{}, false, false
 	// The agent index is read again from SQL by the first pass: another hub may have led and
 	// written in between.
-	c.agents, c.agentChanges, c.obsChanged, c.obsMigrations, c.idle = nil, nil, map[string]bool{}, map[string]bool{}, map[string]idle{}
+	c.agents, c.agentChanges, c.obsChanged, c.obsMigrations, c.idle = nil, nil, map[string]bool{}, map[string]bool{}, map[string]int64{}
 	c.rows = map[string]*rows{}
 	c.unsaved = map[string]*counting{}
 	c.synced = make(chan struct{})

@@ -422,14 +422,7 @@ func (b *bundle) sweepFinds(t *testing.T) (unobserved, unrendered []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp, _ := c.parsedSpec(m)
-		p := &pass{c: c, m: m, orig: m, sp: sp, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: b.clock.Now(),
-			view: &view{c: c, agents: c.agents, recovered: c.recoveredAt, obs: map[string]seenState{}}}
-		for _, a := range latestOf(as) {
-			p.latest[a.AgentID] = &a
-			p.order = append(p.order, a.AgentID)
-		}
-		slices.Sort(p.order)
+		p := b.storedPass(c, m, as)
 		for _, id := range p.order {
 			if e, ok := p.desiredEntry(id); ok {
 				entries[id] = append(entries[id], e)
@@ -622,4 +615,18 @@ func (b *bundle) toggleReachable(t *testing.T, rnd *rand.Rand, offline map[int]b
 		b.setStatus(t, b.c, st, i)
 	}
 	t.Logf("step %d: agent-%d %s", step, i, st)
+}
+
+// storedPass is a pass of c over m's stored assignments as (their latest attempts), seeing the
+// agents as c does: what a sweep over every agent starts from.
+func (b *bundle) storedPass(c *Controller, m wire.Migration, as []wire.Assignment) *pass {
+	sp, _ := c.parsedSpec(m)
+	p := &pass{c: c, m: m, orig: m, sp: sp, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: b.clock.Now(),
+		view: &view{c: c, agents: c.agents, recovered: c.recoveredAt, obs: map[string]seenState{}}}
+	for _, a := range latestOf(as) {
+		p.latest[a.AgentID] = &a
+		p.order = append(p.order, a.AgentID)
+	}
+	slices.Sort(p.order)
+	return p
 }

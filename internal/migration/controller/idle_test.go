@@ -28,25 +28,18 @@ func (b *bundle) idleSweepFinds(t *testing.T) []string {
 	}
 	var found []string
 	for _, m := range ms {
-		i, ok := c.idle[m.Name]
+		v, ok := c.idle[m.Name]
 		c.mu.Lock()
 		woken := c.obsMigrations[m.Name]
 		c.mu.Unlock()
-		if !ok || i.version != m.Version || woken {
+		if !ok || v != m.Version || woken {
 			continue // the next pass works on it
 		}
 		as, err := b.store.ListAssignments(ctx, m.Name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp, _ := c.parsedSpec(m)
-		p := &pass{c: c, m: m, orig: m, sp: sp, latest: map[string]*wire.Assignment{}, dirty: map[string]bool{}, now: b.clock.Now(),
-			view: &view{c: c, agents: c.agents, recovered: c.recoveredAt, obs: map[string]seenState{}}}
-		for _, a := range latestOf(as) {
-			p.latest[a.AgentID] = &a
-			p.order = append(p.order, a.AgentID)
-		}
-		slices.Sort(p.order)
+		p := b.storedPass(c, m, as)
 		if !migrationFinal(m.State) {
 			found = append(found, m.Name+" is skipped as idle but is "+m.State)
 		}

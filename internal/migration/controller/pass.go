@@ -87,7 +87,7 @@ func (c *Controller) decide(ctx context.Context) (map[string][]byte, error) {
 	var errs []error
 	passes := make([]*pass, 0, len(ms))
 	for _, m := range ms {
-		if i, ok := c.idle[m.Name]; ok && i.version == m.Version && !entries[m.Name] {
+		if v, ok := c.idle[m.Name]; ok && v == m.Version && !entries[m.Name] {
 			continue // finished, nothing left to send, nothing new heard: no per-agent work
 		}
 		delete(c.idle, m.Name)
@@ -344,7 +344,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	c.counted[m.Name] = now
 	c.mu.Unlock()
 	if p.idle() {
-		c.idle[m.Name] = idle{version: p.m.Version}
+		c.idle[m.Name] = p.m.Version
 		delete(c.rows, m.Name) // not read again until it changes
 	}
 	return p, nil
