@@ -180,11 +180,25 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 		var seen uint64
 		t := time.NewTicker(every)
 		defer t.Stop()
+		// A nudge can arrive before the stream has stored the write it announces (the server
+		// hands a publish to subscribers and to the stream's ingest apart): while a nudge's
+		// read finds nothing new, it reads again after a short, growing wait, for a while.
+		var again *time.Timer
+		var retry <-chan time.Time
+		var wait time.Duration
+		var until time.Time
+		defer func() {
+			if again != nil {
+				again.Stop()
+			}
+		}()
+		nudged := false
 		for {
 			rctx, rcancel := context.WithTimeout(ctx, every)
 			e, err := g.last(rctx, key)
 			rcancel()
-			if err == nil && e.rev != seen {
+			fresh := err == nil && e.rev != seen
+			if fresh {
 				seen = e.rev
 				select {
 				case w.updates <- e:
@@ -192,11 +206,25 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 					return
 				}
 			}
+			retry = nil
+			if nudged && !fresh && time.Now().Before(until) {
+				wait = min(2*wait, nudgeRetryMax)
+				if again == nil {
+					again = time.NewTimer(wait)
+				} else {
+					again.Reset(wait)
+				}
+				retry = again.C
+			}
+			nudged = false
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-retry:
+				nudged = true
 			case <-nudge:
+				nudged, wait, until = true, nudgeRetryFirst/2, time.Now().Add(nudgeRetryFor)
 			}
 		}
 	}()
@@ -206,6 +234,16 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 // groupRecordKey is the group record's key in a failover group's bucket: the one key whose
 // writes a member may subscribe to (AgentPermissionsIn).
 const groupRecordKey = "record"
+
+// How a nudge whose read finds no new revision is read again: first after nudgeRetryFirst,
+// each wait twice the last up to nudgeRetryMax, for nudgeRetryFor after the nudge. A nudge of
+// a write JetStream refused finds nothing new however long it reads; that costs a few dozen
+// direct gets, only when a compare-and-set was lost.
+const (
+	nudgeRetryFirst = 2 * time.Millisecond
+	nudgeRetryMax   = 250 * time.Millisecond
+	nudgeRetryFor   = 5 * time.Second
+)
 
 type pollWatcher struct {
 	updates chan jetstream.KeyValueEntry

@@ -187,3 +187,76 @@ func TestGroupBucketPermissions(t *testing.T) {
 		t.Fatalf("control written: %s", e.Value())
 	}
 }
+
+// A nudge can reach a member's watch before the stream has stored the write it announces. The
+// watch then reads again for a while, rather than leaving the write to its next poll. Here the
+// nudge is a refused compare-and-set (published to the record's subject, never stored), and
+// what changes afterwards, with no message on the subject at all, is the stream itself: the
+// hub deletes the newest record. Only a read after the nudge's first can see that.
+func TestGroupWatchReadsAgainAfterANudgeThatFoundNothingNew(t *testing.T) {
+	t.Parallel()
+	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
+	idA, pwA := agents.enroll(t)
+	const g1 = "godwit_fo_godwit_one"
+	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: map[string]string{idA: g1}}
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	hub, err := srv.ConnectHub("test-hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	js, _ := jetstream.New(hub)
+	// The bucket's stream as CreateKeyValue makes it, but allowing a message's delete.
+	stream, err := js.CreateStream(testCtx(t), jetstream.StreamConfig{Name: "KV_" + g1,
+		Subjects: []string{"$KV." + g1 + ".>"}, MaxMsgsPerSubject: 64, AllowDirect: true, AllowRollup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureBuckets(testCtx(t), js, BucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(testCtx(t), g1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev1, err := kv.Put(testCtx(t), "record", []byte(`{"epoch":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev2, err := kv.Put(testCtx(t), "record", []byte(`{"epoch":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := (&bundle{srv: srv}).connectAgent(t, idA, pwA)
+	kvA := GroupKV{Conn: a.Conn, Bucket: g1, Poll: time.Hour}
+	w, err := kvA.Watch(t.Context(), "record")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := <-w.Updates(); e == nil || e.Revision() != rev2 {
+		t.Fatalf("the watch's first entry: %v, want revision %d", e, rev2)
+	}
+	if err := a.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kvA.Update(testCtx(t), "record", []byte(`{"epoch":9}`), rev1); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		t.Fatalf("the refused update: %v, want ErrKeyRevisionMismatch", err)
+	}
+	time.Sleep(50 * time.Millisecond) // the nudge's first read has found revision rev2 again
+	if err := stream.DeleteMsg(testCtx(t), rev2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-w.Updates():
+		if e == nil || e.Revision() != rev1 {
+			t.Fatalf("entry %v, want revision %d (the newest left)", e, rev1)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not read again after its nudge found nothing new")
+	}
+}
