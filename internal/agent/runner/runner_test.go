@@ -573,6 +573,49 @@ func TestRecoveryRerunsVerifyAndRollback(t *testing.T) {
 	}
 }
 
+// A rollback command that a cancel stopped after it had done its work is not run again when
+// the rollback is resumed: the step's detect says the step is no longer applied. One whose
+// step is still applied (detect says so) runs again.
+func TestResumedRollbackAsksDetectAboutTheCommandACancelStopped(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	done := step("done", "touch applied-0")
+	done.Detect = "if [ -f applied-0 ]; then exit 1; fi"
+	done.Rollback = `echo r >> rb-0; rm -f applied-0; touch rolling-0; sleep 30`
+	kept := step("kept", "touch applied-1")
+	kept.Detect = "if [ -f applied-1 ]; then exit 1; fi"
+	kept.Rollback = `echo r >> rb-1; [ "$(wc -l < rb-1)" -ge 2 ] || { touch rolling-1; sleep 30; }; rm -f applied-1`
+	steps := []wire.StepSpec{done, kept}
+	b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, steps...)))
+	b.waitState("m1", 1, stateSucceeded)
+
+	// Step 1's rollback is stopped before it undid anything: it runs again.
+	b.r.Desired(desired(1, assignment("m1", 1, 2, wire.ActionRollback, steps...)))
+	waitFor(t, "step 1's rollback to run", func() bool { return b.exists("rolling-1") }, nil)
+	b.r.Desired(desired(1, assignment("m1", 1, 3, wire.ActionCancel, steps...)))
+	b.waitState("m1", 1, stateRollbackFailed)
+	// Step 0's rollback undoes the step, then hangs; the cancel stops it there.
+	b.r.Desired(desired(1, assignment("m1", 1, 4, wire.ActionRollback, steps...)))
+	waitFor(t, "step 0's rollback to run", func() bool { return b.exists("rolling-0") }, nil)
+	b.r.Desired(desired(1, assignment("m1", 1, 5, wire.ActionCancel, steps...)))
+	b.waitState("m1", 1, stateRollbackFailed)
+
+	b.r.Desired(desired(1, assignment("m1", 1, 6, wire.ActionRollback, steps...)))
+	got := b.waitState("m1", 1, stateRolledBack)
+	if b.read("rb-1") != "r\nr\n" || b.read("rb-0") != "r\n" || !slices.Equal(got.RolledBack, []int{1, 0}) {
+		t.Fatalf("rb-1 %q rb-0 %q observed %+v: want step 1's rollback run twice, step 0's once", b.read("rb-1"),
+			b.read("rb-0"), got)
+	}
+	var skipped, again bool
+	for _, e := range b.sinks.eventsFor("m1") {
+		skipped = skipped || (e.Type == wire.EventDetectionSucceeded && strings.Contains(e.Data.Message, "not run again"))
+		again = again || (e.Type == wire.EventMigrationStepStarted && strings.Contains(e.Data.Message, "still applied"))
+	}
+	if !skipped || !again {
+		t.Fatalf("events %v: want one saying step 0 was not run again, one saying step 1 ran again", types(b.sinks.eventsFor("m1")))
+	}
+}
+
 // A new attempt replaces an unfinished one: the command in flight finishes, the old attempt
 // ends as superseded and keeps its record, the new attempt starts from its first detect.
 func TestNewAttemptSupersedesUnfinishedOne(t *testing.T) {

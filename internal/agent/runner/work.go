@@ -202,7 +202,10 @@ func (r *Runner) change(ctx context.Context, rec *record, d wire.DesiredAssignme
 			ended = stateRollbackFailed // still resumable by a later rollback
 		}
 		phase := rec.Phase
-		rec.State, rec.InFlight, rec.Error, rec.ExitCode = ended, false, errCancelled, nil
+		// A rollback command the cancel stopped may have done its work: the record keeps it
+		// without a result, so that a resumed rollback asks detect before running it again.
+		inFlight := rec.InFlight && ended == stateRollbackFailed && phase == phaseRollback
+		rec.State, rec.InFlight, rec.Error, rec.ExitCode = ended, inFlight, errCancelled, nil
 		log.Warn("assignment cancelled by operator")
 		return r.save(ctx, rec, nil, r.event(rec, wire.EventMigrationStepCancelled, wire.SeverityWarning, detail{
 			step: rec.Step, phase: phase, errText: errCancelled,
@@ -217,7 +220,9 @@ func (r *Runner) change(ctx context.Context, rec *record, d wire.DesiredAssignme
 					d.Generation, rec.Phase, rec.Step)}))
 		}
 		if rec.State != stateRollingBack {
-			rec.State, rec.Phase, rec.InFlight, rec.Error, rec.ExitCode = stateRollingBack, phaseRollback, false, "", nil
+			// Only a rollback command stopped by a cancel is still without a result here.
+			inFlight := rec.State == stateRollbackFailed && rec.Phase == phaseRollback && rec.InFlight
+			rec.State, rec.Phase, rec.InFlight, rec.Error, rec.ExitCode = stateRollingBack, phaseRollback, inFlight, "", nil
 		}
 		log.Info("rolling back", "applied", rec.Applied, "rolled_back", rec.RolledBack)
 		if err := r.save(ctx, rec, nil, events...); err != nil {
@@ -469,8 +474,14 @@ func (r *Runner) rollback(ctx context.Context, rec *record) error {
 		if rec.Step != i || rec.Phase != phaseRollback {
 			rec.InFlight = false
 		} else if rec.InFlight {
-			note = "started again: the agent stopped while it ran (rollback commands must be idempotent)" +
-				r.takeRecovered(rec).clause("; the interrupted copy ", "")
+			var undone bool
+			var err error
+			if note, undone, err = r.interruptedRollback(ctx, rec, i); err != nil {
+				return err
+			}
+			if undone {
+				continue
+			}
 		}
 		rec.Step = i
 		c, err := r.runCommand(ctx, rec, phaseRollback, true, note)
@@ -501,6 +512,37 @@ func (r *Runner) rollback(ctx context.Context, rec *record) error {
 		"rolled_back", rec.RolledBack, "skipped_no_rollback", skipped)
 	return r.save(ctx, rec, nil, r.event(rec, wire.EventRollbackSucceeded, wire.SeverityInfo, detail{step: -1, msg: msg,
 		extra: map[string]any{"rolled_back": orEmpty(rec.RolledBack), "skipped_no_rollback": orEmpty(skipped)}}))
+}
+
+// interruptedRollback deals with step i's rollback command that was stopped before its result
+// was recorded (the agent stopped, or a cancel stopped it): it may have done its work. A step
+// with detect is asked first: when detect says the step is needed (its effect is gone), the
+// rollback is recorded as done and not run again (undone). Otherwise note says why it runs again.
+func (r *Runner) interruptedRollback(ctx context.Context, rec *record, i int) (note string, undone bool, err error) {
+	was := r.takeRecovered(rec).clause("; the interrupted copy ", "")
+	s := rec.Steps[i]
+	if s.Detect == "" {
+		return "started again: its last run was interrupted and the step has no detect command (rollback commands must be idempotent)" + was, false, nil
+	}
+	rec.Step = i
+	c, err := r.runCommand(ctx, rec, phaseDetect, false, "")
+	if err != nil {
+		return "", false, err
+	}
+	answer := detectAnswer(c.res)
+	if answer == detectNeeded {
+		rec.RolledBack = append(rec.RolledBack, i)
+		rec.InFlight = false
+		return "", true, r.save(ctx, rec, r.finish(c, ""), r.event(rec, wire.EventDetectionSucceeded, wire.SeverityInfo,
+			detail{step: i, phase: phaseDetect, res: &c.res, extra: map[string]any{"needed": true, "recovered": true},
+				msg: fmt.Sprintf("step %d (%s): its rollback was interrupted%s; detect says the step is not applied: the rollback took effect, not run again",
+					i, s.Name, was)}))
+	}
+	note = "started again: its last run was interrupted and detect says the step is still applied" + was
+	if answer == detectFailed {
+		note = "started again: its last run was interrupted and detect gave no answer (rollback commands must be idempotent)" + was
+	}
+	return note, false, r.save(ctx, rec, r.finish(c, ""))
 }
 
 // nextRollback returns the highest applied step that is neither rolled back nor skipped.
