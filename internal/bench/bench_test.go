@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
-	"godwit.dev/godwit/internal/ingest"
 	"os"
 	"slices"
 	"strings"
@@ -26,8 +25,8 @@ func TestIngestRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	// No raw batch: raw inserts as many per call as the ingest writes per transaction, which on
-	// SQLite is the hub's bound (ingest.OneWriterBatch), below the fetch size.
+	// No raw batch: raw inserts as many per call as the ingest writes per transaction, which
+	// is the hub's: the fetch size.
 	res, err := RunIngest(ctx, IngestConfig{Events: 300, Agents: 20, IngestBatch: 5000,
 		Engines: []string{EngineSQLite}, TempDir: t.TempDir(), Out: &out})
 	if err != nil {
@@ -36,11 +35,11 @@ func TestIngestRuns(t *testing.T) {
 	if len(res) != 1 || res[0].Engine != EngineSQLite || res[0].EndToEnd <= 0 || res[0].Backlog <= 0 || res[0].Raw <= 0 {
 		t.Fatalf("results %+v", res)
 	}
-	if res[0].WriteBatch != ingest.OneWriterBatch || res[0].RawBatch != ingest.OneWriterBatch {
-		t.Errorf("events per transaction %d, raw batch %d; want the hub's bound on SQLite (%d) for both", res[0].WriteBatch, res[0].RawBatch, ingest.OneWriterBatch)
+	if res[0].WriteBatch != 5000 || res[0].RawBatch != 5000 {
+		t.Errorf("events per transaction %d, raw batch %d; want the fetch size (5000) for both", res[0].WriteBatch, res[0].RawBatch)
 	}
 	for _, want := range []string{"one hub connection", "LIVE EV/S", "BACKLOG EV/S", "BACKLOG/RAW", "sqlite backlog:",
-		"sqlite raw: 1000 per call (the ingest wrote 1000 per transaction), all inserted after"} {
+		"sqlite raw: 5000 per call (the ingest wrote 5000 per transaction), all inserted after"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -43,8 +43,7 @@ type IngestConfig struct {
 	Batch int
 	// IngestBatch is the ingester's fetch size; 0 is ingest.DefaultBatch.
 	IngestBatch int
-	// WriteBatch is the ingester's transaction size; 0 is what the hub uses on the engine
-	// (ingest.WriteBatchFor: 1,000 on SQLite, IngestBatch on PostgreSQL).
+	// WriteBatch is the ingester's transaction size; 0 is what the hub uses (IngestBatch).
 	WriteBatch int
 	// PerMessage is how many of an agent's events go in one message: 1 (the default) publishes
 	// every event alone, more sends them as event batches (wire.HeaderEvents), as an agent's
@@ -88,7 +87,7 @@ func (c *IngestConfig) defaults() error {
 	case c.Batch < 0:
 		return fault.Invalid("batch", "must be at least 1, or 0 for the ingest's transaction size (got %d)", c.Batch)
 	case c.WriteBatch < 0:
-		return fault.Invalid("write-batch", "must be at least 1, or 0 for the hub's choice on the engine (got %d)", c.WriteBatch)
+		return fault.Invalid("write-batch", "must be at least 1, or 0 for the hub's (the ingest batch) (got %d)", c.WriteBatch)
 	case c.IngestBatch < 1:
 		return fault.Invalid("ingest-batch", "must be at least 1 (got %d)", c.IngestBatch)
 	case c.PerMessage < 1 || c.PerMessage > wire.MaxBatchEvents:
@@ -276,9 +275,6 @@ func postgresEngine(server string) engine {
 }
 
 func ingestEngine(ctx context.Context, cfg IngestConfig, e engine, src *eventSource) (IngestResult, error) {
-	if cfg.WriteBatch == 0 {
-		cfg.WriteBatch = ingest.WriteBatchFor(e.name)
-	}
 	if cfg.WriteBatch == 0 || cfg.WriteBatch > cfg.IngestBatch {
 		cfg.WriteBatch = cfg.IngestBatch
 	}

@@ -22,10 +22,10 @@ import (
 // The raw limits the fleet benchmark measures beside Godwit's figures, on this machine, in the
 // same run: what the same nats-server and the same store do with nothing of Godwit around them.
 const (
-	rawKVConns   = 8                     // TCP connections of the raw KV clients
-	rawKVClients = 256                   // concurrent put+get loops over them
-	rawKVValue   = 256                   // bytes of each put, about an agent's heartbeat
-	rawBatch     = ingest.OneWriterBatch // events per InsertEvents call: the ingest's transaction on SQLite, as bench ingest
+	rawKVConns   = 8                   // TCP connections of the raw KV clients
+	rawKVClients = 256                 // concurrent put+get loops over them
+	rawKVValue   = 256                 // bytes of each put, about an agent's heartbeat
+	rawBatch     = ingest.DefaultBatch // events per InsertEvents call: the ingest's transaction, as bench ingest
 )
 
 // rawSettings size the raw measurements; the zero value takes the defaults.

@@ -195,7 +195,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		return err
 	}
 	lim := h.cfg.AgentLimits
-	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, WriteBatch: ingest.WriteBatchFor(h.store.Engine()), Logger: h.log, Registry: h.registry, EnsureStreams: h.ensureStreams,
+	h.ingest = ingest.New(ingest.Config{JS: h.js, Store: h.store, Logger: h.log, Registry: h.registry, EnsureStreams: h.ensureStreams,
 		ClockSkew: lim.ClockSkew.D(), Quota: ingest.Quota{EventsPerSecond: float64(lim.EventRate), EventBurst: float64(lim.EventBurst),
 			BytesPerSecond: float64(lim.ByteRate), ByteBurst: float64(lim.ByteBurst)}})
 	for attempt := 1; ; attempt++ {

@@ -26,10 +26,8 @@ const (
 	DefaultMaxWait    = time.Second
 	DefaultAckWait    = 30 * time.Second
 	DefaultMaxDeliver = 5
-	// OneWriterBatch is WriteBatch on an engine with one writer (WriteBatchFor).
-	OneWriterBatch   = 1000
-	DefaultNakDelay  = 2 * time.Second
-	DefaultClockSkew = 5 * time.Minute
+	DefaultNakDelay   = 2 * time.Second
+	DefaultClockSkew  = 5 * time.Minute
 )
 
 // lagInterval is how often the consumer gauges are refreshed from the server.
@@ -51,10 +49,11 @@ type Config struct {
 	// Batch is the most messages fetched at a time (an event batch message holds several
 	// events), and the most events written in one transaction unless WriteBatch says less.
 	Batch int
-	// WriteBatch is the most events written in one transaction; 0 is Batch. On an engine with
-	// one writer (SQLite) every other write waits for the transaction in progress, and a backlog
-	// keeps the ingest writing: OneWriterBatch there keeps the migration controller's and
-	// liveness's writes from waiting behind ten thousand events.
+	// WriteBatch is the most events written in one transaction; 0 is Batch, what the hub uses
+	// on every engine. A bound below a fetch's events splits the fetch into several
+	// transactions, and the ack wait then runs across all of them: at 100,000 agents, 1,000 on
+	// SQLite let a fetch's later messages be handed out again while its first chunks were
+	// written, and the hub collapsed under the redeliveries (docs/operations.md).
 	WriteBatch int
 	// MaxWait is how long one pull request lasts: how long a read waits for a first message on
 	// an idle stream. Stop waits for the open request to end, so it also bounds how long Stop
@@ -115,16 +114,6 @@ type run struct {
 	stopFetching context.CancelFunc // soft stop: no new fetches
 	abort        context.CancelFunc // budget exhausted: cancel the store call in flight
 	done         chan struct{}      // the fetch loop and the lag refresher have exited
-}
-
-// WriteBatchFor is the WriteBatch the hub uses on the store's engine: OneWriterBatch on SQLite,
-// whose writes take turns (a transaction of 10,000 events kept the controller's saves waiting
-// 3.5-6.4 s in a 10,000-agent rollout on a busy machine), and 0 (Batch) on PostgreSQL.
-func WriteBatchFor(engine string) int {
-	if engine == "sqlite" {
-		return OneWriterBatch
-	}
-	return 0
 }
 
 // New returns an ingester; Start starts it.
