@@ -117,7 +117,12 @@
 //     outlived it and ended on its own, or was stopped) and carries recovered, orphan and
 //     orphan_killed in data.extra.
 //   - run, without detect: run runs again. Steps without detect must therefore be idempotent.
-//   - detect, verify and rollback commands run again. Rollback commands must be idempotent.
+//   - detect and verify commands run again.
+//   - rollback (and, when the rollback is resumed, one a cancel stopped): when the step has
+//     detect and the journal's commands show it applied (a run that succeeded, or a detect that
+//     said done), detect runs first. Exit 0: the rollback took effect, it is not run again; exit
+//     1 or no answer: it runs again. A step never known to be applied (its run failed part-way)
+//     and a step without detect: it runs again. Rollback commands must be idempotent.
 //
 // Cancelling Run's context is handled the same way: the running command is stopped, the
 // assignment stays unfinished in the journal, and it is recovered by the next Run.

@@ -429,6 +429,16 @@ func (j *journal) commandGroup(ctx context.Context, tx *sql.Tx, id int64, g proc
 	return err
 }
 
+// stepApplied reports whether the audit trail shows step of (migration, attempt) applied at some
+// point: a run of it that succeeded, or a detect that said it was done.
+func (j *journal) stepApplied(ctx context.Context, migration string, attempt, step int) (bool, error) {
+	var applied bool
+	err := j.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM commands WHERE migration = ? AND attempt = ? AND step = ?
+		AND finished_at IS NOT NULL AND timed_out = 0 AND error = ''
+		AND ((phase = 'run' AND exit_code = 0) OR (phase = 'detect' AND exit_code = 1)))`, migration, attempt, step).Scan(&applied)
+	return applied, err
+}
+
 // commandEnded closes the row of a command whose result is unknown (the agent stopped while
 // it ran), saying what became of it.
 func (j *journal) commandEnded(ctx context.Context, tx *sql.Tx, id int64, text string, at time.Time) error {

@@ -616,6 +616,40 @@ func TestResumedRollbackAsksDetectAboutTheCommandACancelStopped(t *testing.T) {
 	}
 }
 
+// A step whose run failed part-way is in Applied and is rolled back, although its detect says
+// it is needed (not applied): that answer says nothing about the rollback. When such a rollback
+// is stopped before it did its work (by a cancel, or by the agent stopping), the resumed
+// rollback runs it again instead of taking detect's answer as proof that it took effect.
+func TestResumedRollbackOfAStepNeverAppliedRunsAgain(t *testing.T) {
+	t.Parallel()
+	for _, stop := range []string{"cancel", "restart"} {
+		t.Run(stop, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			s := step("partial", "touch partial-0; exit 3")
+			s.Detect = "if [ -f applied-0 ]; then exit 1; fi"
+			s.Rollback = `echo r >> rb-0; [ "$(wc -l < rb-0)" -ge 2 ] || { touch rolling-0; sleep 30; }; rm -f partial-0`
+			b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, s)))
+			b.waitState("m1", 1, stateFailed)
+
+			b.r.Desired(desired(1, assignment("m1", 1, 2, wire.ActionRollback, s)))
+			waitFor(t, "the rollback to run", func() bool { return b.exists("rolling-0") }, nil)
+			if stop == "cancel" {
+				b.r.Desired(desired(1, assignment("m1", 1, 3, wire.ActionCancel, s)))
+				b.waitState("m1", 1, stateRollbackFailed)
+				b.r.Desired(desired(1, assignment("m1", 1, 4, wire.ActionRollback, s)))
+			} else {
+				b.restart()
+			}
+			got := b.waitState("m1", 1, stateRolledBack)
+			if b.read("rb-0") != "r\nr\n" || b.exists("partial-0") || !slices.Equal(got.RolledBack, []int{0}) {
+				t.Fatalf("rb-0 %q partial-0 left %v observed %+v: want the stopped rollback run again", b.read("rb-0"),
+					b.exists("partial-0"), got)
+			}
+		})
+	}
+}
+
 // A new attempt replaces an unfinished one: the command in flight finishes, the old attempt
 // ends as superseded and keeps its record, the new attempt starts from its first detect.
 func TestNewAttemptSupersedesUnfinishedOne(t *testing.T) {

@@ -515,14 +515,25 @@ func (r *Runner) rollback(ctx context.Context, rec *record) error {
 }
 
 // interruptedRollback deals with step i's rollback command that was stopped before its result
-// was recorded (the agent stopped, or a cancel stopped it): it may have done its work. A step
-// with detect is asked first: when detect says the step is needed (its effect is gone), the
-// rollback is recorded as done and not run again (undone). Otherwise note says why it runs again.
+// was recorded (the agent stopped, or a cancel stopped it, possibly before it started): it may
+// have done its work. A step with detect that the audit trail shows applied is asked first: when
+// detect says the step is needed (its effect is gone), the rollback is recorded as done and not
+// run again (undone). A step never known to be applied (its run failed part-way, or was cut
+// short) is rolled back for what its run may have left, which detect cannot see: its rollback
+// runs again, as it does without detect. Otherwise note says why it runs again.
 func (r *Runner) interruptedRollback(ctx context.Context, rec *record, i int) (note string, undone bool, err error) {
 	was := r.takeRecovered(rec).clause("; the interrupted copy ", "")
 	s := rec.Steps[i]
 	if s.Detect == "" {
 		return "started again: its last run was interrupted and the step has no detect command (rollback commands must be idempotent)" + was, false, nil
+	}
+	applied, err := r.j.stepApplied(ctx, rec.Migration, rec.Attempt, i)
+	if err != nil {
+		return "", false, fmt.Errorf("runner journal %s: %w", r.j.path, err)
+	}
+	if !applied {
+		return "started again: its last run was interrupted and the step was never known to be applied (its run did not " +
+			"succeed), so detect cannot tell whether the rollback took effect (rollback commands must be idempotent)" + was, false, nil
 	}
 	rec.Step = i
 	c, err := r.runCommand(ctx, rec, phaseDetect, false, "")
