@@ -151,7 +151,8 @@
 // With Config.Policy, every command is checked against it (package policy) before anything of
 // it is recorded or run, and runs with the user, work directory and environment it decides. A
 // refused command never runs and is not recorded as started: the assignment ends failed (a
-// refused rollback command: rollback_failed, resumable), with the refusal, which names the rule,
+// refused rollback command, or the detect asked about an interrupted one: rollback_failed,
+// resumable), with the refusal, which names the rule,
 // as its error and a migration.policy.refused event (error). A refused run command is not added
 // to Applied. The signature the steps came with is kept in the journal with them, so a resumed
 // step is checked against the same one.

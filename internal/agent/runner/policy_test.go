@@ -130,3 +130,44 @@ func TestPolicySignedSteps(t *testing.T) {
 		t.Fatal("a refused step ran")
 	}
 }
+
+// The detect asked about a rollback command that a cancel stopped belongs to the rollback: when
+// the policy refuses it, the assignment ends rollback_failed (resumable), not failed, and the
+// rollback command is still without a result, so the resumed rollback asks detect again.
+func TestRefusedDetectOfAStoppedRollbackEndsRollbackFailed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := step("s0", "touch applied-0")
+	s.Detect = "if [ -f applied-0 ]; then exit 1; fi"
+	s.Rollback = `echo r >> rb-0; [ "$(wc -l < rb-0)" -ge 2 ] || { touch rolling-0; sleep 30; }; rm -f applied-0`
+	b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, s)))
+	b.waitState("m1", 1, stateSucceeded)
+	b.r.Desired(desired(1, assignment("m1", 1, 2, wire.ActionRollback, s)))
+	waitFor(t, "the rollback to run", func() bool { return b.exists("rolling-0") }, nil)
+	b.r.Desired(desired(1, assignment("m1", 1, 3, wire.ActionCancel, s)))
+	b.waitState("m1", 1, stateRollbackFailed)
+
+	b.policy = loadPolicy(t, "  commands:\n    run: [{prefix: 'touch '}]\n    rollback: [{prefix: 'echo r '}]\n")
+	b.restart()
+	b.r.Desired(desired(1, assignment("m1", 1, 4, wire.ActionRollback, s)))
+	if rule := refusal(t, b.waitEvent("m1", wire.EventPolicyRefused)); rule != "spec.commands.detect" {
+		t.Fatalf("rule %q", rule)
+	}
+	if got, _ := b.observedOf("m1"); got.State != stateRollbackFailed || got.Generation != 4 || b.read("rb-0") != "r\n" {
+		t.Fatalf("observed %+v rb-0 %q: want rollback_failed at generation 4, the rollback not run", got, b.read("rb-0"))
+	}
+
+	b.policy = nil
+	b.restart()
+	b.r.Desired(desired(1, assignment("m1", 1, 5, wire.ActionRollback, s)))
+	got := b.waitState("m1", 1, stateRolledBack)
+	if b.read("rb-0") != "r\nr\n" || b.exists("applied-0") || !slices.Equal(got.RolledBack, []int{0}) {
+		t.Fatalf("rb-0 %q observed %+v", b.read("rb-0"), got)
+	}
+	asked := slices.ContainsFunc(b.sinks.eventsFor("m1"), func(e wire.Event) bool {
+		return e.Type == wire.EventMigrationStepStarted && strings.Contains(e.Data.Message, "still applied")
+	})
+	if !asked {
+		t.Fatalf("events %v: want the resumed rollback to ask detect first", types(b.sinks.eventsFor("m1")))
+	}
+}

@@ -685,22 +685,31 @@ func (r *Runner) runCommand(ctx context.Context, rec *record, phase string, move
 }
 
 // refuse ends rec because the agent's policy refused the phase command of step i (err, a
-// *policy.Refusal): failed, or rollback_failed for a rollback command (so that a rollback can
-// still be resumed once the policy or the spec is fixed), with a migration.policy.refused event
+// *policy.Refusal): failed, or rollback_failed for a command of a rollback (the rollback
+// command, or the detect asked about an interrupted one; so that a rollback can still be
+// resumed once the policy or the spec is fixed), with a migration.policy.refused event
 // naming the rule. Nothing of the command ran. It returns errRefused once that is recorded.
 func (r *Runner) refuse(ctx context.Context, rec *record, i int, phase string, err error) error {
 	state := stateFailed
-	if phase == phaseRollback {
+	switch {
+	case phase == phaseRollback:
 		state = stateRollbackFailed
+		rec.Step, rec.Phase, rec.InFlight = i, phase, false
+	case rec.State == stateRollingBack:
+		// The detect asked about step i's interrupted rollback: the rollback stays resumable and
+		// its command still has no result, so that a resumed rollback asks detect again.
+		state = stateRollbackFailed
+		rec.Step = i
+	default:
+		rec.Step, rec.Phase, rec.InFlight = i, phase, false
 	}
-	rec.Step, rec.Phase = i, phase
-	rec.State, rec.InFlight, rec.Error, rec.ExitCode = state, false, err.Error(), nil
+	rec.State, rec.Error, rec.ExitCode = state, err.Error(), nil
 	extra := map[string]any{"policy_digest": r.cfg.Policy.Digest()}
 	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		extra["policy"], extra["rule"] = ref.Policy, ref.Rule
 	}
-	if phase != phaseRollback {
+	if state != stateRollbackFailed {
 		extra["applied"] = orEmpty(rec.Applied)
 	}
 	r.log.Error("the agent policy refused a command; the assignment ends "+state, "migration", rec.Migration, "attempt", rec.Attempt,
