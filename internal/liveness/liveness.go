@@ -20,7 +20,9 @@
 // arrives). A tick writes, in one batch: each change of status, of version, of degraded reason or
 // of system description (free disk aside) at once; and an agent's last-seen time only when the
 // stored one is LastSeenEvery or more behind its latest heartbeat, so each agent's last_seen is
-// written at most once per LastSeenEvery of store time. A change of status also records the
+// written at most once per LastSeenEvery of store time. A row carries only what changed (a
+// last-seen write: the time and the system description, not the status, version or degraded
+// reason, so SQLite leaves the status's indexes alone). A change of status also records the
 // latest heartbeat, so the stored last_seen of an offline agent is that of its last heartbeat.
 package liveness
 
@@ -296,16 +298,30 @@ func (c *Controller) tick(ctx context.Context) {
 				status = wire.StatusOnline
 			}
 		}
-		u := store.Liveness{AgentID: id, Status: status}
-		due := status != r.status
+		// Only what changed is written: a last-seen write of an agent that stays as it was
+		// carries its time and its system description (free disk changes with every
+		// heartbeat), not its status, version or degraded reason.
+		u := store.Liveness{AgentID: id}
+		if status != r.status {
+			u.Status = status
+		}
+		due := u.Status != ""
 		if fresh {
 			sys := b.hb.System
 			sys.FreeDiskBytes = 0
-			due = due || b.at.Sub(r.lastSeen) >= c.lastSeenEvery || b.hb.Version != "" && b.hb.Version != r.version ||
-				b.hb.Degraded != r.degraded || sys != r.system
-			u.LastSeen, u.Version = b.at, b.hb.Version
-			sys, degraded := b.hb.System, b.hb.Degraded
-			u.System, u.Degraded = &sys, &degraded
+			version := b.hb.Version != "" && b.hb.Version != r.version
+			degraded := b.hb.Degraded != r.degraded
+			due = due || b.at.Sub(r.lastSeen) >= c.lastSeenEvery || version || degraded || sys != r.system
+			u.LastSeen = b.at
+			if version {
+				u.Version = b.hb.Version
+			}
+			if degraded {
+				d := b.hb.Degraded
+				u.Degraded = &d
+			}
+			full := b.hb.System
+			u.System = &full
 		}
 		if !due {
 			continue
@@ -328,11 +344,11 @@ func (c *Controller) tick(ctx context.Context) {
 	}
 	for _, u := range updates {
 		r := c.index[u.AgentID]
-		if r.status != u.Status {
+		if u.Status != "" && r.status != u.Status {
 			c.log.Info("agent status changed", "agent", u.AgentID, "from", r.status, "to", u.Status)
 			c.told(u.AgentID, u.Status)
+			r.status = u.Status
 		}
-		r.status = u.Status
 		if u.LastSeen.After(r.lastSeen) {
 			r.lastSeen = u.LastSeen
 		}

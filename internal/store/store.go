@@ -174,9 +174,11 @@ type EventQuery struct {
 type Liveness struct {
 	AgentID  string
 	LastSeen time.Time // store timestamp of the latest heartbeat; zero keeps the stored value
-	Status   string
-	Version  string // empty keeps the stored value
-	System   *wire.SystemInfo
+	// Status is the new status; empty keeps the stored value (a write of the last-seen time
+	// alone then leaves the status's indexes untouched).
+	Status  string
+	Version string // empty keeps the stored value
+	System  *wire.SystemInfo
 	// Degraded is the heartbeat's degraded reason ("" when the agent takes work); nil keeps the
 	// stored value.
 	Degraded *string

@@ -449,23 +449,43 @@ func (s *Store) UpdateLiveness(ctx context.Context, updates []store.Liveness) er
 		return fmt.Errorf("update liveness: %w", err)
 	}
 	defer end()
-	stmt, err := tx.PrepareContext(ctx, `UPDATE agents SET
-		last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END,
-		status = $3,
-		version = CASE WHEN $4 = '' THEN version ELSE $4 END,
-		system = CASE WHEN $5 = '' THEN system ELSE $5 END
-		WHERE id = $1`)
-	if err != nil {
-		return fmt.Errorf("update liveness: %w", err)
-	}
-	defer stmt.Close()
+	// A row whose status stays is written without the status column: SQLite rewrites an
+	// index's entries for every column a statement sets, whatever its value, and the status is
+	// in three. Most of a fleet's writes are such: last-seen times of agents that stay online.
+	const set = `last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END,
+		version = CASE WHEN $3 = '' THEN version ELSE $3 END,
+		system = CASE WHEN $4 = '' THEN system ELSE $4 END`
+	var withStatus, seen *sql.Stmt
+	defer func() {
+		for _, st := range []*sql.Stmt{withStatus, seen} {
+			if st != nil {
+				_ = st.Close()
+			}
+		}
+	}()
 	for _, u := range updates {
 		system := ""
 		if u.System != nil {
 			b, _ := json.Marshal(u.System)
 			system = string(b)
 		}
-		if _, err := stmt.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Status, u.Version, system); err != nil {
+		var err error
+		if u.Status == "" {
+			if seen == nil {
+				if seen, err = tx.PrepareContext(ctx, `UPDATE agents SET `+set+` WHERE id = $1`); err != nil {
+					return fmt.Errorf("update liveness: %w", err)
+				}
+			}
+			_, err = seen.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Version, system)
+		} else {
+			if withStatus == nil {
+				if withStatus, err = tx.PrepareContext(ctx, `UPDATE agents SET `+set+`, status = $5 WHERE id = $1`); err != nil {
+					return fmt.Errorf("update liveness: %w", err)
+				}
+			}
+			_, err = withStatus.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Version, system, u.Status)
+		}
+		if err != nil {
 			return fmt.Errorf("update liveness of %s: %w", u.AgentID, err)
 		}
 		if err := setDegraded(ctx, tx, u); err != nil {

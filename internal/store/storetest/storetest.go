@@ -510,6 +510,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 				t.Fatalf("a1 after heartbeat at %v = %+v; want last seen %v, offline, 1.1.0, %+v", ls, a1, stored(seen), sys2)
 			}
 		}
+		// No status keeps the stored one (and the version and system, when not given).
+		later := seen.Add(time.Minute)
+		if err := s.UpdateLiveness(ctx, []store.Liveness{{AgentID: "a1", LastSeen: later}}); err != nil {
+			t.Fatalf("UpdateLiveness without status: %v", err)
+		}
+		if a1 := getAgent(t, s, "a1"); !a1.LastSeen.Equal(stored(later)) || a1.Status != wire.StatusOffline || a1.Version != "1.1.0" || a1.System != sys2 {
+			t.Fatalf("a1 after a last-seen write without status = %+v; want last seen %v, still offline, 1.1.0, %+v", a1, stored(later), sys2)
+		}
+		seen = later
 		// A newer one does, by as little as a microsecond.
 		newer := seen.Add(time.Microsecond)
 		if err := s.UpdateLiveness(ctx, []store.Liveness{{AgentID: "a1", LastSeen: newer, Status: wire.StatusOnline}}); err != nil {
