@@ -27,7 +27,7 @@ func TestStore(t *testing.T) {
 	})
 }
 
-func open(t *testing.T, path string) *sqlstore.Store {
+func open(t testing.TB, path string) *sqlstore.Store {
 	t.Helper()
 	s, err := sqlite.Open(t.Context(), path)
 	if err != nil {
