@@ -20,10 +20,11 @@
 // arrives). A tick writes, in one batch: each change of status, of version, of degraded reason or
 // of system description (free disk aside) at once; and an agent's last-seen time only when the
 // stored one is LastSeenEvery or more behind its latest heartbeat, so each agent's last_seen is
-// written at most once per LastSeenEvery of store time. A row carries only what changed (a
-// last-seen write: the time and the system description, not the status, version or degraded
-// reason, so SQLite leaves the status's indexes alone). A change of status also records the
-// latest heartbeat, so the stored last_seen of an offline agent is that of its last heartbeat.
+// written at most once per LastSeenEvery of store time. A row's status is written only where the
+// stored one differs (a last-seen write of an agent that stays online leaves the status's
+// indexes alone, and puts right a row another writer changed), its degraded reason only when it
+// changed. A change of status also records the latest heartbeat, so the stored last_seen of an
+// offline agent is that of its last heartbeat.
 package liveness
 
 import (
@@ -298,24 +299,21 @@ func (c *Controller) tick(ctx context.Context) {
 				status = wire.StatusOnline
 			}
 		}
-		// Only what changed is written: a last-seen write of an agent that stays as it was
-		// carries its time and its system description (free disk changes with every
-		// heartbeat), not its status, version or degraded reason.
-		u := store.Liveness{AgentID: id}
-		if status != r.status {
-			u.Status = status
-		}
-		due := u.Status != ""
+		// A row carries the status as judged and the heartbeat's version and system description
+		// (free disk changes with every heartbeat): the store sets the status column only where
+		// the stored status differs, so a last-seen write of an agent that stays online leaves
+		// the status's indexes alone, and a row that another writer changed (a replica that
+		// led before) is right again at the agent's next last-seen write. The degraded reason
+		// goes only when it changed: clearing it is a DELETE per agent.
+		u := store.Liveness{AgentID: id, Status: status}
+		due := status != r.status
 		if fresh {
 			sys := b.hb.System
 			sys.FreeDiskBytes = 0
-			version := b.hb.Version != "" && b.hb.Version != r.version
 			degraded := b.hb.Degraded != r.degraded
-			due = due || b.at.Sub(r.lastSeen) >= c.lastSeenEvery || version || degraded || sys != r.system
-			u.LastSeen = b.at
-			if version {
-				u.Version = b.hb.Version
-			}
+			due = due || b.at.Sub(r.lastSeen) >= c.lastSeenEvery || b.hb.Version != "" && b.hb.Version != r.version ||
+				degraded || sys != r.system
+			u.LastSeen, u.Version = b.at, b.hb.Version
 			if degraded {
 				d := b.hb.Degraded
 				u.Degraded = &d
@@ -344,7 +342,7 @@ func (c *Controller) tick(ctx context.Context) {
 	}
 	for _, u := range updates {
 		r := c.index[u.AgentID]
-		if u.Status != "" && r.status != u.Status {
+		if r.status != u.Status {
 			c.log.Info("agent status changed", "agent", u.AgentID, "from", r.status, "to", u.Status)
 			c.told(u.AgentID, u.Status)
 			r.status = u.Status

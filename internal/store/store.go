@@ -174,8 +174,9 @@ type EventQuery struct {
 type Liveness struct {
 	AgentID  string
 	LastSeen time.Time // store timestamp of the latest heartbeat; zero keeps the stored value
-	// Status is the new status; empty keeps the stored value (a write of the last-seen time
-	// alone then leaves the status's indexes untouched).
+	// Status is the agent's status; empty keeps the stored value. The status column is set only
+	// where the stored status differs (a write of an unchanged status leaves the status's
+	// indexes untouched).
 	Status  string
 	Version string // empty keeps the stored value
 	System  *wire.SystemInfo

@@ -12,8 +12,9 @@ import (
 )
 
 // BenchmarkUpdateLiveness times one liveness tick's batch of last-seen writes for 10,000 agents
-// that stay online: as liveness writes it (the time and the system description) and, for
-// comparison, with the unchanged status, version and degraded reason written too.
+// that stay online: as liveness writes it (the time, the unchanged status, which the store
+// leaves out of the statement where it is the stored one, the version and the system
+// description) and, for comparison, with the unchanged degraded reason written too.
 func BenchmarkUpdateLiveness(b *testing.B) {
 	const n = 10000
 	s := open(b, filepath.Join(b.TempDir(), "hub.db"))
@@ -42,9 +43,9 @@ func BenchmarkUpdateLiveness(b *testing.B) {
 		row  func(id string, at time.Time) store.Liveness
 	}{
 		{"last-seen", func(id string, at time.Time) store.Liveness {
-			return store.Liveness{AgentID: id, LastSeen: at, System: &sys}
+			return store.Liveness{AgentID: id, LastSeen: at, Status: wire.StatusOnline, Version: "1.0.0", System: &sys}
 		}},
-		{"unchanged-status-version-degraded-too", func(id string, at time.Time) store.Liveness {
+		{"unchanged-degraded-too", func(id string, at time.Time) store.Liveness {
 			none := ""
 			return store.Liveness{AgentID: id, LastSeen: at, Status: wire.StatusOnline, Version: "1.0.0", System: &sys, Degraded: &none}
 		}},

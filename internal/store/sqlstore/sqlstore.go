@@ -449,41 +449,55 @@ func (s *Store) UpdateLiveness(ctx context.Context, updates []store.Liveness) er
 		return fmt.Errorf("update liveness: %w", err)
 	}
 	defer end()
-	// A row whose status stays is written without the status column: SQLite rewrites an
-	// index's entries for every column a statement sets, whatever its value, and the status is
-	// in three. Most of a fleet's writes are such: last-seen times of agents that stay online.
+	// The status column is set only where the stored status differs: SQLite rewrites an index's
+	// entries for every column a statement sets, whatever its value, and the status is in three.
+	// Most of a fleet's writes keep it (last-seen times of agents that stay online): a row with a
+	// status is first written where its status is already the stored one, and only if that
+	// matches no row, with the status. The stored status decides, not the caller's idea of it, so
+	// a row another writer changed is put right.
 	const set = `last_seen = CASE WHEN $2 > last_seen THEN $2 ELSE last_seen END,
 		version = CASE WHEN $3 = '' THEN version ELSE $3 END,
 		system = CASE WHEN $4 = '' THEN system ELSE $4 END`
-	var withStatus, seen *sql.Stmt
+	var stmts [3]*sql.Stmt // without the status, where it is already the row's, with it
 	defer func() {
-		for _, st := range []*sql.Stmt{withStatus, seen} {
+		for _, st := range stmts {
 			if st != nil {
 				_ = st.Close()
 			}
 		}
 	}()
+	exec := func(i int, args ...any) (sql.Result, error) {
+		if stmts[i] == nil {
+			var err error
+			q := [...]string{`UPDATE agents SET ` + set + ` WHERE id = $1`,
+				`UPDATE agents SET ` + set + ` WHERE id = $1 AND status = $5`,
+				`UPDATE agents SET ` + set + `, status = $5 WHERE id = $1`}[i]
+			if stmts[i], err = tx.PrepareContext(ctx, q); err != nil {
+				return nil, err
+			}
+		}
+		return stmts[i].ExecContext(ctx, args...)
+	}
 	for _, u := range updates {
 		system := ""
 		if u.System != nil {
 			b, _ := json.Marshal(u.System)
 			system = string(b)
 		}
+		args := []any{u.AgentID, micros(u.LastSeen), u.Version, system}
 		var err error
 		if u.Status == "" {
-			if seen == nil {
-				if seen, err = tx.PrepareContext(ctx, `UPDATE agents SET `+set+` WHERE id = $1`); err != nil {
-					return fmt.Errorf("update liveness: %w", err)
-				}
-			}
-			_, err = seen.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Version, system)
+			_, err = exec(0, args...)
 		} else {
-			if withStatus == nil {
-				if withStatus, err = tx.PrepareContext(ctx, `UPDATE agents SET `+set+`, status = $5 WHERE id = $1`); err != nil {
-					return fmt.Errorf("update liveness: %w", err)
-				}
+			args = append(args, u.Status)
+			var res sql.Result
+			var n int64
+			if res, err = exec(1, args...); err == nil {
+				n, err = res.RowsAffected()
 			}
-			_, err = withStatus.ExecContext(ctx, u.AgentID, micros(u.LastSeen), u.Version, system, u.Status)
+			if err == nil && n == 0 {
+				_, err = exec(2, args...)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("update liveness of %s: %w", u.AgentID, err)
