@@ -22,6 +22,29 @@ func (g groupAuth) FailoverBucket(_ context.Context, agentID string) (string, er
 	return g.buckets[agentID], nil
 }
 
+// startGroupServer starts an embedded server whose agents are those of agents, in the failover
+// group buckets given (agent id → bucket), and returns it with the hub's JetStream.
+func startGroupServer(t *testing.T, agents *agentTable, buckets map[string]string) (*Server, jetstream.JetStream) {
+	t.Helper()
+	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: buckets}
+	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	hub, err := srv.ConnectHub("test-hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	js, err := jetstream.New(hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, js
+}
+
 // A member reaches its own group's bucket through GroupKV exactly as the runtime needs (read
 // record, control and members' keys; write the record by compare-and-set and its own key), and
 // nothing else: not another member's key, not the control key, not another group's bucket; an
@@ -34,19 +57,7 @@ func TestGroupBucketPermissions(t *testing.T) {
 	idC, pwC := agents.enroll(t)
 	idD, pwD := agents.enroll(t)
 	const g1, g2 = "godwit_fo_godwit_one", "godwit_fo_godwit_two"
-	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: map[string]string{idA: g1, idB: g2, idD: g1}}
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	hub, err := srv.ConnectHub("test-hub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Close)
-	js, _ := jetstream.New(hub)
+	srv, js := startGroupServer(t, agents, map[string]string{idA: g1, idB: g2, idD: g1})
 	for _, b := range []string{g1, g2} {
 		kv, err := js.CreateKeyValue(testCtx(t), jetstream.KeyValueConfig{Bucket: b, History: 64})
 		if err != nil {
@@ -198,19 +209,7 @@ func TestGroupWatchReadsAgainAfterANudgeThatFoundNothingNew(t *testing.T) {
 	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
 	idA, pwA := agents.enroll(t)
 	const g1 = "godwit_fo_godwit_one"
-	auth := groupAuth{fakeAuth: &fakeAuth{AgentCredentialFunc: agents.lookup}, buckets: map[string]string{idA: g1}}
-	srv, err := StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	hub, err := srv.ConnectHub("test-hub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Close)
-	js, _ := jetstream.New(hub)
+	srv, js := startGroupServer(t, agents, map[string]string{idA: g1})
 	// The bucket's stream as CreateKeyValue makes it, but allowing a message's delete.
 	stream, err := js.CreateStream(testCtx(t), jetstream.StreamConfig{Name: "KV_" + g1,
 		Subjects: []string{"$KV." + g1 + ".>"}, MaxMsgsPerSubject: 64, AllowDirect: true, AllowRollup: true})
