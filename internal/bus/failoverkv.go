@@ -181,50 +181,35 @@ func (g GroupKV) Watch(ctx context.Context, key string, _ ...jetstream.WatchOpt)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		// A nudge can arrive before the stream has stored the write it announces (the server
-		// hands a publish to subscribers and to the stream's ingest apart): while a nudge's
-		// read finds nothing new, it reads again after a short, growing wait, for a while.
-		var again *time.Timer
-		var retry <-chan time.Time
+		// hands a publish to subscribers and to the stream's ingest apart): until a read finds
+		// something new, or the nudge is nudgeRetryFor old, it reads again after a short,
+		// growing wait.
 		var wait time.Duration
-		var until time.Time
-		defer func() {
-			if again != nil {
-				again.Stop()
-			}
-		}()
-		nudged := false
+		var until time.Time // the end of the last nudge's retries
 		for {
 			rctx, rcancel := context.WithTimeout(ctx, every)
 			e, err := g.last(rctx, key)
 			rcancel()
-			fresh := err == nil && e.rev != seen
-			if fresh {
-				seen = e.rev
+			var retry <-chan time.Time
+			switch {
+			case err == nil && e.rev != seen:
+				seen, until = e.rev, time.Time{}
 				select {
 				case w.updates <- e:
 				case <-ctx.Done():
 					return
 				}
-			}
-			retry = nil
-			if nudged && !fresh && time.Now().Before(until) {
+			case time.Now().Before(until):
 				wait = min(2*wait, nudgeRetryMax)
-				if again == nil {
-					again = time.NewTimer(wait)
-				} else {
-					again.Reset(wait)
-				}
-				retry = again.C
+				retry = time.After(wait)
 			}
-			nudged = false
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			case <-retry:
-				nudged = true
 			case <-nudge:
-				nudged, wait, until = true, nudgeRetryFirst/2, time.Now().Add(nudgeRetryFor)
+				wait, until = nudgeRetryFirst/2, time.Now().Add(nudgeRetryFor)
 			}
 		}
 	}()
