@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,6 +116,25 @@ func (b *bundle) waitEvent(migration, typ string) wire.Event {
 		return false
 	}, func() string { return fmt.Sprintf("events: %v", types(b.sinks.eventsFor(migration))) })
 	return found
+}
+
+// said reports whether the outbox has an event of type typ about migration whose message
+// contains substr.
+func (b *bundle) said(migration, typ, substr string) bool {
+	return slices.ContainsFunc(b.sinks.eventsFor(migration), func(e wire.Event) bool {
+		return e.Type == typ && strings.Contains(e.Data.Message, substr)
+	})
+}
+
+// cancelRollback asks for migration attempt 1's rollback at generation gen, waits until its
+// command has created marker, and cancels it at gen+1: the assignment ends rollback_failed with
+// that command stopped before its result was recorded.
+func (b *bundle) cancelRollback(migration string, gen int, marker string, steps ...wire.StepSpec) {
+	b.t.Helper()
+	b.r.Desired(desired(1, assignment(migration, 1, gen, wire.ActionRollback, steps...)))
+	waitFor(b.t, "the rollback to create "+marker, func() bool { return b.exists(marker) }, nil)
+	b.r.Desired(desired(1, assignment(migration, 1, gen+1, wire.ActionCancel, steps...)))
+	b.waitState(migration, 1, stateRollbackFailed)
 }
 
 // bundle is one runner under test with its journal, work directory and fakes.

@@ -142,10 +142,7 @@ func TestRefusedDetectOfAStoppedRollbackEndsRollbackFailed(t *testing.T) {
 	s.Rollback = `echo r >> rb-0; [ "$(wc -l < rb-0)" -ge 2 ] || { touch rolling-0; sleep 30; }; rm -f applied-0`
 	b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, s)))
 	b.waitState("m1", 1, stateSucceeded)
-	b.r.Desired(desired(1, assignment("m1", 1, 2, wire.ActionRollback, s)))
-	waitFor(t, "the rollback to run", func() bool { return b.exists("rolling-0") }, nil)
-	b.r.Desired(desired(1, assignment("m1", 1, 3, wire.ActionCancel, s)))
-	b.waitState("m1", 1, stateRollbackFailed)
+	b.cancelRollback("m1", 2, "rolling-0", s)
 
 	b.policy = loadPolicy(t, "  commands:\n    run: [{prefix: 'touch '}]\n    rollback: [{prefix: 'echo r '}]\n")
 	b.restart()
@@ -164,10 +161,7 @@ func TestRefusedDetectOfAStoppedRollbackEndsRollbackFailed(t *testing.T) {
 	if b.read("rb-0") != "r\nr\n" || b.exists("applied-0") || !slices.Equal(got.RolledBack, []int{0}) {
 		t.Fatalf("rb-0 %q observed %+v", b.read("rb-0"), got)
 	}
-	asked := slices.ContainsFunc(b.sinks.eventsFor("m1"), func(e wire.Event) bool {
-		return e.Type == wire.EventMigrationStepStarted && strings.Contains(e.Data.Message, "still applied")
-	})
-	if !asked {
+	if !b.said("m1", wire.EventMigrationStepStarted, "still applied") {
 		t.Fatalf("events %v: want the resumed rollback to ask detect first", types(b.sinks.eventsFor("m1")))
 	}
 }
