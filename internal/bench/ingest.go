@@ -87,7 +87,7 @@ func (c *IngestConfig) defaults() error {
 	case c.Batch < 0:
 		return fault.Invalid("batch", "must be at least 1, or 0 for the ingest's transaction size (got %d)", c.Batch)
 	case c.WriteBatch < 0:
-		return fault.Invalid("write-batch", "must be at least 1, or 0 for the hub's (the ingest batch) (got %d)", c.WriteBatch)
+		return fault.Invalid("write-batch", "must be at least 1, or 0 for the fetch size, as the hub writes (got %d)", c.WriteBatch)
 	case c.IngestBatch < 1:
 		return fault.Invalid("ingest-batch", "must be at least 1 (got %d)", c.IngestBatch)
 	case c.PerMessage < 1 || c.PerMessage > wire.MaxBatchEvents:

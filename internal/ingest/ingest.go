@@ -51,9 +51,9 @@ type Config struct {
 	Batch int
 	// WriteBatch is the most events written in one transaction; 0 is Batch, what the hub uses
 	// on every engine. A bound below a fetch's events splits the fetch into several
-	// transactions, and the ack wait then runs across all of them: at 100,000 agents, 1,000 on
-	// SQLite let a fetch's later messages be handed out again while its first chunks were
-	// written, and the hub collapsed under the redeliveries (docs/operations.md).
+	// transactions, its messages unacknowledged until their chunk is written: 1,000 on SQLite
+	// made 100,000-agent rollouts slower or collapse (docs/operations.md, "The 100,000-agent
+	// regression"; why is not proven).
 	WriteBatch int
 	// MaxWait is how long one pull request lasts: how long a read waits for a first message on
 	// an idle stream. Stop waits for the open request to end, so it also bounds how long Stop
