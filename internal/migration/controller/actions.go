@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"godwit.dev/godwit/internal/errline"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
 
+	"godwit.dev/godwit/internal/errline"
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/migration/plan"
 	"godwit.dev/godwit/internal/migration/spec"
@@ -106,35 +107,75 @@ func isNotFound(err error) bool {
 }
 
 // Act performs an operator action. It is an optimistic write: if the controller changed the
-// migration meanwhile, it is retried on the fresh record.
+// migration meanwhile, it is redone on the fresh record (see retryChanged).
 func (c *Controller) Act(ctx context.Context, name string, act wire.MigrationAction, actor string) (wire.Migration, error) {
-	for range 5 {
+	var done wire.Migration
+	err := c.retryChanged(ctx, name, func() error {
 		m, err := c.cfg.Store.GetMigration(ctx, name)
 		if err != nil {
-			return m, err
+			return err
 		}
 		as, err := c.cfg.Store.ListAssignments(ctx, name)
 		if err != nil {
-			return m, err
+			return err
 		}
 		changed, msg, err := c.apply(m.State, &m, as, act)
 		if err != nil {
-			return m, err
+			return err
 		}
 		m.UpdatedAt = c.cfg.Clock.Now().UTC()
 		err = c.cfg.Store.SaveMigration(ctx, store.Fence{}, m, changed)
 		if errors.Is(err, fault.ErrConflict) {
-			continue // the controller wrote meanwhile: redo the action on the fresh record
+			return errChanged // the controller wrote meanwhile: redo the action on the fresh record
 		}
 		if err != nil {
-			return m, err
+			return err
 		}
 		m.Version++
 		c.operatorEvent(ctx, name, string(act), actor, fmt.Sprintf("%s: %s (by %s)", name, msg, actor))
 		c.Nudge()
-		return m, nil
+		done = m
+		return nil
+	})
+	return done, err
+}
+
+// errChanged is what one try of an operator's write returns when the record changed between its
+// read and its write.
+var errChanged = errors.New("changed meanwhile")
+
+// An operator's write races the leader's controller, which saves a running migration on most of
+// its passes (the time it counts), and passes can follow each other closely: every report from an
+// agent nudges one. So a write that found the migration changed is redone after a pause that
+// grows from changedRetryFirst to changedRetryMax, with jitter so that it does not fall into step
+// with the passes, for up to changedPatience in all; only then is the operator told to try again.
+// A fixed handful of immediate tries was not enough: five passes could land in the windows of
+// five tries in a row on a busy machine.
+const (
+	changedRetryFirst = 5 * time.Millisecond
+	changedRetryMax   = 250 * time.Millisecond
+	changedPatience   = 10 * time.Second
+)
+
+// retryChanged runs try until it returns something other than errChanged, for up to
+// changedPatience or until ctx ends.
+func (c *Controller) retryChanged(ctx context.Context, name string, try func() error) error {
+	wait, until := changedRetryFirst, time.Now().Add(changedPatience)
+	for {
+		err := try()
+		if !errors.Is(err, errChanged) {
+			return err
+		}
+		if time.Now().After(until) {
+			return fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("migration %s: %w", name, ctx.Err())
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+		wait = min(2*wait, changedRetryMax)
 	}
-	return wire.Migration{}, fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
 }
 
 func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment, act wire.MigrationAction) ([]wire.Assignment, string, error) {
@@ -214,7 +255,7 @@ func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment,
 // an agent has not confirmed that it stopped working on it (a revoked agent does not count), and
 // while something else depends on it (Config.Referenced).
 func (c *Controller) Delete(ctx context.Context, name, actor string) error {
-	for range 5 {
+	return c.retryChanged(ctx, name, func() error {
 		m, err := c.cfg.Store.GetMigration(ctx, name)
 		if err != nil {
 			return err
@@ -255,7 +296,7 @@ func (c *Controller) Delete(ctx context.Context, name, actor string) error {
 		}
 		err = c.cfg.Store.DeleteMigration(ctx, name, m.Version, c.cfg.Clock.Now().UTC())
 		if errors.Is(err, fault.ErrConflict) {
-			continue // the controller wrote meanwhile: judge the fresh record
+			return errChanged // the controller wrote meanwhile: judge the fresh record
 		}
 		if err != nil {
 			return err
@@ -264,8 +305,7 @@ func (c *Controller) Delete(ctx context.Context, name, actor string) error {
 			name, actor, m.State, len(as)))
 		c.Nudge()
 		return nil
-	}
-	return fmt.Errorf("migration %s keeps changing; try again: %w", name, fault.ErrConflict)
+	})
 }
 
 func latestOf(as []wire.Assignment) []wire.Assignment {
