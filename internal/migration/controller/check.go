@@ -57,8 +57,10 @@ func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 			if a.DispatchedAt.IsZero() || !reachable[a.AgentID] || now.Sub(a.UpdatedAt) < resendAfter {
 				continue
 			}
-			expects := !assignmentSettled(a.State) || a.Action == wire.ActionCancel
-			if !expects {
+			// What the hub still asks of the agent (wanted): a cancel the agent has confirmed is
+			// out of its desired state, and the agent then stops reporting the finished attempt;
+			// that silence is not a request never received.
+			if !wanted(&a) {
 				continue
 			}
 			o, ok := observedAbout(observed[a.AgentID], a.Migration, a.Attempt)

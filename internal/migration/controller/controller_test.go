@@ -862,3 +862,56 @@ func TestRollbackOfAnAgentStillApplyingHasADeadline(t *testing.T) {
 		t.Fatalf("migration after its rollback's deadline: %s %q", m.State, m.Reason)
 	}
 }
+
+// A cancel the agent confirmed is over: the hub drops it from the agent's desired state, and the
+// agent then drops the finished attempt from its reports. The consistency check must not take
+// that silence for a request never received: no finding, and nothing written again.
+func TestCheckLeavesAConfirmedCancelAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	b.observed(1, obs("m1", 1, aApplying))
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "test"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	a := b.latest(t, "m1")["agent-1"]
+	if a.Action != wire.ActionCancel {
+		t.Fatalf("agent-1 %s/%s after the abort; want a cancel", a.State, a.Action)
+	}
+	b.observed(1, wire.ObservedAssignment{Migration: "m1", Attempt: 1, Generation: a.Generation, Action: wire.ActionCancel,
+		State: aFailed, Error: "cancelled", StepName: "one", Applied: []int{0}})
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.AckedGeneration != a.Generation {
+		t.Fatalf("agent-1 %s, acked %d of %d; want its confirmed cancel", a.State, a.AckedGeneration, a.Generation)
+	}
+	if d := b.desired(t, 1); len(d.Assignments) != 0 {
+		t.Fatalf("desired state after the confirmed cancel: %+v; want nothing", d.Assignments)
+	}
+	b.observed(1) // the agent reports nothing about m1 any more
+	b.pass(t)
+	rev := func() uint64 {
+		e, err := b.kv.Get(ctx, b.agents[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Revision()
+	}
+	before := rev()
+	for range 3 {
+		b.clock.Add(time.Minute)
+		if fs, err := b.c.Check(ctx); err != nil || len(fs) != 0 {
+			t.Fatalf("check after the confirmed cancel: %+v %v; want no finding", fs, err)
+		}
+		b.pass(t)
+	}
+	if got := b.findingEvents(); got != "" {
+		t.Fatalf("finding events: %s; want none", got)
+	}
+	if after := rev(); after != before {
+		t.Fatalf("agent-1's desired state written again (revision %d, was %d) for a cancel it confirmed", after, before)
+	}
+}
