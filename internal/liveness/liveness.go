@@ -488,8 +488,12 @@ func (c *Controller) markAllUnknown(ctx context.Context) {
 	if len(updates) == 0 {
 		return
 	}
-	if err := c.store.UpdateLiveness(ctx, updates); err != nil && !errors.Is(err, context.Canceled) {
-		c.log.Warn("liveness: record unknown", "err", err)
+	if err := c.store.UpdateLiveness(ctx, updates); err != nil {
+		// Not stored, so not told either (a hub stopping meanwhile logs nothing): the next
+		// tick judges again.
+		if !errors.Is(err, context.Canceled) {
+			c.log.Warn("liveness: record unknown", "err", err)
+		}
 		return
 	}
 	for _, u := range updates {

@@ -243,3 +243,35 @@ func TestOnStatusToldOfChangesOnly(t *testing.T) {
 		}
 	}
 }
+
+// Marking the agents unknown (the hub blind for longer than the grace) is a stored change like
+// any other: when its write fails, even because the hub is stopping, neither the index nor
+// OnStatus hears of a change the store does not hold.
+func TestUnknownNotToldWhenItsWriteFailed(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, 1)
+	c := f.controller()
+	var mu sync.Mutex
+	var told []string
+	c.onStatus = func(_, status string) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, status)
+	}
+	f.run(c, 10*time.Minute, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.markAllUnknown(ctx)
+	mu.Lock()
+	got := strings.Join(told, " ")
+	mu.Unlock()
+	if got != "online" {
+		t.Fatalf("told %q; want only online: the unknown was never stored", got)
+	}
+	if r := c.index[f.agents[0].ID]; r.status != wire.StatusOnline {
+		t.Fatalf("index says %s; want online, as stored", r.status)
+	}
+	if a, err := f.store.GetAgent(context.Background(), f.agents[0].ID); err != nil || a.Status != wire.StatusOnline {
+		t.Fatalf("stored status %s (%v); want online", a.Status, err)
+	}
+}
