@@ -91,7 +91,8 @@ func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 				findings = append(findings, wire.CheckFinding{Kind: wire.FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in a migration the hub has no assignment for", o.State),
 					Fix:    "reported; the agent finishes it from its journal"})
-			case o.Attempt < a.Attempt:
+			case o.Attempt < a.Attempt && now.Sub(a.UpdatedAt) >= resendAfter:
+				// Within resendAfter of the newer request the agent may simply not have it yet.
 				findings = append(findings, wire.CheckFinding{Kind: wire.FindingOrphanAttempt, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in attempt %d; the hub wants attempt %d", o.State, o.Attempt, a.Attempt),
 					Fix:    "reported; the agent supersedes it when it takes the newer attempt"})

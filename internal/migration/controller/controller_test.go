@@ -915,3 +915,42 @@ func TestCheckLeavesAConfirmedCancelAlone(t *testing.T) {
 		t.Fatalf("agent-1's desired state written again (revision %d, was %d) for a cancel it confirmed", after, before)
 	}
 }
+
+// An agent still reporting the attempt before the one the hub just made has not had the new
+// request yet: the check gives it the same time as a request never received (resendAfter)
+// before it reports an orphan attempt, rather than a finding opened and resolved around every
+// retry.
+func TestCheckGivesANewAttemptTimeBeforeCallingTheOldOneOrphan(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.apply(t, "m1", "    maxFailures: 5\n    onAgentFailure: leave")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "boom")
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.Attempt != 2 {
+		t.Fatalf("after the retry: %+v", a)
+	}
+	// The agent, not yet told, still reports attempt 1 as in flight.
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[0].ID, Assignments: []wire.ObservedAssignment{
+		{Migration: "m1", Attempt: 1, Generation: 1, State: aApplying}}})
+	if fs, err := b.c.Check(ctx); err != nil || len(fs) != 0 {
+		t.Fatalf("check just after the retry: %+v %v; want no finding yet", fs, err)
+	}
+	b.clock.Add(time.Minute)
+	fs, err := b.c.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, f := range fs {
+		kinds[f.Kind] = true
+	}
+	if !kinds[wire.FindingOrphanAttempt] {
+		t.Fatalf("check a minute after the retry: %+v; want the orphan attempt reported", fs)
+	}
+}
