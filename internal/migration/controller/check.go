@@ -91,8 +91,11 @@ func (c *Controller) Check(ctx context.Context) ([]wire.CheckFinding, error) {
 				findings = append(findings, wire.CheckFinding{Kind: wire.FindingUnknownWork, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in a migration the hub has no assignment for", o.State),
 					Fix:    "reported; the agent finishes it from its journal"})
-			case o.Attempt < a.Attempt && now.Sub(a.UpdatedAt) >= resendAfter:
-				// Within resendAfter of the newer request the agent may simply not have it yet.
+			case o.Attempt < a.Attempt && now.Sub(a.CreatedAt) >= resendAfter:
+				// Within resendAfter of the newer attempt's creation (when the hub replaced the
+				// old one) the agent may simply not have it yet. Its creation, not its last
+				// change: a cancel of the newer attempt (an abort, its deadline) is no sign that
+				// the agent was only just told of it.
 				findings = append(findings, wire.CheckFinding{Kind: wire.FindingOrphanAttempt, Migration: o.Migration, AgentID: agentID, Attempt: o.Attempt,
 					Detail: fmt.Sprintf("the agent is %s in attempt %d; the hub wants attempt %d", o.State, o.Attempt, a.Attempt),
 					Fix:    "reported; the agent supersedes it when it takes the newer attempt"})

@@ -954,3 +954,52 @@ func TestCheckGivesANewAttemptTimeBeforeCallingTheOldOneOrphan(t *testing.T) {
 		t.Fatalf("check a minute after the retry: %+v; want the orphan attempt reported", fs)
 	}
 }
+
+// An orphan attempt is measured from when the hub replaced it (the newer attempt's creation), not
+// from the newer attempt's last change: a cancel of the newer attempt (an abort, its deadline) is
+// no reason to think the agent, still working on the old attempt, has only just been told of the
+// new one. The finding stays open instead of being resolved and found again 30 s later.
+func TestCheckKeepsAnOrphanWhileTheNewerAttemptChanges(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.apply(t, "m1", "    maxFailures: 5\n    onAgentFailure: leave")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "boom")
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	// The agent is stuck in a step of attempt 1 and does not take attempt 2.
+	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[0].ID, Assignments: []wire.ObservedAssignment{
+		{Migration: "m1", Attempt: 1, Generation: 1, State: aApplying}}})
+	orphan := func(when string) {
+		t.Helper()
+		fs, err := b.c.Check(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fs {
+			if f.Kind == wire.FindingOrphanAttempt && f.Attempt == 1 {
+				return
+			}
+		}
+		t.Fatalf("check %s: %+v; want attempt 1 reported as an orphan", when, fs)
+	}
+	b.clock.Add(time.Minute)
+	orphan("a minute after the retry")
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.Attempt != 2 || a.Action != wire.ActionCancel || !a.UpdatedAt.Equal(b.clock.Now()) {
+		t.Fatalf("attempt 2 after the abort: %+v; want it just changed to a cancel", a)
+	}
+	orphan("just after the abort")
+	// (never_received of attempt 2 is another matter: the cancel is a new request, and the
+	// agent gets resendAfter for it.)
+	if got := b.findingEvents(); strings.Count(got, "orphan_attempt") != 1 || !strings.Contains(got, "found orphan_attempt m1") {
+		t.Fatalf("finding events: %s; want the orphan found once and not resolved", got)
+	}
+}
