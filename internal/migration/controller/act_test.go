@@ -35,7 +35,8 @@ func (r *racedStore) SaveMigration(ctx context.Context, f store.Fence, m wire.Mi
 		r.mu.Unlock()
 		if race {
 			r.b.clock.Add(time.Second)
-			if err := r.b.c.Pass(ctx); err != nil {
+			// The leader's pass runs on its own context, not on the operator's request's.
+			if err := r.b.c.Pass(context.WithoutCancel(ctx)); err != nil {
 				r.t.Errorf("the racing pass: %v", err)
 			}
 		}
@@ -100,5 +101,48 @@ func TestActEndsWithItsContextWhileTheMigrationKeepsChanging(t *testing.T) {
 	}
 	if raced.passes < 2 {
 		t.Fatalf("%d tries in 300ms: the action did not retry", raced.passes)
+	}
+}
+
+// cancelOnRead ends the caller's context at its reads-th GetMigration, as a client that hangs up
+// while its action is being tried again.
+type cancelOnRead struct {
+	store.Store
+	mu     sync.Mutex
+	reads  int
+	at     int
+	cancel context.CancelFunc
+}
+
+func (s *cancelOnRead) GetMigration(ctx context.Context, name string) (wire.Migration, error) {
+	s.mu.Lock()
+	s.reads++
+	if s.reads == s.at {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	return s.Store.GetMigration(ctx, name)
+}
+
+// The context may end during a try as well as during the pause between tries: either way the
+// action ends with the context's error naming the migration.
+func TestActEndingWithItsContextDuringATryNamesTheMigration(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.apply(t, "m1", "    batchSize: 1")
+	b.pass(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	raced := &racedStore{Store: &cancelOnRead{Store: b.store, at: 2, cancel: cancel}, t: t, b: b, races: 1}
+	cfg := b.c.cfg
+	cfg.Store = raced
+	op := New(cfg)
+
+	_, err := op.Act(ctx, "m1", wire.MigrationPause, "alice")
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "m1") {
+		t.Fatalf("pause whose context ended in its second try: %v; want the context's error, naming m1", err)
+	}
+	if m := b.migration(t, "m1"); m.State != mRunning {
+		t.Fatalf("after the pause gave up: %s, want running", m.State)
 	}
 }

@@ -158,12 +158,16 @@ const (
 )
 
 // retryChanged runs try until it returns something other than errChanged, for up to
-// changedPatience or until ctx ends.
+// changedPatience or until ctx ends. A ctx that ends gives its error naming the migration,
+// whether it ended in a pause or in a try (where the store returns it).
 func (c *Controller) retryChanged(ctx context.Context, name string, try func() error) error {
 	wait, until := changedRetryFirst, time.Now().Add(changedPatience)
 	for {
 		err := try()
 		if !errors.Is(err, errChanged) {
+			if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
 			return err
 		}
 		if time.Now().After(until) {
