@@ -239,6 +239,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
+// StatusClientClosedRequest is the status a call gets when its client went away before it was
+// answered (the request's context cancelled): nobody reads the answer, but the audit log and the
+// request metrics say what happened, and it is not logged as the hub's failure. The code is the
+// one proxies use for it.
+const StatusClientClosedRequest = 499
+
 // StatusOf is the one place domain errors become HTTP status codes (the API and the UI use it).
 func StatusOf(err error) int {
 	var mbe *http.MaxBytesError
@@ -259,6 +265,8 @@ func StatusOf(err error) int {
 		return http.StatusTooManyRequests
 	case errors.Is(err, fault.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled):
+		return StatusClientClosedRequest
 	default:
 		return http.StatusInternalServerError
 	}
