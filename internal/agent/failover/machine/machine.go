@@ -117,8 +117,9 @@ type ActionKind int
 const (
 	// RunHook runs Hook, after cancelling and waiting for a running hook other than it.
 	RunHook ActionKind = iota + 1
-	// Promote writes Record by compare-and-set on revision Rev (Create when Rev is 0), and
-	// reports the outcome with PromoteDone.
+	// Promote writes Record by compare-and-set on revision Rev (Create when Rev is 0) now — the
+	// watchdog of the term it wins counts from the Tick that asked for it — and reports the
+	// outcome with PromoteDone.
 	Promote
 	// WriteRecord writes Record by compare-and-set on the primary's last revision now (a state
 	// change that must be in the store before the machine goes on) and reports with
@@ -157,6 +158,7 @@ type Machine struct {
 
 	failures, successes int
 	lastSent            time.Time // primary: send time of the last successful heartbeat
+	promoteSent         time.Time // replica: when the Promote being carried out was asked for
 	// replica: the revision being timed and since when (local clock)
 	seenRev   uint64
 	seenAt    time.Time
@@ -496,7 +498,13 @@ func (m *Machine) PromoteDone(ok bool, rev uint64, now time.Time) []Action {
 		m.seenValid = false
 		return m.to(Replica, Watching, "promotion lost the compare-and-set")
 	}
+	// The promoting write is the term's first heartbeat: the watchdog counts from when it was
+	// sent, not from its answer (which may come back up to a call's deadline later, while the
+	// other members time the new revision from when they saw it).
 	m.epoch, m.lastSent = rev, now
+	if m.promoteSent.Before(now) {
+		m.lastSent = m.promoteSent
+	}
 	m.lastObs = Observation{Rev: rev, Record: Record{Primary: m.cfg.Self, State: Activating}}
 	acts := m.to(Primary, Activating, fmt.Sprintf("promoted at epoch %d", rev))
 	return append(acts, m.run(HookOnPromote))
@@ -537,6 +545,7 @@ func (m *Machine) Tick(now time.Time) []Action {
 		return nil
 	}
 	acts := m.to(Replica, Promoting, reason)
+	m.promoteSent = now
 	return append(acts, Action{Kind: Promote, Rev: o.Rev, Record: Record{Primary: m.cfg.Self, State: Activating}})
 }
 

@@ -304,3 +304,16 @@ func TestCorruptRecordFencesPrimary(t *testing.T) {
 	m := healthyPrimary(t)
 	want(t, "corrupt", m.Observe(Observation{Rev: 10, Corrupt: true}, t0), "report:healthy->fencing run:onFence")
 }
+
+func TestPromotedPrimaryWatchdogCountsFromThePromotingWrite(t *testing.T) {
+	m := New(noDemote("b"))
+	m.Start(Observation{Rev: 3, Record: primaryRec("a", 2, Healthy)}, t0)
+	sent := t0.Add(12 * time.Second)
+	want(t, "timeout", m.Tick(sent), "report:watching->promoting promote@3")
+	// The store applied the promotion at once; its answer came back just inside the call's
+	// deadline. The other replicas time the new revision from when they saw it, so the
+	// watchdog must count from when the promoting write was sent, as for any heartbeat.
+	want(t, "won, answered late", m.PromoteDone(true, 4, sent.Add(1900*time.Millisecond)), "report:promoting->activating run:onPromote")
+	want(t, "just before the deadline", m.Tick(sent.Add(6*time.Second-time.Millisecond)), "")
+	want(t, "no heartbeat landed since", m.Tick(sent.Add(6*time.Second)), "report:activating->fencing run:onFence")
+}
