@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"godwit.dev/godwit/internal/agent/failover/machine"
 	spec "godwit.dev/godwit/internal/failover"
 	"godwit.dev/godwit/internal/lease"
@@ -170,5 +172,35 @@ func TestReplicaRecoversFromLostAnswers(t *testing.T) {
 	})
 	if ro, st, _ := p.Status(); ro != machine.Primary || st != machine.Healthy {
 		t.Fatalf("the primary is %s %s", ro, st)
+	}
+}
+
+// A replica whose own key is deleted or purged by hand (an operator clearing member keys)
+// writes it again and stays eligible: not a conflict on every later write, failed for good.
+func TestReplicaRecreatesItsDeletedKey(t *testing.T) {
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	ev := &timed{}
+	kv := bucket(t, startNATS(t), "pg")
+	a, _ := startFaulty(t, kv, s, idA, ev)
+	b, _ := startFaulty(t, kv, s, idB, ev)
+	isPrimary := func(m *Member) bool { ro, st, _ := m.Status(); return ro == machine.Primary && st == machine.Healthy }
+	eventually(t, "a primary", 10*time.Second, func() bool { return isPrimary(a) || isPrimary(b) })
+	r, rID := b, idB
+	if isPrimary(b) {
+		r, rID = a, idA
+	}
+	eventually(t, "the replica watching", 10*time.Second, func() bool { _, st, _ := r.Status(); return st == machine.Watching })
+	for _, clear := range []func(context.Context, string, ...jetstream.KVDeleteOpt) error{kv.Delete, kv.Purge} {
+		cleared := time.Now()
+		if err := clear(t.Context(), MemberKey(rID)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(4*s.FailureThreshold) * time.Duration(s.HeartbeatInterval) * time.Millisecond)
+		if at, ok := ev.first(rID, string(machine.Failed), cleared); ok {
+			t.Fatalf("the replica failed %s after its key was cleared", at.Sub(cleared))
+		}
+		if _, err := kv.Get(t.Context(), MemberKey(rID)); err != nil {
+			t.Fatalf("the replica's key: %v", err)
+		}
 	}
 }

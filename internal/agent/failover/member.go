@@ -420,6 +420,7 @@ func (mb *Member) recordWritten(ctx context.Context, next uint64, err error, sen
 // conflict is checked with one read: if the key holds one of those writes, it landed and its
 // revision is adopted — without this, one lost answer (a reply late past heartbeatTimeout, a
 // partition healed) would make every later write conflict and keep the member failed for good.
+// A key found deleted or purged after a conflict is created again, for the same reason.
 func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]byte) (uint64, error) {
 	if rev == 0 {
 		next, err := mb.own.Create(ctx, b)
@@ -433,8 +434,14 @@ func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]b
 		return mb.own.Swap(ctx, e.Revision, b)
 	}
 	next, err := mb.own.Swap(ctx, rev, b)
-	if errors.Is(err, fault.ErrConflict) && len(lost) > 0 {
-		if e, rerr := mb.own.Read(ctx); rerr == nil && slices.ContainsFunc(lost, func(l []byte) bool { return bytes.Equal(l, e.Value) }) {
+	if errors.Is(err, fault.ErrConflict) {
+		e, rerr := mb.own.Read(ctx)
+		switch {
+		case errors.Is(rerr, fault.ErrNotFound):
+			// Deleted or purged by hand: only this member writes its key, so it writes it
+			// again instead of conflicting with the marker for good.
+			return mb.own.Create(ctx, b)
+		case rerr == nil && slices.ContainsFunc(lost, func(l []byte) bool { return bytes.Equal(l, e.Value) }):
 			return mb.own.Swap(ctx, e.Revision, b)
 		}
 	}
