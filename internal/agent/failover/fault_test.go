@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -203,4 +204,26 @@ func TestReplicaRecreatesItsDeletedKey(t *testing.T) {
 			t.Fatalf("the replica's key: %v", err)
 		}
 	}
+}
+
+// A switchover asked while the primary of that epoch is still activating (its onPromote
+// running) is carried out once it is healthy, not dropped: the control key is delivered once.
+func TestSwitchoverAskedWhileActivating(t *testing.T) {
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	s.Hooks["onPromote"] = spec.CanonicalHook{Command: "sleep 1", TimeoutMS: 3000}
+	ev := &timed{}
+	kv := bucket(t, startNATS(t), "pg")
+	a, _ := startFaulty(t, kv, s, idA, ev)
+	eventually(t, "a activating", 10*time.Second, func() bool { ro, st, _ := a.Status(); return ro == machine.Primary && st == machine.Activating })
+	b, _ := startFaulty(t, kv, s, idB, ev)
+	eventually(t, "b watching", 10*time.Second, func() bool { _, st, _ := b.Status(); return st == machine.Watching })
+	ro, st, epoch := a.Status()
+	if ro != machine.Primary || st != machine.Activating {
+		t.Fatalf("a is %s %s: onPromote ended before the switchover could be asked", ro, st)
+	}
+	v, _ := json.Marshal(Control{SwitchoverTo: idB, SwitchoverEpoch: epoch})
+	if _, err := kv.Create(t.Context(), KeyControl, v); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b primary", 10*time.Second, func() bool { ro, st, _ := b.Status(); return ro == machine.Primary && st == machine.Healthy })
 }
