@@ -2,10 +2,13 @@ package failover
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"godwit.dev/godwit/internal/agent/failover/machine"
 	spec "godwit.dev/godwit/internal/failover"
@@ -171,4 +174,56 @@ func TestReplicaRecoversFromLostAnswers(t *testing.T) {
 	if ro, st, _ := p.Status(); ro != machine.Primary || st != machine.Healthy {
 		t.Fatalf("the primary is %s %s", ro, st)
 	}
+}
+
+// A replica whose own key is deleted or purged by hand (an operator clearing member keys)
+// writes it again and stays eligible: not a conflict on every later write, failed for good.
+func TestReplicaRecreatesItsDeletedKey(t *testing.T) {
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	ev := &timed{}
+	kv := bucket(t, startNATS(t), "pg")
+	a, _ := startFaulty(t, kv, s, idA, ev)
+	b, _ := startFaulty(t, kv, s, idB, ev)
+	isPrimary := func(m *Member) bool { ro, st, _ := m.Status(); return ro == machine.Primary && st == machine.Healthy }
+	eventually(t, "a primary", 10*time.Second, func() bool { return isPrimary(a) || isPrimary(b) })
+	r, rID := b, idB
+	if isPrimary(b) {
+		r, rID = a, idA
+	}
+	eventually(t, "the replica watching", 10*time.Second, func() bool { _, st, _ := r.Status(); return st == machine.Watching })
+	for _, clear := range []func(context.Context, string, ...jetstream.KVDeleteOpt) error{kv.Delete, kv.Purge} {
+		cleared := time.Now()
+		if err := clear(t.Context(), MemberKey(rID)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(4*s.FailureThreshold) * time.Duration(s.HeartbeatInterval) * time.Millisecond)
+		if at, ok := ev.first(rID, string(machine.Failed), cleared); ok {
+			t.Fatalf("the replica failed %s after its key was cleared", at.Sub(cleared))
+		}
+		if _, err := kv.Get(t.Context(), MemberKey(rID)); err != nil {
+			t.Fatalf("the replica's key: %v", err)
+		}
+	}
+}
+
+// A switchover asked while the primary of that epoch is still activating (its onPromote
+// running) is carried out once it is healthy, not dropped: the control key is delivered once.
+func TestSwitchoverAskedWhileActivating(t *testing.T) {
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	s.Hooks["onPromote"] = spec.CanonicalHook{Command: "sleep 1", TimeoutMS: 3000}
+	ev := &timed{}
+	kv := bucket(t, startNATS(t), "pg")
+	a, _ := startFaulty(t, kv, s, idA, ev)
+	eventually(t, "a activating", 10*time.Second, func() bool { ro, st, _ := a.Status(); return ro == machine.Primary && st == machine.Activating })
+	b, _ := startFaulty(t, kv, s, idB, ev)
+	eventually(t, "b watching", 10*time.Second, func() bool { _, st, _ := b.Status(); return st == machine.Watching })
+	ro, st, epoch := a.Status()
+	if ro != machine.Primary || st != machine.Activating {
+		t.Fatalf("a is %s %s: onPromote ended before the switchover could be asked", ro, st)
+	}
+	v, _ := json.Marshal(Control{SwitchoverTo: idB, SwitchoverEpoch: epoch})
+	if _, err := kv.Create(t.Context(), KeyControl, v); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b primary", 10*time.Second, func() bool { ro, st, _ := b.Status(); return ro == machine.Primary && st == machine.Healthy })
 }

@@ -106,6 +106,10 @@ type Member struct {
 	hbInFlight bool
 	queued     bool // a record write the machine asked for waits for the write in flight
 	unknown    bool // the last record write's outcome is unknown
+	// switchover is the last switchover request read from the control key, kept until the
+	// primary of its epoch has handed over: one that arrives while that primary is still
+	// activating or recovering is carried out once it is healthy (the key is delivered once).
+	switchover Control
 	// ownLost are the bodies of the writes of this member's key whose outcome is unknown, since
 	// the last one known (each may have landed, its revision lost with the answer; distinct
 	// bodies only, the status being role, state and epoch).
@@ -420,6 +424,7 @@ func (mb *Member) recordWritten(ctx context.Context, next uint64, err error, sen
 // conflict is checked with one read: if the key holds one of those writes, it landed and its
 // revision is adopted — without this, one lost answer (a reply late past heartbeatTimeout, a
 // partition healed) would make every later write conflict and keep the member failed for good.
+// A key found deleted or purged after a conflict is created again, for the same reason.
 func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]byte) (uint64, error) {
 	if rev == 0 {
 		next, err := mb.own.Create(ctx, b)
@@ -433,8 +438,14 @@ func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]b
 		return mb.own.Swap(ctx, e.Revision, b)
 	}
 	next, err := mb.own.Swap(ctx, rev, b)
-	if errors.Is(err, fault.ErrConflict) && len(lost) > 0 {
-		if e, rerr := mb.own.Read(ctx); rerr == nil && slices.ContainsFunc(lost, func(l []byte) bool { return bytes.Equal(l, e.Value) }) {
+	if errors.Is(err, fault.ErrConflict) {
+		e, rerr := mb.own.Read(ctx)
+		switch {
+		case errors.Is(rerr, fault.ErrNotFound):
+			// Deleted or purged by hand: only this member writes its key, so it writes it
+			// again instead of conflicting with the marker for good.
+			return mb.own.Create(ctx, b)
+		case rerr == nil && slices.ContainsFunc(lost, func(l []byte) bool { return bytes.Equal(l, e.Value) }):
 			return mb.own.Swap(ctx, e.Revision, b)
 		}
 	}
@@ -472,16 +483,8 @@ func (mb *Member) watched(ctx context.Context, key string, e lease.Entry) {
 			return
 		}
 		mb.m.SetPaused(c.Paused)
-		if c.SwitchoverTo != "" && mb.m.Role() == machine.Primary && c.SwitchoverEpoch == mb.m.Epoch() {
-			// The hub refuses these; a primary does not fence for a member that will not promote.
-			if to, ok := mb.cfg.Spec.SettingsOf(c.SwitchoverTo); !ok || !to.Eligible() {
-				mb.log.Warn("switchover ignored: the member named is not an eligible member", "to", c.SwitchoverTo)
-				return
-			}
-			if acts, ok := mb.m.Handover(c.SwitchoverTo, "switchover to "+c.SwitchoverTo+" asked by the hub"); ok {
-				mb.apply(ctx, acts)
-			}
-		}
+		mb.switchover = c
+		mb.trySwitchover(ctx)
 		return
 	}
 	o := observation(e)
@@ -491,12 +494,39 @@ func (mb *Member) watched(ctx context.Context, key string, e lease.Entry) {
 	mb.apply(ctx, mb.m.Observe(o, now))
 }
 
+// trySwitchover hands over as the last switchover request asks, if it is for this member's
+// epoch as primary and the primary is healthy; a request for an epoch that is not this
+// primary's is dropped.
+func (mb *Member) trySwitchover(ctx context.Context) {
+	c := mb.switchover
+	if c.SwitchoverTo == "" || mb.m.Role() != machine.Primary || c.SwitchoverEpoch != mb.m.Epoch() {
+		return
+	}
+	// The hub refuses these; a primary does not fence for a member that will not promote.
+	if to, ok := mb.cfg.Spec.SettingsOf(c.SwitchoverTo); !ok || !to.Eligible() {
+		mb.log.Warn("switchover ignored: the member named is not an eligible member", "to", c.SwitchoverTo)
+		mb.switchover = Control{}
+		return
+	}
+	if mb.m.State() != machine.Healthy {
+		mb.log.Info("switchover waits for the primary to be healthy", "to", c.SwitchoverTo, "state", mb.m.State())
+		return
+	}
+	mb.switchover = Control{}
+	if acts, ok := mb.m.Handover(c.SwitchoverTo, "switchover to "+c.SwitchoverTo+" asked by the hub"); ok {
+		mb.apply(ctx, acts)
+	}
+}
+
 // apply carries out the machine's actions.
 func (mb *Member) apply(ctx context.Context, acts []machine.Action) {
 	for _, a := range acts {
 		switch a.Kind {
 		case machine.Report:
 			t := a.Transition
+			if t.Role == machine.Primary && t.To == machine.Healthy {
+				defer mb.trySwitchover(ctx)
+			}
 			mb.log.Info("failover transition", "role", t.Role, "from", t.From, "to", t.To, "epoch", t.Epoch, "reason", t.Reason)
 			mb.metrics.transition(t.Role, t.To, t.Epoch)
 			mb.report(wire.FailoverTransition{Group: t.Group, Member: t.Member, Role: string(t.Role), From: string(t.From),

@@ -18,7 +18,9 @@
 //     revision unchanged for FailoverTimeout (plus its rank's delay) on its own clock — never by
 //     comparing store times with the local clock — or after seeing the primary report fenced
 //     that long; never while paused, not eligible, failed, unhealthy, lagging beyond MaxLag, or
-//     on a record it cannot read (a corrupt record fences a primary and fails a replica).
+//     on a record it cannot read (a corrupt record fences a primary and fails a replica). An
+//     absent record is created at once (by rank) only by a member that never knew a primary;
+//     a deleted one is timed like an unchanged one, and fences the primary that sees it.
 //   - A returning old primary that sees a newer epoch yields: onDemote, then replica.
 //   - Every transition is returned as an event with group, member, from, to, epoch and reason.
 package machine
@@ -117,8 +119,9 @@ type ActionKind int
 const (
 	// RunHook runs Hook, after cancelling and waiting for a running hook other than it.
 	RunHook ActionKind = iota + 1
-	// Promote writes Record by compare-and-set on revision Rev (Create when Rev is 0), and
-	// reports the outcome with PromoteDone.
+	// Promote writes Record by compare-and-set on revision Rev (Create when Rev is 0) now — the
+	// watchdog of the term it wins counts from the Tick that asked for it — and reports the
+	// outcome with PromoteDone.
 	Promote
 	// WriteRecord writes Record by compare-and-set on the primary's last revision now (a state
 	// change that must be in the store before the machine goes on) and reports with
@@ -157,6 +160,7 @@ type Machine struct {
 
 	failures, successes int
 	lastSent            time.Time // primary: send time of the last successful heartbeat
+	promoteSent         time.Time // replica: when the Promote being carried out was asked for
 	// replica: the revision being timed and since when (local clock)
 	seenRev   uint64
 	seenAt    time.Time
@@ -305,7 +309,13 @@ func (m *Machine) Observe(o Observation, now time.Time) []Action {
 			}
 			return m.fence("the group record cannot be read: fencing")
 		case o.Absent:
-			return nil // the next heartbeat's compare-and-set decides
+			// The record was deleted or purged (an operator forcing an election): the replicas
+			// may promote on it, so this term ends now, as a lease's does, not at the next
+			// heartbeat's conflict.
+			if m.state == Fencing || m.state == Fenced || m.state == FenceFailed || m.state == Yielding {
+				return nil
+			}
+			return m.fence("the group record was deleted: fencing")
 		case o.Record.Primary != m.cfg.Self || o.Record.EpochAt(o.Rev) > m.epoch:
 			return m.replaced(o, now)
 		}
@@ -496,7 +506,13 @@ func (m *Machine) PromoteDone(ok bool, rev uint64, now time.Time) []Action {
 		m.seenValid = false
 		return m.to(Replica, Watching, "promotion lost the compare-and-set")
 	}
+	// The promoting write is the term's first heartbeat: the watchdog counts from when it was
+	// sent, not from its answer (which may come back up to a call's deadline later, while the
+	// other members time the new revision from when they saw it).
 	m.epoch, m.lastSent = rev, now
+	if m.promoteSent.Before(now) {
+		m.lastSent = m.promoteSent
+	}
 	m.lastObs = Observation{Rev: rev, Record: Record{Primary: m.cfg.Self, State: Activating}}
 	acts := m.to(Primary, Activating, fmt.Sprintf("promoted at epoch %d", rev))
 	return append(acts, m.run(HookOnPromote))
@@ -524,11 +540,19 @@ func (m *Machine) Tick(now time.Time) []Action {
 		return nil
 	case m.unhealthy:
 		return nil // its own workload failed its health check: not a candidate
-	case o.Absent:
+	case o.Absent && m.epoch == 0:
 		reason = "no primary: bootstrapping"
 		if now.Sub(m.seenAt) < m.cfg.RankDelay {
 			return nil
 		}
+	case o.Absent:
+		// The record of a known primary was deleted: that primary fences when it sees the
+		// delete or its next heartbeat conflicts, or — cut off — by its watchdog; the timing
+		// rule bounds all three by failoverTimeout, not by the rank delay alone.
+		if now.Sub(m.seenAt) < wait {
+			return nil
+		}
+		reason = fmt.Sprintf("the group record deleted for %s: electing", now.Sub(m.seenAt).Round(time.Millisecond))
 	case now.Sub(m.seenAt) >= wait:
 		reason = fmt.Sprintf("the primary's record unchanged for %s", now.Sub(m.seenAt).Round(time.Millisecond))
 	case !m.fencedSince.IsZero() && now.Sub(m.fencedSince) >= wait:
@@ -537,6 +561,7 @@ func (m *Machine) Tick(now time.Time) []Action {
 		return nil
 	}
 	acts := m.to(Replica, Promoting, reason)
+	m.promoteSent = now
 	return append(acts, Action{Kind: Promote, Rev: o.Rev, Record: Record{Primary: m.cfg.Self, State: Activating}})
 }
 

@@ -304,3 +304,34 @@ func TestCorruptRecordFencesPrimary(t *testing.T) {
 	m := healthyPrimary(t)
 	want(t, "corrupt", m.Observe(Observation{Rev: 10, Corrupt: true}, t0), "report:healthy->fencing run:onFence")
 }
+
+func TestPromotedPrimaryWatchdogCountsFromThePromotingWrite(t *testing.T) {
+	m := New(noDemote("b"))
+	m.Start(Observation{Rev: 3, Record: primaryRec("a", 2, Healthy)}, t0)
+	sent := t0.Add(12 * time.Second)
+	want(t, "timeout", m.Tick(sent), "report:watching->promoting promote@3")
+	// The store applied the promotion at once; its answer came back just inside the call's
+	// deadline. The other replicas time the new revision from when they saw it, so the
+	// watchdog must count from when the promoting write was sent, as for any heartbeat.
+	want(t, "won, answered late", m.PromoteDone(true, 4, sent.Add(1900*time.Millisecond)), "report:promoting->activating run:onPromote")
+	want(t, "just before the deadline", m.Tick(sent.Add(6*time.Second-time.Millisecond)), "")
+	want(t, "no heartbeat landed since", m.Tick(sent.Add(6*time.Second)), "report:activating->fencing run:onFence")
+}
+
+func TestDeletedRecordUnderALivePrimary(t *testing.T) {
+	// An operator deletes the record to force an election while the primary is healthy.
+	p := healthyPrimary(t)
+	want(t, "the primary sees the delete marker", p.Observe(Observation{Rev: 12, Absent: true}, t0),
+		"report:healthy->fencing run:onFence")
+	want(t, "and again, fencing", p.Observe(Observation{Absent: true}, t0), "")
+	// A replica that knew a primary does not bootstrap at once on the marker: that primary may
+	// be serving until it sees the delete or its next heartbeat conflicts (or, cut off, until
+	// its watchdog fenced it), which the timing rule bounds by failoverTimeout.
+	r := New(noDemote("b"))
+	r.Start(Observation{Rev: 9, Record: primaryRec("a", 7, Healthy)}, t0)
+	want(t, "deleted", r.Observe(Observation{Rev: 12, Absent: true}, t0.Add(time.Second)), "")
+	want(t, "read absent", r.Observe(Observation{Absent: true}, t0.Add(2*time.Second)), "")
+	want(t, "before the timeout", r.Tick(t0.Add(14*time.Second-time.Millisecond)), "")
+	want(t, "after the timeout", r.Tick(t0.Add(14*time.Second)), "report:watching->promoting promote@0")
+	// A group that never had a primary still bootstraps at once (TestStartAsReplicaAndBootstrap).
+}
