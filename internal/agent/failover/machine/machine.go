@@ -536,6 +536,11 @@ func (m *Machine) Tick(now time.Time) []Action {
 		reason = fmt.Sprintf("%s handed over", o.Record.Primary)
 	case m.paused:
 		return nil
+	case o.Record.State == FenceFailed && !o.Absent:
+		// The old primary could not fence: its workload may still serve, whether it keeps
+		// retrying or is cut off (its record unchanged). A person fences it by hand; see
+		// docs/failover.md.
+		return nil
 	case m.cfg.MaxLag > 0 && m.lag > m.cfg.MaxLag:
 		return nil
 	case m.unhealthy:

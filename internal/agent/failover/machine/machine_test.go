@@ -298,6 +298,9 @@ func TestReplicaPromotesWhenPrimaryStaysFenced(t *testing.T) {
 	m2 := New(noDemote("b"))
 	m2.Start(Observation{Rev: 3, Record: primaryRec("a", 2, FenceFailed)}, t0)
 	want(t, "fence_failed", m2.Observe(Observation{Rev: 20, Record: primaryRec("a", 2, FenceFailed)}, t0.Add(time.Hour)), "")
+	// Nor is a fence_failed record that stops changing (the old primary cut off, or dead, while
+	// its workload may still serve): a person fences it by hand and restarts its member.
+	want(t, "fence_failed unchanged", m2.Tick(t0.Add(2*time.Hour)), "")
 }
 
 func TestCorruptRecordFencesPrimary(t *testing.T) {
