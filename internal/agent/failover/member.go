@@ -196,22 +196,30 @@ func (mb *Member) Start(ctx context.Context) error {
 	var err error
 	mb.startOnce.Do(func() {
 		ctx, mb.cancel = context.WithCancel(ctx)
-		var o machine.Observation
-		o, err = mb.read(ctx)
+		var (
+			o   machine.Observation
+			ctl Control
+		)
+		o, ctl, err = mb.readStart(ctx)
 		for err != nil && ctx.Err() == nil {
 			// The store must answer once before anything is decided.
-			mb.log.Warn("failover: reading the group record at start", "err", err)
+			mb.log.Warn("failover: reading the group record and control key at start", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(mb.interval()):
 			}
-			o, err = mb.read(ctx)
+			o, ctl, err = mb.readStart(ctx)
 		}
 		if err != nil {
 			close(mb.done)
 			return
 		}
 		mb.lastRev = o.Rev
+		// A group paused before this member started is paused for it from the start: the
+		// machine's first decision (bootstrapping a group without a record) comes before any
+		// watched entry.
+		mb.m.SetPaused(ctl.Paused)
+		mb.switchover = ctl
 		now := mb.clock.Now()
 		go mb.loop(ctx, o, now)
 	})
@@ -245,6 +253,28 @@ func (mb *Member) Stop(ctx context.Context) error {
 
 func (mb *Member) interval() time.Duration {
 	return time.Duration(mb.cfg.Spec.HeartbeatInterval) * time.Millisecond
+}
+
+// readStart reads what a member decides its start on: the group record and the control key
+// (absent: not paused, no switchover; a value that does not parse counts as absent, as the watch
+// takes it).
+func (mb *Member) readStart(ctx context.Context) (machine.Observation, Control, error) {
+	o, err := mb.read(ctx)
+	if err != nil {
+		return o, Control{}, err
+	}
+	var c Control
+	e, err := mb.ctl.Read(ctx)
+	switch {
+	case errors.Is(err, fault.ErrNotFound):
+	case err != nil:
+		return o, c, fmt.Errorf("control key: %w", err)
+	case !e.Deleted:
+		if json.Unmarshal(e.Value, &c) != nil {
+			c = Control{}
+		}
+	}
+	return o, c, nil
 }
 
 // read reads the group record into an observation; a value it cannot read is Corrupt.
@@ -452,10 +482,17 @@ func (mb *Member) writeOwn(ctx context.Context, rev uint64, b []byte, lost [][]b
 	return next, err
 }
 
-// watch hands entries of key to the loop; it only accelerates (reads alone are enough).
+// watch hands entries of key to the loop. For the record it only accelerates (the member read
+// it at start and reads it at every heartbeat). The control key is read only at start, so its
+// watch delivers the current value first, each time it is made: a change made while a broken
+// watch was being made again is not missed.
 func (mb *Member) watch(ctx context.Context, key string) {
+	var opts []jetstream.WatchOpt
+	if key != KeyControl {
+		opts = append(opts, jetstream.UpdatesOnly())
+	}
 	for ctx.Err() == nil {
-		w, err := mb.cfg.KV.Watch(ctx, key, jetstream.UpdatesOnly())
+		w, err := mb.cfg.KV.Watch(ctx, key, opts...)
 		if err != nil {
 			select {
 			case <-ctx.Done():

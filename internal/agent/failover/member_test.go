@@ -219,3 +219,28 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// A member started while its group is paused (the control key written before it started, on
+// the JetStream KV that `godwit failover member` uses) is paused from its start: it does not
+// bootstrap the group as primary during the maintenance, and does once the pause is lifted.
+func TestMemberStartedDuringAPauseIsPaused(t *testing.T) {
+	url := startNATS(t)
+	kv := bucket(t, url, "pg")
+	s := testSpec(filepath.Join(t.TempDir(), "hooks.log"))
+	if _, err := kv.Put(t.Context(), KeyControl, []byte(`{"paused": true}`)); err != nil {
+		t.Fatal(err)
+	}
+	a := startMember(t, t.Context(), kv, s, idA, &events{}, nil)
+	// Past the time it would take to bootstrap (its rank's delay) and a failover timeout.
+	time.Sleep(time.Duration(s.FailoverTimeout+2*s.HeartbeatInterval) * time.Millisecond)
+	if r, st, _ := a.Status(); r == machine.Primary {
+		t.Fatalf("a member started during a pause became primary (%s)", st)
+	}
+	if _, err := kv.Get(t.Context(), KeyRecord); err == nil {
+		t.Fatal("the group record was written during the pause")
+	}
+	if _, err := kv.Put(t.Context(), KeyControl, []byte(`{"paused": false}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a primary once the pause is lifted", 10*time.Second, func() bool { r, _, _ := a.Status(); return r == machine.Primary })
+}
