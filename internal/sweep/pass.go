@@ -120,10 +120,10 @@ const (
 func (s *Service) fire(ctx context.Context, fence store.Fence, sw wire.Sweep, now time.Time, cause string) ([]wire.SweepRun, error) {
 	resume := cause == causeSuspended
 	lost := func(err error) error {
-		if resume {
+		if resume && !errors.Is(err, store.ErrFiringRecorded) {
 			return err
 		}
-		return ignoreLostClaim(err)
+		return ignoreLostClaim(err) // a recorded instant's claim is stored, and resumed the sweep
 	}
 	sp, err := s.parseStored(sw.Spec, sw.SpecHash)
 	if err != nil {
@@ -183,7 +183,8 @@ func (s *Service) fire(ctx context.Context, fence store.Fence, sw wire.Sweep, no
 }
 
 // ignoreLostClaim: a claim lost to another hub, or to an Apply that rescheduled the sweep, is
-// not an error; the next pass reads what won.
+// not an error; the next pass reads what won. Nor is a firing whose instant is already recorded
+// (store.ErrFiringRecorded): its claim moved the schedule on, and that instant ran once.
 func ignoreLostClaim(err error) error {
 	if errors.Is(err, fault.ErrConflict) {
 		return nil

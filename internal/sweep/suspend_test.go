@@ -432,3 +432,38 @@ func TestSuspendRefusesBadRequests(t *testing.T) {
 		t.Fatalf("Resume(unknown) = %v", err)
 	}
 }
+
+// A resume under resumePolicy misfire whose held firing is an instant that has already fired
+// (the schedule was set back onto it by an apply from a clock behind) resumes the sweep, says
+// so, and records nothing for that instant a second time.
+func TestResumeOntoARecordedFiring(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, t0.Add(14*time.Minute))
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "resumePolicy: misfire"))
+	h.clock.Set(t0.Add(15*time.Minute + 500*time.Millisecond))
+	h.pass()
+	rs := h.scheduled("drift")
+	if len(rs) != 1 {
+		t.Fatalf("10:15 firing = %+v", rs)
+	}
+	h.answer(0, answerOf(rs[0], wire.CheckClean, 0))
+	h.passUntil("the 10:15 run ends", func() bool { return h.run(rs[0].ID).Final() })
+
+	h.clock.Set(t0.Add(14*time.Minute + 30*time.Second)) // the clock steps back
+	h.suspend("drift", "alice", wire.SuspendViaCLI, "")
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "resumePolicy: misfire", "timezone: Etc/UTC")) // reschedules from now: 10:15
+	if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(15*time.Minute)) || !sw.Suspended {
+		t.Fatalf("after the apply: next %v, suspended %v", sw.NextFireAt, sw.Suspended)
+	}
+	h.clock.Set(t0.Add(20 * time.Minute))
+	res := h.resume("drift", "alice")
+	if res.Outcome != "resumed" {
+		t.Fatalf("Resume = %+v, want outcome resumed", res)
+	}
+	if sw, _ := h.store.GetSweep(t.Context(), "drift"); sw.Suspended || !sw.NextFireAt.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("after the resume: next %v, suspended %v", sw.NextFireAt, sw.Suspended)
+	}
+	if rs := h.scheduled("drift"); len(rs) != 1 {
+		t.Fatalf("scheduled records = %+v, want only the 10:15 run", rs)
+	}
+}

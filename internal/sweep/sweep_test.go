@@ -587,3 +587,57 @@ func TestPassReadsTheFleetOnlyForRunningRuns(t *testing.T) {
 		t.Fatalf("a pass after the run ended listed the agents %d times, want 0", n)
 	}
 }
+
+// A resume (or an apply) on a replica whose clock is behind the leader's, or after the hub's
+// clock stepped back, can set the next firing to an instant that has already fired. That
+// instant is not run twice (the firing index), and the schedule must not stop there: the pass
+// moves on to the next instant, whether or not a manual run holds the lock meanwhile.
+func TestRescheduleOntoARecordedFiringMovesOn(t *testing.T) {
+	t.Parallel()
+	for _, lockHeld := range []bool{false, true} {
+		t.Run(map[bool]string{false: "idle", true: "a manual run holds the lock"}[lockHeld], func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, 1, t0.Add(14*time.Minute))
+			h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`))
+			h.clock.Set(t0.Add(15*time.Minute + 500*time.Millisecond))
+			h.pass()
+			rs := h.scheduled("drift")
+			if len(rs) != 1 || !rs[0].ScheduledFor.Equal(t0.Add(15*time.Minute)) {
+				t.Fatalf("10:15 firing = %+v", rs)
+			}
+			first := rs[0]
+			h.answer(0, answerOf(first, wire.CheckClean, 0))
+			h.passUntil("the 10:15 run ends", func() bool { return h.run(first.ID).Final() })
+
+			// The clock steps back half a minute; the operator suspends and resumes the sweep
+			// (resumePolicy skip: the next firing is the next one after now, 10:15 again).
+			h.clock.Set(t0.Add(14*time.Minute + 30*time.Second))
+			h.suspend("drift", "alice", wire.SuspendViaCLI, "")
+			h.resume("drift", "alice")
+			if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(15 * time.Minute)) {
+				t.Fatalf("next firing after the resume = %v, want 10:15", sw.NextFireAt)
+			}
+			if lockHeld {
+				h.trigger("drift")
+			}
+			h.clock.Set(t0.Add(15*time.Minute + 10*time.Second))
+			if err := h.svc.Pass(t.Context()); err != nil {
+				t.Fatalf("Pass at 10:15:10: %v", err)
+			}
+			if rs := h.scheduled("drift"); len(rs) != 1 {
+				t.Fatalf("10:15 fired twice: %+v", rs)
+			}
+			if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(30 * time.Minute)) {
+				t.Fatalf("next firing after the pass = %v, want 10:30 (the recorded 10:15 is behind it)", sw.NextFireAt)
+			}
+			h.clock.Set(t0.Add(30*time.Minute + time.Second))
+			if err := h.svc.Pass(t.Context()); err != nil {
+				t.Fatalf("Pass at 10:30:01: %v", err)
+			}
+			rs = h.scheduled("drift")
+			if len(rs) != 2 || !rs[0].ScheduledFor.Equal(t0.Add(30*time.Minute)) {
+				t.Fatalf("the 10:30 firing is not recorded: %+v", rs)
+			}
+		})
+	}
+}
