@@ -467,3 +467,28 @@ func TestResumeOntoARecordedFiring(t *testing.T) {
 		t.Fatalf("scheduled records = %+v, want only the 10:15 run", rs)
 	}
 }
+
+// An apply that resumes a sweep and changes its schedule reschedules from now, so under
+// resumePolicy misfire the held firings are not handed to the misfire policy: nothing is
+// recorded, and the resume event must not say they were.
+func TestApplyResumingWithANewScheduleTellsWhatHappened(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, t0.Add(time.Minute))
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "misfire: run_once", "resumePolicy: misfire", "suspended: true"))
+	h.clock.Set(t0.Add(50 * time.Minute)) // 10:15, 10:30 and 10:45 held
+	res := h.apply(sweepYAML("drift", `schedule: "*/10 * * * *"`, "misfire: run_once", "resumePolicy: misfire", "suspended: false"))
+	if res.Outcome != "updated" || res.Suspension != "resumed" || len(res.NextFirings) == 0 || !res.NextFirings[0].Equal(t0.Add(time.Hour)) {
+		t.Fatalf("apply = %+v", res)
+	}
+	h.pass()
+	if rs := h.scheduled("drift"); len(rs) != 0 {
+		t.Fatalf("records after resuming with a new schedule = %+v, want none (rescheduled from now)", rs)
+	}
+	acts := h.operatorActions("drift")
+	last := acts[len(acts)-1]
+	msg, _ := last["message"].(string)
+	if last["action"] != "resume" || strings.Contains(msg, "handed to misfire") || !strings.Contains(msg, "3 firings came due") ||
+		!strings.Contains(msg, "not run") {
+		t.Fatalf("resume event = %v", last)
+	}
+}
