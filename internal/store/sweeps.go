@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -35,7 +37,9 @@ type SweepStore interface {
 	//     only if it is still firing.From under firing.SpecHash and the sweep is not suspended
 	//     (else ErrConflict and nothing is stored): one scheduled instant fires once, whichever
 	//     hub claims it, and none while the sweep is suspended (with firing.Resume: only while
-	//     it is, and the claim resumes it);
+	//     it is, and the claim resumes it). If the run's scheduled instant already has a record
+	//     (the next firing was set back onto it), the claim alone is stored and the error is
+	//     ErrFiringRecorded: that instant has fired, and the schedule moves on;
 	//   - a run with status running takes the sweep's lock together with its agents' rows; if
 	//     another run of the sweep is running, the run is stored as skipped with lock_skipped,
 	//     exit code 0 and no agents instead;
@@ -62,6 +66,10 @@ type RunQuery struct {
 	Limit  int    // 1..1000
 	Cursor string // from a previous page's next
 }
+
+// ErrFiringRecorded is StartRun's answer to a claimed firing whose scheduled instant already has
+// a record: the claim is stored (the next firing moved on), nothing else is. It is a conflict.
+var ErrFiringRecorded = fmt.Errorf("firing already recorded: %w", fault.ErrConflict)
 
 // SweepFiring claims one scheduled firing of a sweep for StartRun.
 type SweepFiring struct {

@@ -46,10 +46,24 @@ func (s *Service) Pass(ctx context.Context) error {
 		return err
 	}
 	var errs []error
+	var due []wire.Sweep
 	for _, sw := range sweeps {
 		// A suspended sweep's firings are held: its next firing stays where it was until it is
 		// resumed (and the claim would be refused anyway, see store.SweepStore.StartRun).
 		if sw.Suspended || sw.NextFireAt.IsZero() || sw.NextFireAt.After(now) {
+			continue
+		}
+		due = append(due, sw)
+	}
+	wait, err := s.endExpired(ctx, now, due)
+	if err != nil {
+		if errors.Is(err, fault.ErrFenced) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	for _, sw := range due {
+		if wait[sw.Name] {
 			continue
 		}
 		if _, err := s.fire(ctx, s.fence(), sw, now, causeNoHub); err != nil {
@@ -100,6 +114,61 @@ func (s *Service) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// endExpired ends the running runs of the due sweeps whose budget has run out, before their
+// firings are claimed. Such a run (its leader failed mid-run, and the budget ran out before the
+// next leader's first pass) still holds the sweep's lock in SQL until a pass judges it, and the
+// firing would be recorded lock_skipped behind a run that is over. Until the results watch has
+// delivered the stored answers such a run cannot be judged: the sweeps whose firing waits for
+// that are returned.
+func (s *Service) endExpired(ctx context.Context, now time.Time, due []wire.Sweep) (map[string]bool, error) {
+	if len(due) == 0 {
+		return nil, nil
+	}
+	runs, err := s.cfg.Store.RunningRuns(ctx)
+	if err != nil {
+		return nil, err
+	}
+	isDue := make(map[string]bool, len(due))
+	for _, sw := range due {
+		isDue[sw.Name] = true
+	}
+	var expired []wire.SweepRun
+	for _, r := range runs {
+		if isDue[r.Sweep] && !now.Before(r.Deadline) {
+			expired = append(expired, r)
+		}
+	}
+	if len(expired) == 0 {
+		return nil, nil
+	}
+	if !s.isSynced() {
+		wait := make(map[string]bool, len(expired))
+		for _, r := range expired {
+			wait[r.Sweep] = true
+		}
+		return wait, nil
+	}
+	agents, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]wire.Agent, len(agents))
+	for _, a := range agents {
+		byID[a.ID] = a
+	}
+	var errs []error
+	for _, r := range expired {
+		// Every agent is settled now (answered, missing or over budget): no requests.
+		if err := s.advance(ctx, r, now, byID, map[string][]wire.SweepCheckRequest{}); err != nil {
+			if errors.Is(err, fault.ErrFenced) {
+				return nil, err
+			}
+			errs = append(errs, fmt.Errorf("sweep %s run %s: %w", r.Sweep, r.ID, err))
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
 // Why firings were missed, for their records (firing.cause).
 const (
 	causeNoHub     = "no_hub"    // no hub ran (the leader's pass finds them late)
@@ -120,10 +189,10 @@ const (
 func (s *Service) fire(ctx context.Context, fence store.Fence, sw wire.Sweep, now time.Time, cause string) ([]wire.SweepRun, error) {
 	resume := cause == causeSuspended
 	lost := func(err error) error {
-		if resume {
+		if resume && !errors.Is(err, store.ErrFiringRecorded) {
 			return err
 		}
-		return ignoreLostClaim(err)
+		return ignoreLostClaim(err) // a recorded instant's claim is stored, and resumed the sweep
 	}
 	sp, err := s.parseStored(sw.Spec, sw.SpecHash)
 	if err != nil {
@@ -183,7 +252,8 @@ func (s *Service) fire(ctx context.Context, fence store.Fence, sw wire.Sweep, no
 }
 
 // ignoreLostClaim: a claim lost to another hub, or to an Apply that rescheduled the sweep, is
-// not an error; the next pass reads what won.
+// not an error; the next pass reads what won. Nor is a firing whose instant is already recorded
+// (store.ErrFiringRecorded): its claim moved the schedule on, and that instant ran once.
 func ignoreLostClaim(err error) error {
 	if errors.Is(err, fault.ErrConflict) {
 		return nil

@@ -198,6 +198,9 @@ func (s *Service) resumed(ctx context.Context, before wire.Sweep, sp *Spec, catc
 		heldBy = o
 	}
 	held := countDue(heldBy.Cron(), before.NextFireAt, now)
+	// An apply that resumes and changes the schedule or time zone reschedules from now: the held
+	// firings are not handed to the misfire policy, whatever resumePolicy says.
+	rescheduled := heldBy.Schedule != sp.Schedule || heldBy.Timezone != sp.Timezone
 	res := wire.SweepSuspendResult{Name: before.Name, Outcome: "resumed", HeldFirings: held, ResumePolicy: sp.ResumePolicy, CatchUp: catchUp}
 	if cur, err := s.cfg.Store.GetSweep(ctx, before.Name); err == nil && !cur.NextFireAt.IsZero() && !cur.Suspended {
 		res.NextFirings = append([]time.Time{cur.NextFireAt}, nextFirings(sp.Cron(), cur.NextFireAt, 2)...)
@@ -210,6 +213,9 @@ func (s *Service) resumed(ctx context.Context, before wire.Sweep, sp *Spec, catc
 		msg += ": no firing came due while it was suspended"
 	case sp.ResumePolicy == ResumeSkip:
 		msg += fmt.Sprintf(": %s came due while it was suspended; not run (resumePolicy: skip)", plural(held, "firing"))
+	case rescheduled:
+		msg += fmt.Sprintf(": %s came due while it was suspended; not run (the schedule changed with the resume, so it continues from now)",
+			plural(held, "firing"))
 	default:
 		msg += fmt.Sprintf(": %s came due while it was suspended; handed to misfire: %s (resumePolicy: misfire)", plural(held, "firing"), sp.Misfire)
 		for _, r := range catchUp {

@@ -432,3 +432,63 @@ func TestSuspendRefusesBadRequests(t *testing.T) {
 		t.Fatalf("Resume(unknown) = %v", err)
 	}
 }
+
+// A resume under resumePolicy misfire whose held firing is an instant that has already fired
+// (the schedule was set back onto it by an apply from a clock behind) resumes the sweep, says
+// so, and records nothing for that instant a second time.
+func TestResumeOntoARecordedFiring(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, t0.Add(14*time.Minute))
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "resumePolicy: misfire"))
+	h.clock.Set(t0.Add(15*time.Minute + 500*time.Millisecond))
+	h.pass()
+	rs := h.scheduled("drift")
+	if len(rs) != 1 {
+		t.Fatalf("10:15 firing = %+v", rs)
+	}
+	h.answer(0, answerOf(rs[0], wire.CheckClean, 0))
+	h.passUntil("the 10:15 run ends", func() bool { return h.run(rs[0].ID).Final() })
+
+	h.clock.Set(t0.Add(14*time.Minute + 30*time.Second)) // the clock steps back
+	h.suspend("drift", "alice", wire.SuspendViaCLI, "")
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "resumePolicy: misfire", "timezone: Etc/UTC")) // reschedules from now: 10:15
+	if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(15*time.Minute)) || !sw.Suspended {
+		t.Fatalf("after the apply: next %v, suspended %v", sw.NextFireAt, sw.Suspended)
+	}
+	h.clock.Set(t0.Add(20 * time.Minute))
+	res := h.resume("drift", "alice")
+	if res.Outcome != "resumed" {
+		t.Fatalf("Resume = %+v, want outcome resumed", res)
+	}
+	if sw, _ := h.store.GetSweep(t.Context(), "drift"); sw.Suspended || !sw.NextFireAt.Equal(t0.Add(30*time.Minute)) {
+		t.Fatalf("after the resume: next %v, suspended %v", sw.NextFireAt, sw.Suspended)
+	}
+	if rs := h.scheduled("drift"); len(rs) != 1 {
+		t.Fatalf("scheduled records = %+v, want only the 10:15 run", rs)
+	}
+}
+
+// An apply that resumes a sweep and changes its schedule reschedules from now, so under
+// resumePolicy misfire the held firings are not handed to the misfire policy: nothing is
+// recorded, and the resume event must not say they were.
+func TestApplyResumingWithANewScheduleTellsWhatHappened(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, t0.Add(time.Minute))
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "misfire: run_once", "resumePolicy: misfire", "suspended: true"))
+	h.clock.Set(t0.Add(50 * time.Minute)) // 10:15, 10:30 and 10:45 held
+	res := h.apply(sweepYAML("drift", `schedule: "*/10 * * * *"`, "misfire: run_once", "resumePolicy: misfire", "suspended: false"))
+	if res.Outcome != "updated" || res.Suspension != "resumed" || len(res.NextFirings) == 0 || !res.NextFirings[0].Equal(t0.Add(time.Hour)) {
+		t.Fatalf("apply = %+v", res)
+	}
+	h.pass()
+	if rs := h.scheduled("drift"); len(rs) != 0 {
+		t.Fatalf("records after resuming with a new schedule = %+v, want none (rescheduled from now)", rs)
+	}
+	acts := h.operatorActions("drift")
+	last := acts[len(acts)-1]
+	msg, _ := last["message"].(string)
+	if last["action"] != "resume" || strings.Contains(msg, "handed to misfire") || !strings.Contains(msg, "3 firings came due") ||
+		!strings.Contains(msg, "not run") {
+		t.Fatalf("resume event = %v", last)
+	}
+}

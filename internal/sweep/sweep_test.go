@@ -587,3 +587,140 @@ func TestPassReadsTheFleetOnlyForRunningRuns(t *testing.T) {
 		t.Fatalf("a pass after the run ended listed the agents %d times, want 0", n)
 	}
 }
+
+// A resume (or an apply) on a replica whose clock is behind the leader's, or after the hub's
+// clock stepped back, can set the next firing to an instant that has already fired. That
+// instant is not run twice (the firing index), and the schedule must not stop there: the pass
+// moves on to the next instant, whether or not a manual run holds the lock meanwhile.
+func TestRescheduleOntoARecordedFiringMovesOn(t *testing.T) {
+	t.Parallel()
+	for _, lockHeld := range []bool{false, true} {
+		t.Run(map[bool]string{false: "idle", true: "a manual run holds the lock"}[lockHeld], func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, 1, t0.Add(14*time.Minute))
+			h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`))
+			h.clock.Set(t0.Add(15*time.Minute + 500*time.Millisecond))
+			h.pass()
+			rs := h.scheduled("drift")
+			if len(rs) != 1 || !rs[0].ScheduledFor.Equal(t0.Add(15*time.Minute)) {
+				t.Fatalf("10:15 firing = %+v", rs)
+			}
+			first := rs[0]
+			h.answer(0, answerOf(first, wire.CheckClean, 0))
+			h.passUntil("the 10:15 run ends", func() bool { return h.run(first.ID).Final() })
+
+			// The clock steps back half a minute; the operator suspends and resumes the sweep
+			// (resumePolicy skip: the next firing is the next one after now, 10:15 again).
+			h.clock.Set(t0.Add(14*time.Minute + 30*time.Second))
+			h.suspend("drift", "alice", wire.SuspendViaCLI, "")
+			h.resume("drift", "alice")
+			if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(15 * time.Minute)) {
+				t.Fatalf("next firing after the resume = %v, want 10:15", sw.NextFireAt)
+			}
+			if lockHeld {
+				h.trigger("drift")
+			}
+			h.clock.Set(t0.Add(15*time.Minute + 10*time.Second))
+			if err := h.svc.Pass(t.Context()); err != nil {
+				t.Fatalf("Pass at 10:15:10: %v", err)
+			}
+			if rs := h.scheduled("drift"); len(rs) != 1 {
+				t.Fatalf("10:15 fired twice: %+v", rs)
+			}
+			if sw, _ := h.store.GetSweep(t.Context(), "drift"); !sw.NextFireAt.Equal(t0.Add(30 * time.Minute)) {
+				t.Fatalf("next firing after the pass = %v, want 10:30 (the recorded 10:15 is behind it)", sw.NextFireAt)
+			}
+			h.clock.Set(t0.Add(30*time.Minute + time.Second))
+			if err := h.svc.Pass(t.Context()); err != nil {
+				t.Fatalf("Pass at 10:30:01: %v", err)
+			}
+			rs = h.scheduled("drift")
+			if len(rs) != 2 || !rs[0].ScheduledFor.Equal(t0.Add(30*time.Minute)) {
+				t.Fatalf("the 10:30 firing is not recorded: %+v", rs)
+			}
+		})
+	}
+}
+
+// A run whose budget ran out while no hub led (the leader failed mid-run) no longer holds the
+// sweep's lock in spirit: the next leader's first pass must end it before it claims a firing,
+// or the firing (on time, or misfire: run_once's catch-up) is recorded lock_skipped behind a run
+// that was over for minutes, and never runs.
+func TestFiringAfterFailoverIsNotLockSkippedByAnExpiredRun(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, misfire string
+		back          time.Duration // the new leader's first pass, after 10:00
+		missed        int
+	}{
+		{"on time", MisfireSkip, 15*time.Minute + 20*time.Second, 0},
+		{"run_once catch-up", MisfireRunOnce, 50 * time.Minute, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, 1, t0.Add(-time.Minute))
+			h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "misfire: "+tc.misfire, "maxSeconds: 300"))
+			h.clock.Set(t0.Add(time.Second))
+			h.pass()
+			rs := h.scheduled("drift")
+			if len(rs) != 1 || rs[0].Status != wire.SweepRunRunning {
+				t.Fatalf("10:00 firing = %+v", rs)
+			}
+			first := rs[0]
+			h.down() // the leader fails at 10:00:01; its run's budget ends at 10:05:01
+			h.clock.Set(t0.Add(tc.back))
+			h.restart()
+			h.pass()
+			if r := h.run(first.ID); r.Status != wire.SweepRunCompleted || r.SkippedBudget != 1 {
+				t.Fatalf("the 10:00 run after the failover = %+v", r)
+			}
+			rs = h.scheduled("drift")
+			var ran []wire.SweepRun
+			for _, r := range rs {
+				if r.ID != first.ID && r.Status != wire.SweepRunMissed {
+					ran = append(ran, r)
+				}
+			}
+			if len(ran) != 1 || ran[0].LockSkipped || ran[0].Status != wire.SweepRunRunning || ran[0].MissedFirings != tc.missed {
+				t.Fatalf("firing after the failover = %+v, want a run (not lock-skipped by the expired 10:00 run)", ran)
+			}
+		})
+	}
+}
+
+// The same on a new leader whose first pass comes before its results watch has delivered the
+// stored answers: the firing waits for them (the expired run cannot be judged yet; its agent
+// answered while no hub led), then the run ends with that answer and the firing runs.
+func TestFiringAfterFailoverWaitsForTheAnswersOfAnExpiredRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1, t0.Add(-time.Minute))
+	h.apply(sweepYAML("drift", `schedule: "*/15 * * * *"`, "maxSeconds: 300"))
+	h.clock.Set(t0.Add(time.Second))
+	h.pass()
+	first := h.scheduled("drift")[0]
+	h.down()
+	h.answer(0, answerOf(first, wire.CheckClean, 0)) // while no hub leads
+	h.clock.Set(t0.Add(15*time.Minute + 20*time.Second))
+	svc := New(h.config())
+	if err := svc.lead(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rs := h.scheduled("drift"); len(rs) != 1 || h.run(first.ID).Status != wire.SweepRunRunning {
+		t.Fatalf("before the results watch synced: %+v", rs)
+	}
+	go svc.watchResults(t.Context())
+	<-svc.synced
+	if err := svc.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.run(first.ID); r.Status != wire.SweepRunCompleted || r.SkippedClean != 1 {
+		t.Fatalf("the 10:00 run = %+v, want completed with its answer", r)
+	}
+	rs := h.scheduled("drift")
+	if len(rs) != 2 || rs[0].LockSkipped || rs[0].Status != wire.SweepRunRunning || !rs[0].ScheduledFor.Equal(t0.Add(15*time.Minute)) {
+		t.Fatalf("the 10:15 firing = %+v", rs[0])
+	}
+}

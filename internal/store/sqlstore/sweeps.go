@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"godwit.dev/godwit/internal/fault"
 	"godwit.dev/godwit/internal/store"
@@ -280,20 +281,48 @@ func (s *Store) StartRun(ctx context.Context, fence store.Fence, firing *store.S
 		var holder string
 		err = tx.QueryRowContext(ctx, `SELECT id FROM sweep_runs WHERE sweep = $1 AND status = $2`, run.Sweep, wire.SweepRunRunning).Scan(&holder)
 		if errors.Is(err, sql.ErrNoRows) {
-			return run, fmt.Errorf("sweep run %s or its firing is already recorded: %w", run.ID, fault.ErrConflict)
+			return run, alreadyRecorded(ctx, tx, firing, run)
 		}
 		if err != nil {
 			return run, fmt.Errorf("start sweep run: %w", err)
 		}
 		run = lockSkipped(run, holder)
 	}
-	if _, err := tx.ExecContext(ctx, insertRun, runArgs(run)...); err != nil {
+	res, err := tx.ExecContext(ctx, insertRun+` ON CONFLICT DO NOTHING`, runArgs(run)...)
+	if err != nil {
 		return run, fmt.Errorf("record sweep run: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return run, alreadyRecorded(ctx, tx, firing, run)
 	}
 	if err := tx.Commit(); err != nil {
 		return run, fmt.Errorf("record sweep run: commit: %w", err)
 	}
 	return run, nil
+}
+
+// alreadyRecorded is the error of a run that was not inserted because it, or the scheduled
+// instant it is for, is already recorded. A claimed firing whose instant already has a record
+// commits its claim first: the next firing was set back onto an instant that has fired (a
+// reschedule from a clock behind the one that fired it), and without moving on every pass
+// would find that instant due and be refused again, and the sweep would never fire again.
+func alreadyRecorded(ctx context.Context, tx *sql.Tx, firing *store.SweepFiring, run wire.SweepRun) error {
+	if firing != nil && run.Trigger == wire.TriggerSchedule {
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT id FROM sweep_runs WHERE sweep = $1 AND trigger_kind = $2 AND scheduled_for = $3`,
+			run.Sweep, wire.TriggerSchedule, micros(run.ScheduledFor)).Scan(&id)
+		switch {
+		case err == nil:
+			if err := tx.Commit(); err != nil {
+				return fmt.Errorf("start sweep run: commit the claim: %w", err)
+			}
+			return fmt.Errorf("firing of sweep %s at %s is already recorded by run %s; the next firing is now %s: %w",
+				run.Sweep, run.ScheduledFor.UTC().Format(time.RFC3339), id, firing.Next.UTC().Format(time.RFC3339), store.ErrFiringRecorded)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("start sweep run: %w", err)
+		}
+	}
+	return fmt.Errorf("sweep run %s or its firing is already recorded: %w", run.ID, fault.ErrConflict)
 }
 
 // lockSkipped turns a run that could not take the lock into its audit record.

@@ -134,6 +134,23 @@ func runSweeps(t *testing.T, setup func(t *testing.T) store.Store) {
 			if runs, _, _ := s.ListRuns(ctx, store.RunQuery{Sweep: "nightly", Limit: 10}); len(runs) != 1 {
 				t.Fatalf("runs = %+v, want only r-1", runs)
 			}
+			// A reschedule sets the next firing back onto the recorded instant (a clock behind
+			// the one that fired it): claiming it stores the claim alone, so the schedule moves
+			// on instead of finding that instant due and refused on every pass.
+			cur, _ := s.GetSweep(ctx, "nightly")
+			cur.NextFireAt = claim.From
+			if err := s.UpdateSweep(ctx, cur, true); err != nil {
+				t.Fatal(err)
+			}
+			again := store.SweepFiring{Sweep: "nightly", SpecHash: "h1", From: claim.From, Next: claim.Next.Add(15 * time.Minute)}
+			_, err = fire("r-4", again)
+			requireIs(t, err, store.ErrFiringRecorded, "a claim of a recorded instant")
+			if got, _ := s.GetSweep(ctx, "nightly"); !got.NextFireAt.Equal(stored(again.Next)) {
+				t.Fatalf("next firing after claiming a recorded instant = %v, want %v", got.NextFireAt, stored(again.Next))
+			}
+			if runs, _, _ := s.ListRuns(ctx, store.RunQuery{Sweep: "nightly", Limit: 10}); len(runs) != 1 {
+				t.Fatalf("runs = %+v, want only r-1", runs)
+			}
 		})
 
 		t.Run("LockAdmitsOneRun", func(t *testing.T) {
