@@ -5,8 +5,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,6 +56,10 @@ func Dialect() sqlstore.Dialect {
 }
 
 // IsTransient reports connection failures and serialization/deadlock/admin-shutdown errors.
+// A connection the server closed without a word (it crashed, or a pooler or proxy in front of
+// it restarted) is one too: pgx reports the end of stream it read (io.EOF,
+// io.ErrUnexpectedEOF), and then that the connection is closed (pgconn.ErrConnClosed), and
+// neither is a net.Error.
 func IsTransient(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -64,5 +70,6 @@ func IsTransient(err error) bool {
 		return false
 	}
 	var netErr net.Error
-	return errors.As(err, &netErr) || errors.Is(err, sql.ErrConnDone)
+	return errors.As(err, &netErr) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
