@@ -424,18 +424,24 @@ func (a *Agent) record(ctx context.Context, e wire.Event) error {
 	return nil
 }
 
-// retryUnsent offers the outbox the agent's own events it could not take before.
+// retryUnsent offers the outbox the agent's own events it could not take before. One it refuses
+// for good (an info event past its hard limit) is logged and given up, as in record.
 func (a *Agent) retryUnsent(ctx context.Context) {
 	a.mu.Lock()
 	events := a.unsent
 	a.unsent = nil
 	a.mu.Unlock()
 	for i, e := range events {
-		if err := a.outbox.Append(ctx, e); err != nil && health.Classify(err) == health.Wait {
+		err := a.outbox.Append(ctx, e)
+		switch {
+		case err == nil:
+		case health.Classify(err) == health.Wait:
 			a.mu.Lock()
 			a.unsent = append(events[i:], a.unsent...)
 			a.mu.Unlock()
 			return
+		default:
+			a.log.Error("could not record event", "type", e.Type, "event_id", e.ID, "err", err)
 		}
 	}
 }

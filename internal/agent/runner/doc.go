@@ -62,8 +62,13 @@
 // steps of the rollback generation replace the journal's when they have the same number of steps
 // (so an operator can fix a broken rollback command and resume); otherwise the journal's are kept.
 // A rollback that arrives while the same attempt is still applying stops the running command
-// and rolls back what was applied, the interrupted step included. A rollback of an attempt this
-// agent never saw ends at once as rolled_back: nothing was applied here.
+// and rolls back what was applied, the interrupted step included. The steps that earlier
+// attempts of the migration applied on this node and did not roll back (a retry's detect finds
+// them already done) are added to Applied when a rollback starts, so it undoes them too; from
+// then on this attempt answers for them, and a later attempt's rollback does not run them again.
+// A rollback of an attempt this agent never saw undoes what the earlier attempts left applied
+// (held like any rollback of a finished attempt, see below); when they left nothing, it ends at
+// once as rolled_back: nothing was applied here.
 //
 // # Cancel
 //

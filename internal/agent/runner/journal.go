@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver, registered as "sqlite"
@@ -483,6 +484,27 @@ func (j *journal) openCommands(ctx context.Context) ([]openCommand, error) {
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// leftApplied returns the steps that the attempts of migration before attempt applied on this
+// node and did not roll back, and the latest of those attempts (nil when there is none). Each
+// attempt answers for what the one before it left (a rollback takes it over, see
+// Runner.inherit), so a step counts until an attempt's rollback undid it.
+func (j *journal) leftApplied(ctx context.Context, migration string, attempt int) ([]int, *record, error) {
+	recs, err := j.query(ctx, "WHERE migration = ? AND attempt < ? ORDER BY attempt", migration, attempt)
+	if err != nil || len(recs) == 0 {
+		return nil, nil, err
+	}
+	var left []int
+	for _, r := range recs {
+		for _, a := range r.Applied {
+			if !slices.Contains(left, a) {
+				left = append(left, a)
+			}
+		}
+		left = slices.DeleteFunc(left, func(a int) bool { return slices.Contains(r.RolledBack, a) })
+	}
+	return left, recs[len(recs)-1], nil
 }
 
 // get returns the record of (migration, attempt), or nil.

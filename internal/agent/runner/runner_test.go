@@ -697,3 +697,60 @@ func TestDescribeQuotesTheCause(t *testing.T) {
 		t.Fatalf("describe:\n got %q\nwant %q", got, want)
 	}
 }
+
+// A retried attempt's rollback also undoes what the earlier attempts of the migration applied on
+// this node and did not roll back: a step the earlier attempt applied is "already done" for the
+// retry's detect, and an attempt the agent never saw (held, or the agent away) applied nothing
+// itself; either way the node must not be left half-migrated while the hub is told rolled_back.
+func TestRollbackOfARetryUndoesTheEarlierAttempts(t *testing.T) {
+	t.Parallel()
+	s0 := step("s0", "touch s0")
+	s0.Detect = "[ -f s0 ] && exit 1; exit 0"
+	s0.Rollback = "rm -f s0; echo rb-0 >> rb.log"
+	s1 := step("s1", "touch s1-partial; [ -f fixed ] || exit 3; touch s1")
+	s1.Detect = "[ -f s1 ] && exit 1; exit 0"
+	s1.Rollback = "rm -f s1 s1-partial; echo rb-1 >> rb.log"
+	s2 := step("s2", "touch s2")
+	s2.Detect = "[ -f s2 ] && exit 1; exit 0"
+	s2.Rollback = "rm -f s2; echo rb-2 >> rb.log"
+	steps := []wire.StepSpec{s0, s1, s2}
+
+	t.Run("never-seen", func(t *testing.T) {
+		b := setup(t)
+		b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, steps...)))
+		if got := b.waitState("m1", 1, stateFailed); !slices.Equal(got.Applied, []int{0, 1}) {
+			t.Fatalf("attempt 1 observed %+v", got)
+		}
+		// The retry is rolled back before this agent took it on.
+		b.r.Desired(desired(1, assignment("m1", 2, 2, wire.ActionRollback, steps...)))
+		got := b.waitState("m1", 2, stateRolledBack)
+		if log := b.read("rb.log"); log != "rb-1\nrb-0\n" || b.exists("s0") || b.exists("s1-partial") {
+			t.Fatalf("rollbacks ran %q, s0 left: %v, s1-partial left: %v; observed %+v", log, b.exists("s0"), b.exists("s1-partial"), got)
+		}
+		if !slices.Equal(got.RolledBack, []int{1, 0}) {
+			t.Fatalf("observed %+v", got)
+		}
+	})
+
+	t.Run("skipped-by-detect", func(t *testing.T) {
+		b := setup(t)
+		b.r.Desired(desired(1, assignment("m1", 1, 1, wire.ActionApply, steps...)))
+		b.waitState("m1", 1, stateFailed)
+		b.touch("fixed")
+		b.r.Desired(desired(1, assignment("m1", 2, 1, wire.ActionApply, steps...)))
+		if got := b.waitState("m1", 2, stateSucceeded); !slices.Equal(got.Applied, []int{1, 2}) {
+			t.Fatalf("attempt 2 observed %+v", got)
+		}
+		b.r.Desired(desired(1, assignment("m1", 2, 2, wire.ActionRollback, steps...)))
+		got := b.waitState("m1", 2, stateRolledBack)
+		if log := b.read("rb.log"); log != "rb-2\nrb-1\nrb-0\n" || b.exists("s0") {
+			t.Fatalf("rollbacks ran %q, s0 left: %v; observed %+v", log, b.exists("s0"), got)
+		}
+		// A third attempt's rollback finds nothing left of the first two: nothing runs twice.
+		b.r.Desired(desired(1, assignment("m1", 3, 2, wire.ActionRollback, steps...)))
+		b.waitState("m1", 3, stateRolledBack)
+		if log := b.read("rb.log"); log != "rb-2\nrb-1\nrb-0\n" {
+			t.Fatalf("rollbacks ran %q after attempt 3's rollback", log)
+		}
+	})
+}

@@ -90,6 +90,14 @@ func (r *Runner) next(ctx context.Context) (j *job, held bool, err error) {
 		switch {
 		case latest == nil || d.Attempt > latest.Attempt:
 			next, gated = &job{kind: jobNew, want: d}, d.Action == wire.ActionApply
+			if d.Action == wire.ActionRollback && latest != nil {
+				// It runs rollback commands when an earlier attempt left steps applied.
+				left, _, err := r.j.leftApplied(ctx, d.Migration, d.Attempt)
+				if err != nil {
+					return nil, false, err
+				}
+				gated = len(left) > 0
+			}
 		case d.Attempt < latest.Attempt:
 			r.stale(d, "its attempt is older than the journal's", latest)
 			continue
@@ -175,6 +183,23 @@ func (r *Runner) begin(ctx context.Context, d wire.DesiredAssignment) error {
 		}
 		return r.drive(ctx, rec)
 	case wire.ActionRollback:
+		left, prev, err := r.j.leftApplied(ctx, d.Migration, d.Attempt)
+		if err != nil {
+			return fmt.Errorf("runner journal %s: %w", r.j.path, err)
+		}
+		if len(left) > 0 {
+			// An earlier attempt left steps applied here: this attempt's rollback undoes them.
+			rec.Steps, rec.Signature = prev.Steps, prev.Signature
+			r.adoptSteps(rec, d)
+			rec.State, rec.Phase, rec.Applied = stateRollingBack, phaseRollback, left
+			r.log.Info("rolling back an attempt this agent never took on: undoing what the earlier attempts left applied",
+				"migration", d.Migration, "attempt", d.Attempt, "generation", d.Generation, "previous_attempt", prev.Attempt,
+				"applied", left)
+			if err := r.save(ctx, rec, nil); err != nil {
+				return err
+			}
+			return r.drive(ctx, rec)
+		}
 		rec.State, rec.Phase = stateRolledBack, phaseRollback
 		return r.save(ctx, rec, nil, r.event(rec, wire.EventRollbackSucceeded, wire.SeverityInfo, detail{step: -1,
 			msg: "nothing to roll back: this agent never applied this attempt"}))
@@ -212,6 +237,9 @@ func (r *Runner) change(ctx context.Context, rec *record, d wire.DesiredAssignme
 			msg: fmt.Sprintf("cancelled by operator (generation %d) during the %s command of step %d", d.Generation, phase, rec.Step)}))
 	case wire.ActionRollback:
 		r.adoptSteps(rec, d)
+		if err := r.inherit(ctx, rec); err != nil {
+			return err
+		}
 		var events []wire.Event
 		if !final(rec.State) && rec.State != stateRollingBack {
 			events = append(events, r.event(rec, wire.EventMigrationStepCancelled, wire.SeverityWarning, detail{
@@ -251,6 +279,28 @@ func (r *Runner) adoptSteps(rec *record, d wire.DesiredAssignment) {
 		r.log.Warn("the rollback's steps do not line up with the applied ones; rolling back with the journal's",
 			"migration", rec.Migration, "attempt", rec.Attempt, "journal_steps", len(rec.Steps), "desired_steps", len(d.Steps))
 	}
+}
+
+// inherit adds to rec.Applied the steps that earlier attempts of its migration applied on this
+// node and did not roll back (a retry's detect finds them already done and skips them), so that
+// rolling rec back undoes them too, once: from then on rec answers for them.
+func (r *Runner) inherit(ctx context.Context, rec *record) error {
+	left, _, err := r.j.leftApplied(ctx, rec.Migration, rec.Attempt)
+	if err != nil {
+		return fmt.Errorf("runner journal %s: %w", r.j.path, err)
+	}
+	var added []int
+	for _, a := range left {
+		if !slices.Contains(rec.Applied, a) {
+			rec.Applied = append(rec.Applied, a)
+			added = append(added, a)
+		}
+	}
+	if len(added) > 0 {
+		r.log.Info("the rollback also undoes the steps earlier attempts left applied", "migration", rec.Migration,
+			"attempt", rec.Attempt, "steps", added)
+	}
+	return nil
 }
 
 // supersede ends an unfinished attempt replaced by a newer attempt of the same migration.
