@@ -821,3 +821,43 @@ func TestRenewSeenLateIsTimedFromItsSend(t *testing.T) {
 		})
 	}
 }
+
+// A replica being stopped does not take the lease: Stop, called while the contender's read of
+// an absent key is on the wire, ends the loop without a term, so no leader work starts during
+// the stop and the key is left for the other replicas.
+func TestStopDuringAReadDoesNotAcquire(t *testing.T) {
+	t.Parallel()
+	b := newManual(t)
+	f := leasetest.NewFaultKV(b.kv, b.clock)
+	f.RefuseWatch(true)
+	lead := &blockingLead{clock: b.clock}
+	l, err := New(Config{Name: b.key, Holder: "a", KV: f, Timing: manualTiming, Clock: b.clock,
+		Logger: testLogger(t), Lead: lead.lead, OnTransition: b.rec.on("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(); stopAll(t, l) })
+	f.Freeze(true) // the first read reaches the store; its answer waits
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first read", func() bool { return f.Calls("get") > 0 })
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- l.Stop(t.Context()) }()
+	waitFor(t, 10*time.Second, "Stop to begin", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.stopCtx != nil
+	})
+	f.Thaw() // the read returns: the key is absent
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if n := b.rec.count("a", ReasonAcquired); n != 0 || f.Calls("create") != 0 {
+		t.Fatalf("a replica being stopped acquired the lease (%d terms, %d creates):%s", n, f.Calls("create"), b.rec)
+	}
+	if _, err := b.kv.Get(t.Context(), b.key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the key after the stop: %v", err)
+	}
+}

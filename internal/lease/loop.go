@@ -92,7 +92,9 @@ func (l *Lease) followStep(ctx context.Context, nextPoll time.Time) time.Time {
 	}
 
 	now = l.clock.Now()
-	if rev, create, ok := l.decide(now); ok {
+	// Stop may have come while the read was on the wire: a replica being stopped takes no term
+	// (its leader work would start only to be stopped, and the lease bounce through it).
+	if rev, create, ok := l.decide(now); ok && ctx.Err() == nil {
 		rec := Record{Holder: l.cfg.Holder, Instance: l.instance}
 		sent := l.clock.Now()
 		var got uint64
