@@ -73,10 +73,21 @@ func (p *pass) advanceRunning() {
 	}
 	next := p.m.CurrentBatch + 1
 	if next >= p.m.Batches {
-		if f := p.failures(); f == 0 {
+		// An agent whose latest attempt neither succeeded nor was needed and did not fail (one
+		// rolled back, whose rollback failed, or never started) is not migrated either.
+		f, other := p.failures(), 0
+		for _, a := range p.latest {
+			if !failedAttempt(a) && a.State != aSucceeded && a.State != aNotNeeded {
+				other++
+			}
+		}
+		switch {
+		case f == 0 && other == 0:
 			p.setMigration(mSucceeded, "every agent succeeded or needed nothing")
-		} else {
+		case other == 0:
 			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget", f, len(p.latest)))
+		default:
+			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget; %d were not migrated (rolled back, rollback failed or never started)", f, len(p.latest), other))
 		}
 		return
 	}
