@@ -56,7 +56,7 @@ func (p *pass) advanceRunning() {
 		reason := fmt.Sprintf("failure budget exceeded: %d agents failed, %d allowed", f, b)
 		switch p.sp.Spec.Rollout.OnFailure {
 		case spec.OnFailureAbort:
-			p.cancelInFlight(reason)
+			p.cancelInFlight(reason, false)
 			p.setMigration(mFailed, reason+"; onFailure: abort")
 		case spec.OnFailureRollback:
 			p.setMigration(mRollingBack, reason+"; onFailure: rollback")
@@ -155,14 +155,26 @@ func (p *pass) requestRollback(a *wire.Assignment) {
 	p.touch(a)
 }
 
-// cancelInFlight supersedes what was never sent and asks agents to stop what runs.
-func (p *pass) cancelInFlight(reason string) {
+// cancelInFlight supersedes what was never sent and asks agents to stop what they apply, and
+// with rollbacks what they roll back too (an operator's abort stops every running step; an
+// agent stopped mid-rollback ends rollback_failed, which a later rollback resumes).
+func (p *pass) cancelInFlight(reason string, rollbacks bool) {
 	for _, id := range p.order {
 		a := p.latest[id]
 		switch {
 		case a.State == aPending && a.DispatchedAt.IsZero():
 			a.Error = reason
 			p.setAssignment(a, aSuperseded)
+		case rollbacks && !assignmentSettled(a.State) && a.Action == wire.ActionRollback:
+			// As at a rollback's deadline: rollback_failed, whatever the agent reports of the
+			// cancel (it may not have begun the rollback), and a later rollback resumes it.
+			if a.State != aRollingBack {
+				p.setAssignment(a, aRollingBack)
+			}
+			if p.setAssignment(a, aRollbackFailed) {
+				a.Error = "rollback stopped: " + reason
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+			}
 		case !assignmentSettled(a.State) && a.Action == wire.ActionApply:
 			a.Action, a.Generation = wire.ActionCancel, a.Generation+1
 			p.touch(a)

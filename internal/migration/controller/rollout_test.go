@@ -78,3 +78,81 @@ func TestRetryAfterAFailedRollbackDoesNotClaimSuccess(t *testing.T) {
 		t.Fatalf("migration %s %q while agent-1 is %s", m.State, m.Reason, a1.State)
 	}
 }
+
+// An abort while the migration rolls back stops the rollback commands as it stops apply
+// commands ("running steps are stopped"): the agent is told to cancel, ends rollback_failed, and
+// a later rollback resumes it.
+func TestAbortDuringRollbackStopsTheRollback(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	b.report(t, 1, "m1", aRollingBack, "")
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	d := b.desired(t, 1)
+	if len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionCancel {
+		t.Fatalf("agent-1's desired state after the abort: %+v; want a cancel of its rollback", d.Assignments)
+	}
+	b.report(t, 1, "m1", aRollbackFailed, "cancelled")
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; a.State != aRollbackFailed || wanted(&a) {
+		t.Fatalf("agent-1 after its confirmed cancel: %s, action %s; want rollback_failed and nothing asked", a.State, a.Action)
+	}
+	if m := b.migration(t, "m1"); m.State != mCancelled {
+		t.Fatalf("migration %s %q; want cancelled", m.State, m.Reason)
+	}
+	// The rollback resumes where the abort stopped it.
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionRollback {
+		t.Fatalf("agent-1's desired state after rollback again: %+v", d.Assignments)
+	}
+	b.report(t, 1, "m1", aRolledBack, "")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mRolledBack {
+		t.Fatalf("migration %s %q; want rolled_back", m.State, m.Reason)
+	}
+}
+
+// An abort that reaches an agent before it began the rollback it was asked for (it still
+// reports the attempt succeeded) leaves nothing asked of the agent once it confirms: the
+// assignment is rollback_failed, and a later rollback resumes it.
+func TestAbortBeforeTheAgentBeganItsRollback(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	b.apply(t, "m1", "    batchSize: 100%")
+	b.pass(t)
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	b.pass(t)
+	b.report(t, 1, "m1", aSucceeded, "")
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-1"]; wanted(&a) || a.State != aRollbackFailed {
+		t.Fatalf("agent-1 after its confirmed cancel: %s, action %s, acked %d of %d; want rollback_failed and nothing asked",
+			a.State, a.Action, a.AckedGeneration, a.Generation)
+	}
+	if err := b.c.Delete(ctx, "m1", "admin"); err != nil {
+		t.Fatalf("delete after the abort: %v", err)
+	}
+}
