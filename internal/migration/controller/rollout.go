@@ -37,7 +37,8 @@ func (p *pass) budget() int {
 	return plan.Plan{Matched: len(p.latest)}.FailureBudget(p.sp)
 }
 
-// advance moves a running or rolling-back migration forward.
+// advance moves a running or rolling-back migration forward, and undoes the failed agents of a
+// paused one.
 func (p *pass) advance() {
 	switch p.m.State {
 	case mPending:
@@ -45,6 +46,9 @@ func (p *pass) advance() {
 		p.advanceRunning()
 	case mRunning:
 		p.advanceRunning()
+	case mPaused:
+		// Nothing new starts, but an agent that failed meanwhile is undone at once.
+		p.rollbackFailedAgents()
 	case mRollingBack:
 		p.advanceRollback()
 	}

@@ -156,3 +156,22 @@ func TestAbortBeforeTheAgentBeganItsRollback(t *testing.T) {
 		t.Fatalf("delete after the abort: %v", err)
 	}
 }
+
+// onAgentFailure: rollback undoes a failed agent at once, also when it fails while the
+// migration is paused (here by its failure budget, with the rest of the batch still running).
+func TestAgentFailingWhilePausedIsRolledBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 2)
+	b.apply(t, "m1", "    batchSize: 100%\n    maxFailures: 0\n    onFailure: pause")
+	b.pass(t)
+	b.report(t, 1, "m1", aFailed, "boom")
+	b.pass(t)
+	if m := b.migration(t, "m1"); m.State != mPaused {
+		t.Fatalf("after the budget: %s %q; want paused", m.State, m.Reason)
+	}
+	b.report(t, 2, "m1", aFailed, "boom")
+	b.pass(t)
+	if a := b.latest(t, "m1")["agent-2"]; a.State != aRollingBack || a.Action != wire.ActionRollback {
+		t.Fatalf("agent-2 failed while paused: %s, action %s; want it rolled back", a.State, a.Action)
+	}
+}
