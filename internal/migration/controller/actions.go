@@ -222,7 +222,16 @@ func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment,
 	case wire.MigrationRetry:
 		to = mRunning
 		now := c.cfg.Clock.Now().UTC()
+		var unstarted []wire.Assignment
 		for _, a := range latestOf(as) {
+			if a.State == aSuperseded && a.DispatchedAt.IsZero() {
+				// Never sent (onFailure: abort, onTimeout: fail or a rollback superseded it
+				// before its batch started): the migration runs again, so its batch starts it.
+				unstarted = append(unstarted, wire.Assignment{Migration: a.Migration, AgentID: a.AgentID, Attempt: a.Attempt + 1,
+					Batch: a.Batch, State: aPending, Action: wire.ActionApply, PreviousAttempt: a.Attempt,
+					CreatedAt: now, UpdatedAt: now})
+				continue
+			}
 			if !failedAttempt(&a) || !assignmentSettled(a.State) {
 				continue
 			}
@@ -234,6 +243,10 @@ func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment,
 			return nil, "", fmt.Errorf("migration %s has no failed agents to retry: %w", m.Name, fault.ErrConflict)
 		}
 		msg = fmt.Sprintf("retrying %d failed agents with a new attempt", len(changed))
+		if len(unstarted) > 0 {
+			msg += fmt.Sprintf("; %d agents never started are planned again in their batches", len(unstarted))
+			changed = append(changed, unstarted...)
+		}
 	default:
 		return nil, "", fault.Invalid("action", "unknown action %q", act)
 	}

@@ -111,7 +111,7 @@ func (p *pass) deadlines(delta time.Duration) {
 	case spec.OnTimeoutRollback:
 		p.setMigration(mRollingBack, reason+"; onTimeout: rollback")
 	case spec.OnTimeoutFail:
-		p.cancelInFlight(reason)
+		p.cancelInFlight(reason, false)
 		p.setMigration(mFailed, reason+"; onTimeout: fail")
 	default:
 		if p.m.State != mPaused {

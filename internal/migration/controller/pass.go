@@ -324,7 +324,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 	switch {
 	case why != "" && !migrationFinal(p.m.State) && p.m.State != mRollingBack:
 		// Nothing of it can reach an agent: stop what may run and fail it, with the reason.
-		p.cancelInFlight(why)
+		p.cancelInFlight(why, false)
 		p.setMigration(mFailed, why)
 	case why != "" && p.m.State == mRollingBack && sp == nil:
 		// A rollback goes on without steps (each agent rolls back from its journal), but no
@@ -334,7 +334,7 @@ func (c *Controller) reconcile(ctx context.Context, m wire.Migration, v *view, d
 		p.deadlines(elapsed)
 		p.advance()
 	case p.m.State == mCancelled:
-		p.cancelInFlight("migration aborted")
+		p.cancelInFlight("migration aborted", true)
 	}
 	if err := p.save(ctx); err != nil {
 		return nil, err

@@ -37,7 +37,8 @@ func (p *pass) budget() int {
 	return plan.Plan{Matched: len(p.latest)}.FailureBudget(p.sp)
 }
 
-// advance moves a running or rolling-back migration forward.
+// advance moves a running or rolling-back migration forward, and undoes the failed agents of a
+// paused one.
 func (p *pass) advance() {
 	switch p.m.State {
 	case mPending:
@@ -45,6 +46,9 @@ func (p *pass) advance() {
 		p.advanceRunning()
 	case mRunning:
 		p.advanceRunning()
+	case mPaused:
+		// Nothing new starts, but an agent that failed meanwhile is undone at once.
+		p.rollbackFailedAgents()
 	case mRollingBack:
 		p.advanceRollback()
 	}
@@ -56,7 +60,7 @@ func (p *pass) advanceRunning() {
 		reason := fmt.Sprintf("failure budget exceeded: %d agents failed, %d allowed", f, b)
 		switch p.sp.Spec.Rollout.OnFailure {
 		case spec.OnFailureAbort:
-			p.cancelInFlight(reason)
+			p.cancelInFlight(reason, false)
 			p.setMigration(mFailed, reason+"; onFailure: abort")
 		case spec.OnFailureRollback:
 			p.setMigration(mRollingBack, reason+"; onFailure: rollback")
@@ -73,10 +77,21 @@ func (p *pass) advanceRunning() {
 	}
 	next := p.m.CurrentBatch + 1
 	if next >= p.m.Batches {
-		if f := p.failures(); f == 0 {
+		// An agent whose latest attempt neither succeeded nor was needed and did not fail (one
+		// rolled back, whose rollback failed, or never started) is not migrated either.
+		f, other := p.failures(), 0
+		for _, a := range p.latest {
+			if !failedAttempt(a) && a.State != aSucceeded && a.State != aNotNeeded {
+				other++
+			}
+		}
+		switch {
+		case f == 0 && other == 0:
 			p.setMigration(mSucceeded, "every agent succeeded or needed nothing")
-		} else {
+		case other == 0:
 			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget", f, len(p.latest)))
+		default:
+			p.setMigration(mPartiallySucceeded, fmt.Sprintf("%d of %d agents failed, within the failure budget; %d were not migrated (rolled back, rollback failed or never started)", f, len(p.latest), other))
 		}
 		return
 	}
@@ -144,14 +159,26 @@ func (p *pass) requestRollback(a *wire.Assignment) {
 	p.touch(a)
 }
 
-// cancelInFlight supersedes what was never sent and asks agents to stop what runs.
-func (p *pass) cancelInFlight(reason string) {
+// cancelInFlight supersedes what was never sent and asks agents to stop what they apply, and
+// with rollbacks what they roll back too (an operator's abort stops every running step; an
+// agent stopped mid-rollback ends rollback_failed, which a later rollback resumes).
+func (p *pass) cancelInFlight(reason string, rollbacks bool) {
 	for _, id := range p.order {
 		a := p.latest[id]
 		switch {
 		case a.State == aPending && a.DispatchedAt.IsZero():
 			a.Error = reason
 			p.setAssignment(a, aSuperseded)
+		case rollbacks && !assignmentSettled(a.State) && a.Action == wire.ActionRollback:
+			// As at a rollback's deadline: rollback_failed, whatever the agent reports of the
+			// cancel (it may not have begun the rollback), and a later rollback resumes it.
+			if a.State != aRollingBack {
+				p.setAssignment(a, aRollingBack)
+			}
+			if p.setAssignment(a, aRollbackFailed) {
+				a.Error = "rollback stopped: " + reason
+				a.Action, a.Generation = wire.ActionCancel, a.Generation+1
+			}
 		case !assignmentSettled(a.State) && a.Action == wire.ActionApply:
 			a.Action, a.Generation = wire.ActionCancel, a.Generation+1
 			p.touch(a)
