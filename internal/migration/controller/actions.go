@@ -250,6 +250,13 @@ func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment,
 	default:
 		return nil, "", fault.Invalid("action", "unknown action %q", act)
 	}
+	if act == wire.MigrationResume || act == wire.MigrationRetry {
+		note, err := c.restartDeadline(m, act)
+		if err != nil {
+			return nil, "", err
+		}
+		msg += note
+	}
 	if to != "" && to != from {
 		if err := state.CheckMigration(state.MigrationState(from), state.MigrationState(to)); err != nil {
 			return nil, "", fmt.Errorf("cannot %s migration %s: %w", act, m.Name, err)
@@ -264,6 +271,33 @@ func (c *Controller) apply(from string, m *wire.Migration, as []wire.Assignment,
 		return nil, "", fmt.Errorf("migration %s is already %s: %w", m.Name, from, fault.ErrConflict)
 	}
 	return changed, msg, nil
+}
+
+// restartDeadline gives a migration resumed or retried past its deadline a whole new one: under
+// the active policy the time counted starts again from zero (otherwise the next pass would stop
+// it again at once, for time it was already judged on, and the operator could only roll it back
+// or abort it). Under the wall policy the deadline counts from the migration's creation and
+// cannot start again, so the action is refused, saying so. It returns what to add to the
+// action's message.
+func (c *Controller) restartDeadline(m *wire.Migration, act wire.MigrationAction) (string, error) {
+	sp, err := c.parsedSpec(*m)
+	if err != nil {
+		return "", nil // the pass fails it, saying why
+	}
+	limit := sp.Spec.Timeouts.Migration
+	if sp.Spec.DeadlinePolicy == spec.DeadlineWall {
+		if used := c.cfg.Clock.Now().Sub(m.CreatedAt); used > limit {
+			return "", fmt.Errorf("migration %s is past its deadline of %s (wall time since it was created, %s ago): it would stop again at once; roll it back or abort it: %w",
+				m.Name, limit, used.Round(time.Second), fault.ErrConflict)
+		}
+		return "", nil
+	}
+	used := time.Duration(m.ActiveMS) * time.Millisecond
+	if used <= limit {
+		return "", nil
+	}
+	m.ActiveMS = 0
+	return fmt.Sprintf("; its deadline of %s had passed (%s counted) and starts again", limit, used.Round(time.Second)), nil
 }
 
 // Delete deletes a migration that has ended, with its assignments, and records it as an
