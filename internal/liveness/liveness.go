@@ -478,7 +478,16 @@ func (c *Controller) storeNow(ctx context.Context) (time.Time, error) {
 // markAllUnknown records that the hub cannot judge the agents it last saw online. An agent
 // already offline stays offline: the hub learns nothing new of it while it is blind, and
 // marking it unknown would only make it "go offline" again once the hub sees.
+//
+// A run that has not judged yet (a hub that starts, or a replica that takes the lead, while the
+// bus is away) reads the agents first: what SQL says was online is not known now either.
 func (c *Controller) markAllUnknown(ctx context.Context) {
+	if err := c.load(ctx); err != nil {
+		if !errors.Is(err, context.Canceled) {
+			c.log.Warn("liveness: list agents", "err", err)
+		}
+		return
+	}
 	var updates []store.Liveness
 	for id, r := range c.index {
 		if r.status == wire.StatusOnline {
