@@ -144,7 +144,8 @@ type Liveness struct {
 	// Grace is how long after its last heartbeat (in store time) an agent is still online.
 	Grace Duration `yaml:"grace" flag:"liveness-grace" usage:"time after the last heartbeat (store time) before an agent is offline"`
 	// Settle is how long after a hub start or a NATS outage the migration controller waits for
-	// agents to reconnect and report before it starts new work or judges their deadlines.
+	// agents to reconnect and report before it starts new work or judges their deadlines, and
+	// liveness before it judges offline an agent not heard from since.
 	Settle Duration `yaml:"settle" flag:"settle" usage:"after a start or a NATS outage, how long agents get to reconnect and report before deadlines are judged"`
 	// LastSeenEvery bounds how often an agent that keeps heartbeating has its last-seen time
 	// written to the database (changes of status are written at once).

@@ -220,7 +220,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 	leaderStore := fencedStore{Store: h.store, check: h.leader.check}
 	h.live = liveness.New(liveness.Config{KV: h.buckets.Heartbeats, Store: h.store, Logger: h.log.With("component", "liveness"),
 		Interval: h.cfg.Liveness.HeartbeatInterval.D(), Grace: h.cfg.Liveness.Grace.D(), LastSeenEvery: h.cfg.Liveness.LastSeenEvery.D(),
-		OnExit: h.workerExited, Registry: h.registry,
+		Settle: h.cfg.Liveness.Settle.D(), OnExit: h.workerExited, Registry: h.registry,
 		Publish: h.publishEvent, HubID: h.id,
 		// The migration controller (created below; both run while this replica leads) keeps
 		// its reachability index from the changes liveness stores.

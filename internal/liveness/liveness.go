@@ -14,6 +14,13 @@
 // leader does not announce again what was announced, and the first tick waits for the bucket's
 // stored heartbeats so that a restart does not see every agent silent.
 //
+// Whenever the hub begins to see the bucket — a run's first tick, or the first after ticks that
+// could not read the store clock — the agents it has not heard from since may have been cut off
+// with it (the embedded bus stops with the hub; an outage of the bus cuts off everyone) and be
+// reconnecting with their back-off. For the settle time (Config.Settle) such an agent keeps its
+// stored status rather than being judged offline: a hub back after an outage does not announce
+// the whole fleet offline and then online again.
+//
 // What is written is bounded by change, not by fleet size. A run reads every agent from SQL once,
 // at its first tick, into an index it keeps up to date with what it writes; ticks judge that index
 // and do not list the agents again (an agent enrolled since is read when its first heartbeat
@@ -65,6 +72,10 @@ type Config struct {
 	OnExit func(worker.Exit)
 	// Registry receives the worker metrics; nil: not exported.
 	Registry prometheus.Registerer
+	// Settle is how long after the hub begins to see the bucket (a run's start, the bus back)
+	// an agent not heard from since keeps its stored status instead of going offline: longer
+	// than an agent's reconnect back-off. ≤ 0: Grace.
+	Settle time.Duration
 	// LastSeenEvery is how far an agent's stored last-seen time may fall behind its latest
 	// heartbeat before it is written again: at most one last-seen write per agent per
 	// LastSeenEvery. Changes of status are written at once regardless. ≤ 0: DefaultLastSeenEvery.
@@ -85,6 +96,7 @@ type Controller struct {
 	log      *slog.Logger
 	grace    time.Duration
 	interval time.Duration
+	settle   time.Duration
 	hubID    string
 	now      func(ctx context.Context) (time.Time, error)
 	events   *hubevent.Sender
@@ -105,6 +117,9 @@ type Controller struct {
 	missing map[string]time.Time
 
 	lastOK time.Time // local monotonic time of the last successful tick (set by begin, then the run's)
+	// sight is the store time of the first tick that read the store clock since the run began or
+	// since the last tick that could not; zero until then. The run's goroutine only.
+	sight time.Time
 
 	life *worker.Lifecycle
 }
@@ -146,12 +161,15 @@ func New(cfg Config) *Controller {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Controller{kv: cfg.KV, store: cfg.Store, log: cfg.Logger, interval: cfg.Interval, grace: cfg.Grace, hubID: cfg.HubID,
+	c := &Controller{kv: cfg.KV, store: cfg.Store, log: cfg.Logger, interval: cfg.Interval, grace: cfg.Grace, settle: cfg.Settle, hubID: cfg.HubID,
 		now: cfg.Now, events: hubevent.New(cfg.Publish, cfg.Logger),
 		beats: map[string]beat{}, synced: make(chan struct{}), lastSeenEvery: cfg.LastSeenEvery, onStatus: cfg.OnStatus,
 		life: worker.New(worker.Config{Name: "liveness", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 	if c.now == nil {
 		c.now = c.storeNow
+	}
+	if c.settle <= 0 {
+		c.settle = c.grace
 	}
 	if c.lastSeenEvery <= 0 {
 		c.lastSeenEvery = DefaultLastSeenEvery
@@ -176,6 +194,7 @@ func (c *Controller) begin(context.Context) error {
 	c.synced = make(chan struct{})
 	c.mu.Unlock()
 	c.lastOK = time.Now()
+	c.sight = time.Time{}
 	return nil
 }
 
@@ -262,12 +281,16 @@ func (c *Controller) tick(ctx context.Context) {
 	now, err := c.now(ctx)
 	if err != nil {
 		c.log.Warn("liveness: cannot read the store clock", "err", err)
+		c.sight = time.Time{}
 		if time.Since(c.lastOK) > c.grace {
 			c.markAllUnknown(ctx)
 		}
 		return
 	}
 	c.lastOK = time.Now()
+	if c.sight.IsZero() || now.Before(c.sight) {
+		c.sight = now
+	}
 	if err := c.load(ctx); err != nil {
 		c.log.Warn("liveness: list agents", "err", err)
 		return
@@ -298,6 +321,10 @@ func (c *Controller) tick(ctx context.Context) {
 			if now.Sub(at) <= c.grace {
 				status = wire.StatusOnline
 			}
+		}
+		if status == wire.StatusOffline && at.Before(c.sight) && now.Sub(c.sight) <= c.settle {
+			// Not heard from since the hub began to see: it may be reconnecting still.
+			status = r.status
 		}
 		// A row carries the status as judged and the heartbeat's version and system description
 		// (free disk changes with every heartbeat): the store sets the status column only where
