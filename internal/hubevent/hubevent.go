@@ -6,7 +6,8 @@
 // events rather than losing them, and an event the broker stored although its answer was lost
 // is stored once (the stream de-duplicates by message id for a while, and the event store has a
 // unique index on the id for good). What is kept lives in memory, bounded: a hub that stops
-// with events unsent loses those, and the sender logs how many it dropped at its bound.
+// with events unsent loses those, and the sender logs how many it dropped at its bound and
+// counts them in godwit_hub_events_dropped_total{component} (Dropped), which an alert watches.
 package hubevent
 
 import (
@@ -14,6 +15,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"godwit.dev/godwit/internal/collector"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -26,6 +29,8 @@ type Sender struct {
 	publish func(context.Context, wire.Event) error
 	log     *slog.Logger
 	max     int
+
+	counted prometheus.Counter // nil: not exported
 
 	mu      sync.Mutex
 	unsent  []wire.Event
@@ -42,6 +47,25 @@ func New(publish func(context.Context, wire.Event) error, log *slog.Logger) *Sen
 	return &Sender{publish: publish, log: log, max: DefaultMax}
 }
 
+// Dropped returns godwit_hub_events_dropped_total, registered with reg (nil: not exported): the
+// hub's own events dropped at a sender's bound, by component.
+func Dropped(reg prometheus.Registerer) *prometheus.CounterVec {
+	return collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "godwit_hub_events_dropped_total",
+		Help: "The hub's own events dropped because too many could not be sent (the bus away for long).",
+	}, []string{"component"}))
+}
+
+// CountedIn makes s count the events it drops in Dropped(reg) under component (the series
+// exists at 0 from now on, so an alert on its increase sees it), and returns s. A nil reg
+// changes nothing.
+func (s *Sender) CountedIn(reg prometheus.Registerer, component string) *Sender {
+	if reg != nil {
+		s.counted = Dropped(reg).WithLabelValues(component)
+	}
+	return s
+}
+
 // Send sends e after every event kept from before it, or keeps it if that is not possible now.
 func (s *Sender) Send(ctx context.Context, e wire.Event) {
 	if s.publish == nil {
@@ -53,6 +77,9 @@ func (s *Sender) Send(ctx context.Context, e wire.Event) {
 	if over := len(s.unsent) - s.max; over > 0 {
 		s.unsent = s.unsent[over:]
 		s.dropped += over
+		if s.counted != nil {
+			s.counted.Add(float64(over))
+		}
 		s.log.Error("hub events dropped: too many could not be sent", "dropped", over, "dropped_total", s.dropped, "kept", s.max)
 	}
 	s.flushLocked(ctx)

@@ -3,6 +3,8 @@ package hubevent
 import (
 	"context"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"sync"
 	"testing"
 
@@ -66,13 +68,19 @@ func TestKeptUntilTheBrokerIsBack(t *testing.T) {
 // The sender keeps at most its bound, dropping the oldest.
 func TestBounded(t *testing.T) {
 	b := &broker{down: true}
-	s := New(b.publish, nil)
+	reg := prometheus.NewRegistry()
+	s := New(b.publish, nil).CountedIn(reg, "liveness")
 	s.max = 3
 	for _, m := range []string{"1", "2", "3", "4", "5"} {
 		s.Send(context.Background(), ev(m))
 	}
 	if s.Pending() != 3 || s.dropped != 2 {
 		t.Fatalf("pending %d, dropped %d; want 3 and 2", s.Pending(), s.dropped)
+	}
+	// What was dropped is counted where an alert can see it.
+	var m dto.Metric
+	if err := Dropped(reg).WithLabelValues("liveness").Write(&m); err != nil || m.GetCounter().GetValue() != 2 {
+		t.Fatalf("godwit_hub_events_dropped_total{component=liveness} = %v (%v), want 2", m.GetCounter().GetValue(), err)
 	}
 	b.down = false
 	s.Flush(context.Background())

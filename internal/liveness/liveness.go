@@ -162,7 +162,7 @@ func New(cfg Config) *Controller {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Controller{kv: cfg.KV, store: cfg.Store, log: cfg.Logger, interval: cfg.Interval, grace: cfg.Grace, settle: cfg.Settle, hubID: cfg.HubID,
-		now: cfg.Now, events: hubevent.New(cfg.Publish, cfg.Logger),
+		now: cfg.Now, events: hubevent.New(cfg.Publish, cfg.Logger).CountedIn(cfg.Registry, "liveness"),
 		beats: map[string]beat{}, synced: make(chan struct{}), lastSeenEvery: cfg.LastSeenEvery, onStatus: cfg.OnStatus,
 		life: worker.New(worker.Config{Name: "liveness", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 	if c.now == nil {

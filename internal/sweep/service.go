@@ -122,7 +122,7 @@ func New(cfg Config) *Service {
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, metrics: newMetrics(cfg.Registry),
 		results: map[string]wire.SweepResults{}, written: map[string]string{}, specs: map[string]*Spec{}, progress: map[string]time.Time{},
-		synced: make(chan struct{}), events: hubevent.New(cfg.Publish, cfg.Logger),
+		synced: make(chan struct{}), events: hubevent.New(cfg.Publish, cfg.Logger).CountedIn(cfg.Registry, "sweeps"),
 		life: worker.New(worker.Config{Name: "sweeps", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
 

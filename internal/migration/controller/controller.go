@@ -186,7 +186,7 @@ func New(cfg Config) *Controller {
 		unrunnable: map[string]bool{}, writeErr: map[string]string{}, resend: map[string]bool{}, obsChanged: map[string]bool{}, obsMigrations: map[string]bool{}, idle: map[string]int64{},
 		rows:    map[string]*rows{},
 		unsaved: map[string]*counting{},
-		events:  hubevent.New(cfg.Publish, cfg.Logger),
+		events:  hubevent.New(cfg.Publish, cfg.Logger).CountedIn(cfg.Registry, "migrations"),
 		life:    worker.New(worker.Config{Name: "migrations", Logger: cfg.Logger, OnExit: cfg.OnExit, Registry: cfg.Registry})}
 }
 
