@@ -229,6 +229,11 @@ const auditTimeout = 5 * time.Second
 // counted (godwit_audit_entries_total{result="error"}); the call it records is not undone.
 func (a *Access) Audit(ctx context.Context, e wire.AuditEntry) {
 	e.Time = a.cfg.Now().UTC()
+	// What a client sent (a path, a name taken from it) is kept as text every store accepts:
+	// bytes that are not UTF-8, and NUL, become U+FFFD, so the row is written whatever was sent.
+	for _, f := range []*string{&e.TokenID, &e.Actor, &e.Method, &e.Path, &e.Route, &e.Target, &e.Remote, &e.Via} {
+		*f = strings.ReplaceAll(strings.ToValidUTF8(*f, "\uFFFD"), "\x00", "\uFFFD")
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
 	if err := a.cfg.Store.InsertAudit(ctx, e); err != nil {

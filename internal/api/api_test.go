@@ -65,6 +65,12 @@ func setup(t *testing.T, opts ...func(*Config)) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return setupOn(t, st, opts...)
+}
+
+// setupOn is setup on a store of the test's choosing.
+func setupOn(t *testing.T, st store.Store, opts ...func(*Config)) *bundle {
+	t.Helper()
 	b := &bundle{store: st, admin: credential.New(credential.PrefixAdmin), bus: &fakeBus{}, now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	if _, err := st.InitAdminToken(context.Background(), credential.Hash(b.admin), b.now); err != nil {
 		t.Fatal(err)

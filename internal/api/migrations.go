@@ -108,7 +108,7 @@ func (s *Server) deleteMigration(r *http.Request) (any, error) {
 		return nil, err
 	}
 	name := r.PathValue("name")
-	if err := mc.Delete(r.Context(), name, "admin"); err != nil {
+	if err := mc.Delete(r.Context(), name, principal(r).Actor); err != nil {
 		return nil, err
 	}
 	return map[string]string{"deleted": name}, nil

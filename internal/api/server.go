@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -144,7 +145,12 @@ func (s *Server) route(pattern string, okStatus int, fn HandlerFunc) {
 	s.patterns = append(s.patterns, pattern)
 	need, public := RoleFor(pattern)
 	if public {
-		s.mux.Handle(pattern, s.wrap(pattern, okStatus, fn))
+		s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
+			if err := checkRequestText(r, pattern); err != nil {
+				return nil, err
+			}
+			return fn(r)
+		}))
 		return
 	}
 	s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
@@ -156,8 +162,46 @@ func (s *Server) route(pattern string, okStatus int, fn HandlerFunc) {
 		if !p.Role.Allows(need) {
 			return nil, Forbidden(p, need, "call "+pattern)
 		}
+		if err := checkRequestText(r, pattern); err != nil {
+			return nil, err
+		}
 		return fn(r)
 	}))
+}
+
+// checkRequestText refuses a path segment or query parameter that is not valid UTF-8 or holds
+// a NUL byte, naming it: no store keeps or compares such a string (PostgreSQL refuses it
+// outright), so it names nothing that exists and filters nothing.
+func checkRequestText(r *http.Request, pattern string) error {
+	for _, seg := range strings.Split(pattern, "/") {
+		if name, ok := strings.CutPrefix(seg, "{"); ok {
+			name = strings.TrimSuffix(strings.TrimSuffix(name, "}"), "...")
+			if err := storableText(name, r.PathValue(name)); err != nil {
+				return err
+			}
+		}
+	}
+	for k, vs := range r.URL.Query() {
+		if err := storableText("query", k); err != nil {
+			return err
+		}
+		for _, v := range vs {
+			if err := storableText(k, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func storableText(field, v string) error {
+	switch {
+	case !utf8.ValidString(v):
+		return fault.Invalid(field, "%q is not valid UTF-8", v)
+	case strings.IndexByte(v, 0) >= 0:
+		return fault.Invalid(field, "%q contains a NUL byte", v)
+	}
+	return nil
 }
 
 // call is what the wrapper learns of a request while its handler runs, for the audit log.

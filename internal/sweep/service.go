@@ -587,6 +587,9 @@ func (s *Service) Trigger(ctx context.Context, name string, req wire.SweepTrigge
 	if len(trig.by) > 200 {
 		return wire.SweepRun{}, fault.Invalid("by", "must be at most 200 characters")
 	}
+	if err := wire.CheckText("by", trig.by, 200); err != nil {
+		return wire.SweepRun{}, err
+	}
 	sw, err := s.cfg.Store.GetSweep(ctx, name)
 	if err != nil {
 		return wire.SweepRun{}, err

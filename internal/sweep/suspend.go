@@ -90,7 +90,12 @@ func checkSuspendRequest(req *wire.SweepSuspendRequest) error {
 	if len(req.By) > maxByLen {
 		return fault.Invalid("by", "must be at most %d characters", maxByLen)
 	}
-	return nil
+	// Shown in events, the web UI and the audit record, and stored: no control or bidirectional
+	// formatting characters, no NUL (PostgreSQL cannot store one).
+	if err := wire.CheckText("reason", req.Reason, maxReasonLen); err != nil {
+		return err
+	}
+	return wire.CheckText("by", req.By, maxByLen)
 }
 
 // Suspend suspends a sweep: from now on no scheduled firing of it runs, on any hub replica,

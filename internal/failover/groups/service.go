@@ -156,9 +156,17 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 	return s.publish(ctx, wire.FailoverGroup{Name: name})
 }
 
+// maxPauseReason bounds the reason a group is paused with.
+const maxPauseReason = 1024
+
 // SetPaused sets or clears maintenance mode (no automatic failover while paused) and tells the
 // members. It returns the group as stored.
 func (s *Service) SetPaused(ctx context.Context, name string, paused bool, reason string) (wire.FailoverGroup, error) {
+	// Shown with the group and stored: no control or bidirectional formatting characters, no
+	// NUL (PostgreSQL cannot store one).
+	if err := wire.CheckText("reason", reason, maxPauseReason); err != nil {
+		return wire.FailoverGroup{}, err
+	}
 	for attempt := 1; ; attempt++ {
 		g, err := s.Store.GetFailoverGroup(ctx, name)
 		if err != nil {
