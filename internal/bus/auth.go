@@ -189,7 +189,8 @@ func AgentPermissions(agentID string) *server.Permissions { return AgentPermissi
 // AgentPermissionsIn is AgentPermissions of a member of the failover group whose bucket is
 // groupBucket ("" for none). Beside its own assignment key (read and watch), a member may read
 // the group record, the control key and the members' keys of that bucket, write the record
-// (only by compare-and-set: JetStream checks the expected revision) and its own member key,
+// (by compare-and-set when it sends the expected revision, which only the member itself can
+// make it do) and its own member key,
 // subscribe to the record's subject (the other members' writes of it, as a hint to read it
 // again: GroupKV.Watch), and nothing of any other bucket. It never writes the control key:
 // that is the hub's.
