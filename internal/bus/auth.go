@@ -34,18 +34,25 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	user, password := opts.Username, opts.Password
 
-	if user == HubUser {
-		// The hub's secret never leaves this process, and the hub user is refused on the
+	if user == HubUser || user == systemUser {
+		// The hub's secret never leaves this process, and the hub's users are refused on the
 		// network listener all the same.
 		addr := c.RemoteAddress()
 		if addr == nil || addr.Network() != "pipe" {
-			a.log.Warn("nats: hub user refused on a network connection", "remote", addrString(addr))
+			a.log.Warn("nats: hub user refused on a network connection", "user", user, "remote", addrString(addr))
 			return false
 		}
 		if subtle.ConstantTimeCompare([]byte(password), []byte(a.hubSecret)) != 1 {
 			return false
 		}
-		c.RegisterUser(&server.User{Username: HubUser, Account: (*Server)(a).cur.Load().hub})
+		inst := (*Server)(a).cur.Load()
+		acc := inst.hub
+		if user == systemUser {
+			if acc = inst.ns.SystemAccount(); acc == nil {
+				return false
+			}
+		}
+		c.RegisterUser(&server.User{Username: user, Account: acc})
 		return true
 	}
 
