@@ -34,18 +34,25 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	user, password := opts.Username, opts.Password
 
-	if user == HubUser {
-		// The hub's secret never leaves this process, and the hub user is refused on the
+	if user == HubUser || user == systemUser {
+		// The hub's secret never leaves this process, and the hub's users are refused on the
 		// network listener all the same.
 		addr := c.RemoteAddress()
 		if addr == nil || addr.Network() != "pipe" {
-			a.log.Warn("nats: hub user refused on a network connection", "remote", addrString(addr))
+			a.log.Warn("nats: hub user refused on a network connection", "user", user, "remote", addrString(addr))
 			return false
 		}
 		if subtle.ConstantTimeCompare([]byte(password), []byte(a.hubSecret)) != 1 {
 			return false
 		}
-		c.RegisterUser(&server.User{Username: HubUser, Account: (*Server)(a).cur.Load().hub})
+		inst := (*Server)(a).cur.Load()
+		acc := inst.hub
+		if user == systemUser {
+			if acc = inst.ns.SystemAccount(); acc == nil {
+				return false
+			}
+		}
+		c.RegisterUser(&server.User{Username: user, Account: acc})
 		return true
 	}
 
@@ -189,7 +196,8 @@ func AgentPermissions(agentID string) *server.Permissions { return AgentPermissi
 // AgentPermissionsIn is AgentPermissions of a member of the failover group whose bucket is
 // groupBucket ("" for none). Beside its own assignment key (read and watch), a member may read
 // the group record, the control key and the members' keys of that bucket, write the record
-// (only by compare-and-set: JetStream checks the expected revision) and its own member key,
+// (by compare-and-set when it sends the expected revision, which only the member itself can
+// make it do) and its own member key,
 // subscribe to the record's subject (the other members' writes of it, as a hint to read it
 // again: GroupKV.Watch), and nothing of any other bucket. It never writes the control key:
 // that is the hub's.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -161,5 +162,61 @@ func TestPeerStatusNamesPeersThatDoNotAnswer(t *testing.T) {
 	n, missing := srv.PeerStatus()
 	if n != 0 || len(missing) != 2 || missing[0] != silent[0] || missing[1] != silent[1] {
 		t.Fatalf("PeerStatus = %d, %v; want none connected and both %v missing", n, missing, silent)
+	}
+}
+
+// The hub replicas' embedded servers form one cluster, and an agent may be connected to any of
+// them: revocation, asked of one replica, closes the agent's connections on every server.
+func TestDisconnectAgentReachesEveryRoutedServer(t *testing.T) {
+	t.Parallel()
+	agents := &agentTable{hash: map[string]string{}, revoked: map[string]bool{}}
+	auth := &fakeAuth{AgentCredentialFunc: agents.lookup}
+	routes := []string{freePort(t), freePort(t)}
+	srvs := make([]*Server, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range srvs {
+		wg.Go(func() {
+			srvs[i], errs[i] = StartServer(ServerConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0", Auth: auth,
+				Logger:  slog.New(slog.DiscardHandler),
+				Cluster: &Routes{Listen: routes[i], Peers: []string{"nats://" + routes[1-i]}, User: "route", Password: "secret"}})
+		})
+	}
+	wg.Wait()
+	for i, s := range srvs {
+		if errs[i] != nil {
+			t.Fatalf("server %d: %v", i, errs[i])
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = s.Stop(ctx)
+		})
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if n, _ := srvs[0].PeerStatus(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the servers did not route to each other")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	id, pw := agents.enroll(t)
+	closed := make(chan struct{})
+	nc, err := ConnectAgent([]string{srvs[1].ClientURL()}, id, pw, nats.NoReconnect(),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	agents.revoke(id)
+	if n := srvs[0].DisconnectAgent(id); n != 1 {
+		t.Errorf("DisconnectAgent through the other server closed %d connections, want 1", n)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked agent's connection to the other server is still open")
 	}
 }

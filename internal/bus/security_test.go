@@ -43,6 +43,7 @@ func TestConnectionRefused(t *testing.T) {
 		{"unknown agent", newAgentID(t), password},
 		{"revoked agent", revokedID, revokedPW},
 		{"hub user over the network", HubUser, bd.srv.hubSecret},
+		{"system user over the network", systemUser, bd.srv.hubSecret},
 		{"wildcard user", ">", password},
 		{"upper-case ID", strings.ToUpper(id), password},
 	}

@@ -28,6 +28,9 @@ const (
 	AccountHub    = "GODWIT"
 	AccountAgents = "GODWIT_AGENTS"
 	HubUser       = "hub"
+	// systemUser is the hub's in-process user of the server's system account, which reaches
+	// every server of a routed cluster (DisconnectAgent).
+	systemUser = "godwit-system"
 )
 
 // Defaults for ServerConfig.
@@ -371,11 +374,37 @@ func (s *Server) ConnectHub(name string, opts ...nats.Option) (*nats.Conn, error
 
 // DisconnectAgent closes every live connection of the agent and returns how many it closed. Call
 // it after the revocation is committed to the store: a reconnect is then refused, since every
-// connection attempt looks the credential up afresh.
+// connection attempt looks the credential up afresh. With routes (Cluster), the agent may be
+// connected to another replica's server: the connections are found and closed on every server
+// through the system account.
 func (s *Server) DisconnectAgent(agentID string) int {
 	if !ValidAgentID(agentID) {
 		return 0
 	}
+	if s.cfg.Cluster != nil {
+		n, err := s.disconnectEverywhere(agentID)
+		if err == nil {
+			return n
+		}
+		s.log.Warn("nats: closing the agent's connections on the cluster's servers failed; closing them on this one", "agent_id", agentID, "err", err)
+	}
+	return s.disconnectLocal(agentID)
+}
+
+// disconnectEverywhere is DisconnectAgent on every server of the cluster (SystemClient).
+func (s *Server) disconnectEverywhere(agentID string) (int, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(inProcess{s}), nats.UserInfo(systemUser, s.hubSecret),
+		nats.Name("godwit-hub-system"), nats.MaxReconnects(0))
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	return NewSystemClient(nc).DisconnectAgent(ctx, agentID)
+}
+
+func (s *Server) disconnectLocal(agentID string) int {
 	var ids []uint64
 	for offset := 0; ; {
 		cz, err := s.cur.Load().ns.Connz(&server.ConnzOptions{

@@ -244,7 +244,7 @@ func (h *Hub) Start(ctx context.Context) (err error) {
 		Leader: termLeadership{l: h.leader, name: sweep.LeadershipName}, Logger: h.log.With("component", "sweeps"),
 		Publish: h.publishEvent, HubID: h.id, Registry: h.registry, NudgeMigrations: h.migrate.Nudge, OnExit: h.workerExited})
 	h.failover = &groups.Service{Store: h.store, Publisher: &groups.Bus{Store: h.store, JS: h.js, Assignments: h.buckets.Failover,
-		Replicas: h.cfg.NATS.Replicas}}
+		Replicas: h.cfg.NATS.Replicas, Disconnect: h.disconnectAgent}}
 	// Members learn their groups from the bus: a hub that starts publishes them all again.
 	if err := h.failover.Publisher.Publish(ctx, wire.FailoverGroup{}); err != nil {
 		h.log.Warn("failover groups could not be published to their members yet (apply again to retry)", "err", err)
@@ -823,13 +823,19 @@ func (b busAdapter) DisconnectAgent(ctx context.Context, id string) (int, error)
 	if b.h.migrate != nil {
 		b.h.migrate.AgentRevoked(id)
 	}
-	if b.h.server != nil {
-		return b.h.server.DisconnectAgent(id), nil
+	return b.h.disconnectAgent(ctx, id)
+}
+
+// disconnectAgent closes the agent's live NATS connections: on the embedded server directly, on
+// an external cluster through its system account.
+func (h *Hub) disconnectAgent(ctx context.Context, id string) (int, error) {
+	if h.server != nil {
+		return h.server.DisconnectAgent(id), nil
 	}
-	if b.h.system == nil {
+	if h.system == nil {
 		return 0, errors.New("no system-account connection to the NATS cluster")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return b.h.system.DisconnectAgent(ctx, id)
+	return h.system.DisconnectAgent(ctx, id)
 }

@@ -23,11 +23,18 @@ const Namespace = "godwit"
 // its control key (pause), and every member agent's key in the assignment bucket names its
 // group and carries its spec. Publish is a full reconciliation from the store: an agent no
 // longer in any group loses its key, so a member of a deleted group stops.
+//
+// An agent's NATS permissions name its group's bucket as the store said when it connected. An
+// agent whose published bucket changes (it left its group, or moved to another) is disconnected
+// before its key changes, so its reconnect is authorized afresh: the old bucket is not left to
+// an agent that does not reconnect by itself.
 type Bus struct {
 	Store       store.Store
 	JS          jetstream.JetStream
 	Assignments jetstream.KeyValue // bus.Buckets.Failover
 	Replicas    int
+	// Disconnect closes an agent's live NATS connections (the hub's bus); nil closes none.
+	Disconnect func(ctx context.Context, agentID string) (int, error)
 }
 
 var _ Publisher = (*Bus)(nil)
@@ -48,6 +55,9 @@ func (b *Bus) Publish(ctx context.Context, g wire.FailoverGroup) error {
 		if err != nil {
 			return fmt.Errorf("failover group %s: bucket %s: %w", grp.Name, bucket, err)
 		}
+		if err := refuseRollups(ctx, b.JS, bucket); err != nil {
+			return fmt.Errorf("failover group %s: bucket %s: %w", grp.Name, bucket, err)
+		}
 		if err := writeControl(ctx, kv, grp.Paused); err != nil {
 			return fmt.Errorf("failover group %s: control key: %w", grp.Name, err)
 		}
@@ -60,8 +70,16 @@ func (b *Bus) Publish(ctx context.Context, g wire.FailoverGroup) error {
 		}
 	}
 	for a, v := range want {
-		if e, err := b.Assignments.Get(ctx, a); err == nil && bytes.Equal(e.Value(), v) {
+		e, err := b.Assignments.Get(ctx, a)
+		switch {
+		case err == nil && bytes.Equal(e.Value(), v):
 			continue
+		case err == nil:
+			if err := b.leave(ctx, a, e.Value(), v); err != nil {
+				return err
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("failover assignment of agent %s: %w", a, err)
 		}
 		if _, err := b.Assignments.Put(ctx, a, v); err != nil {
 			return fmt.Errorf("failover assignment of agent %s: %w", a, err)
@@ -76,12 +94,58 @@ func (b *Bus) Publish(ctx context.Context, g wire.FailoverGroup) error {
 	}
 	for k := range keys.Keys() {
 		if _, ok := want[k]; !ok {
+			e, err := b.Assignments.Get(ctx, k)
+			if err == nil {
+				err = b.leave(ctx, k, e.Value(), nil)
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+				return err
+			}
 			if err := b.Assignments.Delete(ctx, k); err != nil {
 				return fmt.Errorf("failover assignment of agent %s: %w", k, err)
 			}
 		}
 	}
 	return nil
+}
+
+// leave disconnects agent when its published assignment moves it off a group bucket (old names
+// a bucket that next, nil or another group's, does not), so that it reconnects without it.
+func (b *Bus) leave(ctx context.Context, agent string, old, next []byte) error {
+	var was, will wire.FailoverAssignment
+	if json.Unmarshal(old, &was) != nil {
+		was.Bucket = "?" // unreadable: assume it named a bucket
+	}
+	if next != nil {
+		if err := json.Unmarshal(next, &will); err != nil {
+			return err
+		}
+	}
+	if was.Bucket == "" || was.Bucket == will.Bucket || b.Disconnect == nil {
+		return nil
+	}
+	if _, err := b.Disconnect(ctx, agent); err != nil {
+		return fmt.Errorf("failover assignment of agent %s: it leaves bucket %s, and its connections could not be closed: %w", agent, was.Bucket, err)
+	}
+	return nil
+}
+
+// refuseRollups makes the group bucket's stream refuse rollup headers. Members publish into it
+// (the record, their own key), and a "Nats-Rollup: all" header on such a publish would otherwise
+// erase every key of the bucket: the hub's control key and the other members' keys. Nothing
+// purges a group key (a purge is a rollup); deletes still work.
+func refuseRollups(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	st, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // writeControl sets the control key's pause, keeping a pending switchover request.
