@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,7 +76,6 @@ func startHACluster(t *testing.T, lease []string) *haCluster {
 	t.Helper()
 	c := &haCluster{lease: lease, dsn: pgtest.DSN(t), root: t.TempDir(), hubs: make([]*hubProc, 3)}
 	for i := range 3 {
-		c.natsAddr = append(c.natsAddr, freeAddr(t))
 		c.routeAddr = append(c.routeAddr, routeListenAddr(t, i))
 	}
 	for i := range 3 {
@@ -83,6 +83,14 @@ func startHACluster(t *testing.T, lease []string) *haCluster {
 			if i != j {
 				c.links[i][j] = startLinkProxy(t, c.routeAddr[j])
 			}
+		}
+	}
+	// Only now, with the proxies listening: a port freeAddr found free and let go may be handed
+	// to the next listener on 127.0.0.1, and a proxy that took a replica's client port kept that
+	// replica from starting ("address already in use").
+	for len(c.natsAddr) < 3 {
+		if a := freeAddr(t); !slices.Contains(c.natsAddr, a) {
+			c.natsAddr = append(c.natsAddr, a)
 		}
 	}
 	// Together: each waits for a quorum of the JetStream cluster before it serves.
