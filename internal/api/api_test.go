@@ -17,6 +17,8 @@ import (
 	"godwit.dev/godwit/internal/credential"
 	"godwit.dev/godwit/internal/logging"
 	"godwit.dev/godwit/internal/store"
+	"godwit.dev/godwit/internal/store/pgtest"
+	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/store/sqlite"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -85,6 +87,24 @@ func setupOn(t *testing.T, st store.Store, opts ...func(*Config)) *bundle {
 	b.srv = httptest.NewServer(LoadOpenAPI(t).CheckedHandler(t, b.api, nil))
 	t.Cleanup(b.srv.Close)
 	return b
+}
+
+// onBothEngines runs check on a bundle over SQLite and one over the local PostgreSQL (pgtest),
+// as parallel subtests.
+func onBothEngines(t *testing.T, check func(*testing.T, *bundle)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		check(t, setup(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		st, err := postgres.Open(context.Background(), pgtest.DSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		check(t, setupOn(t, st))
+	})
 }
 
 // call sends a request and returns status and decoded body (into out, if not nil).

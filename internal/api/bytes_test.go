@@ -1,14 +1,11 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 
 	"godwit.dev/godwit/internal/store"
-	"godwit.dev/godwit/internal/store/pgtest"
-	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/wire"
 )
 
@@ -17,19 +14,7 @@ import (
 // write that carries one is still in the audit log (its row could not be stored before).
 func TestBytesNoStoreKeepsAre400AndAudited(t *testing.T) {
 	t.Parallel()
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		checkBytesNoStoreKeeps(t, setup(t))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		t.Parallel()
-		st, err := postgres.Open(context.Background(), pgtest.DSN(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		checkBytesNoStoreKeeps(t, setupOn(t, st))
-	})
+	onBothEngines(t, checkBytesNoStoreKeeps)
 }
 
 func checkBytesNoStoreKeeps(t *testing.T, b *bundle) {

@@ -13,8 +13,6 @@ import (
 	"godwit.dev/godwit/internal/failover/groups"
 	"godwit.dev/godwit/internal/logging"
 	"godwit.dev/godwit/internal/store"
-	"godwit.dev/godwit/internal/store/pgtest"
-	"godwit.dev/godwit/internal/store/postgres"
 	"godwit.dev/godwit/internal/sweep"
 	"godwit.dev/godwit/internal/wire"
 )
@@ -25,19 +23,7 @@ import (
 // 400 naming the field, and nothing is changed.
 func TestActionTextIsChecked(t *testing.T) {
 	t.Parallel()
-	t.Run("sqlite", func(t *testing.T) {
-		t.Parallel()
-		checkActionText(t, setup(t))
-	})
-	t.Run("postgres", func(t *testing.T) {
-		t.Parallel()
-		st, err := postgres.Open(context.Background(), pgtest.DSN(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		checkActionText(t, setupOn(t, st))
-	})
+	onBothEngines(t, checkActionText)
 }
 
 func checkActionText(t *testing.T, b *bundle) {

@@ -343,9 +343,7 @@ func TestRetryFailedMakesNewLinkedAttempt(t *testing.T) {
 	if m := b.migration(t, "m1"); m.State != mPartiallySucceeded {
 		t.Fatalf("state %s, want partially_succeeded", m.State)
 	}
-	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRetry, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRetry)
 	b.pass(t)
 	a1 := b.latest(t, "m1")["agent-1"]
 	if a1.Attempt != 2 || a1.PreviousAttempt != 1 || a1.State != aPending {
@@ -376,9 +374,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 	b.report(t, 2, "m1", aSucceeded, "")
 	b.report(t, 3, "m1", aNotNeeded, "")
 	b.pass(t)
-	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	for _, n := range []int{1, 2} {
 		d := b.desired(t, n)
@@ -397,9 +393,7 @@ func TestRollbackAfterSuccess(t *testing.T) {
 		t.Fatalf("after a failed rollback: %s %q", m.State, m.Reason)
 	}
 	// Rollback can always resume: a new request goes only to the agent whose rollback failed.
-	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	if d := b.desired(t, 2); len(d.Assignments) != 1 || d.Assignments[0].Generation != 3 || d.Assignments[0].Action != wire.ActionRollback {
 		t.Fatalf("resumed rollback desired: %+v", d)
@@ -429,9 +423,7 @@ func TestManualApproval(t *testing.T) {
 	if got := dispatched(b.latest(t, "m1")); len(got) != 2 {
 		t.Fatalf("dispatched without approval: %v", got)
 	}
-	if _, err := b.c.Act(context.Background(), "m1", wire.MigrationApprove, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationApprove)
 	b.pass(t)
 	if got := dispatched(b.latest(t, "m1")); len(got) != 4 {
 		t.Fatalf("after approval dispatched %v", got)
@@ -787,10 +779,7 @@ func TestRollbackRequestedHoursLater(t *testing.T) {
 		t.Fatalf("after the failure: %s", m.State)
 	}
 	b.clock.Add(5 * time.Hour) // the operator comes back hours later
-	ctx := context.Background()
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	b.clock.Add(30 * time.Minute)
 	b.pass(t)
@@ -812,9 +801,7 @@ func TestRollbackRequestedHoursLater(t *testing.T) {
 	}
 	// …and it resumes, with a fresh timer again.
 	b.clock.Add(3 * time.Hour)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	b.clock.Add(10 * time.Minute)
 	b.pass(t)
@@ -840,10 +827,7 @@ func TestRollbackOfAnAgentStillApplyingHasADeadline(t *testing.T) {
 	b.pass(t)
 	b.report(t, 1, "m1", aApplying, "")
 	b.pass(t)
-	ctx := context.Background()
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	a := b.latest(t, "m1")["agent-1"]
 	if a.State != aApplying || a.Action != wire.ActionRollback {
@@ -928,9 +912,7 @@ func TestCheckGivesANewAttemptTimeBeforeCallingTheOldOneOrphan(t *testing.T) {
 	b.pass(t)
 	b.report(t, 1, "m1", aFailed, "boom")
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRetry)
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.Attempt != 2 {
 		t.Fatalf("after the retry: %+v", a)
@@ -967,9 +949,7 @@ func TestCheckKeepsAnOrphanWhileTheNewerAttemptChanges(t *testing.T) {
 	b.pass(t)
 	b.report(t, 1, "m1", aFailed, "boom")
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRetry)
 	b.pass(t)
 	// The agent is stuck in a step of attempt 1 and does not take attempt 2.
 	b.c.ObserveForTest(wire.ObservedState{AgentID: b.agents[0].ID, Assignments: []wire.ObservedAssignment{
@@ -989,9 +969,7 @@ func TestCheckKeepsAnOrphanWhileTheNewerAttemptChanges(t *testing.T) {
 	}
 	b.clock.Add(time.Minute)
 	orphan("a minute after the retry")
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationAbort)
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-1"]; a.Attempt != 2 || a.Action != wire.ActionCancel || !a.UpdatedAt.Equal(b.clock.Now()) {
 		t.Fatalf("attempt 2 after the abort: %+v; want it just changed to a cancel", a)

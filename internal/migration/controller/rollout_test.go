@@ -14,7 +14,6 @@ import (
 func TestRetryAfterAbortByBudgetRollsOutTheRest(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
-	ctx := context.Background()
 	b.apply(t, "m1", "    batchSize: 1\n    maxFailures: 0\n    onFailure: abort\n    onAgentFailure: leave")
 	b.pass(t)
 	b.report(t, 1, "m1", aFailed, "boom")
@@ -25,9 +24,7 @@ func TestRetryAfterAbortByBudgetRollsOutTheRest(t *testing.T) {
 	if a := b.latest(t, "m1")["agent-2"]; a.State != aSuperseded {
 		t.Fatalf("agent-2 after the abort: %s; want superseded", a.State)
 	}
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRetry)
 	b.pass(t)
 	b.report(t, 1, "m1", aSucceeded, "")
 	b.pass(t)
@@ -52,7 +49,6 @@ func TestRetryAfterAbortByBudgetRollsOutTheRest(t *testing.T) {
 func TestRetryAfterAFailedRollbackDoesNotClaimSuccess(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 2)
-	ctx := context.Background()
 	b.apply(t, "m1", "    batchSize: 100%\n    maxFailures: 0\n    onFailure: rollback")
 	b.pass(t)
 	b.report(t, 1, "m1", aSucceeded, "")
@@ -67,9 +63,7 @@ func TestRetryAfterAFailedRollbackDoesNotClaimSuccess(t *testing.T) {
 	if m := b.migration(t, "m1"); m.State != mFailed {
 		t.Fatalf("after the failed rollback: %s %q; want failed", m.State, m.Reason)
 	}
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRetry, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRetry)
 	b.pass(t)
 	b.report(t, 2, "m1", aSucceeded, "")
 	b.pass(t)
@@ -85,20 +79,15 @@ func TestRetryAfterAFailedRollbackDoesNotClaimSuccess(t *testing.T) {
 func TestAbortDuringRollbackStopsTheRollback(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
-	ctx := context.Background()
 	b.apply(t, "m1", "    batchSize: 100%")
 	b.pass(t)
 	b.report(t, 1, "m1", aSucceeded, "")
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	b.report(t, 1, "m1", aRollingBack, "")
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationAbort)
 	b.pass(t)
 	d := b.desired(t, 1)
 	if len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionCancel {
@@ -113,9 +102,7 @@ func TestAbortDuringRollbackStopsTheRollback(t *testing.T) {
 		t.Fatalf("migration %s %q; want cancelled", m.State, m.Reason)
 	}
 	// The rollback resumes where the abort stopped it.
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
 	if d := b.desired(t, 1); len(d.Assignments) != 1 || d.Assignments[0].Action != wire.ActionRollback {
 		t.Fatalf("agent-1's desired state after rollback again: %+v", d.Assignments)
@@ -138,13 +125,9 @@ func TestAbortBeforeTheAgentBeganItsRollback(t *testing.T) {
 	b.pass(t)
 	b.report(t, 1, "m1", aSucceeded, "")
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationRollback, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationRollback)
 	b.pass(t)
-	if _, err := b.c.Act(ctx, "m1", wire.MigrationAbort, "admin"); err != nil {
-		t.Fatal(err)
-	}
+	b.act(t, "m1", wire.MigrationAbort)
 	b.pass(t)
 	b.report(t, 1, "m1", aSucceeded, "")
 	b.pass(t)
@@ -173,5 +156,13 @@ func TestAgentFailingWhilePausedIsRolledBack(t *testing.T) {
 	b.pass(t)
 	if a := b.latest(t, "m1")["agent-2"]; a.State != aRollingBack || a.Action != wire.ActionRollback {
 		t.Fatalf("agent-2 failed while paused: %s, action %s; want it rolled back", a.State, a.Action)
+	}
+}
+
+// act performs an operator action as admin, failing the test if it is refused.
+func (b *bundle) act(t *testing.T, name string, action wire.MigrationAction) {
+	t.Helper()
+	if _, err := b.c.Act(context.Background(), name, action, "admin"); err != nil {
+		t.Fatal(err)
 	}
 }
