@@ -55,7 +55,8 @@ func Dialect() sqlstore.Dialect {
 	}
 }
 
-// IsTransient reports connection failures and serialization/deadlock/admin-shutdown errors.
+// IsTransient reports connection failures, serialization/deadlock/admin-shutdown errors and a
+// database in read-only mode.
 // A connection the server closed without a word (it crashed, or a pooler or proxy in front of
 // it restarted) is one too: pgx reports the end of stream it read (io.EOF,
 // io.ErrUnexpectedEOF), and then that the connection is closed (pgconn.ErrConnClosed), and
@@ -67,7 +68,9 @@ func IsTransient(err error) bool {
 		case "08", "40", "57", "53": // connection, transaction rollback, operator intervention, resources
 			return true
 		}
-		return false
+		// A database that takes no writes for now: a standby reached during a failover, or
+		// default_transaction_read_only set for maintenance. Waited for, as one that is down.
+		return pgErr.Code == "25006" // read_only_sql_transaction
 	}
 	var netErr net.Error
 	return errors.As(err, &netErr) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) ||

@@ -1,9 +1,12 @@
 package postgres_test
 
 import (
+	"database/sql"
+	"fmt"
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"godwit.dev/godwit/internal/store"
 	"godwit.dev/godwit/internal/store/pgtest"
 	"godwit.dev/godwit/internal/store/postgres"
@@ -80,5 +83,33 @@ func TestConcurrentOpen(t *testing.T) {
 	}
 	if want-1 != latest {
 		t.Fatalf("godwit_schema_migrations holds versions 1..%d, want 1..%d", want-1, latest)
+	}
+}
+
+// A database that takes no writes for now (a standby the connection reached during a failover,
+// default_transaction_read_only set for maintenance) is waited for, as one that is down: the
+// ingest keeps the events in the stream instead of dead-lettering them after a few deliveries.
+func TestReadOnlyDatabaseIsTransient(t *testing.T) {
+	t.Parallel()
+	db, err := sql.Open("pgx", pgtest.DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(t.Context(), &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.ExecContext(t.Context(), `CREATE TABLE read_only_probe (i int)`)
+	if err == nil {
+		t.Fatal("a write in a read-only transaction went through")
+	}
+	if !postgres.IsTransient(fmt.Errorf("insert events: %w", err)) {
+		t.Fatalf("IsTransient(%v) = false; want true", err)
+	}
+	// A refusal of the statement itself stays permanent.
+	if postgres.IsTransient(&pgconn.PgError{Code: "23505"}) {
+		t.Fatal("a unique violation counted as transient")
 	}
 }
