@@ -144,13 +144,17 @@ type HandlerFunc func(r *http.Request) (any, error)
 func (s *Server) route(pattern string, okStatus int, fn HandlerFunc) {
 	s.patterns = append(s.patterns, pattern)
 	need, public := RoleFor(pattern)
+	params := pathParams(pattern)
+	// The request's text is checked after authentication: a caller without a token learns
+	// nothing from a 400.
+	checked := func(r *http.Request) (any, error) {
+		if err := checkRequestText(r, params); err != nil {
+			return nil, err
+		}
+		return fn(r)
+	}
 	if public {
-		s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
-			if err := checkRequestText(r, pattern); err != nil {
-				return nil, err
-			}
-			return fn(r)
-		}))
+		s.mux.Handle(pattern, s.wrap(pattern, okStatus, checked))
 		return
 	}
 	s.mux.Handle(pattern, s.wrap(pattern, okStatus, func(r *http.Request) (any, error) {
@@ -162,23 +166,28 @@ func (s *Server) route(pattern string, okStatus int, fn HandlerFunc) {
 		if !p.Role.Allows(need) {
 			return nil, Forbidden(p, need, "call "+pattern)
 		}
-		if err := checkRequestText(r, pattern); err != nil {
-			return nil, err
-		}
-		return fn(r)
+		return checked(r)
 	}))
 }
 
-// checkRequestText refuses a path segment or query parameter that is not valid UTF-8 or holds
-// a NUL byte, naming it: no store keeps or compares such a string (PostgreSQL refuses it
-// outright), so it names nothing that exists and filters nothing.
-func checkRequestText(r *http.Request, pattern string) error {
+// pathParams names the wildcards of a route pattern ("{name}", "{path...}").
+func pathParams(pattern string) []string {
+	var names []string
 	for _, seg := range strings.Split(pattern, "/") {
 		if name, ok := strings.CutPrefix(seg, "{"); ok {
-			name = strings.TrimSuffix(strings.TrimSuffix(name, "}"), "...")
-			if err := storableText(name, r.PathValue(name)); err != nil {
-				return err
-			}
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."))
+		}
+	}
+	return names
+}
+
+// checkRequestText refuses a path segment (params: the route's wildcards) or query parameter
+// that is not valid UTF-8 or holds a NUL byte, naming it: no store keeps or compares such a
+// string (PostgreSQL refuses it outright), so it names nothing that exists and filters nothing.
+func checkRequestText(r *http.Request, params []string) error {
+	for _, name := range params {
+		if err := storableText(name, r.PathValue(name)); err != nil {
+			return err
 		}
 	}
 	for k, vs := range r.URL.Query() {

@@ -84,13 +84,8 @@ func (s *Service) Pass(ctx context.Context) error {
 	// every agent in it cost the hub per agent even when no sweep was running.
 	var byID map[string]wire.Agent
 	if len(runs) > 0 {
-		agents, err := s.cfg.Store.ListAgents(ctx)
-		if err != nil {
+		if byID, err = s.agentsByID(ctx); err != nil {
 			return errors.Join(append(errs, err)...)
-		}
-		byID = make(map[string]wire.Agent, len(agents))
-		for _, a := range agents {
-			byID[a.ID] = a
 		}
 	}
 	requests := map[string][]wire.SweepCheckRequest{}
@@ -148,13 +143,9 @@ func (s *Service) endExpired(ctx context.Context, now time.Time, due []wire.Swee
 		}
 		return wait, nil
 	}
-	agents, err := s.cfg.Store.ListAgents(ctx)
+	byID, err := s.agentsByID(ctx)
 	if err != nil {
 		return nil, err
-	}
-	byID := make(map[string]wire.Agent, len(agents))
-	for _, a := range agents {
-		byID[a.ID] = a
 	}
 	var errs []error
 	for _, r := range expired {
@@ -167,6 +158,19 @@ func (s *Service) endExpired(ctx context.Context, now time.Time, due []wire.Swee
 		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// agentsByID reads the fleet, by agent ID, for advancing runs.
+func (s *Service) agentsByID(ctx context.Context) (map[string]wire.Agent, error) {
+	agents, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]wire.Agent, len(agents))
+	for _, a := range agents {
+		byID[a.ID] = a
+	}
+	return byID, nil
 }
 
 // Why firings were missed, for their records (firing.cause).

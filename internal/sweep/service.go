@@ -584,9 +584,6 @@ func (s *Service) Trigger(ctx context.Context, name string, req wire.SweepTrigge
 		}
 		trig.maxSeconds = *req.MaxSeconds
 	}
-	if len(trig.by) > 200 {
-		return wire.SweepRun{}, fault.Invalid("by", "must be at most 200 characters")
-	}
 	if err := wire.CheckText("by", trig.by, 200); err != nil {
 		return wire.SweepRun{}, err
 	}

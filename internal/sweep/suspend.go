@@ -84,14 +84,8 @@ func checkSuspendRequest(req *wire.SweepSuspendRequest) error {
 	default:
 		return fault.Invalid("via", "must be api or cli, not %q (spec is applying spec.suspended)", req.Via)
 	}
-	if len(req.Reason) > maxReasonLen {
-		return fault.Invalid("reason", "must be at most %d characters", maxReasonLen)
-	}
-	if len(req.By) > maxByLen {
-		return fault.Invalid("by", "must be at most %d characters", maxByLen)
-	}
-	// Shown in events, the web UI and the audit record, and stored: no control or bidirectional
-	// formatting characters, no NUL (PostgreSQL cannot store one).
+	// Shown in events, the web UI and the audit record, and stored: bounded, and no control or
+	// bidirectional formatting characters, no NUL (PostgreSQL cannot store one).
 	if err := wire.CheckText("reason", req.Reason, maxReasonLen); err != nil {
 		return err
 	}
