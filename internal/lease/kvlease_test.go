@@ -444,6 +444,11 @@ func TestUncertainRenewThatLandedKeepsTheTerm(t *testing.T) {
 	waitFor(t, 10*time.Second, "the renew to be made", func() bool { return a.f.Calls("update") > updates })
 	for b.revision() == rev {
 		b.clock.Advance(50 * time.Millisecond) // up to the request landing (at 100 ms)
+		// The request's goroutine needs real time to see the clock and land: moving the clock
+		// on without waiting could carry it past the call's deadline first (a loaded machine).
+		for wait := time.Now().Add(200 * time.Millisecond); b.revision() == rev && time.Now().Before(wait); {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	if deadline := renewAt.Add(manualTiming.CallTimeout); b.clock.Now().Before(deadline) {
 		b.clock.Advance(deadline.Sub(b.clock.Now()))
